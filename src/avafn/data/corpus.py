@@ -16,6 +16,10 @@ SPLITS = ("train", "dev", "test")
 MELD_LABELS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 
 
+class DataError(ValueError):
+    """Annotations that cannot be read: the message names the file and row (or utterance)."""
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One turn of a dialogue.

@@ -1,0 +1,105 @@
+"""Download MELD's official annotation CSVs into a user cache, verified against pinned SHA-256.
+
+The files come from the ``data/MELD/`` folder of the MELD repository (GPL-3.0); they are never
+shipped with avafn. The base URL can be changed (``base_url=`` or ``$AVAFN_MELD_URL``), e.g. to a
+mirror, a ``file://`` folder or a local HTTP server; the checksums are always checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from avafn.data.meld import MELD_FILES, MELD_SHA256
+
+#: raw files of the official repository (declare-lab/MELD); the pinned sums are of commit 2d2011b4
+DEFAULT_BASE_URL = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
+
+
+class DownloadError(RuntimeError):
+    """A file that could not be fetched or whose checksum does not match the pinned one."""
+
+
+def cache_root() -> Path:
+    """avafn's user cache: ``$AVAFN_CACHE``, else ``$XDG_CACHE_HOME/avafn``, else
+    ``~/.cache/avafn``."""
+    env = os.environ.get("AVAFN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "avafn"
+
+
+def meld_cache_dir() -> Path:
+    """Where :func:`download_meld` puts the CSVs by default (``<cache_root>/meld``)."""
+    return cache_root() / "meld"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_complete(dest: str | os.PathLike) -> bool:
+    """True when ``dest`` holds the three official CSVs with the pinned checksums."""
+    dest = Path(dest)
+    return all((dest / f).is_file() and _sha256(dest / f) == MELD_SHA256[f] for f in MELD_FILES.values())
+
+
+def _fetch(url: str, target: Path, expected: str, timeout: float) -> None:
+    """Stream ``url`` into a temp file beside ``target``, check its SHA-256, then rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}.")
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    for chunk in iter(lambda: resp.read(1 << 16), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                reason = getattr(e, "reason", None) or e
+                raise DownloadError(
+                    f"could not download {url}: {reason}. Without network access, copy the MELD "
+                    "CSVs into a folder and pass --meld-dir DIR (or set $AVAFN_MELD_DIR)."
+                ) from e
+            out.flush()
+            os.fsync(out.fileno())
+        got = h.hexdigest()
+        if got != expected:
+            raise DownloadError(
+                f"checksum mismatch for {url}: got sha256 {got}, expected {expected}; "
+                f"the file was not saved to {target}"
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = None,
+                  force: bool = False, timeout: float = 60.0, quiet: bool = False) -> Path:
+    """Fetch ``{train,dev,test}_sent_emo.csv`` into ``dest`` (default :func:`meld_cache_dir`)
+    and return that folder. Files already there with the right checksum are kept (unless
+    ``force``); each file is written atomically, only after its SHA-256 matched the pinned sum.
+    Raises :class:`DownloadError` on a network failure or a checksum mismatch."""
+    dest = Path(dest).expanduser() if dest is not None else meld_cache_dir()
+    base = base_url or os.environ.get("AVAFN_MELD_URL") or DEFAULT_BASE_URL
+    if not base.endswith("/"):
+        base += "/"
+    for name in MELD_FILES.values():
+        target = dest / name
+        if not force and target.is_file() and _sha256(target) == MELD_SHA256[name]:
+            continue
+        if not quiet:
+            print(f"downloading {base}{name} -> {target}")
+        _fetch(base + name, target, MELD_SHA256[name], timeout)
+    return dest

@@ -1,0 +1,132 @@
+"""Generic manifest: any conversational corpus as one CSV or JSON-lines file.
+
+One row per utterance. Required columns: ``dialogue_id, turn, speaker, split``; ``label``
+(empty = unlabeled, e.g. for prediction); optional ``text, media, start, end``; other columns
+are ignored. ``split`` is ``train``, ``dev`` (also ``val``, ``valid``, ``validation``) or
+``test``. ``turn`` is an integer (gaps allowed, utterances are ordered by it). ``media`` is a
+clip path, relative to the manifest's folder unless absolute. ``start`` / ``end`` are seconds
+or ``HH:MM:SS,mmm``. Labels: the set given by the caller, else inferred from the train split
+(most frequent first, ties by name) and recorded in ``corpus.labels`` / ``corpus.source``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from avafn.data._tabular import parse_int, parse_time, read_csv, read_jsonl, sha256_file
+from avafn.data.corpus import SPLITS, Corpus, DataError, Dialogue, Utterance
+
+REQUIRED_COLUMNS = ("dialogue_id", "turn", "speaker", "split")
+OPTIONAL_COLUMNS = ("label", "text", "media", "start", "end")
+SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "dev",
+                 "valid": "dev", "validation": "dev", "test": "test"}
+
+
+def infer_labels(labels: list[str | None], splits: list[str]) -> list[str]:
+    """Label set ordered by frequency in train (all rows if train has none), then name."""
+    train = [lab for lab, s in zip(labels, splits) if lab and s == "train"]
+    counts = Counter(train or [lab for lab in labels if lab])
+    return sorted(counts, key=lambda lab: (-counts[lab], lab))
+
+
+def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,
+                  name: str | None = None) -> Corpus:
+    """Read a ``.csv`` or ``.jsonl`` manifest (see the module docstring) into a Corpus."""
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = read_jsonl(path, REQUIRED_COLUMNS)
+    elif suffix == ".csv":
+        _, rows = read_csv(path, REQUIRED_COLUMNS)
+    else:
+        raise DataError(f"{path}: unknown manifest format {suffix!r}; use .csv or .jsonl")
+    if not rows:
+        raise DataError(f"{path}: the manifest has no utterances")
+    if labels is not None:
+        labels = [str(lab) for lab in labels]
+        if not labels or len(set(labels)) != len(labels):
+            raise DataError(f"label set must be non-empty without duplicates, got {labels}")
+    base = path.parent.resolve()
+    known = set(labels) if labels is not None else None
+
+    parsed = []  # (line, split, dialogue_id, turn, speaker, label, text, media, start, end)
+    first_line: dict[tuple[str, str, int], int] = {}
+    for line, r in rows:
+        where = f"{path}: line {line}"
+        split_raw = r["split"].strip()
+        split = SPLIT_ALIASES.get(split_raw.lower())
+        if split is None:
+            raise DataError(f"{where}: unknown split {split_raw!r}; use train, dev or test")
+        dia = r["dialogue_id"].strip()
+        if not dia:
+            raise DataError(f"{where}: empty dialogue_id")
+        turn = parse_int(r["turn"], "turn", where)
+        key = (split, dia, turn)
+        if key in first_line:
+            raise DataError(
+                f"{where}: duplicate (dialogue_id, turn) = ({dia}, {turn}) in split {split}, "
+                f"first seen on line {first_line[key]}"
+            )
+        first_line[key] = line
+        speaker = r["speaker"].strip()
+        if not speaker:
+            raise DataError(f"{where}: empty speaker (dialogue {dia}, turn {turn})")
+        label = r.get("label", "").strip() or None
+        if label is not None and known is not None and label not in known:
+            raise DataError(
+                f"{where}: unknown label {label!r} (dialogue {dia}, turn {turn}); "
+                f"known labels: {', '.join(labels or [])}"
+            )
+        text = r.get("text", "").strip() or None
+        media = r.get("media", "").strip() or None
+        if media is not None and not os.path.isabs(media):
+            media = os.path.normpath(os.path.join(base, media))
+        start = parse_time(r.get("start", ""), "start", where)
+        end = parse_time(r.get("end", ""), "end", where)
+        if start is not None and end is not None and end < start:
+            raise DataError(f"{where}: end {end} s is before start {start} s")
+        parsed.append((line, split, dia, turn, speaker, label, text, media, start, end))
+
+    inferred = labels is None
+    if inferred:
+        labels = infer_labels([p[5] for p in parsed], [p[1] for p in parsed])
+
+    grouped: dict[str, dict[str, list[tuple]]] = {}
+    for p in parsed:
+        grouped.setdefault(p[1], {}).setdefault(p[2], []).append(p)
+    splits: dict[str, list[Dialogue]] = {}
+    for split in SPLITS:
+        if split not in grouped:
+            continue
+        dialogues = []
+        for dia in sorted(grouped[split], key=_natural_key):
+            parties: dict[str, int] = {}
+            utts = []
+            for line, _, _, turn, spk, lab, text, media, start, end in sorted(
+                    grouped[split][dia], key=lambda p: p[3]):
+                utts.append(Utterance(
+                    split=split, dialogue_id=dia, turn=turn, speaker=spk,
+                    speaker_idx=parties.setdefault(spk, len(parties)), label=lab, text=text,
+                    media=media, start=start, end=end, source=f"{path}:{line}"))
+            dialogues.append(Dialogue(split, dia, utts))
+        splits[split] = dialogues
+
+    corpus = Corpus(name or path.stem, list(labels), splits)
+    n_unlabeled = sum(1 for p in parsed if p[5] is None)
+    corpus.source = {
+        "dataset": "manifest", "path": str(path.resolve()), "sha256": sha256_file(path),
+        "labels": list(labels), "labels_inferred": inferred, "utterances": len(parsed),
+        "unlabeled": n_unlabeled, "max_parties": corpus.max_parties,
+        "splits": {s: sum(len(d) for d in ds) for s, ds in splits.items()},
+    }
+    return corpus
+
+
+def _natural_key(dialogue_id: str) -> tuple:
+    """Numeric ids in numeric order, others by name (numbers first)."""
+    try:
+        return (0, int(dialogue_id), "")
+    except ValueError:
+        return (1, 0, dialogue_id)
