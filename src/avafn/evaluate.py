@@ -1,0 +1,254 @@
+"""Metrics, reports and plots of a run folder.
+
+``evaluate(run_dir)`` scores every finished seed on dev and on the asked split and writes::
+
+    RUN/report.json   {"dev": M, "test": M, "config": {...}, "store": {...}, "version": "..."}
+                      M = {"weighted_f1": {"mean", "std", "per_seed"}, "accuracy": {...},
+                           "per_class": {label: {"precision", "recall", "f1", "support"}},
+                           "confusion": [[...]], ...}; numbers in percent except support and
+                      counts; per-class P/R/F1 are means over seeds; "confusion" is summed over
+                      seeds (rows = gold, columns = predicted; "confusion_per_seed" keeps each)
+    RUN/report.md     the same numbers as tables
+    RUN/confusion_<split>.png, RUN/per_class_<split>.png, RUN/training_curves.png
+
+Means are over seeds, ``std`` is the sample standard deviation (0 for one seed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from avafn import __version__
+from avafn.data.batching import SplitData
+from avafn.data.corpus import Corpus
+from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+from avafn.train import finished_seeds, load_run, predict, weighted_f1
+
+
+def mean_std(values: Sequence[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()) if len(v) else float("nan"),
+            "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "per_seed": [float(x) for x in v]}
+
+
+def split_metrics(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray],
+                  labels: Sequence[str], seeds: Sequence[int]) -> dict:
+    """Metrics of one split over seeds (``y_true[i]``, ``y_pred[i]`` for ``seeds[i]``)."""
+    k = len(labels)
+    f1s, accs, confs, pcs = [], [], [], []
+    for yt, yp in zip(y_true, y_pred):
+        f1s.append(weighted_f1(yt, yp))
+        accs.append(100.0 * float(accuracy_score(yt, yp)))
+        confs.append(confusion_matrix(yt, yp, labels=list(range(k))))
+        p, r, f, s = precision_recall_fscore_support(yt, yp, labels=list(range(k)),
+                                                     zero_division=0)
+        pcs.append((p * 100, r * 100, f * 100, s))
+    per_class = {}
+    for i, lab in enumerate(labels):
+        per_class[lab] = {
+            "precision": float(np.mean([pc[0][i] for pc in pcs])),
+            "recall": float(np.mean([pc[1][i] for pc in pcs])),
+            "f1": float(np.mean([pc[2][i] for pc in pcs])),
+            "support": int(pcs[0][3][i]),
+            "f1_per_seed": [float(pc[2][i]) for pc in pcs],
+        }
+    majority = int(np.bincount(y_true[0], minlength=k).argmax())
+    return {
+        "weighted_f1": mean_std(f1s),
+        "accuracy": mean_std(accs),
+        "per_class": per_class,
+        "confusion": np.sum(confs, axis=0).astype(int).tolist(),
+        "confusion_per_seed": [c.astype(int).tolist() for c in confs],
+        "seeds": [int(s) for s in seeds],
+        "n_utterances": len(y_true[0]),
+        "majority_baseline": {
+            "label": labels[majority],
+            "weighted_f1": weighted_f1(y_true[0], np.full_like(y_true[0], majority)),
+            "accuracy": 100.0 * float(np.mean(y_true[0] == majority)),
+        },
+    }
+
+
+def _resolve_inputs(desc: dict, corpus: Corpus | None, store: FeatureStore | None
+                    ) -> tuple[Corpus, FeatureStore]:
+    if store is None:
+        store = FeatureStore(desc["store"]["root"])
+    if corpus is None:
+        from avafn.data import load_corpus
+
+        tr = desc["train"]
+        dataset = tr.get("dataset") or (desc["corpus"]["name"] if desc["corpus"]["name"] == "meld"
+                                        else None)
+        if dataset is None:
+            raise ValueError("the run does not record which corpus it was trained on; "
+                             "pass the corpus (CLI: --dataset)")
+        corpus = load_corpus(dataset, meld_dir=tr.get("meld_dir"), labels=desc["labels"])
+    if list(corpus.labels) != list(desc["labels"]):
+        raise ValueError(f"the corpus labels {corpus.labels} differ from the run's "
+                         f"{desc['labels']}")
+    return corpus, store
+
+
+def _split_data(desc: dict, corpus: Corpus, store: FeatureStore, split: str) -> SplitData:
+    widths = {m: int(desc["model"]["input_dims"][m]) if "input_dims" in desc["model"]
+              else int(desc["store"]["modalities"][m]["width"]) for m in desc["modalities"]}
+    return SplitData(corpus.dialogues(split), store, desc["modalities"], desc["labels"], widths)
+
+
+def score(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None,
+          store: FeatureStore | None = None, drop: Mapping[str, float] | None = None,
+          drop_seed: int = 0, device: str = "cpu") -> dict:
+    """Metrics of every finished seed of a run on ``split`` (no files written).
+
+    ``drop={"video": 0.5}`` marks the modality missing for that fraction of the split's
+    utterances (the same utterances for every seed, drawn with ``drop_seed``).
+    """
+    desc, models = load_run(run_dir, device)
+    corpus, store = _resolve_inputs(desc, corpus, store)
+    data = _split_data(desc, corpus, store, split)
+    if drop:
+        data = data.with_dropped(drop, drop_seed)
+    yts, yps = [], []
+    for model in models:
+        yt, yp, _ = predict(model, data, device)
+        yts.append(yt), yps.append(yp)
+    out = split_metrics(yts, yps, desc["labels"], finished_seeds(run_dir))
+    if drop:
+        out["dropped"] = {m: float(f) for m, f in drop.items()}
+    return out
+
+
+def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None,
+             store: FeatureStore | None = None, drop: Mapping[str, float] | None = None,
+             device: str = "cpu", plots: bool = True) -> dict:
+    """Score a run on dev and ``split`` and write ``report.json``, ``report.md`` and plots.
+
+    With ``drop`` (robustness evaluation, see :func:`score`) nothing of the main report is
+    overwritten: the result goes to ``robustness/<split>-<modality>-<fraction>.json``.
+    """
+    run = Path(run_dir)
+    desc = json.loads((run / "config.json").read_text())
+    corpus, store = _resolve_inputs(desc, corpus, store)
+    if drop:
+        res = score(run, split, corpus, store, drop, device=device)
+        tag = "-".join(f"{m}-{f:.2f}" for m, f in sorted(drop.items()))
+        atomic_write_json(run / "robustness" / f"{split}-{tag}.json", res)
+        return res
+    report: dict[str, Any] = {"dev": score(run, "dev", corpus, store, device=device)}
+    if split != "dev":
+        report[split] = score(run, split, corpus, store, device=device)
+    report["config"] = {k: desc[k] for k in ("model_name", "model", "train", "labels",
+                                             "modalities", "corpus", "seeds") if k in desc}
+    report["store"] = {**desc["store"], "extractors": desc.get("extractors", {})}
+    report["version"] = __version__
+    report["training"] = _training_summary(run)
+    atomic_write_json(run / "report.json", report)
+    atomic_write_bytes(run / "report.md", report_markdown(report, run.name).encode())
+    if plots:
+        from avafn import plots as P
+
+        for s in [s for s in ("dev", "test", split) if s in report]:
+            P.plot_confusion(report[s]["confusion"], desc["labels"], run / f"confusion_{s}.png",
+                             title=f"{run.name}: {s} confusion (summed over seeds)")
+            P.plot_per_class(report[s]["per_class"], run / f"per_class_{s}.png",
+                             title=f"{run.name}: {s} per-class precision / recall / F1")
+        P.plot_training_curves(_histories(run), run / "training_curves.png", title=run.name)
+    return report
+
+
+def _histories(run: Path) -> dict[int, list[dict]]:
+    out = {}
+    for s in finished_seeds(run):
+        p = run / f"seed-{s}" / "history.json"
+        if p.exists():
+            out[s] = json.loads(p.read_text())["history"]
+    return out
+
+
+def _training_summary(run: Path) -> dict:
+    out = {}
+    for s in finished_seeds(run):
+        p = run / f"seed-{s}" / "history.json"
+        if p.exists():
+            h = json.loads(p.read_text())
+            out[str(s)] = {k: h[k] for k in ("best_epoch", "best_dev_f1", "epochs_run",
+                                             "stopped_by")}
+            out[str(s)]["seconds"] = float(sum(r["seconds"] for r in h["history"]))
+    return out
+
+
+def fmt(ms: dict) -> str:
+    """``"57.61 ± 0.42"`` for a ``{"mean", "std"}`` dict."""
+    return f"{ms['mean']:.2f} ± {ms['std']:.2f}"
+
+
+def report_markdown(report: dict, name: str = "run") -> str:
+    cfg = report.get("config", {})
+    lines = [f"# Report: {name}", "",
+             (f"avafn {report.get('version')}; modalities {', '.join(cfg.get('modalities', []))}; "
+             f"ablations {', '.join(cfg.get('train', {}).get('ablations', [])) or 'none'}; "
+             f"seeds {cfg.get('seeds')}. Model selected on dev weighted F1."), "",
+             ("| split | weighted F1 (%) | accuracy (%) | per seed (weighted F1) | "
+             "majority-class weighted F1 |"), "|---|---|---|---|---|"]
+    splits = [s for s in report if isinstance(report[s], dict) and "weighted_f1" in report[s]]
+    for s in splits:
+        r = report[s]
+        lines.append(f"| {s} | {fmt(r['weighted_f1'])} | {fmt(r['accuracy'])} | "
+                     + ", ".join(f"{x:.2f}" for x in r["weighted_f1"]["per_seed"])
+                     + f" | {r['majority_baseline']['weighted_f1']:.2f} |")
+    for s in splits:
+        r = report[s]
+        labels = list(r["per_class"])
+        lines += ["", f"## {s}: per class (mean over seeds)", "",
+                  "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for lab in labels:
+            c = r["per_class"][lab]
+            lines.append(f"| {lab} | {c['precision']:.2f} | {c['recall']:.2f} | {c['f1']:.2f} | "
+                         f"{c['support']} |")
+        lines += ["", (f"## {s}: confusion matrix (rows gold, columns predicted; summed over "
+                  "seeds)"), "", "| gold \\ pred | " + " | ".join(labels) + " |",
+                  "|---" * (len(labels) + 1) + "|"]
+        for lab, row in zip(labels, r["confusion"]):
+            lines.append(f"| {lab} | " + " | ".join(str(v) for v in row) + " |")
+    tr = report.get("training", {})
+    if tr:
+        lines += ["", "## Training", "", ("| seed | best epoch | best dev F1 | epochs run | "
+                  "stopped by | seconds |"), "|---|---|---|---|---|---|"]
+        for s, t in tr.items():
+            lines.append(f"| {s} | {t['best_epoch']} | {t['best_dev_f1']:.2f} | "
+                         f"{t['epochs_run']} | {t['stopped_by']} | {t['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def robustness(run_dir: str | Path, modalities: Sequence[str] | None = None,
+               fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), split: str = "test",
+               corpus: Corpus | None = None, store: FeatureStore | None = None,
+               seed: int = 0, device: str = "cpu", out: str | Path | None = None) -> dict:
+    """Weighted F1 vs the fraction of utterances with one modality removed, per modality.
+
+    Returns ``{modality: {"fractions": [...], "weighted_f1": [{"mean", "std", "per_seed"}]}}``,
+    writes it to ``RUN/robustness/<split>.json`` and the plot to ``out`` (default
+    ``RUN/robustness_<split>.png``).
+    """
+    run = Path(run_dir)
+    desc = json.loads((run / "config.json").read_text())
+    corpus, store = _resolve_inputs(desc, corpus, store)
+    mods = list(modalities or desc["modalities"])
+    res: dict[str, Any] = {}
+    for m in mods:
+        vals = [score(run, split, corpus, store, {m: f}, seed, device)["weighted_f1"]
+                for f in fractions]
+        res[m] = {"fractions": [float(f) for f in fractions], "weighted_f1": vals}
+    atomic_write_json(run / "robustness" / f"{split}.json", res)
+    from avafn import plots as P
+
+    P.plot_robustness(res, Path(out) if out else run / f"robustness_{split}.png",
+                      title=f"{run.name}: {split} weighted F1 with a modality removed")
+    return res

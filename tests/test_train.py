@@ -1,0 +1,126 @@
+import json
+
+import pytest
+import torch
+from train_synth import make_corpus, make_store
+
+from avafn.store import StoreError
+from avafn.train import TrainConfig, finished_seeds, load_run, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    corpus = make_corpus()
+    store = make_store(tmp_path_factory.mktemp("store"), corpus)
+    return corpus, store
+
+
+def cfg(**kw):
+    base = {"model": "tiny", "lr": 1e-2, "max_epochs": 6, "patience": 3, "batch_size": 8}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run, seed):
+    return torch.load(run / f"seed-{seed}" / "model.pt", weights_only=False)["model"]
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learns_and_run_folder_is_self_describing(data, tmp_path):
+    corpus, store = data
+    run = train(corpus, store, tmp_path / "run", cfg(max_epochs=15, patience=15), seeds=[0],
+                progress=False)
+    h = json.loads((run / "seed-0" / "history.json").read_text())
+    assert h["best_dev_f1"] > 70  # chance is ~33
+    assert h["history"][-1]["train_loss"] < h["history"][0]["train_loss"]
+    c = json.loads((run / "config.json").read_text())
+    assert c["labels"] == corpus.labels and c["modalities"] == ["audio", "video"]
+    assert c["train"]["lr"] == 1e-2 and c["model"]["input_dims"] == {"audio": 8, "video": 6}
+    assert c["store"]["modalities"]["audio"]["width"] == 8
+    assert c["extractors"]["video"]["extractor"] == "synth"
+    assert c["avafn_version"] and c["seeds"] == [0]
+    assert not (run / "seed-0" / "state.pt").exists()
+    _desc, models = load_run(run)
+    assert len(models) == 1 and not models[0].training
+
+
+def test_paper_defaults():
+    c = TrainConfig()
+    assert (c.lr, c.batch_size, c.weight_decay, c.dropout) == (1e-4, 32, 3e-4, 0.3)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        TrainConfig(ablations=("no_xyz",))
+    with pytest.raises(ValueError, match="not trained"):
+        TrainConfig(modalities=("audio",), modality_dropout={"video": 0.3})
+
+
+def test_deterministic_on_cpu(data, tmp_path):
+    corpus, store = data
+    c = cfg(modality_dropout={"audio": 0.3}, bucket=True)
+    a = train(corpus, store, tmp_path / "a", c, seeds=[1], progress=False)
+    b = train(corpus, store, tmp_path / "b", c, seeds=[1], progress=False)
+    assert _same(_weights(a, 1), _weights(b, 1))
+    ha = json.loads((a / "seed-1" / "history.json").read_text())["history"]
+    hb = json.loads((b / "seed-1" / "history.json").read_text())["history"]
+    assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
+    c2 = train(corpus, store, tmp_path / "c", c, seeds=[2], progress=False)
+    assert not _same(_weights(a, 1), _weights(c2, 2))
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted(data, tmp_path):
+    corpus, store = data
+    c = cfg(modality_dropout={"video": 0.2}, max_epochs=5, patience=5)
+    ref = train(corpus, store, tmp_path / "ref", c, seeds=[0, 1], progress=False)
+
+    def stop_at(seed_, epoch_):
+        def cb(seed, rec):
+            if seed == seed_ and rec["epoch"] == epoch_:
+                raise Stop
+        return cb
+
+    run = tmp_path / "run"
+    with pytest.raises(Stop):
+        train(corpus, store, run, c, seeds=[0, 1], progress=False, on_epoch_end=stop_at(1, 2))
+    assert finished_seeds(run) == [0] and (run / "seed-1" / "state.pt").exists()
+    m0 = (run / "seed-0" / "model.pt").stat().st_mtime_ns
+    epochs = []
+    train(corpus, store, run, c, seeds=[0, 1], progress=False,
+          on_epoch_end=lambda s, r: epochs.append((s, r["epoch"])))
+    assert epochs == [(1, 3), (1, 4), (1, 5)]  # continued; seed 0 not redone
+    assert (run / "seed-0" / "model.pt").stat().st_mtime_ns == m0
+    for s in (0, 1):
+        assert _same(_weights(ref, s), _weights(run, s))
+        hr = json.loads((ref / f"seed-{s}" / "history.json").read_text())["history"]
+        hx = json.loads((run / f"seed-{s}" / "history.json").read_text())["history"]
+        assert [r["dev_f1"] for r in hr] == [r["dev_f1"] for r in hx]
+    # a finished run is not trained again
+    train(corpus, store, run, c, seeds=[0, 1], progress=False,
+          on_epoch_end=lambda s, r: pytest.fail("retrained"))
+
+
+def test_resume_refuses_another_setting(data, tmp_path):
+    corpus, store = data
+    run = train(corpus, store, tmp_path / "r", cfg(max_epochs=1), progress=False)
+    with pytest.raises(ValueError, match="different train"):
+        train(corpus, store, run, cfg(max_epochs=1, lr=0.5), progress=False)
+
+
+def test_width_mismatch_with_checkpoint(data, tmp_path):
+    corpus, store = data
+    run = train(corpus, store, tmp_path / "r", cfg(max_epochs=1), progress=False)
+    other = make_store(tmp_path / "wide", corpus, widths={"audio": 12, "video": 6})
+    from avafn.evaluate import score
+    with pytest.raises(StoreError, match=r"audio features are 12-d but the checkpoint expects 8-d"):
+        score(run, "dev", corpus, other)
+
+
+def test_missing_modality_in_store(data, tmp_path):
+    corpus, store = data
+    with pytest.raises(StoreError, match="text"):
+        train(corpus, store, tmp_path / "r", cfg(modalities=("text",)), progress=False)
