@@ -1,0 +1,117 @@
+"""Face detection and cropping for DAN, with OpenCV's Haar cascade (shipped in the
+opencv-python wheel, works offline).
+
+Choice rule (spec "Pipeline": which face when several are visible): **the largest face** of
+the frame (box area; ties go to the box nearest the frame centre). In MELD's close-up shots
+the speaker is usually the largest face; the rule is per frame, with no tracking. Frames
+without a face are skipped; the number of frames with a face is recorded per utterance.
+
+Detection runs on a grey copy downscaled to ``detect_max_side``; the crop
+is taken from the full-resolution frame: a square around the box enlarged by ``margin`` of
+its side on each side, shifted to stay inside the frame where possible (padded with black
+otherwise), resized to ``size`` (224 for DAN).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+@dataclass(frozen=True)
+class FaceConfig:
+    cascade: str = DEFAULT_CASCADE  # file name in cv2.data.haarcascades, or a path
+    detect_max_side: int = 480  # detection image size (longer side, pixels)
+    scale_factor: float = 1.1
+    min_neighbors: int = 5
+    min_face: float = 0.08  # smallest face side, as a fraction of the detection image's short side
+    margin: float = 0.2  # crop margin per side, fraction of the face box side
+    size: int = 224  # output crop side
+
+
+_CASCADES: dict[str, cv2.CascadeClassifier] = {}
+
+
+def _cascade(name: str) -> cv2.CascadeClassifier:
+    if name not in _CASCADES:
+        p = Path(name)
+        if not p.is_file():
+            p = Path(cv2.data.haarcascades) / name
+        clf = cv2.CascadeClassifier(str(p))
+        if clf.empty():
+            raise FileNotFoundError(f"OpenCV face cascade {name!r} not found or unreadable ({p})")
+        _CASCADES[name] = clf
+    return _CASCADES[name]
+
+
+class FaceDetector:
+    """Haar-cascade face detector applying the largest-face rule (module docstring)."""
+
+    def __init__(self, config: FaceConfig | None = None):
+        self.config = config or FaceConfig()
+        self._clf = _cascade(self.config.cascade)
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray:
+        """All faces of an (H, W, 3) RGB frame: (K, 4) int boxes x, y, w, h in frame pixels."""
+        cfg = self.config
+        h, w = rgb.shape[:2]
+        s = min(1.0, cfg.detect_max_side / max(h, w))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if s < 1.0:
+            gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
+                              interpolation=cv2.INTER_AREA)
+        m = max(16, int(cfg.min_face * min(gray.shape)))
+        boxes = self._clf.detectMultiScale(gray, scaleFactor=cfg.scale_factor,
+                                           minNeighbors=cfg.min_neighbors, minSize=(m, m))
+        if len(boxes) == 0:
+            return np.zeros((0, 4), dtype=np.int64)
+        return np.round(np.asarray(boxes, dtype=np.float64) / s).astype(np.int64)
+
+    @staticmethod
+    def choose(boxes: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray | None:
+        """The largest box (ties: nearest the frame centre), or None."""
+        if len(boxes) == 0:
+            return None
+        h, w = frame_shape[:2]
+        area = boxes[:, 2] * boxes[:, 3]
+        cx, cy = boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2
+        dist = (cx - w / 2) ** 2 + (cy - h / 2) ** 2
+        return boxes[np.lexsort((dist, -area))[0]]
+
+    def crop(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Square crop around ``box`` with margin, resized to (size, size, 3) uint8."""
+        cfg = self.config
+        h, w = rgb.shape[:2]
+        x, y, bw, bh = (int(v) for v in box)
+        side = int(round(max(bw, bh) * (1 + 2 * cfg.margin)))
+        cx, cy = x + bw / 2, y + bh / 2
+        x0 = int(round(cx - side / 2))
+        y0 = int(round(cy - side / 2))
+        # shift inside the frame when the square fits, else pad
+        if side <= w:
+            x0 = min(max(0, x0), w - side)
+        if side <= h:
+            y0 = min(max(0, y0), h - side)
+        x1, y1 = x0 + side, y0 + side
+        patch = rgb[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
+        if patch.shape[0] != side or patch.shape[1] != side:
+            patch = cv2.copyMakeBorder(patch, max(0, -y0), max(0, y1 - h), max(0, -x0),
+                                       max(0, x1 - w), cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        interp = cv2.INTER_AREA if side > cfg.size else cv2.INTER_LINEAR
+        return cv2.resize(patch, (cfg.size, cfg.size), interpolation=interp)
+
+    def faces(self, frames: list[np.ndarray]) -> np.ndarray:
+        """The chosen face of every frame that has one: (N_with_face, size, size, 3) uint8."""
+        crops = []
+        for rgb in frames:
+            box = self.choose(self.detect(rgb), rgb.shape)
+            if box is not None:
+                crops.append(self.crop(rgb, box))
+        if not crops:
+            return np.zeros((0, self.config.size, self.config.size, 3), dtype=np.uint8)
+        return np.stack(crops)
