@@ -1,0 +1,290 @@
+"""AVAFN: CAM fusion (eqs. 1-7) -> dialogue recurrence (eqs. 8-12) -> classifier (eqs. 13-14).
+
+Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n_parties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from .dialogue import DialogueRecurrence
+from .fusion import CrossModalFusion
+
+
+@dataclass
+class AVAFNConfig:
+    modalities: tuple[str, ...] = ("audio", "video")
+    input_dims: dict[str, int] = field(default_factory=lambda: {"audio": 1024, "video": 1024})
+    n_classes: int = 7
+    n_parties: int = 9  # MELD: up to 9 parties per dialogue
+    d_model: int = 256  # CAM width d, also the width of u_t^CA
+    d_ff: int = 512  # CAM feed-forward hidden width (eqs. 5-6)
+    d_context: int = 150  # C_t
+    d_party: int = 150  # q_{i,t}, q_{j,t}
+    d_emotion: int = 128  # E_t (per direction)
+    d_att: int = 100  # ACM hidden width (eq. 9)
+    dropout: float = 0.3  # CAM, u_t and classifier input
+    input_dropout: float | None = None  # on raw features; None: same as dropout
+    bidirectional: bool = True
+    listener_modality: str | None = None  # v_t of eq. 11; None: "video" if used, else first
+    no_acm: bool = False
+    no_ssm: bool = False
+    no_ilm: bool = False
+
+    def __post_init__(self) -> None:
+        self.modalities = tuple(self.modalities)
+        self.input_dims = {str(k): int(v) for k, v in dict(self.input_dims).items()}
+        if not self.modalities or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities must be a non-empty list of distinct names, got "
+                             f"{self.modalities!r}")
+        for m in self.modalities:
+            if self.input_dims.get(m, 0) <= 0:
+                raise ValueError(f"input_dims has no positive width for modality {m!r}: "
+                                 f"{self.input_dims!r}")
+        if self.listener_modality is not None and self.listener_modality not in self.modalities:
+            raise ValueError(f"listener_modality {self.listener_modality!r} is not one of "
+                             f"{self.modalities!r}")
+        if self.n_parties < 1 or self.n_classes < 1:
+            raise ValueError("n_parties and n_classes must be >= 1")
+
+    @property
+    def listener(self) -> str:
+        """The modality whose raw vector is v_t in eq. 11."""
+        if self.listener_modality is not None:
+            return self.listener_modality
+        return "video" if "video" in self.modalities else self.modalities[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AVAFNConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown AVAFNConfig keys: {unknown}")
+        return cls(**d)
+
+
+class AVAFN(nn.Module):
+    def __init__(self, cfg: AVAFNConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        p_in = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
+        self.fusion = CrossModalFusion(cfg.modalities, cfg.input_dims, cfg.d_model, cfg.d_ff,
+                                       cfg.dropout, p_in)
+        self.v_drop = nn.Dropout(p_in)
+        self.rnn = DialogueRecurrence(
+            cfg.d_model, cfg.input_dims[cfg.listener], cfg.d_context, cfg.d_party, cfg.d_emotion,
+            cfg.d_att, no_acm=cfg.no_acm, no_ssm=cfg.no_ssm, no_ilm=cfg.no_ilm)
+        self.drop = nn.Dropout(cfg.dropout)
+        n_dir = 2 if cfg.bidirectional else 1
+        self.classifier = nn.Linear(n_dir * cfg.d_emotion, cfg.n_classes)  # eq. 13
+        self._compiled_cell = None
+
+    # ---- input validation (before any state update) ----------------------------------------
+    def _check(self, feats, present, speaker, mask) -> dict[str, torch.Tensor]:
+        """Raises ValueError naming dialogue b and utterance t; returns present (filled in)."""
+        cfg = self.cfg
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.dtype != torch.bool:
+            raise ValueError("mask must be a bool tensor (B, T)")
+        b_sz, t_len = mask.shape
+        if not isinstance(speaker, torch.Tensor) or tuple(speaker.shape) != (b_sz, t_len):
+            raise ValueError(f"speaker must have shape {(b_sz, t_len)} like mask, got "
+                             f"{None if not isinstance(speaker, torch.Tensor) else tuple(speaker.shape)}")
+        if speaker.dtype.is_floating_point or speaker.dtype == torch.bool:
+            raise ValueError("speaker must be an integer tensor")
+        gaps = mask[:, 1:] & ~mask[:, :-1]
+        if gaps.any():
+            b, t = (int(i) for i in gaps.nonzero()[0])
+            raise ValueError(f"mask is not a prefix: dialogue {b}, utterance {t + 1} is real after "
+                             f"padding at utterance {t}")
+        bad = mask & ((speaker < 0) | (speaker >= cfg.n_parties))
+        if bad.any():
+            b, t = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"speaker index {int(speaker[b, t])} out of range [0, {cfg.n_parties})"
+                             f" at dialogue {b}, utterance {t}")
+        present = dict(present or {})
+        for m in cfg.modalities:
+            if m not in feats:
+                raise ValueError(f"feats has no modality {m!r} (model uses {cfg.modalities})")
+            x, d = feats[m], cfg.input_dims[m]
+            if x.dim() != 3 or tuple(x.shape[:2]) != (b_sz, t_len):
+                raise ValueError(f"feats[{m!r}] must have shape ({b_sz}, {t_len}, {d}), got "
+                                 f"{tuple(x.shape)}")
+            if x.shape[2] != d:
+                raise ValueError(f"feats[{m!r}] has width {x.shape[2]}, expected {d}, for every "
+                                 f"dialogue and utterance (e.g. dialogue 0, utterance 0)")
+            pm = present.get(m)
+            if pm is None:
+                pm = torch.ones(b_sz, t_len, dtype=torch.bool, device=mask.device)
+            if tuple(pm.shape) != (b_sz, t_len) or pm.dtype != torch.bool:
+                raise ValueError(f"present[{m!r}] must be a bool tensor of shape {(b_sz, t_len)}")
+            present[m] = pm
+            bad = (~torch.isfinite(x)).any(-1) & pm & mask
+            if bad.any():
+                b, t = (int(i) for i in bad.nonzero()[0])
+                raise ValueError(f"non-finite value (NaN/inf) in feats[{m!r}] at dialogue {b}, "
+                                 f"utterance {t}")
+        return present
+
+    # ---- full dialogues ------------------------------------------------------------------------
+    def forward(
+        self,
+        feats: dict[str, torch.Tensor],
+        present: dict[str, torch.Tensor] | None,
+        speaker: torch.Tensor,
+        mask: torch.Tensor,
+        return_states: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """feats m->(B,T,D_m), present m->(B,T) bool, speaker (B,T) long, mask (B,T) bool ->
+        {"logits": (B,T,C), "context_attention": (B,T,T)} (+ states if return_states)."""
+        cfg = self.cfg
+        present = self._check(feats, present, speaker, mask)
+        b_sz, t_len = mask.shape
+        dtype = feats[cfg.modalities[0]].dtype
+        # eqs. 1-7: u_t^CA over the dialogue's utterances (causal when streaming)
+        u = self.fusion(feats, present, mask, causal=not cfg.bidirectional)  # (B,T,d)
+        lm = cfg.listener
+        v_ok = present[lm] & mask
+        v = self.v_drop(torch.where(v_ok.unsqueeze(-1), feats[lm], torch.zeros((), dtype=dtype,
+                                                                                   device=u.device)))
+        spk = torch.where(mask, speaker, torch.zeros_like(speaker)).long()
+        # parties beyond the largest index used in the batch never influence anything: drop them
+        n_p = int(spk.max()) + 1 if t_len > 0 else 1
+        onehot = nn.functional.one_hot(spk, n_p).to(dtype) * mask.unsqueeze(-1).to(dtype)
+        if cfg.bidirectional:  # listeners: every party of the dialogue but the speaker
+            seen = onehot.amax(dim=1, keepdim=True).expand_as(onehot)
+        else:  # streaming: the parties seen so far (causal)
+            seen = onehot.cummax(dim=1).values
+        lis = seen * (1 - onehot)
+        if cfg.bidirectional:  # reverse each dialogue within its length; stack on batch axis
+            lengths = mask.sum(1)
+            ar = torch.arange(t_len, device=mask.device)
+            rev = torch.where(ar[None] < lengths[:, None], lengths[:, None] - 1 - ar[None], ar[None])
+
+            def both(x: torch.Tensor) -> torch.Tensor:
+                idx = rev.view(b_sz, t_len, *([1] * (x.dim() - 2))).expand_as(x)
+                return torch.cat([x, x.gather(1, idx)], dim=0)
+
+            u, v, v_ok, onehot, lis = both(u), both(v), both(v_ok), both(onehot), both(lis)
+        xc, xs, xl = self.rnn.project_inputs(u, v, v_ok)
+        cell = self._compiled_cell if (self._compiled_cell is not None and u.is_cuda) else None
+        r = self.rnn.run(xc, xs, xl, onehot, lis, cell=cell, keep_parties=return_states)
+        e = self.rnn.emotion(r["C"], r["q_s"], r["q_l"])  # (N,T,De), eq. 12
+        if cfg.bidirectional:
+            e_b = e[b_sz:]
+            e_b = e_b.gather(1, rev.unsqueeze(-1).expand_as(e_b))
+            e = torch.cat([e[:b_sz], e_b], dim=-1)
+        logits = self.classifier(self.drop(e))  # eq. 13 (softmax in the loss / predict)
+        # context_attention: forward-direction eq. 9 weights alpha_{t,k}, k < t
+        score = r["score"] if r["score"] is not None else self.rnn.score(r["C"])
+        score = score[:b_sz]
+        allow = torch.ones(t_len, t_len, dtype=torch.bool, device=u.device).tril(-1)
+        allow = allow[None] & mask[:, None, :]
+        att = score[:, None, :].expand(b_sz, t_len, t_len)
+        att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow
+        if cfg.no_acm or cfg.no_ssm:  # ac_t is not used by the model
+            att = torch.zeros_like(att)
+        out = {"logits": logits, "context_attention": att}
+        if return_states:
+            out["u"] = u[:b_sz]
+            out["C"] = r["C"][:b_sz]
+            out["q_s"], out["q_l"] = r["q_s"][:b_sz], r["q_l"][:b_sz]
+            out["Q"] = r["Q"][:b_sz]
+            out["E"] = e
+        return out
+
+    # ---- streaming ---------------------------------------------------------------------------
+    def init_state(self, batch_size: int, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+        """Empty streaming state for batch_size dialogues (requires bidirectional=False)."""
+        if self.cfg.bidirectional:
+            raise ValueError("streaming needs a forward-only model (bidirectional=False)")
+        d = self.cfg.d_model
+        st: dict[str, Any] = self.rnn.init_carry(batch_size, self.cfg.n_parties, device, dtype)
+        st["E"] = torch.zeros(batch_size, self.cfg.d_emotion, device=device, dtype=dtype)
+        st["seen"] = torch.zeros(batch_size, self.cfg.n_parties, device=device, dtype=dtype)
+        st["scores"] = torch.zeros(batch_size, 0, device=device, dtype=dtype)
+        st["keys"] = {m: torch.zeros(batch_size, 0, d, device=device, dtype=dtype)
+                      for m in self.cfg.modalities}
+        st["values"] = {m: torch.zeros(batch_size, 0, d, device=device, dtype=dtype)
+                        for m in self.cfg.modalities}
+        st["key_valid"] = {m: torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+                           for m in self.cfg.modalities}
+        return st
+
+    def step(
+        self,
+        state: dict[str, Any],
+        feats_t: dict[str, torch.Tensor],
+        present_t: dict[str, torch.Tensor] | None,
+        speaker_t: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
+        """One utterance per dialogue: feats_t m->(B,D_m), present_t m->(B,), speaker_t (B,) ->
+        (logits (B,C), new state, {"context_attention": (B,t) over earlier utterances,
+        "probs": (B,C)}). The input state is not modified."""
+        cfg = self.cfg
+        if cfg.bidirectional:
+            raise ValueError("streaming needs a forward-only model (bidirectional=False)")
+        b_sz = state["C"].shape[0]
+        if not isinstance(speaker_t, torch.Tensor) or tuple(speaker_t.shape) != (b_sz,):
+            raise ValueError(f"speaker_t must have shape ({b_sz},)")
+        t_idx = state["scores"].shape[1]
+        f3, p3 = {}, {}
+        for m in cfg.modalities:
+            if m not in feats_t:
+                raise ValueError(f"feats_t has no modality {m!r}")
+            x = feats_t[m]
+            if x.dim() != 2 or x.shape[0] != b_sz:
+                raise ValueError(f"feats_t[{m!r}] must have shape ({b_sz}, {cfg.input_dims[m]}),"
+                                 f" got {tuple(x.shape)} (utterance {t_idx})")
+            f3[m] = x.unsqueeze(1)
+            if present_t is not None and m in present_t:
+                if tuple(present_t[m].shape) != (b_sz,):
+                    raise ValueError(f"present_t[{m!r}] must have shape ({b_sz},)")
+                p3[m] = present_t[m].unsqueeze(1)
+        mask = torch.ones(b_sz, 1, dtype=torch.bool, device=speaker_t.device)
+        try:
+            present = self._check(f3, p3, speaker_t.unsqueeze(1), mask)
+        except ValueError as err:  # the whole message already names dialogue b; fix utterance
+            raise ValueError(str(err).replace("utterance 0", f"utterance {t_idx}")) from None
+        # eqs. 1-7 with the history of keys/values (causal CAM)
+        fu = self.fusion
+        h = fu.project(f3, present)
+        kn, vn = fu.keys_values(h)
+        keys = {m: torch.cat([state["keys"][m], kn[m]], 1) for m in kn}
+        values = {m: torch.cat([state["values"][m], vn[m]], 1) for m in vn}
+        kvalid = {m: torch.cat([state["key_valid"][m], present[m]], 1) for m in kn}
+        u, _ = fu.fuse(h, present, keys, values, kvalid, None)
+        lm = cfg.listener
+        v = self.v_drop(torch.where(present[lm].unsqueeze(-1), f3[lm], torch.zeros_like(f3[lm])))
+        xc, xs, xl = self.rnn.project_inputs(u, v, present[lm])
+        spk = nn.functional.one_hot(speaker_t.long(), cfg.n_parties).to(u.dtype)
+        seen = torch.maximum(state["seen"], spk)
+        lis = seen * (1 - spk)
+        carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc")}
+        carry, o = self.rnn.cell(carry, xc[:, 0], None if xs is None else xs[:, 0],
+                                 None if xl is None else xl[:, 0], spk, lis)
+        e = self.rnn.emotion_step(state["E"], o["C"], o["q_s"], o["q_l"])
+        logits = self.classifier(self.drop(e))
+        score = o["score"] if "score" in o else self.rnn.score(o["C"])
+        scores = torch.cat([state["scores"], score.unsqueeze(1)], 1)
+        if cfg.no_acm or cfg.no_ssm or t_idx == 0:
+            att = torch.zeros_like(state["scores"])
+        else:
+            att = torch.softmax(state["scores"], -1)
+        new = dict(carry, E=e, seen=seen, scores=scores, keys=keys, values=values,
+                   key_valid=kvalid)
+        return logits, new, {"context_attention": att, "probs": torch.softmax(logits, -1)}
+
+    # ---- CUDA fast path ----------------------------------------------------------------------
+    def compile_recurrence(self, mode: str = "max-autotune-no-cudagraphs") -> None:
+        """Compile the per-utterance cell with torch.compile; used only for CUDA inputs."""
+        self._compiled_cell = torch.compile(self.rnn.cell, mode=mode, dynamic=False)

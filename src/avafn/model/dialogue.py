@@ -1,0 +1,184 @@
+"""Dialogue recurrence (eqs. 8-12): context GRU, attentive context (ACM), self-speaker GRU (SSM),
+intra-listener GRU (ILM) and emotion GRU, vectorised over batch, parties and directions.
+
+Rows N of every tensor are dialogues (both directions stacked on this axis); party states are
+a tensor (N, P, D_p); speaker/listener updates are masked blends. Only time is looped over.
+Everything that depends only on inputs (u_t, v_t) is projected for all t before the loop.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """GRU cell from precomputed gates: gi = W_i x + b_i, gh = W_h h + b_h (..,3H), h (..,H)."""
+    i_rz, i_n = gi.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
+    h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
+    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
+    n = torch.tanh(i_n + r * h_n)
+    return n + z * (h - n)  # = (1 - z) * n + z * h, PyTorch's GRU convention
+
+
+class GRUWeights(nn.Module):
+    """GRU parameters with the input weight split by input part (x = x_0 ⊕ x_1 ⊕ ...), so the
+    parts known before the loop are projected for all t at once (gate order r, z, n)."""
+
+    def __init__(self, in_dims: list[int], hidden: int) -> None:
+        super().__init__()
+        k = 1.0 / math.sqrt(hidden)
+        self.w_in = nn.ParameterList(
+            [nn.Parameter(torch.empty(3 * hidden, d).uniform_(-k, k)) for d in in_dims]
+        )
+        self.b_ih = nn.Parameter(torch.empty(3 * hidden).uniform_(-k, k))
+        self.w_hh = nn.Parameter(torch.empty(3 * hidden, hidden).uniform_(-k, k))
+        self.b_hh = nn.Parameter(torch.empty(3 * hidden).uniform_(-k, k))
+
+    def inp(self, i: int, x: torch.Tensor, bias: bool = False) -> torch.Tensor:
+        """x (..., d_i) -> W_i x (+ b_ih) (..., 3H)."""
+        y = torch.matmul(x, self.w_in[i].t())
+        return y + self.b_ih if bias else y
+
+    def hid(self, h: torch.Tensor) -> torch.Tensor:
+        """h (..., H) -> W_hh h + b_hh (..., 3H)."""
+        return torch.addmm(self.b_hh, h, self.w_hh.t()) if h.dim() == 2 else (
+            torch.matmul(h, self.w_hh.t()) + self.b_hh)
+
+
+class DialogueRecurrence(nn.Module):
+    """GRU_C (eq. 8), ACM (eq. 9), GRU_S (eq. 10), GRU_L (eq. 11), GRU_E (eq. 12)."""
+
+    def __init__(
+        self, d_u: int, d_v: int, d_context: int, d_party: int, d_emotion: int, d_att: int,
+        no_acm: bool = False, no_ssm: bool = False, no_ilm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.d_context, self.d_party, self.d_emotion = d_context, d_party, d_emotion
+        self.no_acm, self.no_ssm, self.no_ilm = no_acm, no_ssm, no_ilm
+        self.gru_c = GRUWeights([d_u, d_party], d_context)  # eq. 8: input u_t ⊕ q_{i,t-1}
+        self.att_w = nn.Linear(d_context, d_att)  # eq. 9: score_k = w^T tanh(W C_k + b)
+        self.att_v = nn.Linear(d_att, 1, bias=False)
+        self.gru_s = GRUWeights([d_u, d_context], d_party)  # eq. 10: input u_t ⊕ ac_t
+        self.gru_l = GRUWeights([d_u, d_v], d_party)  # eq. 11: input u_t ⊕ v_t
+        self.v_missing = nn.Parameter(torch.randn(3 * d_party) * 0.02)  # v_t missing (gate space)
+        self.gru_e = nn.GRU(d_context + 2 * d_party, d_emotion, batch_first=True)  # eq. 12
+
+    # ---- inputs projected for all time steps at once -------------------------------------
+    def project_inputs(
+        self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp)."""
+        xc = self.gru_c.inp(0, u, bias=True)
+        xs = None if self.no_ssm else self.gru_s.inp(0, u, bias=True)
+        xl = None
+        if not self.no_ilm:
+            xv = torch.where(v_ok.unsqueeze(-1), self.gru_l.inp(1, v), self.v_missing.to(u.dtype))
+            xl = self.gru_l.inp(0, u, bias=True) + xv
+        return xc, xs, xl
+
+    def score(self, c: torch.Tensor) -> torch.Tensor:
+        """Eq. 9 score of context states: c (..., Dg) -> (...)."""
+        return self.att_v(torch.tanh(self.att_w(c))).squeeze(-1)
+
+    def init_carry(self, n: int, n_parties: int, device, dtype) -> dict[str, torch.Tensor]:
+        """Zero recurrent state for n rows: C (n,Dg), Q (n,P,Dp), online-softmax ACM sums."""
+        z = {"device": device, "dtype": dtype}
+        return {
+            "C": torch.zeros(n, self.d_context, **z),
+            "Q": torch.zeros(n, n_parties, self.d_party, **z),
+            "acm_max": torch.full((n,), -math.inf, **z),
+            "acm_sum": torch.zeros(n, **z),
+            "acm_acc": torch.zeros(n, self.d_context, **z),
+        }
+
+    def cell(
+        self,
+        carry: dict[str, torch.Tensor],
+        xc: torch.Tensor,
+        xs: torch.Tensor | None,
+        xl: torch.Tensor | None,
+        spk: torch.Tensor,
+        lis: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp), spk (N,P) one-hot speaker,
+        lis (N,P) listener mask (float) -> (new carry, {C, q_s, q_l, score} each (N,..))."""
+        c_prev, q = carry["C"], carry["Q"]
+        q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
+        # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
+        c = gru_update(xc + self.gru_c.inp(1, q_spk_prev), self.gru_c.hid(c_prev), c_prev)
+        out = {"C": c}
+        new = dict(carry, C=c)
+        # eq. 9: ac_t = sum_{k<t} softmax(score)_k C_k, kept as an online softmax (0 at t = 0)
+        use_acm = not self.no_acm and not self.no_ssm
+        if use_acm:
+            ac = carry["acm_acc"] / carry["acm_sum"].clamp_min(1e-30).unsqueeze(-1)
+            s = self.score(c)
+            m_new = torch.maximum(carry["acm_max"], s)
+            f_old, f_new = torch.exp(carry["acm_max"] - m_new), torch.exp(s - m_new)
+            new["acm_max"] = m_new
+            new["acm_sum"] = carry["acm_sum"] * f_old + f_new
+            new["acm_acc"] = carry["acm_acc"] * f_old.unsqueeze(-1) + f_new.unsqueeze(-1) * c
+            out["score"] = s
+        # eq. 10: q_{i,t} = GRU_S(q_{i,t-1}, ac_t ⊕ u_t)   (w/o SSM: kept as it was)
+        if self.no_ssm:
+            q_spk = q_spk_prev
+        else:
+            gi = xs if not use_acm else xs + self.gru_s.inp(1, ac)
+            q_spk = gru_update(gi, self.gru_s.hid(q_spk_prev), q_spk_prev)
+        # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
+        spk3, lis3 = spk.unsqueeze(-1), lis.unsqueeze(-1)
+        if self.no_ilm:
+            q_new = q + spk3 * (q_spk.unsqueeze(1) - q)
+        else:
+            q_lis = gru_update(xl.unsqueeze(1), self.gru_l.hid(q), q)  # all parties at once
+            q_new = q + spk3 * (q_spk.unsqueeze(1) - q) + lis3 * (q_lis - q)
+        new["Q"] = q_new
+        # eq. 12 input: listeners' mean state (zeros when there is no listener)
+        w = lis / lis.sum(-1, keepdim=True).clamp_min(1.0)
+        out["q_s"], out["q_l"] = q_spk, torch.bmm(w.unsqueeze(1), q_new).squeeze(1)
+        return new, out
+
+    def run(
+        self,
+        xc: torch.Tensor,
+        xs: torch.Tensor | None,
+        xl: torch.Tensor | None,
+        spk: torch.Tensor,
+        lis: torch.Tensor,
+        cell=None,
+        keep_parties: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Loop over time. xc (N,T,3Dg), xs/xl (N,T,3Dp), spk/lis (N,T,P) float ->
+        C (N,T,Dg), q_s/q_l (N,T,Dp), score (N,T) or None, [Q (N,T,P,Dp)]."""
+        n, t_len, p = spk.shape
+        carry = self.init_carry(n, p, xc.device, xc.dtype)
+        cell = cell or self.cell
+        outs: dict[str, list[torch.Tensor]] = {"C": [], "q_s": [], "q_l": [], "score": [], "Q": []}
+        for t in range(t_len):
+            carry, o = cell(carry, xc[:, t], None if xs is None else xs[:, t],
+                            None if xl is None else xl[:, t], spk[:, t], lis[:, t])
+            for k, val in o.items():
+                outs[k].append(val)
+            if keep_parties:
+                outs["Q"].append(carry["Q"])
+        res = {k: torch.stack(v, dim=1) for k, v in outs.items() if v}
+        res.setdefault("score", None)
+        return res
+
+    def emotion(self, c: torch.Tensor, q_s: torch.Tensor, q_l: torch.Tensor) -> torch.Tensor:
+        """Eq. 12 over the whole sequence (E never feeds back): (N,T,*) -> E (N,T,De)."""
+        e, _ = self.gru_e(torch.cat([c, q_s, q_l], dim=-1))
+        return e
+
+    def emotion_step(
+        self, e: torch.Tensor, c: torch.Tensor, q_s: torch.Tensor, q_l: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 12 for one step with GRU_E's weights: e (N,De), inputs (N,*) -> (N,De)."""
+        g = self.gru_e
+        x = torch.cat([c, q_s, q_l], dim=-1)
+        gi = torch.addmm(g.bias_ih_l0, x, g.weight_ih_l0.t())
+        gh = torch.addmm(g.bias_hh_l0, e, g.weight_hh_l0.t())
+        return gru_update(gi, gh, e)

@@ -1,0 +1,480 @@
+"""Tests of the AVAFN network (small sizes, CPU, seconds)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from avafn.model import AVAFN, AVAFNConfig
+
+DIMS = {"audio": 6, "video": 5, "text": 4}
+
+
+def small_cfg(**kw) -> AVAFNConfig:
+    base = {"modalities": ("audio", "video"), "input_dims": dict(DIMS), "n_classes": 3,
+            "n_parties": 4, "d_model": 8, "d_ff": 12, "d_context": 7, "d_party": 6,
+            "d_emotion": 5, "d_att": 4, "dropout": 0.3}
+    return AVAFNConfig(**{**base, **kw})
+
+
+def make_batch(cfg: AVAFNConfig, lengths=(6, 3, 5), seed=0, dtype=torch.float32, p_missing=0.0):
+    g = torch.Generator().manual_seed(seed)
+    b, t = len(lengths), max(lengths)
+    mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
+    feats = {m: torch.randn(b, t, cfg.input_dims[m], generator=g, dtype=dtype)
+             for m in cfg.modalities}
+    present = {m: torch.rand(b, t, generator=g) >= p_missing for m in cfg.modalities}
+    speaker = torch.randint(0, 3, (b, t), generator=g)
+    speaker = torch.where(mask, speaker, torch.zeros_like(speaker))
+    return feats, present, speaker, mask
+
+
+def model_of(cfg: AVAFNConfig, seed: int = 0, dtype=torch.float32) -> AVAFN:
+    torch.manual_seed(seed)
+    return AVAFN(cfg).to(dtype).eval()
+
+
+# ---- shapes, gradients, config ---------------------------------------------------------------
+UNUSED = {  # parameters that the switch makes irrelevant to the logits
+    "no_acm": ("rnn.att_", "rnn.gru_s.w_in.1"),
+    "no_ssm": ("rnn.att_", "rnn.gru_s."),
+    "no_ilm": ("rnn.gru_l.", "rnn.v_missing"),
+}
+
+
+@pytest.mark.parametrize("switches", [(), ("no_acm",), ("no_ssm",), ("no_ilm",),
+                                      ("no_acm", "no_ilm"), ("no_acm", "no_ssm", "no_ilm")])
+@pytest.mark.parametrize("mods", [("audio", "video"), ("audio",), ("video", "audio", "text")])
+def test_shapes_and_gradients(mods, switches):
+    cfg = small_cfg(modalities=mods, **{s: True for s in switches})
+    model = model_of(cfg).train()
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.3)
+    out = model(feats, present, speaker, mask)
+    assert out["logits"].shape == (3, 6, 3)
+    assert out["context_attention"].shape == (3, 6, 6)
+    out["logits"][mask].logsumexp(-1).sum().backward()
+    unused = tuple(p for s in switches for p in UNUSED[s])
+    if "no_ssm" in switches and "no_ilm" in switches:  # party states stay 0: q_{i,t-1} is unused
+        unused += ("rnn.gru_c.w_in.1",)
+    for name, p in model.named_parameters():
+        if name.startswith(unused):
+            assert p.grad is None or p.grad.abs().sum() == 0, name
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_config_roundtrip_and_errors():
+    cfg = small_cfg(no_ilm=True, listener_modality="audio")
+    d = cfg.to_dict()
+    assert AVAFNConfig.from_dict(d) == cfg
+    assert d["modalities"] == ["audio", "video"]
+    with pytest.raises(ValueError, match="unknown"):
+        AVAFNConfig.from_dict({**d, "bogus": 1})
+    with pytest.raises(ValueError, match="input_dims"):
+        small_cfg(modalities=("audio", "depth"))
+    with pytest.raises(ValueError, match="listener_modality"):
+        small_cfg(modalities=("audio",), listener_modality="video")
+    assert small_cfg(modalities=("audio", "text")).listener == "audio"
+    assert small_cfg(modalities=("text", "video")).listener == "video"
+
+
+# ---- invariances --------------------------------------------------------------------------------
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_padding_and_batch_composition_invariance(bidirectional):
+    cfg = small_cfg(modalities=("audio", "video", "text"), bidirectional=bidirectional)
+    model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(6, 3, 5), p_missing=0.2)
+    ref = model(feats, present, speaker, mask)
+    # extra padded steps with garbage (NaN features, bad speakers) + a fully padded dialogue
+    pad = 3
+    f2 = {m: torch.cat([x, torch.full((3, pad, x.shape[2]), float("nan"))], 1) for m, x in
+          feats.items()}
+    f2 = {m: torch.cat([x, torch.full((1, x.shape[1], x.shape[2]), float("nan"))], 0) for m, x
+          in f2.items()}
+    p2 = {m: torch.cat([torch.cat([x, torch.ones(3, pad, dtype=torch.bool)], 1),
+                        torch.ones(1, 9, dtype=torch.bool)], 0) for m, x in present.items()}
+    s2 = torch.cat([torch.cat([speaker, torch.full((3, pad), 99)], 1), torch.full((1, 9), -5)])
+    m2 = torch.cat([torch.cat([mask, torch.zeros(3, pad, dtype=torch.bool)], 1),
+                    torch.zeros(1, 9, dtype=torch.bool)])
+    out = model(f2, p2, s2, m2)
+    assert torch.isfinite(out["logits"]).all()
+    for b, n in enumerate((6, 3, 5)):
+        torch.testing.assert_close(out["logits"][b, :n], ref["logits"][b, :n])
+        torch.testing.assert_close(out["context_attention"][b, :n, :n],
+                                   ref["context_attention"][b, :n, :n])
+    # each dialogue alone gives its outputs in the batch
+    for b, n in enumerate((6, 3, 5)):
+        one = model({m: x[b : b + 1, :n] for m, x in feats.items()},
+                    {m: x[b : b + 1, :n] for m, x in present.items()},
+                    speaker[b : b + 1, :n], mask[b : b + 1, :n])
+        torch.testing.assert_close(one["logits"][0], ref["logits"][b, :n])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_speaker_relabelling_invariance(bidirectional):
+    cfg = small_cfg(bidirectional=bidirectional)
+    model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg)
+    ref = model(feats, present, speaker, mask)
+    perm = torch.tensor([3, 0, 2, 1])  # party p -> perm[p]
+    out = model(feats, present, perm[speaker], mask)
+    torch.testing.assert_close(out["logits"][mask], ref["logits"][mask])
+    # a sanity check that the speaker pattern matters at all
+    other = model(feats, present, torch.where(mask, 0, speaker), mask)
+    assert not torch.allclose(other["logits"][mask], ref["logits"][mask], atol=1e-4)
+
+
+# ---- causality and streaming -------------------------------------------------------------------
+@pytest.mark.parametrize("mods", [("audio", "video"), ("text",), ("audio", "video", "text")])
+def test_causal_and_step_equals_full_pass(mods):
+    cfg = small_cfg(modalities=mods, bidirectional=False)
+    model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(6, 6), p_missing=0.25)
+    full = model(feats, present, speaker, mask)
+    # changing utterances 3.. leaves 0..2 unchanged, and changes 3
+    f2 = {m: x.clone() for m, x in feats.items()}
+    for x in f2.values():
+        x[:, 3:] = torch.randn_like(x[:, 3:])
+    s2 = speaker.clone()
+    s2[:, 3:] = 3
+    out = model(f2, present, s2, mask)
+    torch.testing.assert_close(out["logits"][:, :3], full["logits"][:, :3])
+    torch.testing.assert_close(out["context_attention"][:, :3], full["context_attention"][:, :3])
+    assert not torch.allclose(out["logits"][:, 3], full["logits"][:, 3], atol=1e-4)
+    # step by step equals the causal full pass
+    state = model.init_state(2)
+    for t in range(6):
+        logits, state, info = model.step(state, {m: x[:, t] for m, x in feats.items()},
+                                         {m: x[:, t] for m, x in present.items()}, speaker[:, t])
+        torch.testing.assert_close(logits, full["logits"][:, t], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(info["context_attention"],
+                                   full["context_attention"][:, t, :t], atol=1e-5, rtol=1e-4)
+
+
+def test_streaming_requires_forward_only():
+    model = model_of(small_cfg(bidirectional=True))
+    with pytest.raises(ValueError, match="bidirectional"):
+        model.init_state(1)
+
+
+# ---- switches change only what they name ------------------------------------------------------
+def _states(cfg, **switch):
+    base = model_of(cfg)
+    abl = AVAFN(AVAFNConfig(**{**cfg.to_dict(), **switch})).eval()
+    abl.load_state_dict(base.state_dict())
+    feats, present, speaker, mask = make_batch(cfg, lengths=(6, 5), seed=3)
+    speaker = torch.tensor([[0, 1, 0, 2, 1, 0], [1, 0, 0, 1, 2, 0]])
+    args = (feats, present, speaker, mask)
+    return base(*args, return_states=True), abl(*args, return_states=True), speaker, mask
+
+
+def test_no_ilm_listeners_keep_state():
+    cfg = small_cfg(bidirectional=False)
+    base, abl, speaker, mask = _states(cfg, no_ilm=True)
+    torch.testing.assert_close(abl["u"], base["u"])  # the fusion is untouched
+    q = abl["Q"]  # (B,T,P,Dp): a party's state changes only at its own turns
+    for b in range(2):
+        for t in range(1, int(mask[b].sum())):
+            for p in range(q.shape[2]):
+                if p != speaker[b, t]:
+                    torch.testing.assert_close(q[b, t, p], q[b, t - 1, p])
+    assert not torch.allclose(base["Q"], abl["Q"])
+    # first utterance: no listener has spoken yet (causal), so ILM cannot matter there
+    torch.testing.assert_close(abl["logits"][:, 0], base["logits"][:, 0])
+    assert not torch.allclose(abl["logits"], base["logits"], atol=1e-5)
+
+
+def test_no_ssm_speakers_keep_state():
+    cfg = small_cfg(bidirectional=False)
+    base, abl, speaker, mask = _states(cfg, no_ssm=True)
+    torch.testing.assert_close(abl["u"], base["u"])
+    q = abl["Q"]
+    for b in range(2):
+        for t in range(1, int(mask[b].sum())):
+            s = int(speaker[b, t])
+            torch.testing.assert_close(q[b, t, s], q[b, t - 1, s])
+    assert abl["Q"][:, 0].abs().sum() == 0  # the first speaker keeps the zero initial state
+    torch.testing.assert_close(abl["C"][:, 0], base["C"][:, 0])  # C_1 does not see SSM
+    assert not torch.allclose(abl["C"][:, 2], base["C"][:, 2])  # a returning speaker
+    assert abl["context_attention"].abs().sum() == 0
+    # both: every party state stays at its initial value
+    _, both, _, _ = _states(cfg, no_ssm=True, no_ilm=True)
+    assert both["Q"].abs().sum() == 0
+
+
+def test_no_acm_context_is_zero():
+    cfg = small_cfg(bidirectional=False)
+    base, abl, _, _ = _states(cfg, no_acm=True)
+    torch.testing.assert_close(abl["u"], base["u"])
+    assert abl["context_attention"].abs().sum() == 0
+    assert base["context_attention"][:, 2, :2].sum(-1).sub(1).abs().max() < 1e-5
+    # ac_1 = 0 in both, so step 0 and C_2 agree; after that the ACM makes a difference
+    torch.testing.assert_close(abl["q_s"][:, 0], base["q_s"][:, 0])
+    torch.testing.assert_close(abl["C"][:, 1], base["C"][:, 1])
+    assert not torch.allclose(abl["q_s"][:, 1], base["q_s"][:, 1])
+
+
+def test_modality_switch_ignores_other_modalities():
+    cfg = small_cfg(modalities=("audio",))
+    model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(small_cfg())
+    ref = model(feats, present, speaker, mask)
+    feats["video"] = torch.randn_like(feats["video"])
+    out = model(feats, present, speaker, mask)
+    torch.testing.assert_close(out["logits"], ref["logits"])
+    assert model.fusion.proj.keys() == {"audio"}
+
+
+# ---- CAM ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_cam_is_not_degenerate(bidirectional):
+    cfg = small_cfg(bidirectional=bidirectional)
+    model = model_of(cfg)
+    feats, present, _speaker, mask = make_batch(cfg, lengths=(5,))
+    feats = {m: x.requires_grad_() for m, x in feats.items()}
+    u = model.fusion(feats, present, mask, causal=not bidirectional)
+    (gv,) = torch.autograd.grad(u[0, 2].sum(), feats["video"], retain_graph=True)
+    dep = gv[0].abs().sum(-1)  # how much u_2 depends on each utterance's video
+    assert (dep[[0, 1]] > 0).all()  # other utterances' video
+    if bidirectional:
+        assert (dep[[3, 4]] > 0).all()
+    else:
+        assert (dep[[3, 4]] == 0).all()
+    (ga,) = torch.autograd.grad(u[0, 2].sum(), feats["audio"])
+    assert ga[0, 2].abs().sum() > 0
+
+
+# ---- missing modality ---------------------------------------------------------------------------
+def test_missing_modality():
+    cfg = small_cfg(modalities=("audio", "video", "text"))
+    model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.3)
+    present["video"][1] = False  # a whole dialogue without faces
+    present["audio"][0, :2] = False
+    present["text"][0, :2] = False
+    present["video"][0, :2] = False  # utterances with nothing at all
+    ref = model(feats, present, speaker, mask)
+    assert torch.isfinite(ref["logits"]).all()
+    # missing features are never read: garbage there changes nothing
+    f2 = {m: torch.where(present[m].unsqueeze(-1), x, float("nan")) for m, x in feats.items()}
+    out = model(f2, present, speaker, mask)
+    torch.testing.assert_close(out["logits"], ref["logits"])
+    # and "missing" is not the same as a real all-zero vector
+    z = {m: torch.where(present[m].unsqueeze(-1), x, 0.0) for m, x in feats.items()}
+    allp = {m: torch.ones_like(p) for m, p in present.items()}
+    zero = model(z, allp, speaker, mask)
+    assert not torch.allclose(zero["logits"][1], ref["logits"][1], atol=1e-4)
+    # an all-missing dialogue still gives finite outputs (unimodal too)
+    uni = model_of(small_cfg(modalities=("video",)))
+    pv = {"video": torch.zeros_like(present["video"])}
+    assert torch.isfinite(uni({"video": feats["video"]}, pv, speaker, mask)["logits"]).all()
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_bad_input_errors():
+    cfg = small_cfg()
+    model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg)
+
+    def err(f=feats, p=present, s=speaker, k=mask):
+        with pytest.raises(ValueError) as e:
+            model(f, p, s, k)
+        return str(e.value)
+
+    assert "width 7" in err(f={**feats, "audio": torch.randn(3, 6, 7)})
+    s = speaker.clone()
+    s[1, 2] = 4
+    assert "dialogue 1, utterance 2" in err(s=s)
+    s[1, 2] = -1
+    assert "dialogue 1, utterance 2" in err(s=s)
+    s = speaker.clone()
+    s[1, 4] = 17  # padding: ignored
+    model(feats, present, s, mask)
+    k = mask.clone()
+    k[2, 1] = False
+    assert "dialogue 2, utterance 2" in err(k=k)
+    assert "shape" in err(k=mask[:, :4])
+    assert "shape" in err(s=speaker[:2])
+    assert "shape" in err(p={**present, "video": present["video"][:, :2]})
+    for bad in (float("nan"), float("inf")):
+        f = {m: x.clone() for m, x in feats.items()}
+        f["video"][0, 3, 1] = bad
+        assert "dialogue 0, utterance 3" in err(f=f)
+    assert "no modality" in err(f={"audio": feats["audio"]})
+    # NaN where the modality is missing is fine
+    f = {m: x.clone() for m, x in feats.items()}
+    f["video"][0, 3] = float("nan")
+    p = {m: x.clone() for m, x in present.items()}
+    p["video"][0, 3] = False
+    assert torch.isfinite(model(f, p, speaker, mask)["logits"]).all()
+
+
+def test_bad_step_input_leaves_state_untouched():
+    cfg = small_cfg(bidirectional=False)
+    model = model_of(cfg)
+    feats, _present, speaker, _mask = make_batch(cfg, lengths=(4, 4))
+    state = model.init_state(2)
+    with torch.no_grad():
+        _, state, _ = model.step(state, {m: x[:, 0] for m, x in feats.items()}, None,
+                                 speaker[:, 0])
+    snap = copy.deepcopy(state)
+    ft = {m: x[:, 1].clone() for m, x in feats.items()}
+    ft["audio"][1, 2] = float("nan")
+    with pytest.raises(ValueError, match="dialogue 1, utterance 1"):
+        model.step(state, ft, None, speaker[:, 1])
+    with pytest.raises(ValueError, match="dialogue 0, utterance 1"):
+        model.step(state, {m: x[:, 1] for m, x in feats.items()}, None, torch.tensor([9, 0]))
+    with pytest.raises(ValueError, match="width"):
+        model.step(state, {**ft, "audio": torch.zeros(2, 3)}, None, speaker[:, 1])
+    for k, v in snap.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, state[k]), k
+
+
+# ---- equivalence with a plain per-dialogue, per-step implementation ---------------------------
+def _lin(x, layer):
+    return layer.weight @ x + (layer.bias if layer.bias is not None else 0)
+
+
+def _ln(x, layer):
+    mu, var = x.mean(), x.var(unbiased=False)
+    return (x - mu) / torch.sqrt(var + layer.eps) * layer.weight + layer.bias
+
+
+def _gru(h, x, w_ih, b_ih, w_hh, b_hh):
+    gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
+    n_h = h.shape[0]
+    r = torch.sigmoid(gi[:n_h] + gh[:n_h])
+    z = torch.sigmoid(gi[n_h : 2 * n_h] + gh[n_h : 2 * n_h])
+    n = torch.tanh(gi[2 * n_h :] + r * gh[2 * n_h :])
+    return (1 - z) * n + z * h
+
+
+def _split_gru(g):
+    return torch.cat(list(g.w_in), dim=1), g.b_ih, g.w_hh, g.b_hh
+
+
+def reference_forward(model, feats, present, speaker, length, causal):
+    """One dialogue, written from the equations with plain loops (no batching)."""
+    cfg, fu, rnn = model.cfg, model.fusion, model.rnn
+    mods = cfg.modalities
+    # projections H_m (missing -> learned token)
+    h = {m: [(_ln(_lin(feats[m][t], fu.proj[m].proj), fu.proj[m].norm) if present[m][t]
+              else fu.proj[m].missing) for t in range(length)] for m in mods}
+    us = []
+    for t in range(length):
+        if len(mods) == 1:
+            us.append(h[mods[0]][t])
+            continue
+        hc = {}
+        for m in mods:
+            blk = fu.cam[m]
+            q = blk.q.weight @ h[m][t]
+            ks, vs = [], []
+            for n in mods:
+                if n == m:
+                    continue
+                for s in range(length):
+                    if present[n][s] and (s <= t or not causal):
+                        ks.append(fu.cam[n].k.weight @ h[n][s])
+                        vs.append(fu.cam[n].v.weight @ h[n][s])
+            if ks:
+                sc = torch.stack([q @ k for k in ks]) / math.sqrt(cfg.d_model)  # eqs. 1-2
+                zeta = (torch.softmax(sc, 0)[:, None] * torch.stack(vs)).sum(0)
+            else:
+                zeta = torch.zeros_like(q)
+            h_ln = _ln(h[m][t] + zeta, blk.norm1)  # eqs. 3-4
+            ff = _lin(torch.nn.functional.gelu(_lin(h_ln, blk.ff[0])), blk.ff[3])
+            hc[m] = _ln(h_ln + ff, blk.norm2)  # eqs. 5-6
+        pres = [m for m in mods if present[m][t]]
+        w = {m: math.exp(fu.fusion_logits[mods.index(m)].item()) for m in pres}
+        tot = sum(w.values())
+        wca = sum((w[m] / tot) * hc[m] for m in pres) if pres else torch.zeros_like(hc[mods[0]])
+        res = [_ln(_lin(h[m][t], fu.res[m][0]), fu.res[m][1]) for m in mods]
+        us.append(_lin(torch.cat(res + [wca]), fu.out))
+    lm = cfg.listener
+    vs_ = [feats[lm][t] if present[lm][t] else None for t in range(length)]
+    parties = sorted({int(speaker[t]) for t in range(length)})
+
+    def direction(order):
+        c = torch.zeros(cfg.d_context, dtype=torch.float64)
+        q = {p: torch.zeros(cfg.d_party, dtype=torch.float64) for p in parties}
+        e = torch.zeros(cfg.d_emotion, dtype=torch.float64)
+        hist, es, alphas, seen = [], {}, {}, set()
+        for t in order:
+            i = int(speaker[t])
+            seen.add(i)
+            c = _gru(c, torch.cat([us[t], q[i]]), *_split_gru(rnn.gru_c))  # eq. 8
+            ac = torch.zeros_like(c)
+            if hist and not cfg.no_acm:  # eq. 9
+                sc = torch.stack([_lin(torch.tanh(_lin(ck, rnn.att_w)), rnn.att_v)[0]
+                                  for ck in hist])
+                al = torch.softmax(sc, 0)
+                ac = (al[:, None] * torch.stack(hist)).sum(0)
+                alphas[t] = al
+            hist.append(c)
+            q_new = dict(q)
+            if not cfg.no_ssm:
+                q_new[i] = _gru(q[i], torch.cat([us[t], ac]), *_split_gru(rnn.gru_s))  # eq. 10
+            listeners = [j for j in parties if j != i and (j in seen or not causal)]
+            for j in listeners:
+                if not cfg.no_ilm:
+                    w_ih, b_ih, w_hh, b_hh = _split_gru(rnn.gru_l)
+                    if vs_[t] is not None:
+                        x = w_ih @ torch.cat([us[t], vs_[t]]) + b_ih
+                    else:
+                        x = rnn.gru_l.w_in[0] @ us[t] + b_ih + rnn.v_missing
+                    q_new[j] = _gru_pre(q[j], x, w_hh @ q[j] + b_hh)  # eq. 11
+            q = q_new
+            ql = (torch.stack([q[j] for j in listeners]).mean(0) if listeners
+                  else torch.zeros(cfg.d_party, dtype=torch.float64))
+            g = rnn.gru_e
+            e = _gru(e, torch.cat([c, q[i], ql]), g.weight_ih_l0, g.bias_ih_l0,
+                     g.weight_hh_l0, g.bias_hh_l0)  # eq. 12
+            es[t] = e
+        return es, alphas
+
+    es_f, alphas = direction(range(length))
+    if cfg.bidirectional:
+        es_b, _ = direction(range(length - 1, -1, -1))
+        e_all = [torch.cat([es_f[t], es_b[t]]) for t in range(length)]
+    else:
+        e_all = [es_f[t] for t in range(length)]
+    logits = torch.stack([_lin(e, model.classifier) for e in e_all])  # eq. 13
+    return logits, alphas
+
+
+def _gru_pre(h, gi, gh):
+    n_h = h.shape[0]
+    r = torch.sigmoid(gi[:n_h] + gh[:n_h])
+    z = torch.sigmoid(gi[n_h : 2 * n_h] + gh[n_h : 2 * n_h])
+    n = torch.tanh(gi[2 * n_h :] + r * gh[2 * n_h :])
+    return (1 - z) * n + z * h
+
+
+@pytest.mark.parametrize("kw", [
+    {},
+    {"bidirectional": False},
+    {"modalities": ("text",)},
+    {"modalities": ("audio", "video", "text"), "bidirectional": False},
+    {"no_acm": True, "no_ilm": True},
+    {"no_ssm": True},
+])
+def test_equivalence_with_plain_loop(kw):
+    cfg = small_cfg(**kw)
+    model = model_of(cfg, seed=1, dtype=torch.float64)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(5, 2, 4), seed=2,
+                                               dtype=torch.float64, p_missing=0.3)
+    with torch.no_grad():
+        out = model(feats, present, speaker, mask)
+        for b, n in enumerate((5, 2, 4)):
+            logits, alphas = reference_forward(
+                model, {m: x[b] for m, x in feats.items()}, {m: x[b] for m, x in present.items()},
+                speaker[b], n, causal=not cfg.bidirectional)
+            torch.testing.assert_close(out["logits"][b, :n], logits, atol=1e-10, rtol=1e-8)
+            if not cfg.no_acm and not cfg.no_ssm:
+                for t, al in alphas.items():
+                    torch.testing.assert_close(out["context_attention"][b, t, :t], al)
