@@ -1,0 +1,154 @@
+import json
+
+import numpy as np
+import pytest
+
+from avafn.data.corpus import Corpus, Dialogue, Utterance
+from avafn.extract.text import TextEncoder, default_model_dir, extract_text
+from avafn.store import FeatureStore, StoreError
+
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "happy", "sad", "i", "am", "very", "you",
+         "are", "##s", "hello", "world", "!", ".", ",", "?"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A tiny random BERT (plain Hugging Face folder, no sentence-transformers files)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    vocab = d / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    BertModel(cfg).eval().save_pretrained(d)
+    BertTokenizer(str(vocab)).save_pretrained(d)
+    return d
+
+
+def _corpus(texts_per_dialogue):
+    splits = {"train": [], "dev": []}
+    for k, texts in enumerate(texts_per_dialogue):
+        split = "train" if k % 2 == 0 else "dev"
+        utts = [Utterance(split, str(k), t, f"S{t % 2}", t % 2, "x", text)
+                for t, text in enumerate(texts)]
+        splits[split].append(Dialogue(split, str(k), utts))
+    return Corpus("toy", ["x"], splits)
+
+
+TEXTS = [["hello world !", "the cat sat on the mat .", "", "you are very happy ?"],
+         ["i am sad .", "dogs", None],
+         ["the dog sat on a mat , very very very happy and very sad cats ."]]
+
+
+def test_hf_mean_pool_store_meta_missing_and_padding_invariance(tiny_bert, tmp_path):
+    c = _corpus(TEXTS)
+    s = extract_text(c, tmp_path / "st", model=str(tiny_bert), batch_size=3, progress=False)
+    assert s["extractor"] == "hf-mean-pool" and s["width"] == 16
+    assert (s["utterances"], s["embedded"], s["missing"], s["already_done"]) == (8, 6, 2, 0)
+    st = FeatureStore(tmp_path / "st")
+    meta = st.meta("text")
+    assert meta["model_id"] == str(tiny_bert.resolve()) and meta["width"] == 16
+    assert meta["config"]["normalize"] is False and meta["config"]["max_length"] == 32
+    assert meta["config"]["pooling"] == "masked mean"
+    uids = [u.uid for u in c.utterances()]
+    x, present = st.load("text", uids, width=16)
+    assert present.tolist() == [True, True, False, True, True, True, True, False]
+    assert dict(st.missing("text")) == {"train/0/2": "empty text", "dev/1/2": "no text"}
+    assert not x[~present].any() and np.abs(x[present]).sum(1).min() > 0
+    # token counts are stored: [CLS] hello world ! [SEP]
+    assert st.table("text").count[st.table("text").row["train/0/0"]] == 5
+    # one text at a time gives the same vectors as padded batches (the mask is honoured)
+    enc = TextEncoder(str(tiny_bert))
+    texts = [u.text for u in c.utterances() if u.text]
+    one = np.stack([enc.encode([t])[0] for t in texts])
+    np.testing.assert_allclose(x[present], one, atol=1e-5)
+    # and equal to an explicit mean over the non-padding tokens
+    import torch
+    tok = enc.tokenizer(texts[1], return_tensors="pt")
+    with torch.no_grad():
+        h = enc._hf(**tok).last_hidden_state[0]
+    np.testing.assert_allclose(one[1], h.mean(0).numpy(), atol=1e-5)
+
+
+def test_resume_and_interrupted_run(tiny_bert, tmp_path, monkeypatch):
+    c = _corpus(TEXTS)
+    enc = TextEncoder(str(tiny_bert), normalize=True)
+    full = extract_text(c, tmp_path / "a", encoder=enc, progress=False)
+    assert full["embedded"] == 6
+    again = extract_text(c, tmp_path / "a", encoder=enc, progress=False)
+    assert (again["already_done"], again["embedded"], again["missing"]) == (8, 0, 0)
+    assert len(list((tmp_path / "a" / "text").glob("part-*.npz"))) == 1
+
+    # interrupted after the first batch: what was done is kept, the rerun does only the rest
+    calls = {"n": 0}
+    real_encode = enc.encode
+
+    def dying(texts, batch_size=64):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_encode(texts, batch_size)
+
+    monkeypatch.setattr(enc, "encode", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_text(c, tmp_path / "b", encoder=enc, batch_size=2, progress=False)
+    st = FeatureStore(tmp_path / "b")
+    assert len(st.done_uids("text")) == 2 + 2  # two missing + one batch of two
+    monkeypatch.setattr(enc, "encode", real_encode)
+    rest = extract_text(c, tmp_path / "b", encoder=enc, batch_size=2, progress=False)
+    assert (rest["already_done"], rest["embedded"], rest["missing"]) == (4, 4, 0)
+    uids = [u.uid for u in c.utterances()]
+    xa, pa = FeatureStore(tmp_path / "a").load("text", uids)
+    xb, pb = FeatureStore(tmp_path / "b").load("text", uids)
+    np.testing.assert_allclose(xa, xb, atol=1e-5)
+    assert (pa == pb).all()
+    np.testing.assert_allclose(np.linalg.norm(xa[pa], axis=1), 1.0, atol=1e-5)
+    # another configuration into the same store is refused, not mixed
+    with pytest.raises(StoreError, match="already holds text features"):
+        extract_text(c, tmp_path / "b", model=str(tiny_bert), progress=False)
+
+
+def test_splits_filter_and_bad_split(tiny_bert, tmp_path):
+    c = _corpus(TEXTS)
+    enc = TextEncoder(str(tiny_bert))
+    s = extract_text(c, tmp_path / "s", encoder=enc, splits=["dev"], progress=False)
+    assert s["utterances"] == 3 and FeatureStore(tmp_path / "s").done_uids("text") == {
+        "dev/1/0", "dev/1/1", "dev/1/2"}
+    with pytest.raises(ValueError, match="no split"):
+        extract_text(c, tmp_path / "s", encoder=enc, splits=["test"], progress=False)
+
+
+def test_packaged_minilm_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert (default_model_dir() / "model.safetensors").is_file()
+    enc = TextEncoder("default")
+    assert enc.kind == "sentence-transformers" and enc.width == 384 and enc.normalize
+    x = enc.encode(["I am so happy today!", "Today I feel really glad and joyful.",
+                    "The train leaves from platform nine at noon."])
+    assert x.shape == (3, 384) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    assert x[0] @ x[1] > x[0] @ x[2] + 0.2
+    c = _corpus([["Oh my God, he’s lost it.", "What?"]])
+    s = extract_text(c, tmp_path / "st", encoder=enc, progress=False)
+    meta = FeatureStore(tmp_path / "st").meta("text")
+    assert s["embedded"] == 2 and meta["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["extractor"] == "sentence-transformers" and meta["config"]["normalize"] is True
+    assert meta["config"]["max_length"] == 256
+
+
+def test_cli_extract_text_on_manifest(tiny_bert, tmp_path, capsys):
+    from avafn.cli import main
+
+    m = tmp_path / "m.csv"
+    m.write_text("dialogue_id,turn,speaker,label,split,text\n"
+                 "1,0,A,calm,train,hello world\n1,1,B,calm,train,\n2,0,A,sad,test,i am sad\n")
+    argv = ["extract", "text", "--dataset", str(m), "--store", str(tmp_path / "st"),
+            "--model", str(tiny_bert), "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["embedded"], out["missing"]) == (2, 1)
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["already_done"] == 3
