@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
-from avafn.extract.text import TextEncoder, default_model_dir, extract_text
+from avafn.extract.text import TextEncoder, TextModelError, default_model_dir, extract_text
 from avafn.store import FeatureStore, StoreError
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "happy", "sad", "i", "am", "very", "you",
@@ -152,3 +152,19 @@ def test_cli_extract_text_on_manifest(tiny_bert, tmp_path, capsys):
     assert (out["embedded"], out["missing"]) == (2, 1)
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["already_done"] == 3
+    # bad input: a clear one-line error naming the file and row, exit status 1
+    m.write_text("dialogue_id,turn,speaker,label,split\n1,0,A,calm,train\n1,0,B,calm,train\n")
+    assert main(argv) == 1
+    assert "m.csv: line 3: duplicate" in capsys.readouterr().err
+
+
+def test_unknown_model_offline_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(TextModelError, match="not-a-model.*neither a local folder nor a cached"):
+        TextEncoder("someone/not-a-model")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TextModelError, match="not a model folder"):
+        TextEncoder(str(tmp_path / "empty"))

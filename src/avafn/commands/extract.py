@@ -37,6 +37,23 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _input_errors() -> tuple[type[Exception], ...]:
+    from avafn.data.corpus import DataError
+    from avafn.data.download import DownloadError
+    from avafn.store import StoreError
+
+    return DataError, DownloadError, StoreError
+
+
+#: errors about the user's input (files, store, network): reported in one line, exit status 1
+INPUT_ERRORS = _input_errors()
+
+
+def _fail(modality: str, err: Exception) -> int:
+    print(f"avafn extract {modality}: error: {err}", file=sys.stderr)
+    return 1
+
+
 def _load_corpus(args: argparse.Namespace):
     from avafn.data import load_corpus
 
@@ -70,12 +87,15 @@ def _register_text(sp: argparse._SubParsersAction) -> None:
 
 
 def _run_text(args: argparse.Namespace) -> int:
-    from avafn.extract.text import extract_text
+    from avafn.extract.text import TextModelError, extract_text
 
-    corpus = _load_corpus(args)
-    summary = extract_text(corpus, args.store, model=args.model, device=args.device,
-                           batch_size=args.batch_size, splits=_splits(args),
-                           progress=not args.no_progress, normalize=args.normalize,
-                           max_length=args.max_length)
+    try:
+        corpus = _load_corpus(args)
+        summary = extract_text(corpus, args.store, model=args.model, device=args.device,
+                               batch_size=args.batch_size, splits=_splits(args),
+                               progress=not args.no_progress, normalize=args.normalize,
+                               max_length=args.max_length)
+    except (*INPUT_ERRORS, TextModelError) as e:
+        return _fail("text", e)
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0

