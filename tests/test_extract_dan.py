@@ -40,7 +40,7 @@ def test_architecture_matches_official_key_layout():
     assert tuple(sd["cat_head0.sa.conv_1x3.0.weight"].shape) == (512, 256, 1, 3)
     assert tuple(sd["cat_head0.sa.conv_3x1.0.weight"].shape) == (512, 256, 3, 1)
     assert tuple(sd["cat_head0.ca.attention.3.weight"].shape) == (512, 32)
-    assert not any(k.startswith("features.2") or k.startswith("features.3") for k in sd)
+    assert not any(k.startswith(("features.2", "features.3")) for k in sd)
 
 
 def test_load_official_layout_roundtrip_and_features(tmp_path):
@@ -126,4 +126,4 @@ def test_preprocess_imagenet_normalisation():
         assert x[1, c, 5, 7].item() == pytest.approx((1 - IMAGENET_MEAN[c]) / IMAGENET_STD[c],
                                                      1e-5)
     with pytest.raises(ValueError, match="224"):
-        preprocess(np.zeros((1, 100, 100, 3), np.uint8))
+        preprocess(np.zeros((1, 100, 90, 3), np.uint8))

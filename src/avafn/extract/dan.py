@@ -116,9 +116,13 @@ class DAN(nn.Module):
 
 def preprocess(faces: np.ndarray | torch.Tensor, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(N,224,224,3) uint8 RGB crops -> (N,3,224,224) ImageNet-normalised tensor on ``device``."""
+    """(N,S,S,3) uint8 RGB crops -> (N,3,S,S) ImageNet-normalised tensor on ``device``.
+
+    DAN's checkpoints are trained on S = 224 (the default crop size); the network itself
+    accepts any square size >= 32 (tests use smaller crops for speed).
+    """
     x = torch.as_tensor(faces)
-    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1:3] != (INPUT_SIZE, INPUT_SIZE):
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[1] != x.shape[2] or x.shape[1] < 32:
         raise ValueError(f"DAN expects (N,{INPUT_SIZE},{INPUT_SIZE},3) RGB crops, got "
                          f"{tuple(x.shape)}")
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
@@ -132,7 +136,7 @@ def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
-    except Exception as e:  # noqa: BLE001 - any unpickling problem: name the file
+    except Exception as e:
         raise DANCheckpointError(f"{path}: not a readable torch checkpoint ({e})") from e
     if isinstance(ckpt, dict) and "model_state_dict" in ckpt:
         sd = ckpt["model_state_dict"]

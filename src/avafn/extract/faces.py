@@ -88,10 +88,10 @@ class FaceDetector:
         cfg = self.config
         h, w = rgb.shape[:2]
         x, y, bw, bh = (int(v) for v in box)
-        side = int(round(max(bw, bh) * (1 + 2 * cfg.margin)))
+        side = round(max(bw, bh) * (1 + 2 * cfg.margin))
         cx, cy = x + bw / 2, y + bh / 2
-        x0 = int(round(cx - side / 2))
-        y0 = int(round(cy - side / 2))
+        x0 = round(cx - side / 2)
+        y0 = round(cy - side / 2)
         # shift inside the frame when the square fits, else pad
         if side <= w:
             x0 = min(max(0, x0), w - side)

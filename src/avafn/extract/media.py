@@ -161,8 +161,8 @@ def decode_audio(path: str | os.PathLike, start: float | None = None, end: float
                                     if start is None and end is None else None)
         _check_complete(path, last, declared, end)
         wave = np.concatenate(chunks).astype(np.float32, copy=False)
-        a = 0 if start is None else max(0, int(round((start - t0) * sample_rate)))
-        b = len(wave) if end is None else max(a, int(round((end - t0) * sample_rate)))
+        a = 0 if start is None else max(0, round((start - t0) * sample_rate))
+        b = len(wave) if end is None else max(a, round((end - t0) * sample_rate))
         wave = wave[a:b]
         if wave.size == 0:
             raise EmptySegmentError(path, _segment_text(start, end, declared))
@@ -234,4 +234,4 @@ def _scaled(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     if not max_side or max(width, height) <= max_side:
         return width, height
     s = max_side / max(width, height)
-    return max(2, int(round(width * s / 2)) * 2), max(2, int(round(height * s / 2)) * 2)
+    return max(2, round(width * s / 2) * 2), max(2, round(height * s / 2) * 2)

@@ -51,7 +51,7 @@ def make_clip(path: str | os.PathLike, seconds: float = 3.6, size: tuple[int, in
             fw = int(photo.shape[1] * fh / photo.shape[0])
             photo = cv2.resize(photo, (fw, fh), interpolation=cv2.INTER_AREA)
             background = np.full((height, width, 3), 90, np.uint8)
-            n = max(1, int(round(seconds * float(fps))))
+            n = max(1, round(seconds * float(fps)))
             for i in range(n):
                 img = background.copy()
                 if face:
