@@ -73,7 +73,8 @@ def test_jsonl_manifest(tmp_path):
     ("dialogue_id,turn,label,split\n1,0,a,train\n",
      r"m\.csv: missing column\(s\) speaker; found: dialogue_id, turn, label, split"),
     ("dialogue_id,turn,speaker,label,split\n1,0,A,a,train\n1,0,B,a,train\n",
-     r"m\.csv: line 3: duplicate \(dialogue_id, turn\) = \(1, 0\) in split train, first seen on line 2"),
+     (r"m\.csv: line 3: duplicate \(dialogue_id, turn\) = \(1, 0\) in split train, "
+     r"first seen on line 2")),
     ("dialogue_id,turn,speaker,label,split\n1,zero,A,a,train\n",
      r"m\.csv: line 2: turn 'zero' is not an integer"),
     ("dialogue_id,turn,speaker,label,split\n1,0,A,a,holdout\n",
@@ -91,7 +92,8 @@ def test_bad_manifests_name_file_and_row(tmp_path, text, match):
 
 
 def test_infer_labels_tie_break_and_no_train():
-    assert infer_labels(["b", "a", None, "c", "c"], ["train"] * 3 + ["test"] * 2) == ["a", "b"]
+    assert infer_labels(["b", "a", None, "c", "d", "d"], ["train"] * 3 + ["test"] * 3) == [
+        "a", "b", "d", "c"]
     assert infer_labels(["b", "a", "b"], ["test"] * 3) == ["b", "a"]
 
 

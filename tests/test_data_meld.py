@@ -80,7 +80,8 @@ def test_unknown_label_names_file_and_row(tmp_path):
 
 def test_duplicate_ids_name_both_rows(tmp_path):
     rows = {"test": [_row(1, "a", "X", "joy", 4, 1), _row(2, "b", "Y", "joy", 4, 1)]}
-    _expect(tmp_path, rows, r"test_sent_emo\.csv: line 3: duplicate .*\(4, 1\), first seen on line 2")
+    _expect(tmp_path, rows,
+            r"test_sent_emo\.csv: line 3: duplicate .*\(4, 1\), first seen on line 2")
 
 
 def test_empty_split(tmp_path):

@@ -50,7 +50,8 @@ def _sha256(path: Path) -> str:
 def is_complete(dest: str | os.PathLike) -> bool:
     """True when ``dest`` holds the three official CSVs with the pinned checksums."""
     dest = Path(dest)
-    return all((dest / f).is_file() and _sha256(dest / f) == MELD_SHA256[f] for f in MELD_FILES.values())
+    return all((dest / f).is_file() and _sha256(dest / f) == MELD_SHA256[f]
+               for f in MELD_FILES.values())
 
 
 def _fetch(url: str, target: Path, expected: str, timeout: float) -> None:

@@ -6,7 +6,8 @@ are ignored. ``split`` is ``train``, ``dev`` (also ``val``, ``valid``, ``validat
 ``test``. ``turn`` is an integer (gaps allowed, utterances are ordered by it). ``media`` is a
 clip path, relative to the manifest's folder unless absolute. ``start`` / ``end`` are seconds
 or ``HH:MM:SS,mmm``. Labels: the set given by the caller, else inferred from the train split
-(most frequent first, ties by name) and recorded in ``corpus.labels`` / ``corpus.source``.
+(most frequent first, ties by name; labels seen only in dev / test after them) and recorded
+in ``corpus.labels`` / ``corpus.source``. The ``label`` column may be absent (all unlabeled).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "dev": "dev", "val": "de
 
 
 def infer_labels(labels: list[str | None], splits: list[str]) -> list[str]:
-    """Label set ordered by frequency in train (all rows if train has none), then name."""
-    train = [lab for lab, s in zip(labels, splits) if lab and s == "train"]
-    counts = Counter(train or [lab for lab in labels if lab])
-    return sorted(counts, key=lambda lab: (-counts[lab], lab))
+    """Label set ordered by frequency in train, then name; labels that never occur in train
+    follow, by their frequency in the other splits, then name."""
+    train = Counter(lab for lab, s in zip(labels, splits) if lab and s == "train")
+    rest = Counter(lab for lab, s in zip(labels, splits) if lab and lab not in train)
+    return (sorted(train, key=lambda lab: (-train[lab], lab))
+            + sorted(rest, key=lambda lab: (-rest[lab], lab)))
 
 
 def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,

@@ -93,7 +93,8 @@ def read_meld(meld_dir: str | os.PathLike, labels: list[str] | None = None) -> C
     """
     root = Path(meld_dir).expanduser()
     if not root.is_dir():
-        raise DataError(f"{root}: MELD folder not found (expected {', '.join(MELD_FILES.values())})")
+        expected = ", ".join(MELD_FILES.values())
+        raise DataError(f"{root}: MELD folder not found (expected {expected} there)")
     absent = [f for f in MELD_FILES.values() if not (root / f).is_file()]
     if absent:
         raise DataError(f"{root}: missing MELD file(s) {', '.join(absent)}")

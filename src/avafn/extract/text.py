@@ -158,7 +158,8 @@ class TextEncoder:
         with torch.inference_mode():
             for i in range(0, len(texts), batch_size):
                 enc = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                                     max_length=self.max_length, return_tensors="pt")
+                enc = enc.to(self.device)
                 h = self._hf(**enc).last_hidden_state  # (B, T, D)
                 m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, T, 1)
                 v = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
