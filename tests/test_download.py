@@ -70,9 +70,13 @@ def test_file_url_and_corrupted_file_rejected(tmp_path, served_files):
     assert not list(dest.glob(".tmp-*"))
 
 
-def test_unreachable_url_is_a_clear_error(tmp_path, served_files):
+def test_unreachable_url_is_a_clear_error(tmp_path, served_files, capsys):
     with pytest.raises(dl.DownloadError, match="could not download .*--meld-dir"):
         dl.download_meld(tmp_path / "c", base_url=(tmp_path / "nowhere").as_uri(), quiet=True)
+    assert dl.main(["--dest", str(tmp_path / "c"), "--base-url", str(tmp_path)]) == 1
+    assert "could not download" in capsys.readouterr().err
+    assert dl.main(["--dest", str(tmp_path / "c"), "--base-url", served_files.as_uri()]) == 0
+    assert dl.is_complete(tmp_path / "c")
 
 
 def test_load_corpus_falls_back_to_cache_and_downloads(tmp_path, monkeypatch, served_files):

@@ -104,3 +104,27 @@ def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = 
             print(f"downloading {base}{name} -> {target}")
         _fetch(base + name, target, MELD_SHA256[name], timeout)
     return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m avafn.data.download [--dest DIR] [--base-url URL] [--force]``"""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m avafn.data.download",
+                                description="Download MELD's annotation CSVs (checksum-verified).")
+    p.add_argument("--dest", default=None, help=f"folder (default: {meld_cache_dir()})")
+    p.add_argument("--base-url", default=None, help=f"default: {DEFAULT_BASE_URL}")
+    p.add_argument("--force", action="store_true", help="download again even if verified")
+    args = p.parse_args(argv)
+    try:
+        dest = download_meld(args.dest, base_url=args.base_url, force=args.force)
+    except DownloadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"MELD annotations verified in {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

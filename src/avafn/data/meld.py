@@ -7,6 +7,7 @@ mojibake), byte-order marks, CRLF line ends, and three time stamps with a two-di
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def read_meld_split(path: str | os.PathLike, split: str, labels: list[str] | tup
         for t in sorted(by_dia[d]):
             u = by_dia[d][t]
             idx = parties.setdefault(u.speaker, len(parties))
-            utts.append(Utterance(**{**u.__dict__, "speaker_idx": idx}))
+            utts.append(dataclasses.replace(u, speaker_idx=idx))
         dialogues.append(Dialogue(split, str(d), utts))
     return dialogues
 
