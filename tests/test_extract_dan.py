@@ -14,6 +14,16 @@ from avafn.extract.dan import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Shared 2-core CI machines: intra-op threads only contend (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def _randomised(model: DAN, seed: int = 0) -> DAN:
     """Random weights *and* BatchNorm statistics, so that a wrong load cannot go unnoticed."""
     g = torch.Generator().manual_seed(seed)

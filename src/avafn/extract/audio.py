@@ -12,8 +12,12 @@ from a config). For each utterance (mono 16 kHz float32):
 3. windows are sorted by length and batched (at most ``batch_size`` windows and
    ``max_batch_seconds`` of padded audio per forward), zero-padded, with the attention mask when
    the checkpoint expects one (``return_attention_mask``; wav2vec2-large-lv60 does);
-4. ``hidden_states[layer]`` (0 = the transformer's input, ``num_hidden_layers`` = the last
-   layer, the default) is averaged over the window's valid frames
+4. layer ``L`` is averaged over time: ``L = num_hidden_layers`` (the default, 24 for large)
+   is the encoder's output, ``last_hidden_state`` (for stable-layer-norm models like lv60 it
+   includes the encoder's final LayerNorm, as ``hidden_states[-1]`` did in transformers 4.x;
+   transformers 5 records ``hidden_states[-1]`` before that norm, so we do not use it);
+   ``0 <= L < num_hidden_layers`` is ``hidden_states[L]`` (0 = the transformer's input). It is
+   averaged over the window's valid frames
    (``_get_feat_extract_output_lengths``), and the utterance vector is the frame-weighted mean
    of its windows, i.e. the mean over all of the utterance's frames.
 
@@ -161,9 +165,10 @@ class Wav2Vec2Encoder:
         mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).to(self.device)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                             enabled=self.amp):
+            last = self.layer == self.net.config.num_hidden_layers
             out = self.net(x, attention_mask=mask.long() if self.use_attention_mask else None,
-                           output_hidden_states=True)
-        h = out.hidden_states[self.layer].float()  # (B, T, D)
+                           output_hidden_states=not last)
+        h = (out.last_hidden_state if last else out.hidden_states[self.layer]).float()  # (B,T,D)
         n_frames = self.net._get_feat_extract_output_lengths(lengths).to(torch.long)
         valid = (torch.arange(h.shape[1])[None] < n_frames[:, None]).to(h.device)
         sums = (h * valid[..., None]).sum(dim=1)

@@ -200,10 +200,12 @@ def select_utterances(corpus: Corpus, splits: Iterable[str] | None = None) -> li
 def _tasks(corpus: Corpus, media_root, utts: list[Utterance], segments: bool) -> list[Task]:
     out = []
     for u in utts:
-        try:
-            path = str(corpus.media_path(u, media_root))
-        except ValueError:
+        if not u.media:
             path = None
+        elif media_root is None:  # manifests give paths (made absolute by the reader)
+            path = u.media
+        else:
+            path = str(corpus.media_path(u, media_root))
         start, end = (u.start, u.end) if segments else (None, None)
         out.append((u.uid, path, start, end))
     return out

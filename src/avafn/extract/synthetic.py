@@ -97,3 +97,43 @@ def make_broken_files(folder: str | os.PathLike, source: str | os.PathLike) -> d
     text = folder / "notes.mp4"
     text.write_text("this is not a video, just some notes\n" * 20)
     return {"empty": empty, "truncated": truncated, "text": text}
+
+
+def make_tiny_wav2vec2(folder: str | os.PathLike, layers: int = 3, hidden: int = 32,
+                       seed: int = 0, attention_mask: bool = True) -> Path:
+    """Save a tiny random wav2vec 2.0 (lv60-style: layer norm, stable layer norm) with its
+    feature-extractor config, loadable by ``Wav2Vec2Model.from_pretrained(folder)``."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    cfg = Wav2Vec2Config(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
+        vocab_size=8)
+    torch.manual_seed(seed)
+    Wav2Vec2Model(cfg).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=attention_mask
+                             ).save_pretrained(folder)
+    return Path(folder)
+
+
+def wav2vec2_large_config():
+    """The architecture of wav2vec2-large-lv60 (24 layers, 1024 wide, 16 heads, FFN 4096)."""
+    from transformers import Wav2Vec2Config
+
+    return Wav2Vec2Config(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+        feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True,
+        feat_extract_activation="gelu", hidden_act="gelu")
+
+
+def make_random_dan(path: str | os.PathLike, num_classes: int = 7, seed: int = 0) -> Path:
+    """A DAN with random weights saved in the official checkpoint layout."""
+    import torch
+
+    from avafn.extract.dan import DAN, save_dan
+
+    torch.manual_seed(seed)
+    save_dan(DAN(num_classes=num_classes), path)
+    return Path(path)
