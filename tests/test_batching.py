@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 import torch
-from train_synth import LABELS, make_corpus, make_store
+from train_synth import (
+    LABELS,
+    make_corpus,
+    make_store,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+)
 
 from avafn.data.batching import IGNORE, SplitData
 from avafn.store import StoreError

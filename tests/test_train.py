@@ -2,7 +2,11 @@ import json
 
 import pytest
 import torch
-from train_synth import make_corpus, make_store
+from train_synth import (
+    make_corpus,
+    make_store,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+)
 
 from avafn.store import StoreError
 from avafn.train import TrainConfig, finished_seeds, load_run, train

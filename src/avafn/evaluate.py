@@ -66,6 +66,7 @@ def split_metrics(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray],
         "per_class": per_class,
         "confusion": np.sum(confs, axis=0).astype(int).tolist(),
         "confusion_per_seed": [c.astype(int).tolist() for c in confs],
+        "labels": list(labels),
         "seeds": [int(s) for s in seeds],
         "n_utterances": len(y_true[0]),
         "majority_baseline": {
@@ -205,7 +206,7 @@ def report_markdown(report: dict, name: str = "run") -> str:
                      + f" | {r['majority_baseline']['weighted_f1']:.2f} |")
     for s in splits:
         r = report[s]
-        labels = list(r["per_class"])
+        labels = list(r.get("labels") or cfg.get("labels") or r["per_class"])
         lines += ["", f"## {s}: per class (mean over seeds)", "",
                   "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for lab in labels:
