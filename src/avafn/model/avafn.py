@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .dialogue import DialogueRecurrence
+from .dialogue import DialogueRecurrence, listener_weights
 from .fusion import CrossModalFusion
 
 
@@ -271,7 +271,8 @@ class AVAFN(nn.Module):
         lis = seen * (1 - spk)
         carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc")}
         carry, o = self.rnn.cell(carry, xc[:, 0], None if xs is None else xs[:, 0],
-                                 None if xl is None else xl[:, 0], spk, lis)
+                                 None if xl is None else xl[:, 0], spk, lis,
+                                 listener_weights(lis))
         e = self.rnn.emotion_step(state["E"], o["C"], o["q_s"], o["q_l"])
         logits = self.classifier(self.drop(e))
         score = o["score"] if "score" in o else self.rnn.score(o["C"])

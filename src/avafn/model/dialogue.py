@@ -23,6 +23,11 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Ten
     return n + z * (h - n)  # = (1 - z) * n + z * h, PyTorch's GRU convention
 
 
+def listener_weights(lis: torch.Tensor) -> torch.Tensor:
+    """Listener mask (..., P) -> weights of the listeners' mean (zeros when none)."""
+    return lis / lis.sum(-1, keepdim=True).clamp_min(1.0)
+
+
 class GRUWeights(nn.Module):
     """GRU parameters with the input weight split by input part (x = x_0 ⊕ x_1 ⊕ ...), so the
     parts known before the loop are projected for all t at once (gate order r, z, n)."""
@@ -71,12 +76,18 @@ class DialogueRecurrence(nn.Module):
         self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp)."""
-        xc = self.gru_c.inp(0, u, bias=True)
-        xs = None if self.no_ssm else self.gru_s.inp(0, u, bias=True)
+        grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
+            [] if self.no_ilm else [self.gru_l])
+        w = torch.cat([g.w_in[0] for g in grus])  # one matmul for every u_t-side gate input
+        b = torch.cat([g.b_ih for g in grus])
+        x = torch.matmul(u, w.t()) + b
+        parts = list(x.split([g.w_hh.shape[0] for g in grus], dim=-1))
+        xc = parts.pop(0)
+        xs = None if self.no_ssm else parts.pop(0)
         xl = None
         if not self.no_ilm:
             xv = torch.where(v_ok.unsqueeze(-1), self.gru_l.inp(1, v), self.v_missing.to(u.dtype))
-            xl = self.gru_l.inp(0, u, bias=True) + xv
+            xl = parts.pop(0) + xv
         return xc, xs, xl
 
     def score(self, c: torch.Tensor) -> torch.Tensor:
@@ -102,13 +113,20 @@ class DialogueRecurrence(nn.Module):
         xl: torch.Tensor | None,
         spk: torch.Tensor,
         lis: torch.Tensor,
+        lis_w: torch.Tensor,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp), spk (N,P) one-hot speaker,
-        lis (N,P) listener mask (float) -> (new carry, {C, q_s, q_l, score} each (N,..))."""
+        lis (N,P) listener mask, lis_w (N,P) = lis / #listeners -> (new carry,
+        {C, q_s, q_l, score} each (N,..))."""
         c_prev, q = carry["C"], carry["Q"]
         q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
+        if self.no_ssm:
+            qc = self.gru_c.inp(1, q_spk_prev)
+        else:  # one matmul for both uses of q_{i,t-1}: GRU_C input part, GRU_S hidden part
+            qq = torch.matmul(q_spk_prev, torch.cat([self.gru_c.w_in[1], self.gru_s.w_hh]).t())
+            qc, qs_h = qq.split([self.gru_c.w_hh.shape[0], self.gru_s.w_hh.shape[0]], dim=-1)
         # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
-        c = gru_update(xc + self.gru_c.inp(1, q_spk_prev), self.gru_c.hid(c_prev), c_prev)
+        c = gru_update(xc + qc, self.gru_c.hid(c_prev), c_prev)
         out = {"C": c}
         new = dict(carry, C=c)
         # eq. 9: ac_t = sum_{k<t} softmax(score)_k C_k, kept as an online softmax (0 at t = 0)
@@ -127,7 +145,7 @@ class DialogueRecurrence(nn.Module):
             q_spk = q_spk_prev
         else:
             gi = xs if not use_acm else xs + self.gru_s.inp(1, ac)
-            q_spk = gru_update(gi, self.gru_s.hid(q_spk_prev), q_spk_prev)
+            q_spk = gru_update(gi, qs_h + self.gru_s.b_hh, q_spk_prev)
         # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
         spk3, lis3 = spk.unsqueeze(-1), lis.unsqueeze(-1)
         if self.no_ilm:
@@ -137,8 +155,7 @@ class DialogueRecurrence(nn.Module):
             q_new = q + spk3 * (q_spk.unsqueeze(1) - q) + lis3 * (q_lis - q)
         new["Q"] = q_new
         # eq. 12 input: listeners' mean state (zeros when there is no listener)
-        w = lis / lis.sum(-1, keepdim=True).clamp_min(1.0)
-        out["q_s"], out["q_l"] = q_spk, torch.bmm(w.unsqueeze(1), q_new).squeeze(1)
+        out["q_s"], out["q_l"] = q_spk, torch.bmm(lis_w.unsqueeze(1), q_new).squeeze(1)
         return new, out
 
     def run(
@@ -155,11 +172,12 @@ class DialogueRecurrence(nn.Module):
         C (N,T,Dg), q_s/q_l (N,T,Dp), score (N,T) or None, [Q (N,T,P,Dp)]."""
         n, t_len, p = spk.shape
         carry = self.init_carry(n, p, xc.device, xc.dtype)
+        lis_w = listener_weights(lis)
         cell = cell or self.cell
         outs: dict[str, list[torch.Tensor]] = {"C": [], "q_s": [], "q_l": [], "score": [], "Q": []}
         for t in range(t_len):
             carry, o = cell(carry, xc[:, t], None if xs is None else xs[:, t],
-                            None if xl is None else xl[:, t], spk[:, t], lis[:, t])
+                            None if xl is None else xl[:, t], spk[:, t], lis[:, t], lis_w[:, t])
             for k, val in o.items():
                 outs[k].append(val)
             if keep_parties:
