@@ -77,9 +77,9 @@ class AVAFN(nn.Module):
         super().__init__()
         self.cfg = cfg
         p_in = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
+        self.in_drop = nn.Dropout(p_in)  # on raw features, one mask shared by CAM and eq. 11
         self.fusion = CrossModalFusion(cfg.modalities, cfg.input_dims, cfg.d_model, cfg.d_ff,
-                                       cfg.dropout, p_in)
-        self.v_drop = nn.Dropout(p_in)
+                                       cfg.dropout)
         self.rnn = DialogueRecurrence(
             cfg.d_model, cfg.input_dims[cfg.listener], cfg.d_context, cfg.d_party, cfg.d_emotion,
             cfg.d_att, no_acm=cfg.no_acm, no_ssm=cfg.no_ssm, no_ilm=cfg.no_ilm)
@@ -149,12 +149,14 @@ class AVAFN(nn.Module):
         present = self._check(feats, present, speaker, mask)
         b_sz, t_len = mask.shape
         dtype = feats[cfg.modalities[0]].dtype
+        valid = {m: present[m] & mask for m in cfg.modalities}
+        x = {m: self.in_drop(torch.where(valid[m].unsqueeze(-1), feats[m],
+                                         torch.zeros((), dtype=dtype, device=mask.device)))
+             for m in cfg.modalities}  # missing / padding rows are never read
         # eqs. 1-7: u_t^CA over the dialogue's utterances (causal when streaming)
-        u = self.fusion(feats, present, mask, causal=not cfg.bidirectional)  # (B,T,d)
-        lm = cfg.listener
-        v_ok = present[lm] & mask
-        v = self.v_drop(torch.where(v_ok.unsqueeze(-1), feats[lm], torch.zeros((), dtype=dtype,
-                                                                                   device=u.device)))
+        u = self.fusion(x, valid, mask, causal=not cfg.bidirectional)  # (B,T,d)
+        # gate inputs of eqs. 8, 10, 11 for all t at once (v_t: raw listener-modality vector)
+        xc, xs, xl = self.rnn.project_inputs(u, x[cfg.listener], valid[cfg.listener])
         spk = torch.where(mask, speaker, torch.zeros_like(speaker)).long()
         # parties beyond the largest index used in the batch never influence anything: drop them
         n_p = int(spk.max()) + 1 if t_len > 0 else 1
@@ -169,12 +171,13 @@ class AVAFN(nn.Module):
             ar = torch.arange(t_len, device=mask.device)
             rev = torch.where(ar[None] < lengths[:, None], lengths[:, None] - 1 - ar[None], ar[None])
 
-            def both(x: torch.Tensor) -> torch.Tensor:
-                idx = rev.view(b_sz, t_len, *([1] * (x.dim() - 2))).expand_as(x)
-                return torch.cat([x, x.gather(1, idx)], dim=0)
+            def both(z: torch.Tensor | None) -> torch.Tensor | None:
+                if z is None:
+                    return None
+                idx = rev.view(b_sz, t_len, *([1] * (z.dim() - 2))).expand_as(z)
+                return torch.cat([z, z.gather(1, idx)], dim=0)
 
-            u, v, v_ok, onehot, lis = both(u), both(v), both(v_ok), both(onehot), both(lis)
-        xc, xs, xl = self.rnn.project_inputs(u, v, v_ok)
+            xc, xs, xl, onehot, lis = both(xc), both(xs), both(xl), both(onehot), both(lis)
         cell = self._compiled_cell if (self._compiled_cell is not None and u.is_cuda) else None
         r = self.rnn.run(xc, xs, xl, onehot, lis, cell=cell, keep_parties=return_states)
         e = self.rnn.emotion(r["C"], r["q_s"], r["q_l"])  # (N,T,De), eq. 12
@@ -194,7 +197,7 @@ class AVAFN(nn.Module):
             att = torch.zeros_like(att)
         out = {"logits": logits, "context_attention": att}
         if return_states:
-            out["u"] = u[:b_sz]
+            out["u"] = u
             out["C"] = r["C"][:b_sz]
             out["q_s"], out["q_l"] = r["q_s"][:b_sz], r["q_l"][:b_sz]
             out["Q"] = r["Q"][:b_sz]
@@ -257,15 +260,16 @@ class AVAFN(nn.Module):
             raise ValueError(str(err).replace("utterance 0", f"utterance {t_idx}")) from None
         # eqs. 1-7 with the history of keys/values (causal CAM)
         fu = self.fusion
-        h = fu.project(f3, present)
+        x = {m: self.in_drop(torch.where(present[m].unsqueeze(-1), f3[m], torch.zeros_like(f3[m])))
+             for m in cfg.modalities}
+        h = fu.project(x, present)
         kn, vn = fu.keys_values(h)
         keys = {m: torch.cat([state["keys"][m], kn[m]], 1) for m in kn}
         values = {m: torch.cat([state["values"][m], vn[m]], 1) for m in vn}
         kvalid = {m: torch.cat([state["key_valid"][m], present[m]], 1) for m in kn}
         u, _ = fu.fuse(h, present, keys, values, kvalid, None)
         lm = cfg.listener
-        v = self.v_drop(torch.where(present[lm].unsqueeze(-1), f3[lm], torch.zeros_like(f3[lm])))
-        xc, xs, xl = self.rnn.project_inputs(u, v, present[lm])
+        xc, xs, xl = self.rnn.project_inputs(u, x[lm], present[lm])
         spk = nn.functional.one_hot(speaker_t.long(), cfg.n_parties).to(u.dtype)
         seen = torch.maximum(state["seen"], spk)
         lis = seen * (1 - spk)

@@ -175,9 +175,13 @@ class DialogueRecurrence(nn.Module):
         lis_w = listener_weights(lis)
         cell = cell or self.cell
         outs: dict[str, list[torch.Tensor]] = {"C": [], "q_s": [], "q_l": [], "score": [], "Q": []}
+        # unbind once: indexing [:, t] inside the loop would cost O(T^2) in the backward pass
+        xcs = xc.unbind(1)
+        xss = [None] * t_len if xs is None else xs.unbind(1)
+        xls = [None] * t_len if xl is None else xl.unbind(1)
+        spks, liss, lws = spk.unbind(1), lis.unbind(1), lis_w.unbind(1)
         for t in range(t_len):
-            carry, o = cell(carry, xc[:, t], None if xs is None else xs[:, t],
-                            None if xl is None else xl[:, t], spk[:, t], lis[:, t], lis_w[:, t])
+            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t])
             for k, val in o.items():
                 outs[k].append(val)
             if keep_parties:

@@ -16,11 +16,11 @@ from torch import nn
 
 
 class ModalityProjection(nn.Module):
-    """H_m = LayerNorm(Linear(Dropout(x_m))); a missing utterance gets a learned embedding."""
+    """H_m = LayerNorm(Linear(x_m)); a missing utterance gets a learned embedding instead.
+    (Input dropout is applied by the caller, once, so that v_t of eq. 11 shares its mask.)"""
 
-    def __init__(self, d_in: int, d: int, dropout: float) -> None:
+    def __init__(self, d_in: int, d: int) -> None:
         super().__init__()
-        self.drop = nn.Dropout(dropout)
         self.proj = nn.Linear(d_in, d)
         self.norm = nn.LayerNorm(d)
         self.missing = nn.Parameter(torch.randn(d) * 0.02)  # learned "modality missing" token
@@ -28,7 +28,7 @@ class ModalityProjection(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """x (B,T,D_in), valid (B,T) bool -> H (B,T,d); invalid rows never read x."""
         x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        h = self.norm(self.proj(self.drop(x)))
+        h = self.norm(self.proj(x))
         return torch.where(valid.unsqueeze(-1), h, self.missing.to(h.dtype))
 
 
@@ -64,12 +64,12 @@ class CrossModalFusion(nn.Module):
 
     def __init__(
         self, modalities: tuple[str, ...], input_dims: dict[str, int], d: int, d_ff: int,
-        dropout: float, input_dropout: float,
+        dropout: float,
     ) -> None:
         super().__init__()
         self.modalities = tuple(modalities)
         self.proj = nn.ModuleDict(
-            {m: ModalityProjection(input_dims[m], d, input_dropout) for m in self.modalities}
+            {m: ModalityProjection(input_dims[m], d) for m in self.modalities}
         )
         self.drop = nn.Dropout(dropout)
         if len(self.modalities) > 1:
