@@ -1,20 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from extract_helpers import one_thread  # noqa: F401 - autouse fixture
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from avafn.extract.audio import AudioTooShortError, Wav2Vec2Encoder
 from avafn.extract.synthetic import make_tiny_wav2vec2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Shared 2-core CI machines: intra-op threads only contend (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from extract_helpers import one_thread  # noqa: F401 - autouse fixture
 
 from avafn.extract.dan import (
     DAN,
@@ -12,16 +13,6 @@ from avafn.extract.dan import (
     preprocess,
     save_dan,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Shared 2-core CI machines: intra-op threads only contend (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 def _randomised(model: DAN, seed: int = 0) -> DAN:

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-import torch
+from extract_helpers import one_thread  # noqa: F401 - autouse fixture
 
 from avafn.extract.faces import FaceConfig, FaceDetector
 from avafn.extract.media import (
@@ -17,16 +17,6 @@ from avafn.extract.media import (
 )
 from avafn.extract.synthetic import make_broken_files, make_clip
 from avafn.extract.video import load_faces
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Shared 2-core CI machines: intra-op threads only contend (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 
 @pytest.fixture(scope="module")

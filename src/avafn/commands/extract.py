@@ -7,7 +7,9 @@ runs it); :func:`_add_dataset_args` adds the options every extractor shares.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 
 
@@ -19,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sp = p.add_subparsers(dest="modality", metavar="MODALITY")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     _register_text(sp)
+    _register_media(sp)
 
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
@@ -99,3 +102,90 @@ def _run_text(args: argparse.Namespace) -> int:
         return _fail("text", e)
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0
+
+
+# ------------------------------------------------------------------------------- audio, video
+def _register_media(sp: argparse._SubParsersAction) -> None:
+    for modality, helptext, model_help in [
+        ("audio", "wav2vec 2.0 mean-pooled layer of each clip's audio",
+         "wav2vec 2.0 Hugging Face id or local folder (default: facebook/wav2vec2-large-lv60)"),
+        ("video", "DAN features of the faces in each clip (mean over frames with a face)",
+         "DAN checkpoint file (the public AffectNet-7/8 or RAF-DB .pth; required)"),
+    ]:
+        p = sp.add_parser(
+            modality, help=helptext,
+            description=f"{helptext}. Resumable (run again after an interruption), failures are "
+                        "stored as missing with the reason. Several processes/GPUs: start it "
+                        "with torchrun (each rank takes every WORLD_SIZE-th clip; rank 0 merges "
+                        "at the end), or with --rank/--world-size and then once with --merge.")
+        _add_dataset_args(p)
+        p.add_argument("--media-root", default=None, metavar="PATH",
+                       help="folder of the clips (MELD: MELD.Raw with train_splits/, "
+                            "dev_splits_complete/, output_repeated_splits_test/); manifests: "
+                            "default = the paths the manifest gives")
+        p.add_argument("--model", default=None, metavar="ID_OR_DIR" if modality == "audio"
+                       else "CHECKPOINT", help=model_help)
+        if modality == "audio":
+            p.add_argument("--layer", type=int, default=None, metavar="N",
+                           help="hidden layer to pool (default: the last, 24 for large)")
+        else:
+            p.add_argument("--fps", type=float, default=None, metavar="F",
+                           help="frames sampled per second (default 5)")
+            p.add_argument("--crop-size", type=int, default=224, metavar="PX",
+                           help="face crop side fed to DAN (default 224, as DAN was trained)")
+            p.add_argument("--face-margin", type=float, default=0.2, metavar="FRAC",
+                           help="crop margin per side, fraction of the face box (default 0.2)")
+            p.add_argument("--detect-max-side", type=int, default=480, metavar="PX",
+                           help="face detection on frames downscaled to this longer side "
+                                "(default 480)")
+        p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+                       metavar="N", help="decoding processes (0: decode in this process)")
+        p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="clips (audio, default 16) or faces (video, default 256) per forward")
+        p.add_argument("--segments", action=argparse.BooleanOptionalAction, default=None,
+                       help="cut each utterance's start/end out of its media file (default: "
+                            "on, except for MELD whose clips are already cut)")
+        p.add_argument("--rank", type=int, default=None, help="this process's rank "
+                       "(default: $RANK, else 0)")
+        p.add_argument("--world-size", type=int, default=None, help="number of processes "
+                       "(default: $WORLD_SIZE, else 1)")
+        p.add_argument("--limit", type=int, default=None, metavar="N",
+                       help="stop after N clips (the rest is done by the next run)")
+        p.add_argument("--merge", action="store_true",
+                       help="only merge the ranks' shards and report what is not extracted yet")
+        p.set_defaults(func=functools.partial(_run_media, modality))
+
+
+def _run_media(modality: str, args: argparse.Namespace) -> int:
+    from avafn.extract.dan import DANCheckpointError
+    from avafn.extract.job import extract_modality, merge
+
+    try:
+        corpus = _load_corpus(args)
+        if args.merge:
+            print(json.dumps(merge(args.store, modality, corpus, _splits(args)), indent=2))
+            return 0
+        if corpus.name == "meld" and args.media_root is None:
+            raise ValueError("--media-root is required for MELD: the MELD.Raw folder holding "
+                             "train_splits/, dev_splits_complete/, output_repeated_splits_test/")
+        report = extract_modality(
+            modality, corpus, args.media_root, args.store, model=args.model,
+            layer=getattr(args, "layer", None), device=args.device, batch_size=args.batch_size,
+            fps=getattr(args, "fps", None), face_config=_face_config(args),
+            splits=_splits(args), workers=args.workers,
+            rank=args.rank, world_size=args.world_size, segments=args.segments,
+            limit=args.limit, progress=not args.no_progress)
+    except (*INPUT_ERRORS, DANCheckpointError, OSError, ValueError) as e:
+        return _fail(modality, e)
+    print(report.summary(), file=sys.stderr)
+    print(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _face_config(args: argparse.Namespace):
+    if not hasattr(args, "crop_size"):
+        return None
+    from avafn.extract.faces import FaceConfig
+
+    return FaceConfig(size=args.crop_size, margin=args.face_margin,
+                      detect_max_side=args.detect_max_side)

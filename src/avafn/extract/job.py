@@ -376,7 +376,7 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
                      store: FeatureStore | str | os.PathLike, *, model: str | os.PathLike | Any
                      = None, layer: int | None = None, device: str = "cpu",
                      batch_size: int | None = None, fps: float | None = None,
-                     **job_kwargs) -> ExtractReport:
+                     face_config=None, **job_kwargs) -> ExtractReport:
     """Build the extractor for ``modality`` ("audio": ``model`` = wav2vec 2.0 id/folder;
     "video": ``model`` = DAN checkpoint) and run :func:`run_extraction`."""
     if modality == "audio":
@@ -394,7 +394,7 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
         if layer is not None:
             raise ValueError("--layer applies to audio (wav2vec 2.0) only")
         ext = VideoExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or 256),
-                             fps=fps)
+                             fps=fps, face_config=face_config)
     else:
         raise ValueError(f"unknown modality {modality!r} (audio or video)")
     return run_extraction(corpus, media_root, store, ext, **job_kwargs)

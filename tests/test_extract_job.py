@@ -1,0 +1,194 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from extract_helpers import (  # noqa: F401 - one_thread: autouse fixture
+    CASES,
+    make_corpus,
+    make_media,
+    one_thread,
+    write_manifest,
+)
+
+from avafn.extract.audio import Wav2Vec2Encoder
+from avafn.extract.dan import DAN, save_dan
+from avafn.extract.faces import FaceConfig
+from avafn.extract.job import AudioExtractor, VideoExtractor, merge, run_extraction
+from avafn.extract.synthetic import make_tiny_wav2vec2
+from avafn.extract.video import DANVideoEncoder
+from avafn.store import FeatureStore
+
+FACES = FaceConfig(size=64)  # small crops keep DAN cheap on CPU (the net accepts any size)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    media = make_media(root / "media")
+    torch.manual_seed(0)
+    dan = DAN().eval()
+    save_dan(dan, root / "dan.pth")
+    return {"root": root, "media": media, "corpus": make_corpus(media), "dan": dan,
+            "w2v": make_tiny_wav2vec2(root / "w2v", layers=2)}
+
+
+def _audio(env, batch_size=4):
+    return AudioExtractor(Wav2Vec2Encoder(env["w2v"], batch_size=batch_size))
+
+
+def _video(env):
+    return VideoExtractor(DANVideoEncoder(env["dan"], batch_size=8), fps=3, face_config=FACES)
+
+
+def _entries(store, modality):
+    t = FeatureStore(store).table(modality)
+    assert len(set(t.uids.tolist())) == len(t.uids)  # nothing duplicated
+    order = np.argsort(t.uids)
+    return (t.uids[order].tolist(), t.vectors[order], t.present[order].tolist(),
+            t.count[order].tolist(), t.reason[order].tolist())
+
+
+def _assert_same(a, b):
+    assert a[0] == b[0] and a[2] == b[2] and a[3] == b[3] and a[4] == b[4]
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("modality", ["audio", "video"])
+def test_failures_are_recorded_as_missing_and_job_completes(env, tmp_path, modality):
+    ext = _audio(env) if modality == "audio" else _video(env)
+    rep = run_extraction(env["corpus"], env["media"], tmp_path / "s", ext, progress=False)
+    corpus = env["corpus"]
+    uids = [u.uid for u in corpus.utterances()]
+    assert rep.n_written == len(CASES) and not rep.interrupted and rep.merged
+    st = FeatureStore(tmp_path / "s")
+    t = st.table(modality)
+    col = 1 if modality == "audio" else 2
+    for uid, case in zip(uids, CASES):
+        row = t.row[uid]
+        assert t.reason[row] == case[col], (uid, case)
+        assert bool(t.present[row]) == (case[col] == "")
+        if t.present[row]:
+            assert t.count[row] > 0 and np.abs(t.vectors[row]).sum() > 0
+    expected_missing = sum(1 for c in CASES if c[col])
+    assert len(rep.missing) == expected_missing
+    assert rep.n_present == len(CASES) - expected_missing
+    assert f"missing, no media file: 1: {uids[6]}" in rep.summary()
+    assert len(list((tmp_path / "s" / modality).glob("part-*.npz"))) == 1  # compacted
+    meta = st.meta(modality)
+    if modality == "video":
+        assert meta["width"] == 1024 and meta["config"]["face_rule"] == "largest"
+        # faces in every sampled frame of the face clips: 3 fps x 0.8 s -> 3 frames
+        assert t.count[t.row[uids[0]]] == 3
+        # the mean of the per-frame DAN features of the face crops
+        from avafn.extract.video import load_faces
+
+        crops, _ = load_faces(env["media"] / "face0.mp4", fps=3, face_config=FACES)
+        ref = DANVideoEncoder(env["dan"]).encode_faces(crops).mean(0)
+        np.testing.assert_allclose(t.vectors[t.row[uids[0]]], ref, rtol=1e-4, atol=1e-5)
+    else:
+        assert meta["layer"] == 2 and meta["width"] == 32
+        assert abs(t.count[t.row[uids[0]]] - 0.8 * 16000) < 600  # samples at 16 kHz
+
+
+def test_resume_after_interruption_equals_uninterrupted(env, tmp_path):
+    full = tmp_path / "full"
+    run_extraction(env["corpus"], env["media"], full, _audio(env), progress=False)
+
+    part = tmp_path / "part"
+
+    def crash_after_five(uid, n=[0]):  # noqa: B006 - a counter
+        n[0] += 1
+        if n[0] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_extraction(env["corpus"], env["media"], part, _audio(env), shard_size=2,
+                       progress=False, on_written=crash_after_five)
+    assert len(FeatureStore(part).done_uids("audio")) == 5  # the writer flushed on the way out
+    # what kill -9 leaves: a half-written temp shard
+    (part / "audio" / ".tmp-part-r000-000099.npz.x").write_bytes(b"half")
+    rep = run_extraction(env["corpus"], env["media"], part, _audio(env), limit=2,
+                         progress=False)
+    assert rep.n_skipped == 5 and rep.n_written == 2
+    assert not list((part / "audio").glob(".tmp-*"))
+    rep = run_extraction(env["corpus"], env["media"], part, _audio(env), progress=False)
+    assert rep.n_skipped == 7 and rep.n_written == 3
+    _assert_same(_entries(part, "audio"), _entries(full, "audio"))
+    rep = run_extraction(env["corpus"], env["media"], part, _audio(env), progress=False)
+    assert rep.n_written == 0  # nothing left
+
+
+def test_ranks_then_merge_equal_single_process(env, tmp_path):
+    single = tmp_path / "single"
+    run_extraction(env["corpus"], env["media"], single, _video(env), progress=False)
+    sharded = tmp_path / "sharded"
+    reps = [run_extraction(env["corpus"], env["media"], sharded, _video(env), rank=r,
+                           world_size=2, progress=False) for r in (0, 1)]
+    assert [r.n_selected for r in reps] == [5, 5] and not any(r.merged for r in reps)
+    names = sorted(p.name for p in (sharded / "video").glob("part-*.npz"))
+    assert any("-r000-" in n for n in names) and any("-r001-" in n for n in names)
+    info = merge(sharded, "video", env["corpus"])
+    assert info["not_extracted"] == [] and info["entries"] == len(CASES)
+    assert len(list((sharded / "video").glob("part-*.npz"))) == 1
+    _assert_same(_entries(sharded, "video"), _entries(single, "video"))
+    # a split selection leaves the rest unextracted, and merge says so
+    partial = tmp_path / "partial"
+    run_extraction(env["corpus"], env["media"], partial, _video(env), splits=["test"],
+                   progress=False)
+    assert len(merge(partial, "video", env["corpus"])["not_extracted"]) == 7
+
+
+def test_worker_processes_give_the_same_store(env, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_extraction(env["corpus"], env["media"], a, _audio(env), workers=0, progress=False)
+    run_extraction(env["corpus"], env["media"], b, _audio(env), workers=2, prefetch=1,
+                   progress=False)
+    _assert_same(_entries(a, "audio"), _entries(b, "audio"))
+
+
+def test_cli_two_processes_with_torchrun_env_merge_at_the_end(env, tmp_path):
+    """Two ranks as torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR/PORT): each writes its
+    shards, they meet at a gloo barrier and rank 0 merges; same store as one process."""
+    import socket
+
+    manifest = write_manifest(env["corpus"], env["media"], tmp_path / "m.csv")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "avafn.cli", "extract", "video", "--dataset", str(manifest),
+            "--model", str(env["root"] / "dan.pth"), "--fps", "3", "--workers", "0",
+            "--no-progress", "--batch-size", "8", "--crop-size", "64"]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    procs = [subprocess.Popen(args + ["--store", str(tmp_path / "dist")],
+                              env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    reports = [json.loads(out) for out, _ in outs]
+    assert sorted(r["rank"] for r in reports) == [0, 1]
+    assert sum(r["n_written"] for r in reports) == len(CASES)
+    assert [r["merged"] for r in sorted(reports, key=lambda r: r["rank"])] == [True, False]
+    assert len(list((tmp_path / "dist" / "video").glob("part-*.npz"))) == 1
+    assert "missing, no face detected: 1" in "".join(err for _, err in outs)
+    single = tmp_path / "single"  # the same extraction in one process, in this one
+    run_extraction(env["corpus"], env["media"], single, _video(env), progress=False)
+    _assert_same(_entries(tmp_path / "dist", "video"), _entries(single, "video"))
+
+
+def test_cli_errors_are_one_line(env, tmp_path):
+    manifest = write_manifest(env["corpus"], env["media"], tmp_path / "m.csv")
+    from avafn.cli import main
+
+    assert main(["extract", "video", "--dataset", str(manifest), "--store",
+                 str(tmp_path / "s"), "--model", str(tmp_path / "nope.pth")]) == 1
+    assert main(["extract", "audio", "--dataset", str(manifest), "--store",
+                 str(tmp_path / "s"), "--model", str(env["w2v"]), "--layer", "9"]) == 1
+    assert not Path(tmp_path / "s" / "audio").exists()
