@@ -100,11 +100,11 @@ def test_clip_without_featurizer_is_a_clear_error():
         s.push("clip.mp4", "Ann")
     calls = []
 
-    def fake(path, start, end):
-        calls.append((path, start, end))
+    def fake(path, start, end, text):
+        calls.append((path, start, end, text))
         return {"audio": np.ones(6, np.float32), "video": None}
 
     s = Streamer(_model(0), labels=LABELS, featurizer=fake)
     r = s.push("clip.mp4", "Ann", start=1.0, end=2.0)
-    assert calls == [("clip.mp4", 1.0, 2.0)] and r.present == {"audio": True, "video": False}
+    assert calls == [("clip.mp4", 1.0, 2.0, None)] and r.present == {"audio": True, "video": False}
     assert abs(sum(r.probabilities.values()) - 1) < 1e-5

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
-#: featurizer(clip path, start, end) -> {modality: vector (D,) or None when missing}
-Featurizer = Callable[[str, float | None, float | None], Mapping[str, np.ndarray | None]]
+#: featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
+Featurizer = Callable[[str, float | None, float | None, str | None],
+                      Mapping[str, np.ndarray | None]]
 
 
 class StreamingError(ValueError):
@@ -70,8 +71,9 @@ def check_streamable(model_cfg: Mapping[str, Any], where: str = "the checkpoint"
         raise StreamingError(
             f"{where} was trained bidirectional (bidirectional=True): its predictions use the "
             "future of the dialogue, so it cannot stream. Train a causal (streaming) "
-            "checkpoint with TrainConfig(model_overrides={'bidirectional': False}), "
-            "or predict offline without --stream.")
+            "checkpoint with TrainConfig(model_overrides={'bidirectional': False}) "
+            "(CLI: avafn train ... --model '{\"bidirectional\": false}'), or predict offline "
+            "without --stream.")
 
 
 class Streamer:
@@ -81,13 +83,15 @@ class Streamer:
     mode or not: they are put in eval mode). ``labels`` names the classes when models are
     given directly (default: the run's labels, or ``"0".."C-1"``). ``featurizer`` turns a
     clip into features; by default, for a run folder, one built from the run's extractor
-    settings (:class:`avafn.predict.Featurizer`) with ``model_paths`` overriding where the
-    pretrained extractors live (``audio_model``, ``dan_checkpoint``, ``text_model``).
+    settings (:class:`avafn.predict.Featurizer`), with ``extractor_models`` overriding where the
+    pretrained extractors live (``{"audio": wav2vec folder, "video": DAN checkpoint,
+    "text": sentence encoder}``).
     """
 
     def __init__(self, run: str | os.PathLike | torch.nn.Module | Sequence[torch.nn.Module],
                  device: str = "cpu", labels: Sequence[str] | None = None,
-                 featurizer: Featurizer | None = None, **model_paths: str | None) -> None:
+                 featurizer: Featurizer | None = None,
+                 extractor_models: Mapping[str, str] | None = None) -> None:
         self.device = torch.device(device)
         self.run_dir: Path | None = None
         self.desc: dict[str, Any] | None = None
@@ -124,7 +128,7 @@ class Streamer:
             raise StreamingError(f"{len(self.labels)} labels given for a model with "
                                  f"{cfg0.n_classes} classes")
         self._featurizer = featurizer
-        self._model_paths = model_paths
+        self._model_paths = dict(extractor_models or {})
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -143,7 +147,7 @@ class Streamer:
             from avafn.predict import Featurizer as RunFeaturizer
 
             self._featurizer = RunFeaturizer.from_run(self.desc, device=str(self.device),
-                                                      **self._model_paths)
+                                                      extractor_models=self._model_paths)
         return self._featurizer
 
     # ------------------------------------------------------------------ push
@@ -173,12 +177,14 @@ class Streamer:
 
     @torch.no_grad()
     def push(self, item: Mapping[str, Any] | str | os.PathLike, speaker: str,
-             start: float | None = None, end: float | None = None) -> StreamResult:
+             start: float | None = None, end: float | None = None,
+             text: str | None = None) -> StreamResult:
         """Predict the emotion of the next utterance, spoken by ``speaker``.
 
         ``item``: features ``{modality: vector (D,) or None}`` (an absent modality counts as
         missing), or the path of a clip (with ``start`` / ``end`` seconds to cut a segment
-        of a longer file), whose features are extracted with the run's settings.
+        of a longer file, and ``text`` its transcript for a run that uses text), whose
+        features are extracted with the run's settings.
         """
         t0 = time.perf_counter()
         turn = len(self.history)
@@ -189,7 +195,7 @@ class Streamer:
                 f"but the model knows at most {self.n_parties} parties per dialogue "
                 f"(seen: {list(self.speakers)})")
         if isinstance(item, (str, os.PathLike)):
-            feats = dict(self.featurizer(str(item), start, end))
+            feats = dict(self.featurizer(str(item), start, end, text))
         else:
             feats = dict(item)
         x, p, present = self._tensors(feats, turn)
