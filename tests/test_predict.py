@@ -14,7 +14,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
+from extract_helpers import one_thread  # noqa: F401 - autouse: one torch thread
 
 from avafn import cli
 from avafn.data.corpus import Corpus, Dialogue, Utterance
@@ -37,14 +37,6 @@ TURNS = [(0.0, 1.2, "Alice", "left", 200, "Hi Bob, good to see you."),
          (4.9, 5.8, "Alice", "left", 210, "Oh no, not again!")]
 DURATION = 6.0
 SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 6}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_conversation(path: Path, size=(320, 240), fps=10, sr=16000) -> Path:
