@@ -71,6 +71,23 @@ class DialogueRecurrence(nn.Module):
         self.v_missing = nn.Parameter(torch.randn(3 * d_party) * 0.02)  # v_t missing (gate space)
         self.gru_e = nn.GRU(d_context + 2 * d_party, d_emotion, batch_first=True)  # eq. 12
 
+    def fused(self) -> dict:
+        """Concatenated weights for the fused matmuls: "u" (W, b) for every u_t-side gate input
+        (GRU_C, GRU_S, GRU_L), "q" for q_{i,t-1} (GRU_C input part ⊕ GRU_S hidden). Cached while
+        gradients are off (streaming), keyed on the parameters' storage and version."""
+        srcs = [self.gru_c.w_in[0], self.gru_c.b_ih, self.gru_s.w_in[0], self.gru_s.b_ih,
+                self.gru_l.w_in[0], self.gru_l.b_ih, self.gru_c.w_in[1], self.gru_s.w_hh]
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in srcs)
+        cached = getattr(self, "_fused_cache", None)
+        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
+            return cached[1]
+        grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
+            [] if self.no_ilm else [self.gru_l])
+        out = {"u": (torch.cat([g.w_in[0] for g in grus]), torch.cat([g.b_ih for g in grus])),
+               "q": torch.cat([self.gru_c.w_in[1], self.gru_s.w_hh])}
+        self._fused_cache = None if torch.is_grad_enabled() else (key, out)
+        return out
+
     # ---- inputs projected for all time steps at once -------------------------------------
     def project_inputs(
         self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor
@@ -78,9 +95,8 @@ class DialogueRecurrence(nn.Module):
         """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp)."""
         grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
             [] if self.no_ilm else [self.gru_l])
-        w = torch.cat([g.w_in[0] for g in grus])  # one matmul for every u_t-side gate input
-        b = torch.cat([g.b_ih for g in grus])
-        x = torch.matmul(u, w.t()) + b
+        w, b = self.fused()["u"]
+        x = torch.matmul(u, w.t()) + b  # one matmul for every u_t-side gate input
         parts = list(x.split([g.w_hh.shape[0] for g in grus], dim=-1))
         xc = parts.pop(0)
         xs = None if self.no_ssm else parts.pop(0)
@@ -114,16 +130,18 @@ class DialogueRecurrence(nn.Module):
         spk: torch.Tensor,
         lis: torch.Tensor,
         lis_w: torch.Tensor,
+        fused: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp), spk (N,P) one-hot speaker,
         lis (N,P) listener mask, lis_w (N,P) = lis / #listeners -> (new carry,
-        {C, q_s, q_l, score} each (N,..))."""
+        {C, q_s, q_l, score} each (N,..)). fused: self.fused(), computed once per sequence."""
+        fused = fused if fused is not None else self.fused()
         c_prev, q = carry["C"], carry["Q"]
         q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
         if self.no_ssm:
             qc = self.gru_c.inp(1, q_spk_prev)
         else:  # one matmul for both uses of q_{i,t-1}: GRU_C input part, GRU_S hidden part
-            qq = torch.matmul(q_spk_prev, torch.cat([self.gru_c.w_in[1], self.gru_s.w_hh]).t())
+            qq = torch.matmul(q_spk_prev, fused["q"].t())
             qc, qs_h = qq.split([self.gru_c.w_hh.shape[0], self.gru_s.w_hh.shape[0]], dim=-1)
         # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
         c = gru_update(xc + qc, self.gru_c.hid(c_prev), c_prev)
@@ -173,6 +191,7 @@ class DialogueRecurrence(nn.Module):
         n, t_len, p = spk.shape
         carry = self.init_carry(n, p, xc.device, xc.dtype)
         lis_w = listener_weights(lis)
+        fused = self.fused()
         cell = cell or self.cell
         outs: dict[str, list[torch.Tensor]] = {"C": [], "q_s": [], "q_l": [], "score": [], "Q": []}
         # unbind once: indexing [:, t] inside the loop would cost O(T^2) in the backward pass
@@ -181,7 +200,7 @@ class DialogueRecurrence(nn.Module):
         xls = [None] * t_len if xl is None else xl.unbind(1)
         spks, liss, lws = spk.unbind(1), lis.unbind(1), lis_w.unbind(1)
         for t in range(t_len):
-            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t])
+            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t], fused)
             for k, val in o.items():
                 outs[k].append(val)
             if keep_parties:
