@@ -1,6 +1,7 @@
 """End to end: a generated two-speaker conversation video, tiny extractors, tiny trained runs."""
 
 import csv
+import io
 import json
 import os
 import re
@@ -321,3 +322,28 @@ def test_extractor_locations_and_unknown_extractors(env, tmp_path):
     v = f(str(env["video"]), 3.7, 4.8)
     assert v["video"] is None and f.last_reasons == {"video": "no face detected"}
     assert v["audio"].shape == (32,)
+
+
+def test_stream_json_lines_from_stdin(env, monkeypatch, capsys):
+    from avafn.stream import Streamer
+
+    rng = np.random.default_rng(3)
+    feats = [{"audio": rng.normal(size=32).tolist(), "video": None},
+             {"audio": rng.normal(size=32).tolist(), "video": rng.normal(size=1024).tolist()}]
+    lines = [json.dumps({"features": f, "speaker": s}) for f, s in zip(feats, ["Ann", "Bo"])]
+    lines.append(json.dumps({"clip": str(env["video"]), "start": 0.0, "end": 1.2,
+                             "speaker": "Ann"}))
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert cli.main(["predict", str(env["causal"]), "--stream", "--jsonl"]) == 0
+    cap = capsys.readouterr()
+    got = [json.loads(x) for x in cap.out.splitlines()]
+    assert [g["speaker_idx"] for g in got] == [0, 1, 0]
+    assert got[2]["present"] == {"audio": True, "video": True}
+    assert "3 utterances streamed; latency per utterance" in cap.err
+    s = Streamer(env["causal"])
+    for f, spk, g in zip(feats, ["Ann", "Bo"], got):
+        r = s.push(f, spk)
+        assert r.probabilities == pytest.approx(g["probabilities"], abs=1e-6)
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines[0] + "\n{not json\n"))
+    assert cli.main(["predict", str(env["causal"]), "--stream"]) == 1
+    assert "avafn predict: error: stdin:2: not a JSON object" in capsys.readouterr().err
