@@ -111,7 +111,7 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path):
 def test_resume_refuses_another_setting(data, tmp_path):
     corpus, store = data
     run = train(corpus, store, tmp_path / "r", cfg(max_epochs=1), progress=False)
-    with pytest.raises(ValueError, match="different train"):
+    with pytest.raises(ValueError, match="different train setting"):
         train(corpus, store, run, cfg(max_epochs=1, lr=0.5), progress=False)
 
 
@@ -128,3 +128,24 @@ def test_missing_modality_in_store(data, tmp_path):
     corpus, store = data
     with pytest.raises(StoreError, match="text"):
         train(corpus, store, tmp_path / "r", cfg(modalities=("text",)), progress=False)
+
+
+SMALL = {"d_model": 16, "d_ff": 32, "d_context": 16, "d_party": 16, "d_emotion": 16,
+         "d_att": 16}
+
+
+def test_real_avafn_learns_with_ablation_and_reloads(data, tmp_path):
+    from avafn.model import AVAFN
+
+    corpus, store = data
+    c = TrainConfig(lr=5e-3, max_epochs=10, patience=10, batch_size=8, ablations=("no_ssm",),
+                    model_overrides=SMALL, modality_dropout={"video": 0.2}, bucket=True)
+    run = train(corpus, store, tmp_path / "avafn", c, seeds=[0], progress=False)
+    desc = json.loads((run / "config.json").read_text())
+    assert desc["model"]["no_ssm"] is True and desc["model"]["no_acm"] is False
+    assert desc["model"]["d_model"] == 16 and desc["model"]["n_parties"] == corpus.max_parties
+    assert desc["model"]["input_dims"] == {"audio": 8, "video": 6}
+    h = json.loads((run / "seed-0" / "history.json").read_text())
+    assert h["best_dev_f1"] > 60, h  # chance ~33
+    _, models = load_run(run)
+    assert isinstance(models[0], AVAFN)

@@ -35,10 +35,10 @@ DEMO_TRAIN: dict[str, Any] = {
     "weight_decay": 3e-4,
     "dropout": 0.3,
     "max_epochs": 20,
-    "patience": 5,
+    "patience": 6,
     "bucket": True,
     "model_overrides": {"d_model": 128, "d_ff": 256, "d_context": 100, "d_party": 100,
-                        "d_emotion": 64, "d_att": 64},
+                        "d_emotion": 64, "d_att": 64, "input_dropout": 0.1},
 }
 DEMO_SEEDS = (0, 1, 2)
 

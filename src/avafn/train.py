@@ -198,10 +198,13 @@ def _check_same_run(path: Path, old: dict, new: dict) -> None:
     keys = ("model_name", "model", "labels", "modalities")
     diffs = [k for k in keys if json.loads(json.dumps(old.get(k), default=str))
              != json.loads(json.dumps(new.get(k), default=str))]
-    ot = {k: v for k, v in old.get("train", {}).items() if k != "device"}
-    nt = {k: v for k, v in new.get("train", {}).items() if k != "device"}
+    free = ("device", "dataset", "meld_dir", "eval_batch_size")  # do not change the result
+    ot = {k: v for k, v in old.get("train", {}).items() if k not in free}
+    nt = {k: v for k, v in new.get("train", {}).items() if k not in free}
     if ot != nt:
-        diffs.append("train")
+        diffs.append("train setting")
+    if old.get("corpus", {}).get("n_utterances") != new.get("corpus", {}).get("n_utterances"):
+        diffs.append("corpus")
     om = {m: v.get("content_sha256") for m, v in old.get("store", {}).get("modalities", {}).items()}
     nm = {m: v.get("content_sha256") for m, v in new.get("store", {}).get("modalities", {}).items()}
     if om != nm:
