@@ -143,12 +143,35 @@ def test_ranks_then_merge_equal_single_process(env, tmp_path):
     assert len(merge(partial, "video", env["corpus"])["not_extracted"]) == 7
 
 
-def test_worker_processes_give_the_same_store(env, tmp_path):
+def test_worker_processes_same_store_and_a_crashing_clip_is_isolated(env, tmp_path):
+    """Decoding in 2 spawned workers gives the store of in-process decoding; a clip that kills
+    its worker is recorded as missing ("decoder process crashed"), the others are not lost."""
+    import shutil
+
+    from crashy_loader import decode_or_die
+
+    from avafn.data.corpus import Corpus, Dialogue, Utterance
+    from avafn.extract.job import CRASHED
+
+    shutil.copy(env["media"] / "face1.mp4", tmp_path / "crash.mp4")
+    corpus = env["corpus"]
+    extra = Utterance("test", "9", 0, "S0", 0, "joy", "hi", str(tmp_path / "crash.mp4"))
+    crashy = Corpus("toy", ["joy"], {**corpus.splits, "test": corpus.splits["test"]
+                                     + [Dialogue("test", "9", [extra])]})
+
+    class Crashy(AudioExtractor):
+        def loader(self, workers):
+            return decode_or_die
+
     a, b = tmp_path / "a", tmp_path / "b"
-    run_extraction(env["corpus"], env["media"], a, _audio(env), workers=0, progress=False)
-    run_extraction(env["corpus"], env["media"], b, _audio(env), workers=2, prefetch=1,
-                   progress=False)
-    _assert_same(_entries(a, "audio"), _entries(b, "audio"))
+    run_extraction(corpus, env["media"], a, _audio(env), workers=0, progress=False)
+    rep = run_extraction(crashy, env["media"], b, Crashy(_audio(env).encoder), workers=2,
+                         prefetch=1, progress=False)
+    assert ("test/9/0", CRASHED) in rep.missing
+    got = _entries(b, "audio")
+    keep = [i for i, u in enumerate(got[0]) if u != "test/9/0"]
+    _assert_same(tuple([x[i] for i in keep] if isinstance(x, list) else x[keep] for x in got),
+                 _entries(a, "audio"))
 
 
 def test_cli_two_processes_with_torchrun_env_merge_at_the_end(env, tmp_path):

@@ -29,6 +29,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any, Protocol
@@ -224,26 +225,52 @@ def _call(loader: Callable, task: Task) -> tuple[str, Any, str]:
         return uid, None, f"{type(e).__name__}: {e}"[:300]
 
 
+CRASHED = "decoder process crashed"
+
+
 def _results(loader: Callable, tasks: list[Task], workers: int, prefetch: int
              ) -> Iterator[tuple[str, Any, str]]:
-    """Decoded tasks in order; at most ``workers * prefetch`` in flight."""
+    """Decoded tasks in order; at most ``workers * prefetch`` in flight.
+
+    A clip that kills its worker process (a crash inside FFmpeg, the OOM killer) breaks the
+    pool: the tasks that were in flight are then retried one by one, each in a process of its
+    own, so that only the culprit is recorded as missing (``CRASHED``); a new pool goes on.
+    """
     if workers <= 0:
         for t in tasks:
             yield _call(loader, t)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
-        pending: deque = deque()
-        it = iter(tasks)
+    queue: deque[Task] = deque(tasks)
+    while queue:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+            pending: deque = deque()  # (task, future)
+            try:
+                while queue or pending:
+                    while queue and len(pending) < workers * prefetch:
+                        t = queue.popleft()
+                        pending.append((t, ex.submit(_call, loader, t)))
+                    t, fut = pending[0]
+                    try:
+                        r = fut.result()
+                    except BrokenProcessPool:
+                        break
+                    pending.popleft()
+                    yield r
+            finally:
+                for _, f in pending:
+                    f.cancel()
+        if pending:  # the pool broke: isolate the tasks that were in flight
+            for t, _ in pending:
+                yield _isolated(loader, t)
+            pending.clear()
+
+
+def _isolated(loader: Callable, task: Task) -> tuple[str, Any, str]:
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as ex:
         try:
-            for t in it:
-                pending.append(ex.submit(_call, loader, t))
-                if len(pending) >= workers * prefetch:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
+            return ex.submit(_call, loader, task).result()
+        except BrokenProcessPool:
+            return task[0], None, CRASHED
 
 
 def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,

@@ -1,0 +1,188 @@
+"""Feature-extraction throughput on MELD-like clips, per stage and end to end.
+
+Generates clips like MELD's (1280x720 H.264 at 23.976 fps, 48 kHz stereo AAC, ~3.6 s, a real
+face photo moving in the frame), builds random-weight models of the real architectures
+(wav2vec2-large: 24 layers, 1024 wide, 16 heads, FFN 4096; DAN with its ResNet-18 trunk and
+4 heads) -- speed does not depend on weight values -- and prints one JSON line:
+
+    clips/s per stage (decode video, decode audio, face detection, DAN, wav2vec) and end to end
+    (the real job, audio then video, with --workers decoding processes), audio-seconds/s,
+    faces/s, peak memory (RSS of the main process; CUDA when used), device.
+
+Per-stage figures are single-process (decode, faces: one core) or one device (models).
+Example (the target machine: one H100, 16 cores)::
+
+    python benchmarks/bench_extract.py --clips 256 --workers 15 --device cuda \\
+        --audio-batch-size 64 --video-batch-size 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _clips(folder: Path, n: int, seconds: float) -> list[Path]:
+    from avafn.extract.synthetic import make_clip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"dia{i}_utt0.mp4"
+        if not p.exists():  # cached between runs with the same --media-dir
+            make_clip(p, seconds=seconds, seed=i, tone_hz=150 + 7 * i)
+        out.append(p)
+    return out
+
+
+def _timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    r = fn(*args, **kwargs)
+    return r, time.perf_counter() - t
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rss_mb() -> dict:
+    """Peak RSS of this process (models, inference, in-flight results). Decoding workers are
+    separate processes (a few hundred MB each) and are not included."""
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clips", type=int, default=8, help="number of clips (default 8)")
+    ap.add_argument("--seconds", type=float, default=3.6, help="clip length (default 3.6 s)")
+    ap.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+                    help="decoding processes of the end-to-end job")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--audio-batch-size", type=int, default=16)
+    ap.add_argument("--video-batch-size", type=int, default=256)
+    ap.add_argument("--fps", type=float, default=5.0, help="video frames sampled per second")
+    ap.add_argument("--media-dir", default=None, help="keep the generated clips here")
+    ap.add_argument("--skip-end-to-end", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from transformers import Wav2Vec2Model
+
+    from avafn.data.corpus import Corpus, Dialogue, Utterance
+    from avafn.extract.audio import Wav2Vec2Encoder
+    from avafn.extract.dan import DAN
+    from avafn.extract.faces import FaceDetector
+    from avafn.extract.job import AudioExtractor, VideoExtractor, run_extraction
+    from avafn.extract.media import decode_audio, decode_frames
+    from avafn.extract.synthetic import wav2vec2_large_config
+    from avafn.extract.video import DANVideoEncoder
+
+    device = torch.device(args.device)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    media = Path(args.media_dir) if args.media_dir else tmp / "media"
+    res: dict = {"device": str(device), "device_name": (torch.cuda.get_device_name(device)
+                 if device.type == "cuda" else platform.processor() or platform.machine()),
+                 "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                 "clips": args.clips, "clip_seconds": args.seconds, "fps": args.fps,
+                 "workers": args.workers, "audio_batch_size": args.audio_batch_size,
+                 "video_batch_size": args.video_batch_size, "weights": "random"}
+    try:
+        paths, t_gen = _timed(_clips, media, args.clips, args.seconds)
+        res["generate_s"] = round(t_gen, 2)
+        n = len(paths)
+
+        # ---- decoding (one core)
+        frames_per_clip, t_dec_v = [], 0.0
+        all_frames = []
+        for p in paths:
+            (fr, _), dt = _timed(decode_frames, p, fps=args.fps, threads=1)
+            t_dec_v += dt
+            frames_per_clip.append(len(fr))
+            all_frames.append(fr)
+        waves, t_dec_a = [], 0.0
+        for p in paths:
+            w, dt = _timed(decode_audio, p)
+            t_dec_a += dt
+            waves.append(w)
+        res["decode_video_clips_per_s_1core"] = round(n / t_dec_v, 2)
+        res["decode_audio_clips_per_s_1core"] = round(n / t_dec_a, 2)
+        res["sampled_frames_per_clip"] = round(float(np.mean(frames_per_clip)), 2)
+
+        # ---- face detection + crop (one core)
+        det = FaceDetector()
+        crops, t_face = [], 0.0
+        for fr in all_frames:
+            c, dt = _timed(det.faces, fr)
+            t_face += dt
+            crops.append(c)
+        del all_frames
+        n_faces = sum(len(c) for c in crops)
+        res["faces_clips_per_s_1core"] = round(n / t_face, 2)
+        res["faces_frames_per_s_1core"] = round(sum(frames_per_clip) / t_face, 1)
+        res["face_found_fraction"] = round(n_faces / max(1, sum(frames_per_clip)), 3)
+
+        # ---- DAN (real size, random weights)
+        torch.manual_seed(0)
+        dan_enc = DANVideoEncoder(DAN().eval(), device=device, batch_size=args.video_batch_size)
+        faces = np.concatenate(crops)
+        reps = max(1, -(-args.video_batch_size // max(1, len(faces))))  # fill a batch
+        faces_b = np.concatenate([faces] * reps)[: max(len(faces), args.video_batch_size)]
+        dan_enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
+        _sync(device)
+        _, t_dan = _timed(lambda: (dan_enc.encode_faces(faces_b), _sync(device)))
+        res["dan_faces_per_s"] = round(len(faces_b) / t_dan, 1)
+        res["dan_clips_per_s"] = round(len(faces_b) / t_dan / (n_faces / n), 2)
+
+        # ---- wav2vec2-large (random weights)
+        torch.manual_seed(0)
+        w2v_net = Wav2Vec2Model(wav2vec2_large_config()).eval()
+        w2v = Wav2Vec2Encoder(w2v_net, device=device, batch_size=args.audio_batch_size)
+        w2v.encode(waves[:1])  # warm-up
+        _sync(device)
+        _, t_w2v = _timed(lambda: (w2v.encode(waves), _sync(device)))
+        audio_s = sum(len(w) for w in waves) / 16000
+        res["wav2vec_audio_s_per_s"] = round(audio_s / t_w2v, 1)
+        res["wav2vec_clips_per_s"] = round(n / t_w2v, 2)
+
+        # ---- end to end: the real job (audio, then video) over all clips
+        if not args.skip_end_to_end:
+            utts = [Utterance("test", str(i), 0, "A", 0, None, None, p.name)
+                    for i, p in enumerate(paths)]
+            corpus = Corpus("bench", [], {"test": [Dialogue("test", str(i), [u])
+                                                   for i, u in enumerate(utts)]})
+            store = tmp / "store"
+            rep_a, t_a = _timed(run_extraction, corpus, media, store, AudioExtractor(w2v),
+                                workers=args.workers, progress=False)
+            rep_v, t_v = _timed(run_extraction, corpus, media, store,
+                                VideoExtractor(dan_enc, fps=args.fps),
+                                workers=args.workers, progress=False)
+            res["end_to_end_audio_clips_per_s"] = round(n / t_a, 2)
+            res["end_to_end_video_clips_per_s"] = round(n / t_v, 2)
+            res["end_to_end_clips_per_s"] = round(n / (t_a + t_v), 2)
+            res["end_to_end_audio_s_per_s"] = round(audio_s / (t_a + t_v), 1)
+            res["end_to_end_missing"] = len(rep_a.missing) + len(rep_v.missing)
+            res["meld_13708_clips_minutes"] = round(13708 / (n / (t_a + t_v)) / 60, 1)
+        res.update(_rss_mb())
+        if device.type == "cuda":
+            res["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()
