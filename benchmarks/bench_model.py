@@ -106,21 +106,25 @@ def avafn_epoch(model, opt, batches, device, train: bool) -> float:
     return time.perf_counter() - t0
 
 
-def stream_step_ms(cfg: AVAFNConfig, device: str, speakers, dims, n_dialogues: int = 8) -> float:
+def stream_step_ms(cfg: AVAFNConfig, device: str, speakers, dims,
+                   n_dialogues: int = 8) -> tuple[float, float, float]:
+    """(median wall ms, min wall ms, median thread-CPU ms) of one step, batch 1, over the
+    longest dialogues (the CAM history grows with t)."""
     model = AVAFN(AVAFNConfig(**{**cfg.to_dict(), "bidirectional": False})).to(device).eval()
     g = torch.Generator().manual_seed(1)
-    times = []
-    with torch.no_grad():
+    times, cpu = [], []
+    with torch.inference_mode():
         for seq in sorted(speakers, key=len)[-n_dialogues:]:
             state = model.init_state(1, device)
             for s in seq:
                 x = {m: torch.randn(1, d, generator=g).to(device) for m, d in dims.items()}
                 sync(device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 _, state, _ = model.step(state, x, None, torch.tensor([s], device=device))
                 sync(device)
                 times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+                cpu.append(time.thread_time() - c0)
+    return (1000 * statistics.median(times), 1000 * min(times), 1000 * statistics.median(cpu))
 
 
 # ---- reference (a BiModel loaded from a file outside this repository) ------------------------
@@ -184,7 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
                  if device.startswith("cuda") else platform.processor() or platform.machine()),
                  "threads": torch.get_num_threads(), "data": source,
                  "dialogues": len(speakers), "utterances": sum(map(len, speakers)),
-                 "batches": len(batches), "params": sum(p.numel() for p in model.parameters())}
+                 "batches": len(batches), "params": sum(p.numel() for p in model.parameters()),
+                 "loadavg_1m_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
+                 else None}
     ref = ref_opt = None
     if args.reference:
         mod = load_reference(args.reference)
@@ -207,13 +213,17 @@ def main(argv: list[str] | None = None) -> dict:
             theirs_eval.append(ref_epoch(ref, ref_opt, batches, device, False, 9))
     res["train_epoch_s"] = round(min(ours), 3)
     res["eval_pass_s"] = round(min(ours_eval), 3)
-    res["stream_step_ms"] = round(stream_step_ms(cfg, device, speakers, dims), 3)
+    med, best, cpu = stream_step_ms(cfg, device, speakers, dims)
+    res["stream_step_ms"] = round(med, 3)
+    res["stream_step_min_ms"] = round(best, 3)
+    res["stream_step_cpu_ms"] = round(cpu, 3)
     if ref is not None:
         res["ref_train_epoch_s"] = round(min(theirs), 3)
         res["ref_eval_pass_s"] = round(min(theirs_eval), 3)
         res["train_speedup"] = round(min(theirs) / min(ours), 2)
         res["eval_speedup"] = round(min(theirs_eval) / min(ours_eval), 2)
     assert all(math.isfinite(v) for v in ours)
+    res["loadavg_1m_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     print(json.dumps(res))
     return res
 
