@@ -386,7 +386,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
     Give ``video`` + ``segments``, or ``clips_dir`` + ``manifest``. Returns what
     ``predictions.json`` holds.
     """
-    from avafn.train import load_run
+    from avafn.train import finished_seeds, load_run
 
     if (video is None) != (segments is None) or (clips_dir is None) != (manifest is None) or \
             (video is None) == (clips_dir is None):
@@ -452,8 +452,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
                   if video is not None else
                   {"clips_dir": str(Path(clips_dir).resolve()),
                    "manifest": str(Path(manifest).resolve())}),
-        "models": {"seeds": [int(p.parent.name.split("-", 1)[1])
-                             for p in sorted(run.glob("seed-*/model.pt"))],
+        "models": {"seeds": finished_seeds(run),
                    "averaging": "mean of the seeds' softmax probabilities; label = argmax; "
                                 "context attention = mean of the seeds' weights",
                    "bidirectional": bool(desc["model"].get("bidirectional", True))},

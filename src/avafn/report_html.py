@@ -61,8 +61,10 @@ def attention_svg(attn: np.ndarray, names: Sequence[str], k_id: int = 0) -> str:
     cell = max(4, min(28, 560 // max(t_len, 1)))
     pad = 44
     size = pad + cell * t_len + 4
+    width = size + 40
+    height = max(size, pad + 100)
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="attention" id="attention-{k_id}" '
-              f'width="{size}" height="{size}" role="img" '
+              f'width="{width}" height="{height}" role="img" '
               'aria-label="context attention heat map">')]
     step = max(1, t_len // 20)
     for k in range(0, t_len, step):
@@ -86,6 +88,13 @@ def attention_svg(attn: np.ndarray, names: Sequence[str], k_id: int = 0) -> str:
                 f'stroke="#fff"><title>utterance {t + 1} ({_esc(names[t])}) attends to '
                 f'utterance {k + 1} ({_esc(names[k])}): {w:.3f}</title></rect>')
         parts.append("</g>")
+    # colour scale: 0 .. 1, right of the matrix
+    lx = pad + cell * t_len + 12
+    for i in range(11):
+        parts.append(f'<rect x="{lx}" y="{pad + (10 - i) * 8}" width="10" height="8" '
+                     f'fill="{_heat_colour(i / 10)}"/>')
+    parts.append(f'<text x="{lx + 14}" y="{pad + 8}" font-size="10">1</text>'
+                 f'<text x="{lx + 14}" y="{pad + 88}" font-size="10">0</text>')
     parts.append(f'<rect class="attn-highlight" x="{pad}" y="0" width="{cell * t_len}" '
                  f'height="{cell}" fill="none" stroke="#000" stroke-width="2" '
                  'visibility="hidden"/>')
