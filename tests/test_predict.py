@@ -250,7 +250,7 @@ def test_stream_equals_offline_for_a_causal_run(env, tmp_path, capsys):
                      capsys.readouterr().err)
 
 
-def test_clips_folder_with_manifest(env, tmp_path):
+def test_clips_folder_with_manifest(env, tmp_path, capsys):
     clips = tmp_path / "clips"
     for i in range(3):
         make_clip(clips / f"u{i}.mp4", seconds=0.8, size=(320, 240), fps=5, seed=i,
@@ -258,12 +258,25 @@ def test_clips_folder_with_manifest(env, tmp_path):
     man = tmp_path / "meta" / "m.csv"
     man.parent.mkdir()
     man.write_text("dialogue_id,turn,speaker,split,media\n"
-                   "7,0,Ann,test,u0.mp4\n7,1,Ben,test,u1.mp4\n7,2,Ann,test,u2.mp4\n")
+                   "7,0,Ann,test,u0.mp4\n7,1,Ben,test,u1.mp4\n7,2,Ann,test,u2.mp4\n"
+                   "8,0,Cy,test,u2.mp4\n8,1,Ann,test,u0.mp4\n")
     res = predict(env["causal"], clips_dir=clips, manifest=man, out_dir=tmp_path / "out")
     utts = res["utterances"]
-    assert [u["speaker"] for u in utts] == ["Ann", "Ben", "Ann"]
-    assert [u["modalities"]["video"] for u in utts] == [True, False, True]
-    assert (tmp_path / "out" / "report.html").read_text().count('<tr class="utt"') == 3
+    assert [u["speaker"] for u in utts] == ["Ann", "Ben", "Ann", "Cy", "Ann"]
+    assert [(u["dialogue_id"], u["turn"], u["speaker_idx"]) for u in utts] == [
+        ("7", 0, 0), ("7", 1, 1), ("7", 2, 0), ("8", 0, 0), ("8", 1, 1)]
+    assert [u["modalities"]["video"] for u in utts] == [True, False, True, True, True]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count('<tr class="utt"') == 5 and page.count('<section class="dialogue"') == 2
+    # streamed, the state starts afresh with each dialogue of the manifest
+    assert cli.main(["predict", str(env["causal"]), "--clips", str(clips), "--manifest",
+                     str(man), "--stream", "--jsonl"]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(g["dialogue_id"], g["turn"]) for g in got] == [(u["dialogue_id"], u["turn"])
+                                                            for u in utts]
+    for a, b in zip(utts, got):
+        np.testing.assert_allclose([a["probabilities"][k] for k in LABELS],
+                                   [b["probabilities"][k] for k in LABELS], atol=1e-4)
     man.write_text("dialogue_id,turn,speaker,split,media\n7,0,Ann,test,nope.mp4\n")
     with pytest.raises(PredictError, match=r"m.csv:2: clip .*nope.mp4 not found"):
         predict(env["causal"], clips_dir=clips, manifest=man, out_dir=tmp_path / "x")
