@@ -360,3 +360,13 @@ def test_stream_json_lines_from_stdin(env, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(lines[0] + "\n{not json\n"))
     assert cli.main(["predict", str(env["causal"]), "--stream"]) == 1
     assert "avafn predict: error: stdin:2: not a JSON object" in capsys.readouterr().err
+
+
+def test_missing_chromium_fails_under_ci_and_skips_otherwise(monkeypatch, tmp_path):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI is set but Debian's chromium"):
+        chromium_dom(tmp_path / "report.html")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="chromium not installed"):
+        chromium_dom(tmp_path / "report.html")
