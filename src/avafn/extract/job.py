@@ -38,7 +38,7 @@ import numpy as np
 
 from avafn.data.corpus import Corpus, Utterance
 from avafn.extract.media import MediaError, decode_audio
-from avafn.store import FeatureStore
+from avafn.store import FeatureStore, StoreError
 
 #: (uid, path or None, start, end); path None = the utterance has no media file
 Task = tuple[str, "str | None", "float | None", "float | None"]
@@ -152,6 +152,7 @@ class ExtractReport:
     seconds: float = 0.0
     merged: bool = False
     interrupted: bool = False
+    store_missing: int = 0  # entries stored as missing in the whole modality after this run
 
     @property
     def clips_per_s(self) -> float:
@@ -162,7 +163,9 @@ class ExtractReport:
                  f"{self.n_selected} utterances, {self.n_skipped} already stored, "
                  f"{self.n_written} written ({self.n_present} present, {len(self.missing)} "
                  f"missing) in {self.seconds:.1f} s ({self.clips_per_s:.2f} clips/s)"
-                 + ("; INTERRUPTED, run again to resume" if self.interrupted else "")]
+                 + ("; INTERRUPTED, run again to resume" if self.interrupted else "")
+                 + f"; the store holds {self.store_missing} missing {self.modality} entries "
+                 f"in all (FeatureStore.missing)"]
         by_reason = Counter(r for _, r in self.missing)
         for reason, n in by_reason.most_common():
             uids = [u for u, r in self.missing if r == reason]
@@ -177,7 +180,8 @@ class ExtractReport:
                 "n_missing": len(self.missing),
                 "missing_by_reason": dict(Counter(r for _, r in self.missing)),
                 "seconds": round(self.seconds, 3), "clips_per_s": round(self.clips_per_s, 3),
-                "merged": self.merged, "interrupted": self.interrupted}
+                "merged": self.merged, "interrupted": self.interrupted,
+                "store_missing": self.store_missing}
 
 
 def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -346,6 +350,10 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
         report.seconds = time.perf_counter() - t0
     if merge_at_end:
         report.merged = _finish(store, modality, rank, world)
+    try:
+        report.store_missing = len(store.missing(modality))
+    except StoreError:  # another rank compacting right now: the count is only informative
+        report.store_missing = -1
     return report
 
 
