@@ -492,3 +492,13 @@ def test_equivalence_with_plain_loop(kw):
             if not cfg.no_acm and not cfg.no_ssm:
                 for t, al in alphas.items():
                     torch.testing.assert_close(out["context_attention"][b, t, :t], al)
+
+
+def test_empty_batch_or_length():
+    cfg = small_cfg(modalities=("text",))
+    model = model_of(cfg)
+    for b, t in [(0, 3), (2, 0)]:
+        out = model({"text": torch.randn(b, t, 4)}, None, torch.zeros(b, t, dtype=torch.long),
+                    torch.ones(b, t, dtype=torch.bool))
+        assert out["logits"].shape == (b, t, 3)
+        assert out["context_attention"].shape == (b, t, t)

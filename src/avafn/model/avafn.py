@@ -149,6 +149,9 @@ class AVAFN(nn.Module):
         present = self._check(feats, present, speaker, mask)
         b_sz, t_len = mask.shape
         dtype = feats[cfg.modalities[0]].dtype
+        if t_len == 0:  # nothing to do; keep the output contract
+            z = feats[cfg.modalities[0]].new_zeros
+            return {"logits": z(b_sz, 0, cfg.n_classes), "context_attention": z(b_sz, 0, 0)}
         valid = {m: present[m] & mask for m in cfg.modalities}
         x = {m: self.in_drop(torch.where(valid[m].unsqueeze(-1), feats[m],
                                          torch.zeros((), dtype=dtype, device=mask.device)))
@@ -159,7 +162,7 @@ class AVAFN(nn.Module):
         xc, xs, xl = self.rnn.project_inputs(u, x[cfg.listener], valid[cfg.listener])
         spk = torch.where(mask, speaker, torch.zeros_like(speaker)).long()
         # parties beyond the largest index used in the batch never influence anything: drop them
-        n_p = int(spk.max()) + 1 if t_len > 0 else 1
+        n_p = int(spk.max()) + 1 if spk.numel() > 0 else 1
         onehot = nn.functional.one_hot(spk, n_p).to(dtype) * mask.unsqueeze(-1).to(dtype)
         if cfg.bidirectional:  # listeners: every party of the dialogue but the speaker
             seen = onehot.amax(dim=1, keepdim=True).expand_as(onehot)
