@@ -190,14 +190,13 @@ class AVAFN(nn.Module):
             e = torch.cat([e[:b_sz], e_b], dim=-1)
         logits = self.classifier(self.drop(e))  # eq. 13 (softmax in the loss / predict)
         # context_attention: forward-direction eq. 9 weights alpha_{t,k}, k < t
-        score = r["score"] if r["score"] is not None else self.rnn.score(r["C"])
-        score = score[:b_sz]
-        allow = torch.ones(t_len, t_len, dtype=torch.bool, device=u.device).tril(-1)
-        allow = allow[None] & mask[:, None, :]
-        att = score[:, None, :].expand(b_sz, t_len, t_len)
-        att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow
-        if cfg.no_acm or cfg.no_ssm:  # ac_t is not used by the model
-            att = torch.zeros_like(att)
+        if r["score"] is None:  # w/o ACM or w/o SSM: ac_t is not used by the model
+            att = logits.new_zeros(b_sz, t_len, t_len)
+        else:
+            allow = torch.ones(t_len, t_len, dtype=torch.bool, device=u.device).tril(-1)
+            allow = allow[None] & mask[:, None, :]
+            att = r["score"][:b_sz, None, :].expand(b_sz, t_len, t_len)
+            att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow
         out = {"logits": logits, "context_attention": att}
         if return_states:
             out["u"] = u
@@ -282,7 +281,7 @@ class AVAFN(nn.Module):
                                  listener_weights(lis))
         e = self.rnn.emotion_step(state["E"], o["C"], o["q_s"], o["q_l"])
         logits = self.classifier(self.drop(e))
-        score = o["score"] if "score" in o else self.rnn.score(o["C"])
+        score = o.get("score", o["C"].new_zeros(b_sz))  # (unused w/o ACM / SSM)
         scores = torch.cat([state["scores"], score.unsqueeze(1)], 1)
         if cfg.no_acm or cfg.no_ssm or t_idx == 0:
             att = torch.zeros_like(state["scores"])
