@@ -114,7 +114,8 @@ def test_resume_after_interruption_equals_uninterrupted(env, tmp_path):
     (part / "audio" / ".tmp-part-r000-000099.npz.x").write_bytes(b"half")
     rep = run_extraction(env["corpus"], env["media"], part, _audio(env), limit=2,
                          progress=False)
-    assert rep.n_skipped == 5 and rep.n_written == 2
+    assert rep.n_skipped == 5 and rep.n_written == 2 and rep.n_left == 3
+    assert "3 left for the next run" in rep.summary()
     assert not list((part / "audio").glob(".tmp-*"))
     rep = run_extraction(env["corpus"], env["media"], part, _audio(env), progress=False)
     assert rep.n_skipped == 7 and rep.n_written == 3

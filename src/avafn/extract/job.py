@@ -153,6 +153,7 @@ class ExtractReport:
     merged: bool = False
     interrupted: bool = False
     store_missing: int = 0  # entries stored as missing in the whole modality after this run
+    n_left: int = 0  # utterances of this rank still to do (after --limit or an interruption)
 
     @property
     def clips_per_s(self) -> float:
@@ -164,6 +165,7 @@ class ExtractReport:
                  f"{self.n_written} written ({self.n_present} present, {len(self.missing)} "
                  f"missing) in {self.seconds:.1f} s ({self.clips_per_s:.2f} clips/s)"
                  + ("; INTERRUPTED, run again to resume" if self.interrupted else "")
+                 + (f"; {self.n_left} left for the next run" if self.n_left else "")
                  + f"; the store holds {self.store_missing} missing {self.modality} entries "
                  f"in all (FeatureStore.missing)"]
         by_reason = Counter(r for _, r in self.missing)
@@ -181,7 +183,7 @@ class ExtractReport:
                 "missing_by_reason": dict(Counter(r for _, r in self.missing)),
                 "seconds": round(self.seconds, 3), "clips_per_s": round(self.clips_per_s, 3),
                 "merged": self.merged, "interrupted": self.interrupted,
-                "store_missing": self.store_missing}
+                "store_missing": self.store_missing, "n_left": self.n_left}
 
 
 def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -304,6 +306,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     done = store.done_uids(modality)
     todo = [u for u in mine if u.uid not in done]
     report = ExtractReport(modality, rank, world, len(mine), len(mine) - len(todo))
+    n_todo = len(todo)
     if limit is not None:
         todo = todo[:limit]
     t0 = time.perf_counter()
@@ -348,6 +351,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     finally:
         bar.close()
         report.seconds = time.perf_counter() - t0
+        report.n_left = n_todo - report.n_written
     if merge_at_end:
         report.merged = _finish(store, modality, rank, world)
     try:
