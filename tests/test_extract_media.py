@@ -82,6 +82,7 @@ def test_frames_sampled_at_fps_and_downscaled(media):
     ("noaudio", NoAudioStreamError, "no audio stream"),
     ("empty", EmptyFileError, "empty file (0 bytes)"),
     ("truncated", TruncatedMediaError, "truncated or corrupt file"),
+    ("cut_midstream", TruncatedMediaError, "truncated or corrupt file"),
     ("text", NotMediaError, "not a media file"),
 ])
 def test_audio_errors_are_typed_and_name_the_file(media, key, exc, reason):
@@ -97,6 +98,8 @@ def test_video_errors(media, tmp_path):
     for key in ("empty", "truncated", "text"):
         with pytest.raises(MediaError):
             decode_frames(media[key])
+    with pytest.raises(TruncatedMediaError, match="decoded up to"):
+        decode_frames(media["cut_midstream"])
     with pytest.raises(MediaNotFoundError, match="nothere.mp4"):
         decode_frames(tmp_path / "nothere.mp4")
 

@@ -25,18 +25,20 @@ def face_photo() -> np.ndarray:
 def make_clip(path: str | os.PathLike, seconds: float = 3.6, size: tuple[int, int] = (1280, 720),
               fps: Fraction | float = MELD_FPS, sample_rate: int = 48000, channels: int = 2,
               face: bool = True, face_height: float = 0.55, video: bool = True,
-              audio: bool = True, seed: int = 0, tone_hz: float = 220.0) -> Path:
+              audio: bool = True, seed: int = 0, tone_hz: float = 220.0,
+              faststart: bool = False) -> Path:
     """Write an MP4 clip; the face (``face_height`` of the frame height) drifts across the frame.
 
     ``face=False`` gives a frame of flat grey with a little noise (no face anywhere);
-    ``video=False`` / ``audio=False`` leave that stream out. Returns ``path``.
+    ``video=False`` / ``audio=False`` leave that stream out; ``faststart`` puts the index
+    (moov) first, as streaming-ready files have it. Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     width, height = size
     fps = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else {}) as out:
         vs = as_ = None
         if video:
             vs = out.add_stream("libx264", rate=fps)
@@ -86,7 +88,9 @@ def make_clip(path: str | os.PathLike, seconds: float = 3.6, size: tuple[int, in
 
 
 def make_broken_files(folder: str | os.PathLike, source: str | os.PathLike) -> dict[str, Path]:
-    """A zero-byte file, a truncated copy of ``source`` and a text file named ``.mp4``."""
+    """A zero-byte file, a truncated copy of ``source`` (index at the end: unopenable), the
+    same cut from a copy with its index first (opens, then stops mid-stream) and a text file
+    named ``.mp4``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     empty = folder / "empty.mp4"
@@ -94,9 +98,21 @@ def make_broken_files(folder: str | os.PathLike, source: str | os.PathLike) -> d
     data = Path(source).read_bytes()
     truncated = folder / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 3])
+    fast = folder / ".faststart.mp4"
+    with av.open(str(source)) as src, av.open(str(fast), "w",
+                                               options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for pkt in src.demux():
+            if pkt.dts is not None:
+                pkt.stream = streams[pkt.stream.index]
+                out.mux(pkt)
+    data = fast.read_bytes()
+    fast.unlink()
+    cut = folder / "cut_midstream.mp4"
+    cut.write_bytes(data[: len(data) // 2])
     text = folder / "notes.mp4"
     text.write_text("this is not a video, just some notes\n" * 20)
-    return {"empty": empty, "truncated": truncated, "text": text}
+    return {"empty": empty, "truncated": truncated, "cut_midstream": cut, "text": text}
 
 
 def make_tiny_wav2vec2(folder: str | os.PathLike, layers: int = 3, hidden: int = 32,
