@@ -216,3 +216,18 @@ def test_cli_errors_are_one_line(env, tmp_path):
     assert main(["extract", "audio", "--dataset", str(manifest), "--store",
                  str(tmp_path / "s"), "--model", str(env["w2v"]), "--layer", "9"]) == 1
     assert not Path(tmp_path / "s" / "audio").exists()
+
+
+def test_decoding_workers_do_not_import_torch(env):
+    """What a spawned worker imports (the job module, the loaders) stays light: torch would
+    cost each decoding process ~0.6 GB."""
+    ext = _video(env)
+    loader = ext.loader(workers=2)
+    code = ("import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    import pickle
+
+    for payload in (pickle.dumps(loader), pickle.dumps(_audio(env).loader(workers=2))):
+        out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
+                             check=True, timeout=120)
+        assert out.stdout.decode().split() == ["False", "False"]

@@ -14,13 +14,18 @@ otherwise), resized to ``size`` (224 for DAN).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from avafn.extract.media import decode_frames
+
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+#: frames sampled per second of video (MELD clips: ~18 frames for 3.6 s)
+DEFAULT_FPS = 5.0
 
 
 @dataclass(frozen=True)
@@ -115,3 +120,16 @@ class FaceDetector:
         if not crops:
             return np.zeros((0, self.config.size, self.config.size, 3), dtype=np.uint8)
         return np.stack(crops)
+
+
+def load_faces(path: str | os.PathLike, fps: float | None = DEFAULT_FPS,
+               start: float | None = None, end: float | None = None,
+               face_config: FaceConfig | None = None, threads: int = 0
+               ) -> tuple[np.ndarray, int]:
+    """Decode ``path`` at ``fps`` and crop the chosen face of each frame.
+
+    Returns ``(crops (N, size, size, 3) uint8, n_sampled_frames)``; raises
+    :class:`~avafn.extract.media.MediaError` for unreadable clips.
+    """
+    frames, _ = decode_frames(path, fps=fps, start=start, end=end, threads=threads)
+    return FaceDetector(face_config).faces(frames), len(frames)

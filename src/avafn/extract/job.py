@@ -98,8 +98,7 @@ class VideoExtractor:
     modality = "video"
 
     def __init__(self, encoder, fps: float | None = None, face_config=None):
-        from avafn.extract.faces import FaceConfig
-        from avafn.extract.video import DEFAULT_FPS
+        from avafn.extract.faces import DEFAULT_FPS, FaceConfig
 
         self.encoder = encoder
         self.fps = DEFAULT_FPS if fps is None else fps
@@ -118,7 +117,7 @@ class VideoExtractor:
         }
 
     def loader(self, workers: int) -> Callable:
-        from avafn.extract.video import load_faces
+        from avafn.extract.faces import load_faces  # no torch in the worker processes
 
         return functools.partial(_load_faces_segment, load_faces, self.fps, self.face_config,
                                  1 if workers > 0 else 0)

@@ -1,6 +1,7 @@
 """Visual features: frames -> faces -> DAN -> one vector per utterance.
 
-Decoding and face detection/cropping (:func:`load_faces`, CPU, runs in worker processes) are
+Decoding and face detection/cropping (:func:`~avafn.extract.faces.load_faces`, CPU, runs in
+worker processes, which therefore never import torch) are
 separate from DAN inference (:class:`DANVideoEncoder`, batched across clips on the device).
 Per utterance: the mean of the 1024-d frame features over the sampled frames that have a face,
 and the number of such frames; no face in any sampled frame = visual modality missing
@@ -15,24 +16,10 @@ import numpy as np
 import torch
 
 from avafn.extract.dan import DAN, FEATURE_DIM, load_dan, preprocess
-from avafn.extract.faces import FaceConfig, FaceDetector
-from avafn.extract.media import decode_frames
+from avafn.extract.faces import DEFAULT_FPS, load_faces
 
-DEFAULT_FPS = 5.0
 NO_FACE = "no face detected"
-
-
-def load_faces(path: str | os.PathLike, fps: float | None = DEFAULT_FPS,
-               start: float | None = None, end: float | None = None,
-               face_config: FaceConfig | None = None, threads: int = 0
-               ) -> tuple[np.ndarray, int]:
-    """Decode ``path`` at ``fps`` and crop the chosen face of each frame.
-
-    Returns ``(crops (N, 224, 224, 3) uint8, n_sampled_frames)``; raises
-    :class:`~avafn.extract.media.MediaError` for unreadable clips.
-    """
-    frames, _ = decode_frames(path, fps=fps, start=start, end=end, threads=threads)
-    return FaceDetector(face_config).faces(frames), len(frames)
+__all__ = ["DEFAULT_FPS", "NO_FACE", "DANVideoEncoder", "load_faces"]
 
 
 class DANVideoEncoder:
