@@ -138,6 +138,9 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
             p.add_argument("--detect-max-side", type=int, default=480, metavar="PX",
                            help="face detection on frames downscaled to this longer side "
                                 "(default 480)")
+            p.add_argument("--detect-scale-factor", type=float, default=1.2, metavar="S",
+                           help="Haar pyramid step (default 1.2; 1.1 finds a few more faces, "
+                                "~1.8x slower)")
         p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
                        metavar="N", help="decoding processes (0: decode in this process)")
         p.add_argument("--batch-size", type=int, default=None, metavar="N",
@@ -188,4 +191,5 @@ def _face_config(args: argparse.Namespace):
     from avafn.extract.faces import FaceConfig
 
     return FaceConfig(size=args.crop_size, margin=args.face_margin,
-                      detect_max_side=args.detect_max_side)
+                      detect_max_side=args.detect_max_side,
+                      scale_factor=args.detect_scale_factor)

@@ -32,7 +32,7 @@ DEFAULT_FPS = 5.0
 class FaceConfig:
     cascade: str = DEFAULT_CASCADE  # file name in cv2.data.haarcascades, or a path
     detect_max_side: int = 480  # detection image size (longer side, pixels)
-    scale_factor: float = 1.1
+    scale_factor: float = 1.2  # detection pyramid step: 1.1 is ~1.8x slower (finer scales)
     min_neighbors: int = 5
     min_face: float = 0.08  # smallest face side, as a fraction of the detection image's short side
     margin: float = 0.2  # crop margin per side, fraction of the face box side
