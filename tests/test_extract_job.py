@@ -231,3 +231,19 @@ def test_decoding_workers_do_not_import_torch(env):
         out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
                              check=True, timeout=120)
         assert out.stdout.decode().split() == ["False", "False"]
+
+
+def test_each_torchrun_rank_uses_its_own_gpu(monkeypatch):
+    from avafn.extract.job import dist_env, resolve_device
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda") == "cuda"
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert resolve_device("cuda") == "cuda:3"
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert dist_env() == (5, 8) and dist_env(rank=1, world_size=2) == (1, 2)
+    with pytest.raises(ValueError, match="rank 8"):
+        dist_env(rank=8)
+

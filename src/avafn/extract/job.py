@@ -194,6 +194,13 @@ def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[in
     return r, w
 
 
+def resolve_device(device: str) -> str:
+    """``"cuda"`` under torchrun means this rank's GPU: ``cuda:$LOCAL_RANK``."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def select_utterances(corpus: Corpus, splits: Iterable[str] | None = None) -> list[Utterance]:
     names = list(splits) if splits else list(corpus.splits)
     unknown = [s for s in names if s not in corpus.splits]
@@ -417,6 +424,7 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
                      face_config=None, **job_kwargs) -> ExtractReport:
     """Build the extractor for ``modality`` ("audio": ``model`` = wav2vec 2.0 id/folder;
     "video": ``model`` = DAN checkpoint) and run :func:`run_extraction`."""
+    device = resolve_device(device)
     if modality == "audio":
         from avafn.extract.audio import DEFAULT_MODEL, Wav2Vec2Encoder
 
