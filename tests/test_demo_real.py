@@ -9,6 +9,7 @@ import pytest
 import torch
 
 MELD = os.environ.get("AVAFN_MELD_DIR")
+N = 120  # dialogues per split in the reduced-budget run
 needs_meld = pytest.mark.skipif(not MELD, reason="AVAFN_MELD_DIR not set (real MELD CSVs)")
 
 
@@ -31,15 +32,18 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     from avafn.demo import DEMO_TRAIN, demo, subset
 
     n_threads = torch.get_num_threads()
+    # reduced budget: the first 120 dialogues of each split (all 114 of dev), smaller batches
+    # so that a few epochs make enough steps
+    settings = {**DEMO_TRAIN, "batch_size": 8, "lr": 2e-3, "max_epochs": 5, "patience": 5}
     try:
-        res = demo(tmp_path / "demo", seeds=[0], max_epochs=6, meld_dir=MELD,
-                   max_dialogues=300, progress=False)
+        res = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N,
+                   settings=settings, progress=False)
     finally:
         torch.set_num_threads(n_threads)
     out = capsys.readouterr().out
     assert "test weighted F1" in out and "| text |" in out
     # the majority-class baseline computed from the data itself
-    corpus = subset(load_corpus("meld", meld_dir=MELD), 300)
+    corpus = subset(load_corpus("meld", meld_dir=MELD), N)
     test_labels = [u.label for u in corpus.utterances("test")]
     label, count = Counter(test_labels).most_common(1)[0]
     p = count / len(test_labels)
@@ -53,9 +57,9 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     assert rep["config"]["modalities"] == ["text"]
     assert rep["store"]["modalities"]["text"]["model_id"].endswith("all-MiniLM-L6-v2")
     assert rep["test"]["n_utterances"] == len(test_labels)
-    assert rep["config"]["train"]["lr"] == DEMO_TRAIN["lr"]
+    assert rep["config"]["train"]["model_overrides"] == DEMO_TRAIN["model_overrides"]
     # resumable: a second call reuses the features and the finished seed
-    res2 = demo(tmp_path / "demo", seeds=[0], max_epochs=6, meld_dir=MELD, max_dialogues=300,
+    res2 = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N, settings=settings,
                 progress=False, verbose=False)
     assert res2["test_weighted_f1"] == res["test_weighted_f1"]
     assert res2["seconds"]["text_features"] < res["seconds"]["text_features"]
