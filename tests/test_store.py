@@ -59,10 +59,9 @@ def test_resume_skips_done_and_config_mismatch_refused(tmp_path):
 def test_unflushed_entries_kept_on_exception_and_compact(tmp_path):
     st = FeatureStore(tmp_path)
     st.create_modality("audio", _meta())
-    with pytest.raises(RuntimeError):
-        with st.writer("audio", tag="r000") as w:
-            w.add("x", np.ones(4))
-            raise RuntimeError("crash")
+    with pytest.raises(RuntimeError), st.writer("audio", tag="r000") as w:
+        w.add("x", np.ones(4))
+        raise RuntimeError("crash")
     with st.writer("audio", tag="r001") as w:
         w.add("y", np.full(4, 2.0))
     fp = st.fingerprint()

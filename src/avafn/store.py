@@ -27,9 +27,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -131,13 +131,13 @@ class StoreWriter:
         for i, (_, v, _, _) in enumerate(self._buf):
             if v is not None:
                 vec[i] = v
-        arrays = dict(
-            uid=np.array([b[0] for b in self._buf], dtype=str),
-            vector=vec,
-            present=np.array([b[1] is not None for b in self._buf], dtype=bool),
-            count=np.array([b[2] for b in self._buf], dtype=np.int64),
-            reason=np.array([b[3] for b in self._buf], dtype=str),
-        )
+        arrays = {
+            "uid": np.array([b[0] for b in self._buf], dtype=str),
+            "vector": vec,
+            "present": np.array([b[1] is not None for b in self._buf], dtype=bool),
+            "count": np.array([b[2] for b in self._buf], dtype=np.int64),
+            "reason": np.array([b[3] for b in self._buf], dtype=str),
+        }
         path = self.store.root / self.modality / f"part-{self.tag}-{self._seq:06d}.npz"
         self.store._write_npz(path, arrays)
         self._seq += 1
@@ -145,7 +145,7 @@ class StoreWriter:
         self._buf.clear()
         self.store._cache.pop(self.modality, None)
 
-    def __enter__(self) -> StoreWriter:
+    def __enter__(self) -> StoreWriter:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -223,8 +223,9 @@ class FeatureStore:
         if len(parts) <= 1:
             return len(parts)
         t = self.table(modality)
-        self._write_npz(self.root / modality / "part-merged-000000.npz", dict(
-            uid=t.uids, vector=t.vectors, present=t.present, count=t.count, reason=t.reason))
+        self._write_npz(self.root / modality / "part-merged-000000.npz", {
+            "uid": t.uids, "vector": t.vectors, "present": t.present, "count": t.count,
+            "reason": t.reason})
         for p in parts:
             if p.name != "part-merged-000000.npz":
                 p.unlink()
@@ -340,7 +341,7 @@ class FeatureStore:
             out["modalities"][m] = {
                 "extractor": t.meta.get("extractor"), "model_id": t.meta.get("model_id"),
                 "layer": t.meta.get("layer"), "width": t.width,
-                "config_hash": t.meta.get("config_hash"), "n_entries": int(len(t.uids)),
+                "config_hash": t.meta.get("config_hash"), "n_entries": len(t.uids),
                 "n_present": int(t.present.sum()), "content_sha256": h.hexdigest()[:16],
             }
         return out
