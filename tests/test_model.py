@@ -367,8 +367,10 @@ def _gru(h, x, w_ih, b_ih, w_hh, b_hh):
     return (1 - z) * n + z * h
 
 
-def _split_gru(g):
-    return torch.cat(list(g.w_in), dim=1), g.b_ih, g.w_hh, g.b_hh
+def _split_gru(g, k=0):
+    """(W_ih, b_ih, W_hh, b_hh) of direction k, as plain 2-d / 1-d tensors."""
+    pick = (lambda p: p[k]) if g.w_hh.dim() == 3 else (lambda p: p)
+    return torch.cat([pick(w) for w in g.w_in], dim=1), pick(g.b_ih), pick(g.w_hh), pick(g.b_hh)
 
 
 def reference_forward(model, feats, present, speaker, length, causal):
@@ -413,7 +415,13 @@ def reference_forward(model, feats, present, speaker, length, causal):
     vs_ = [feats[lm][t] if present[lm][t] else None for t in range(length)]
     parties = sorted({int(speaker[t]) for t in range(length)})
 
-    def direction(order):
+    untied = rnn.gru_c.w_hh.dim() == 3  # separate weights per direction: read direction k's
+
+    def direction(order, k):
+        pick = (lambda p: p[k]) if untied else (lambda p: p)
+        w_att, b_att, v_att = pick(rnn.att_w.weight), pick(rnn.att_w.bias), pick(rnn.att_v.weight)
+        v_missing = pick(rnn.v_missing)
+        g = rnn.gru_e_b if untied and k == 1 else rnn.gru_e
         c = torch.zeros(cfg.d_context, dtype=torch.float64)
         q = {p: torch.zeros(cfg.d_party, dtype=torch.float64) for p in parties}
         e = torch.zeros(cfg.d_emotion, dtype=torch.float64)
@@ -421,39 +429,37 @@ def reference_forward(model, feats, present, speaker, length, causal):
         for t in order:
             i = int(speaker[t])
             seen.add(i)
-            c = _gru(c, torch.cat([us[t], q[i]]), *_split_gru(rnn.gru_c))  # eq. 8
+            c = _gru(c, torch.cat([us[t], q[i]]), *_split_gru(rnn.gru_c, k))  # eq. 8
             ac = torch.zeros_like(c)
             if hist and not cfg.no_acm:  # eq. 9
-                sc = torch.stack([_lin(torch.tanh(_lin(ck, rnn.att_w)), rnn.att_v)[0]
-                                  for ck in hist])
+                sc = torch.stack([(v_att @ torch.tanh(w_att @ ck + b_att))[0] for ck in hist])
                 al = torch.softmax(sc, 0)
                 ac = (al[:, None] * torch.stack(hist)).sum(0)
                 alphas[t] = al
             hist.append(c)
             q_new = dict(q)
             if not cfg.no_ssm:
-                q_new[i] = _gru(q[i], torch.cat([us[t], ac]), *_split_gru(rnn.gru_s))  # eq. 10
+                q_new[i] = _gru(q[i], torch.cat([us[t], ac]), *_split_gru(rnn.gru_s, k))  # eq. 10
             listeners = [j for j in parties if j != i and (j in seen or not causal)]
             for j in listeners:
                 if not cfg.no_ilm:
-                    w_ih, b_ih, w_hh, b_hh = _split_gru(rnn.gru_l)
+                    w_ih, b_ih, w_hh, b_hh = _split_gru(rnn.gru_l, k)
                     if vs_[t] is not None:
                         x = w_ih @ torch.cat([us[t], vs_[t]]) + b_ih
                     else:
-                        x = rnn.gru_l.w_in[0] @ us[t] + b_ih + rnn.v_missing
+                        x = w_ih[:, : us[t].shape[0]] @ us[t] + b_ih + v_missing
                     q_new[j] = _gru_pre(q[j], x, w_hh @ q[j] + b_hh)  # eq. 11
             q = q_new
             ql = (torch.stack([q[j] for j in listeners]).mean(0) if listeners
                   else torch.zeros(cfg.d_party, dtype=torch.float64))
-            g = rnn.gru_e
             e = _gru(e, torch.cat([c, q[i], ql]), g.weight_ih_l0, g.bias_ih_l0,
                      g.weight_hh_l0, g.bias_hh_l0)  # eq. 12
             es[t] = e
         return es, alphas
 
-    es_f, alphas = direction(range(length))
+    es_f, alphas = direction(range(length), 0)
     if cfg.bidirectional:
-        es_b, _ = direction(range(length - 1, -1, -1))
+        es_b, _ = direction(range(length - 1, -1, -1), 1)
         e_all = [torch.cat([es_f[t], es_b[t]]) for t in range(length)]
     else:
         e_all = [es_f[t] for t in range(length)]
@@ -476,6 +482,8 @@ def _gru_pre(h, gi, gh):
     {"modalities": ("audio", "video", "text"), "bidirectional": False},
     {"no_acm": True, "no_ilm": True},
     {"no_ssm": True},
+    {"tie_directions": True},
+    {"tie_directions": True, "no_acm": True, "no_ilm": True},
 ])
 def test_equivalence_with_plain_loop(kw):
     cfg = small_cfg(**kw)
@@ -502,3 +510,78 @@ def test_empty_batch_or_length():
                     torch.ones(b, t, dtype=torch.bool))
         assert out["logits"].shape == (b, t, 3)
         assert out["context_attention"].shape == (b, t, t)
+
+
+# ---- directions: separate (default) or tied recurrence weights -------------------------------
+def _dir_params(model):
+    """Recurrence parameters with a leading direction axis (untied model)."""
+    return {n: p for n, p in model.named_parameters() if n.startswith("rnn.") and p.dim() >= 2
+            and p.shape[0] == 2 and "gru_e" not in n}
+
+
+def test_untied_directions_distinct_and_both_trained():
+    cfg = small_cfg()
+    assert not cfg.tie_directions  # the default
+    model = model_of(cfg).train()
+    dirp = _dir_params(model)
+    expect = {"rnn.gru_c.w_in.0", "rnn.gru_c.w_in.1", "rnn.gru_c.b_ih", "rnn.gru_c.w_hh",
+              "rnn.gru_c.b_hh", "rnn.gru_s.w_hh", "rnn.gru_l.w_in.1", "rnn.att_w.weight",
+              "rnn.att_w.bias", "rnn.att_v.weight", "rnn.v_missing"}
+    assert expect <= set(dirp), sorted(set(expect) - set(dirp))
+    for name, p in dirp.items():
+        assert not torch.equal(p[0], p[1]), name
+    fe, be = model.rnn.gru_e, model.rnn.gru_e_b
+    assert not torch.equal(fe.weight_hh_l0, be.weight_hh_l0)
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.3)
+    out = model(feats, present, speaker, mask)
+    out["logits"][mask].logsumexp(-1).sum().backward()
+    for name, p in dirp.items():
+        for k in (0, 1):
+            assert p.grad is not None and p.grad[k].abs().sum() > 0, (name, k)
+    for g in (fe, be):
+        for p in g.parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0
+    # the backward direction's weights reach only the backward half of E (eq. 13 input)
+    model.eval()
+    feats, present, speaker, mask = make_batch(cfg, seed=4)
+    with torch.no_grad():
+        ref = model(feats, present, speaker, mask, return_states=True)
+        model.rnn.gru_c.w_hh[1].add_(0.5)
+        out = model(feats, present, speaker, mask, return_states=True)
+    de = cfg.d_emotion
+    torch.testing.assert_close(out["E"][..., :de], ref["E"][..., :de])
+    assert not torch.allclose(out["E"][..., de:][mask], ref["E"][..., de:][mask], atol=1e-4)
+
+
+def test_tied_directions_shapes_and_equals_untied_with_copied_weights():
+    tied_cfg = small_cfg(tie_directions=True)
+    tied = model_of(tied_cfg, seed=1)
+    sd = tied.state_dict()
+    # the tied model has the pre-2026-11-25 layout: no direction axis, no second GRU_E
+    assert sd["rnn.gru_c.w_hh"].dim() == 2 and sd["rnn.v_missing"].dim() == 1
+    assert not any("gru_e_b" in n for n in sd)
+    assert AVAFNConfig.from_dict(tied_cfg.to_dict()) == tied_cfg
+    # forward-only: one set of weights whatever tie_directions says (streaming uses it)
+    uni = model_of(small_cfg(bidirectional=False), seed=1)
+    assert {n: p.shape for n, p in uni.state_dict().items()} == {
+        n: p.shape for n, p in model_of(small_cfg(bidirectional=False, tie_directions=True),
+                                        seed=1).state_dict().items()}
+    # an untied model given the same weights in both directions computes the tied model;
+    # loading a tied checkpoint into an untied model does exactly that (strict load)
+    untied = model_of(small_cfg(), seed=2)
+    untied.load_state_dict(sd)
+    assert not torch.equal(untied.rnn.gru_c.w_hh, model_of(small_cfg(), seed=2).rnn.gru_c.w_hh)
+    for n, p in untied.state_dict().items():
+        src = sd[n.replace("gru_e_b", "gru_e")]
+        torch.testing.assert_close(p, src.expand_as(p), rtol=0, atol=0)
+    feats, present, speaker, mask = make_batch(tied_cfg, p_missing=0.2)
+    with torch.no_grad():
+        a = tied(feats, present, speaker, mask)
+        b = untied(feats, present, speaker, mask)
+    torch.testing.assert_close(b["logits"], a["logits"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b["context_attention"], a["context_attention"])
+    # and tied training still gives every recurrence parameter a gradient
+    tied.train()
+    tied(feats, present, speaker, mask)["logits"][mask].logsumexp(-1).sum().backward()
+    for name, p in tied.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -30,6 +30,9 @@ class AVAFNConfig:
     dropout: float = 0.3  # CAM, u_t and classifier input
     input_dropout: float | None = None  # on raw features; None: same as dropout
     bidirectional: bool = True
+    # bidirectional only: True shares the recurrence weights (GRU_C/S/L/E, ACM, v_missing)
+    # between the two directions (the model before 2026-11-25); False: one set per direction
+    tie_directions: bool = False
     listener_modality: str | None = None  # v_t of eq. 11; None: "video" if used, else first
     no_acm: bool = False
     no_ssm: bool = False
@@ -82,11 +85,30 @@ class AVAFN(nn.Module):
                                        cfg.dropout)
         self.rnn = DialogueRecurrence(
             cfg.d_model, cfg.input_dims[cfg.listener], cfg.d_context, cfg.d_party, cfg.d_emotion,
-            cfg.d_att, no_acm=cfg.no_acm, no_ssm=cfg.no_ssm, no_ilm=cfg.no_ilm)
+            cfg.d_att, no_acm=cfg.no_acm, no_ssm=cfg.no_ssm, no_ilm=cfg.no_ilm,
+            n_dir=2 if cfg.bidirectional and not cfg.tie_directions else 1)
         self.drop = nn.Dropout(cfg.dropout)
         n_dir = 2 if cfg.bidirectional else 1
         self.classifier = nn.Linear(n_dir * cfg.d_emotion, cfg.n_classes)  # eq. 13
         self._compiled_cell = None
+        self._register_load_state_dict_pre_hook(self._untie_checkpoint)
+
+    def _untie_checkpoint(self, state_dict: dict[str, torch.Tensor], prefix: str,
+                          *_args: Any) -> None:
+        """Loading a tied-direction checkpoint (one set of recurrence weights, the layout before
+        2026-11-25) into an untied model: copy the shared set into both directions, which
+        computes exactly the tied model's function (tested)."""
+        w = state_dict.get(prefix + "rnn.gru_c.w_hh")
+        if self.rnn.n_dir != 2 or w is None or w.dim() != 2:
+            return
+        for name, p in self.rnn.named_parameters():
+            key = prefix + "rnn." + name
+            if name.startswith("gru_e_b."):
+                src = prefix + "rnn.gru_e." + name[len("gru_e_b."):]
+                if key not in state_dict and src in state_dict:
+                    state_dict[key] = state_dict[src].clone()
+            elif key in state_dict and state_dict[key].dim() == p.dim() - 1:
+                state_dict[key] = state_dict[key].unsqueeze(0).expand(p.shape).clone()
 
     # ---- input validation (before any state update) ----------------------------------------
     def _check(self, feats, present, speaker, mask) -> dict[str, torch.Tensor]:
@@ -158,8 +180,6 @@ class AVAFN(nn.Module):
              for m in cfg.modalities}  # missing / padding rows are never read
         # eqs. 1-7: u_t^CA over the dialogue's utterances (causal when streaming)
         u = self.fusion(x, valid, mask, causal=not cfg.bidirectional)  # (B,T,d)
-        # gate inputs of eqs. 8, 10, 11 for all t at once (v_t: raw listener-modality vector)
-        xc, xs, xl = self.rnn.project_inputs(u, x[cfg.listener], valid[cfg.listener])
         spk = torch.where(mask, speaker, torch.zeros_like(speaker)).long()
         # parties beyond the largest index used in the batch never influence anything: drop them
         n_p = int(spk.max()) + 1 if spk.numel() > 0 else 1
@@ -169,6 +189,8 @@ class AVAFN(nn.Module):
         else:  # streaming: the parties seen so far (causal)
             seen = onehot.cummax(dim=1).values
         lis = seen * (1 - onehot)
+        # CAM / fusion (eqs. 1-7) is the utterance encoder: computed once, shared by both
+        # directions; only the recurrence (eqs. 8-12) has per-direction weights (untied).
         if cfg.bidirectional:  # reverse each dialogue within its length; stack on batch axis
             lengths = mask.sum(1)
             ar = torch.arange(t_len, device=mask.device)
@@ -180,7 +202,13 @@ class AVAFN(nn.Module):
                 idx = rev.view(b_sz, t_len, *([1] * (z.dim() - 2))).expand_as(z)
                 return torch.cat([z, z.gather(1, idx)], dim=0)
 
-            xc, xs, xl, onehot, lis = both(xc), both(xs), both(xl), both(onehot), both(lis)
+            u_r, v_r, v_ok = both(u), both(x[cfg.listener]), both(valid[cfg.listener])
+            onehot, lis = both(onehot), both(lis)
+        else:
+            u_r, v_r, v_ok = u, x[cfg.listener], valid[cfg.listener]
+        # gate inputs of eqs. 8, 10, 11 for all t at once (v_t: raw listener-modality vector);
+        # rows direction-major, so untied weights apply per direction in one batched matmul
+        xc, xs, xl = self.rnn.project_inputs(u_r, v_r, v_ok)
         cell = self._compiled_cell if (self._compiled_cell is not None and u.is_cuda) else None
         r = self.rnn.run(xc, xs, xl, onehot, lis, cell=cell, keep_parties=return_states)
         e = self.rnn.emotion(r["C"], r["q_s"], r["q_l"])  # (N,T,De), eq. 12

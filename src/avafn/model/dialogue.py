@@ -1,9 +1,15 @@
 """Dialogue recurrence (eqs. 8-12): context GRU, attentive context (ACM), self-speaker GRU (SSM),
 intra-listener GRU (ILM) and emotion GRU, vectorised over batch, parties and directions.
 
-Rows N of every tensor are dialogues (both directions stacked on this axis); party states are
-a tensor (N, P, D_p); speaker/listener updates are masked blends. Only time is looped over.
-Everything that depends only on inputs (u_t, v_t) is projected for all t before the loop.
+Rows N of every tensor are dialogues (both directions stacked on this axis, direction-major:
+rows [0, N/2) forward, [N/2, N) the reversed dialogues); party states are a tensor (N, P, D_p);
+speaker/listener updates are masked blends. Only time is looped over. Everything that depends
+only on inputs (u_t, v_t) is projected for all t before the loop.
+
+Directions: with n_dir = 2 (bidirectional, untied) every recurrence weight has a leading
+direction axis, W (2, out, in), and is applied with one batched matmul (bmm / baddbmm) over
+the rows viewed as (2, N/2, in): no Python loop over directions. With n_dir = 1 (forward-only,
+or weights tied between directions) the weights are plain (out, in) matrices, as before.
 """
 
 from __future__ import annotations
@@ -23,6 +29,31 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Ten
     return n + z * (h - n)  # = (1 - z) * n + z * h, PyTorch's GRU convention
 
 
+def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, ..., in) -> x W^T (+ b) (N, ..., out). w (out, in), b (out,): one weight for every
+    row. w (D, out, in), b (D, out): rows are D direction-major blocks of N/D rows each, block k
+    uses w[k] (one batched matmul)."""
+    if w.dim() == 2:
+        if b is not None and x.dim() == 2:
+            return torch.addmm(b, x, w.t())
+        y = torch.matmul(x, w.t())
+        return y if b is None else y + b
+    d = w.shape[0]
+    xs = x.reshape(d, -1, x.shape[-1])
+    wt = w.transpose(1, 2)
+    y = torch.bmm(xs, wt) if b is None else torch.baddbmm(b.unsqueeze(1), xs, wt)
+    return y.reshape(*x.shape[:-1], w.shape[1])
+
+
+def add_dir(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x (N, ..., H) + b: b (H,) for every row, or b (D, H) per direction-major block."""
+    if b.dim() == 1:
+        return x + b
+    d = b.shape[0]
+    shape = (d, 1) + (1,) * (x.dim() - 2) + (b.shape[-1],)
+    return (x.reshape(d, -1, *x.shape[1:]) + b.view(shape)).reshape(x.shape)
+
+
 def listener_weights(lis: torch.Tensor) -> torch.Tensor:
     """Listener mask (..., P) -> weights of the listeners' mean (zeros when none)."""
     return lis / lis.sum(-1, keepdim=True).clamp_min(1.0)
@@ -30,46 +61,78 @@ def listener_weights(lis: torch.Tensor) -> torch.Tensor:
 
 class GRUWeights(nn.Module):
     """GRU parameters with the input weight split by input part (x = x_0 ⊕ x_1 ⊕ ...), so the
-    parts known before the loop are projected for all t at once (gate order r, z, n)."""
+    parts known before the loop are projected for all t at once (gate order r, z, n).
+    n_dir = 1: w (3H, d), b (3H,); n_dir = 2: w (2, 3H, d), b (2, 3H), one set per direction."""
 
-    def __init__(self, in_dims: list[int], hidden: int) -> None:
+    def __init__(self, in_dims: list[int], hidden: int, n_dir: int = 1) -> None:
         super().__init__()
         k = 1.0 / math.sqrt(hidden)
+        lead = () if n_dir == 1 else (n_dir,)
         self.w_in = nn.ParameterList(
-            [nn.Parameter(torch.empty(3 * hidden, d).uniform_(-k, k)) for d in in_dims]
+            [nn.Parameter(torch.empty(*lead, 3 * hidden, d).uniform_(-k, k)) for d in in_dims]
         )
-        self.b_ih = nn.Parameter(torch.empty(3 * hidden).uniform_(-k, k))
-        self.w_hh = nn.Parameter(torch.empty(3 * hidden, hidden).uniform_(-k, k))
-        self.b_hh = nn.Parameter(torch.empty(3 * hidden).uniform_(-k, k))
+        self.b_ih = nn.Parameter(torch.empty(*lead, 3 * hidden).uniform_(-k, k))
+        self.w_hh = nn.Parameter(torch.empty(*lead, 3 * hidden, hidden).uniform_(-k, k))
+        self.b_hh = nn.Parameter(torch.empty(*lead, 3 * hidden).uniform_(-k, k))
+
+    @property
+    def gates(self) -> int:
+        """3H."""
+        return self.w_hh.shape[-2]
 
     def inp(self, i: int, x: torch.Tensor, bias: bool = False) -> torch.Tensor:
-        """x (..., d_i) -> W_i x (+ b_ih) (..., 3H)."""
-        y = torch.matmul(x, self.w_in[i].t())
-        return y + self.b_ih if bias else y
+        """x (N, ..., d_i) -> W_i x (+ b_ih) (N, ..., 3H)."""
+        return dir_linear(x, self.w_in[i], self.b_ih if bias else None)
 
     def hid(self, h: torch.Tensor) -> torch.Tensor:
-        """h (..., H) -> W_hh h + b_hh (..., 3H)."""
-        return torch.addmm(self.b_hh, h, self.w_hh.t()) if h.dim() == 2 else (
-            torch.matmul(h, self.w_hh.t()) + self.b_hh)
+        """h (N, ..., H) -> W_hh h + b_hh (N, ..., 3H)."""
+        return dir_linear(h, self.w_hh, self.b_hh)
+
+
+class DirLinear(nn.Module):
+    """nn.Linear with one weight per direction: weight (D, out, in), bias (D, out) (same init)."""
+
+    def __init__(self, d_in: int, d_out: int, n_dir: int, bias: bool = True) -> None:
+        super().__init__()
+        k = 1.0 / math.sqrt(d_in)
+        self.weight = nn.Parameter(torch.empty(n_dir, d_out, d_in).uniform_(-k, k))
+        self.bias = nn.Parameter(torch.empty(n_dir, d_out).uniform_(-k, k)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dir_linear(x, self.weight, self.bias)
 
 
 class DialogueRecurrence(nn.Module):
-    """GRU_C (eq. 8), ACM (eq. 9), GRU_S (eq. 10), GRU_L (eq. 11), GRU_E (eq. 12)."""
+    """GRU_C (eq. 8), ACM (eq. 9), GRU_S (eq. 10), GRU_L (eq. 11), GRU_E (eq. 12).
+
+    n_dir = 2: separate parameters for the forward and the backward direction (every weight has
+    a leading direction axis; GRU_E is gru_e forward, gru_e_b backward). n_dir = 1: one set,
+    used by the forward-only model or shared by both directions (tied)."""
 
     def __init__(
         self, d_u: int, d_v: int, d_context: int, d_party: int, d_emotion: int, d_att: int,
-        no_acm: bool = False, no_ssm: bool = False, no_ilm: bool = False,
+        no_acm: bool = False, no_ssm: bool = False, no_ilm: bool = False, n_dir: int = 1,
     ) -> None:
         super().__init__()
+        if n_dir not in (1, 2):
+            raise ValueError(f"n_dir must be 1 or 2, got {n_dir}")
         self.d_context, self.d_party, self.d_emotion = d_context, d_party, d_emotion
         self.no_acm, self.no_ssm, self.no_ilm = no_acm, no_ssm, no_ilm
-        self.gru_c = GRUWeights([d_u, d_party], d_context)  # eq. 8: input u_t ⊕ q_{i,t-1}
-        self.att_w = nn.Linear(d_context, d_att)  # eq. 9: score_k = w^T tanh(W C_k + b)
-        self.att_v = nn.Linear(d_att, 1, bias=False)
-        self.gru_s = GRUWeights([d_u, d_context], d_party)  # eq. 10: input u_t ⊕ ac_t
-        self.gru_l = GRUWeights([d_u, d_v], d_party)  # eq. 11: input u_t ⊕ v_t
-        self.v_missing = nn.Parameter(torch.randn(3 * d_party) * 0.02)  # v_t missing (gate space)
+        self.n_dir = n_dir
+        self.gru_c = GRUWeights([d_u, d_party], d_context, n_dir)  # eq. 8: u_t ⊕ q_{i,t-1}
+        if n_dir == 1:  # eq. 9: score_k = w^T tanh(W C_k + b)
+            self.att_w: nn.Module = nn.Linear(d_context, d_att)
+            self.att_v: nn.Module = nn.Linear(d_att, 1, bias=False)
+        else:
+            self.att_w = DirLinear(d_context, d_att, n_dir)
+            self.att_v = DirLinear(d_att, 1, n_dir, bias=False)
+        self.gru_s = GRUWeights([d_u, d_context], d_party, n_dir)  # eq. 10: input u_t ⊕ ac_t
+        self.gru_l = GRUWeights([d_u, d_v], d_party, n_dir)  # eq. 11: input u_t ⊕ v_t
+        lead = () if n_dir == 1 else (n_dir,)  # v_t missing: a learned vector in gate space
+        self.v_missing = nn.Parameter(torch.randn(*lead, 3 * d_party) * 0.02)
         self.gru_e = nn.GRU(d_context + 2 * d_party, d_emotion, batch_first=True)  # eq. 12
+        if n_dir == 2:  # eq. 12, backward direction
+            self.gru_e_b = nn.GRU(d_context + 2 * d_party, d_emotion, batch_first=True)
 
     def fused(self) -> dict:
         """Concatenated weights for the fused matmuls: "u" (W, b) for every u_t-side gate input
@@ -83,8 +146,10 @@ class DialogueRecurrence(nn.Module):
             return cached[1]
         grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
             [] if self.no_ilm else [self.gru_l])
-        out = {"u": (torch.cat([g.w_in[0] for g in grus]), torch.cat([g.b_ih for g in grus])),
-               "q": torch.cat([self.gru_c.w_in[1], self.gru_s.w_hh])}
+        # gate (output) axis: -2 of the weights, -1 of the biases (with or without direction axis)
+        out = {"u": (torch.cat([g.w_in[0] for g in grus], dim=-2),
+                     torch.cat([g.b_ih for g in grus], dim=-1)),
+               "q": torch.cat([self.gru_c.w_in[1], self.gru_s.w_hh], dim=-2)}
         self._fused_cache = None if torch.is_grad_enabled() else (key, out)
         return out
 
@@ -92,23 +157,26 @@ class DialogueRecurrence(nn.Module):
     def project_inputs(
         self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp)."""
+        """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp).
+        With n_dir = 2 the rows are direction-major (forward block, then reversed block)."""
         grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
             [] if self.no_ilm else [self.gru_l])
         w, b = self.fused()["u"]
-        x = torch.matmul(u, w.t()) + b  # one matmul for every u_t-side gate input
-        parts = list(x.split([g.w_hh.shape[0] for g in grus], dim=-1))
+        x = dir_linear(u, w, b)  # one (batched) matmul for every u_t-side gate input
+        parts = list(x.split([g.gates for g in grus], dim=-1))
         xc = parts.pop(0)
         xs = None if self.no_ssm else parts.pop(0)
         xl = None
         if not self.no_ilm:
-            xv = torch.where(v_ok.unsqueeze(-1), self.gru_l.inp(1, v), self.v_missing.to(u.dtype))
+            miss = add_dir(torch.zeros_like(parts[-1]), self.v_missing.to(u.dtype))
+            xv = torch.where(v_ok.unsqueeze(-1), self.gru_l.inp(1, v), miss)
             xl = parts.pop(0) + xv
         return xc, xs, xl
 
     def score(self, c: torch.Tensor) -> torch.Tensor:
         """Eq. 9 score of context states: c (..., Dg) -> (...)."""
-        return self.att_v(torch.tanh(self.att_w(c))).squeeze(-1)
+        return dir_linear(torch.tanh(dir_linear(c, self.att_w.weight, self.att_w.bias)),
+                          self.att_v.weight).squeeze(-1)
 
     def init_carry(self, n: int, n_parties: int, device, dtype) -> dict[str, torch.Tensor]:
         """Zero recurrent state for n rows: C (n,Dg), Q (n,P,Dp), online-softmax ACM sums."""
@@ -141,8 +209,8 @@ class DialogueRecurrence(nn.Module):
         if self.no_ssm:
             qc = self.gru_c.inp(1, q_spk_prev)
         else:  # one matmul for both uses of q_{i,t-1}: GRU_C input part, GRU_S hidden part
-            qq = torch.matmul(q_spk_prev, fused["q"].t())
-            qc, qs_h = qq.split([self.gru_c.w_hh.shape[0], self.gru_s.w_hh.shape[0]], dim=-1)
+            qq = dir_linear(q_spk_prev, fused["q"])
+            qc, qs_h = qq.split([self.gru_c.gates, self.gru_s.gates], dim=-1)
         # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
         c = gru_update(xc + qc, self.gru_c.hid(c_prev), c_prev)
         out = {"C": c}
@@ -163,7 +231,7 @@ class DialogueRecurrence(nn.Module):
             q_spk = q_spk_prev
         else:
             gi = xs if not use_acm else xs + self.gru_s.inp(1, ac)
-            q_spk = gru_update(gi, qs_h + self.gru_s.b_hh, q_spk_prev)
+            q_spk = gru_update(gi, add_dir(qs_h, self.gru_s.b_hh), q_spk_prev)
         # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
         spk3, lis3 = spk.unsqueeze(-1), lis.unsqueeze(-1)
         if self.no_ilm:
@@ -210,14 +278,18 @@ class DialogueRecurrence(nn.Module):
         return res
 
     def emotion(self, c: torch.Tensor, q_s: torch.Tensor, q_l: torch.Tensor) -> torch.Tensor:
-        """Eq. 12 over the whole sequence (E never feeds back): (N,T,*) -> E (N,T,De)."""
-        e, _ = self.gru_e(torch.cat([c, q_s, q_l], dim=-1))
-        return e
+        """Eq. 12 over the whole sequence (E never feeds back): (N,T,*) -> E (N,T,De).
+        n_dir = 2: the forward rows through gru_e, the backward rows through gru_e_b."""
+        x = torch.cat([c, q_s, q_l], dim=-1)
+        if self.n_dir == 1:
+            return self.gru_e(x)[0]
+        x_f, x_b = x.chunk(2, dim=0)
+        return torch.cat([self.gru_e(x_f)[0], self.gru_e_b(x_b)[0]], dim=0)
 
     def emotion_step(
         self, e: torch.Tensor, c: torch.Tensor, q_s: torch.Tensor, q_l: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. 12 for one step with GRU_E's weights: e (N,De), inputs (N,*) -> (N,De)."""
+        """Eq. 12 for one step with GRU_E's (forward) weights: e (N,De), inputs (N,*) -> (N,De)."""
         g = self.gru_e
         x = torch.cat([c, q_s, q_l], dim=-1)
         gi = torch.addmm(g.bias_ih_l0, x, g.weight_ih_l0.t())
