@@ -38,7 +38,7 @@ DEMO_TRAIN: dict[str, Any] = {
     "patience": 6,
     "bucket": True,
     "model_overrides": {"d_model": 128, "d_ff": 256, "d_context": 100, "d_party": 100,
-                        "d_emotion": 64, "d_att": 64, "input_dropout": 0.1},
+                        "d_emotion": 64, "d_att": 64, "input_dropout": 0.1, "tie_directions": True},
 }
 DEMO_SEEDS = (0, 1, 2)
 
