@@ -5,21 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import pytest
-import torch
-
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.extract.synthetic import make_broken_files, make_clip
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Shared 2-core CI machines: intra-op threads only contend (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 #: file per turn; None = no media file; the expected audio / video outcome
 CASES = [

@@ -5,7 +5,6 @@ from train_synth import (
     LABELS,
     make_corpus,
     make_store,
-    one_torch_thread,  # noqa: F401  (autouse fixture)
 )
 
 from avafn.data.batching import IGNORE, SplitData

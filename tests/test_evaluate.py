@@ -5,7 +5,6 @@ import pytest
 from train_synth import (
     make_corpus,
     make_store,
-    one_torch_thread,  # noqa: F401  (autouse fixture)
 )
 
 from avafn.evaluate import evaluate, report_markdown, robustness, score, split_metrics

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from extract_helpers import one_thread  # noqa: F401 - autouse fixture
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from avafn.extract.audio import AudioTooShortError, Wav2Vec2Encoder

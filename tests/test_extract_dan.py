@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from extract_helpers import one_thread  # noqa: F401 - autouse fixture
 
 from avafn.extract.dan import (
     DAN,

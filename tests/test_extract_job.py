@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from extract_helpers import (  # noqa: F401 - one_thread: autouse fixture
+from extract_helpers import (
     CASES,
     make_corpus,
     make_media,
-    one_thread,
     write_manifest,
 )
 

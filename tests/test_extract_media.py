@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from extract_helpers import one_thread  # noqa: F401 - autouse fixture
 
 from avafn.extract.faces import FaceConfig, FaceDetector
 from avafn.extract.media import (

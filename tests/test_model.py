@@ -13,14 +13,6 @@ from avafn.model import AVAFN, AVAFNConfig
 DIMS = {"audio": 6, "video": 5, "text": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and kinder to a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def small_cfg(**kw) -> AVAFNConfig:
     base = {"modalities": ("audio", "video"), "input_dims": dict(DIMS), "n_classes": 3,

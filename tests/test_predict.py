@@ -15,7 +15,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-from extract_helpers import one_thread  # noqa: F401 - autouse: one torch thread
 
 from avafn import cli
 from avafn.data.corpus import Corpus, Dialogue, Utterance

@@ -1,8 +1,6 @@
 import csv
 import json
 
-from extract_helpers import one_thread  # noqa: F401 - autouse fixture
-
 from avafn.cli import main
 from avafn.extract.synthetic import make_clip, make_random_dan, make_tiny_wav2vec2
 

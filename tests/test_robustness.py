@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-from extract_helpers import one_thread  # noqa: F401 - autouse: one torch thread
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.evaluate import evaluate, robustness

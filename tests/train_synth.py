@@ -7,7 +7,6 @@ must beat chance by far.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
@@ -94,11 +93,3 @@ def _tiny_config(modalities, input_dims, n_classes, n_parties, cfg) -> dict:
 
 MODEL_BUILDERS["tiny"] = (_tiny_config, TinyModel)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models run fastest on one thread, above all on a shared, busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
