@@ -18,7 +18,11 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="avafn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="avafn",
+        description="Audio-visual emotion recognition in conversation (AVAFN): extract features, "
+        "train, evaluate, reproduce the paper's tables, predict on new conversations.",
+    )
     parser.add_argument("--version", action="version", version=f"avafn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
