@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from avafn.data._tabular import sha256_file
 from avafn.data.meld import MELD_FILES, MELD_SHA256
 
 #: raw files of the official repository (declare-lab/MELD); the pinned sums are of commit 2d2011b4
@@ -39,18 +40,10 @@ def meld_cache_dir() -> Path:
     return cache_root() / "meld"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def is_complete(dest: str | os.PathLike) -> bool:
     """True when ``dest`` holds the three official CSVs with the pinned checksums."""
     dest = Path(dest)
-    return all((dest / f).is_file() and _sha256(dest / f) == MELD_SHA256[f]
+    return all((dest / f).is_file() and sha256_file(dest / f) == MELD_SHA256[f]
                for f in MELD_FILES.values())
 
 
@@ -98,7 +91,7 @@ def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = 
         base += "/"
     for name in MELD_FILES.values():
         target = dest / name
-        if not force and target.is_file() and _sha256(target) == MELD_SHA256[name]:
+        if not force and target.is_file() and sha256_file(target) == MELD_SHA256[name]:
             continue
         if not quiet:
             print(f"downloading {base}{name} -> {target}")
