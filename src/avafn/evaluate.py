@@ -155,7 +155,7 @@ def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = N
     if plots:
         from avafn import plots as P
 
-        for s in [s for s in ("dev", "test", split) if s in report]:
+        for s in [s for s in dict.fromkeys(("dev", "test", split)) if s in report]:
             P.plot_confusion(report[s]["confusion"], desc["labels"], run / f"confusion_{s}.png",
                              title=f"{run.name}: {s} confusion (summed over seeds)")
             P.plot_per_class(report[s]["per_class"], run / f"per_class_{s}.png",
