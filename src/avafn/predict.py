@@ -89,6 +89,14 @@ def media_duration(path: str | os.PathLike) -> float:
 
 
 # ----------------------------------------------------------------------------- conversations
+def video_segments(video: str | os.PathLike, segments: str | os.PathLike) -> list[Segment]:
+    """The segment list of ``video``, checked against the video's duration."""
+    try:
+        return read_segments(segments, duration=media_duration(video))
+    except SegmentError as e:
+        raise PredictError(str(e)) from None
+
+
 def corpus_from_segments(video: str | os.PathLike, segments: Sequence[Segment],
                          labels: Sequence[str], dialogue_id: str | None = None) -> Corpus:
     """One dialogue (split ``"predict"``) whose utterances cut ``video`` at the segments."""
@@ -400,12 +408,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
     if video is not None:
         if not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
-        duration = media_duration(video)
-        try:
-            segs = read_segments(segments, duration=duration)
-        except SegmentError as e:
-            raise PredictError(str(e)) from None
-        corpus = corpus_from_segments(video, segs, labels)
+        corpus = corpus_from_segments(video, video_segments(video, segments), labels)
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
     featurizer = Featurizer.from_run(desc, device, extractor_models)
@@ -485,12 +488,7 @@ def iter_stream_items(video: str | os.PathLike | None = None,
     (``{"clip": path, "speaker": ..., "start": s, "end": s, "text": ...}`` or
     ``{"features": {"audio": [...], "video": null}, "speaker": ...}``)."""
     if video is not None:
-        duration = media_duration(video)
-        try:
-            segs = read_segments(segments, duration=duration)
-        except SegmentError as e:
-            raise PredictError(str(e)) from None
-        for s in segs:
+        for s in video_segments(video, segments):
             yield {"clip": str(video), "speaker": s.speaker, "start": s.start, "end": s.end,
                    "text": s.text, "source": s.source}
         return
