@@ -240,6 +240,8 @@ def test_stream_equals_offline_for_a_causal_run(env, tmp_path, capsys):
         np.testing.assert_allclose([a["probabilities"][k] for k in LABELS],
                                    [b["probabilities"][k] for k in LABELS], atol=1e-4)
         assert b["latency_ms"] > 0
+        assert a["missing_reason"] == b["missing_reason"]  # the reason reaches the stream too
+    assert any(b["missing_reason"] for b in lines)
     assert (tmp_path / "s" / "stream.jsonl").read_text().count("\n") == len(TURNS)
     # a bidirectional run refuses to stream, with the reason
     rc = cli.main(["predict", str(env["bi"]), "--video", str(env["video"]), "--segments",

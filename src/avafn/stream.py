@@ -52,6 +52,8 @@ class StreamResult:
     model_ms: float  # the model step(s) alone
     present: dict[str, bool]  # modality -> present for this utterance
     context_attention: list[float] = field(default_factory=list)  # over turns 0..turn-1
+    #: modality -> why it is missing, for a pushed clip whose featurizer says (``last_reasons``)
+    missing_reason: dict[str, str] = field(default_factory=dict)
 
     @property
     def confidence(self) -> float:
@@ -62,7 +64,8 @@ class StreamResult:
                 "label": self.label, "confidence": self.confidence,
                 "probabilities": self.probabilities, "latency_ms": self.latency_ms,
                 "model_ms": self.model_ms, "present": self.present,
-                "context_attention": self.context_attention}
+                "context_attention": self.context_attention,
+                "missing_reason": self.missing_reason}
 
 
 def check_streamable(model_cfg: Mapping[str, Any], where: str = "the checkpoint") -> None:
@@ -194,8 +197,10 @@ class Streamer:
                 f"utterance {turn}: speaker {speaker!r} would be party {len(self.speakers) + 1}, "
                 f"but the model knows at most {self.n_parties} parties per dialogue "
                 f"(seen: {list(self.speakers)})")
+        reasons: dict[str, str] = {}
         if isinstance(item, (str, os.PathLike)):
             feats = dict(self.featurizer(str(item), start, end, text))
+            reasons = dict(getattr(self.featurizer, "last_reasons", None) or {})
         else:
             feats = dict(item)
         x, p, present = self._tensors(feats, turn)
@@ -219,6 +224,8 @@ class Streamer:
         res = StreamResult(turn=turn, speaker=speaker, speaker_idx=idx, label=self.labels[k],
                            probabilities={lab: float(v) for lab, v in zip(self.labels, prob)},
                            latency_ms=1000 * (t2 - t0), model_ms=1000 * (t2 - t1),
-                           present=present, context_attention=[float(a) for a in att])
+                           present=present, context_attention=[float(a) for a in att],
+                           missing_reason={m: r for m, r in reasons.items()
+                                           if not present.get(m, True)})
         self.history.append(res)
         return res
