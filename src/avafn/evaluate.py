@@ -103,6 +103,28 @@ def _split_data(desc: dict, corpus: Corpus, store: FeatureStore, split: str) -> 
     return SplitData(corpus.dialogues(split), store, desc["modalities"], desc["labels"], widths)
 
 
+def _load(run_dir: str | Path, corpus: Corpus | None, store: FeatureStore | None,
+          device: str) -> tuple[dict, list, list[int], Corpus, FeatureStore]:
+    """The run's config, its models and their seeds, and the corpus and store to score on."""
+    desc, models = load_run(run_dir, device)
+    corpus, store = _resolve_inputs(desc, corpus, store)
+    return desc, models, finished_seeds(run_dir), corpus, store
+
+
+def _metrics(desc: dict, models: list, seeds: list[int], data: SplitData,
+             drop: Mapping[str, float] | None, drop_seed: int, device: str) -> dict:
+    if drop:
+        data = data.with_dropped(drop, drop_seed)
+    yts, yps = [], []
+    for model in models:
+        yt, yp, _ = predict(model, data, device)
+        yts.append(yt), yps.append(yp)
+    out = split_metrics(yts, yps, desc["labels"], seeds)
+    if drop:
+        out["dropped"] = {m: float(f) for m, f in drop.items()}
+    return out
+
+
 def score(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None,
           store: FeatureStore | None = None, drop: Mapping[str, float] | None = None,
           drop_seed: int = 0, device: str = "cpu") -> dict:
@@ -111,19 +133,9 @@ def score(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None
     ``drop={"video": 0.5}`` marks the modality missing for that fraction of the split's
     utterances (the same utterances for every seed, drawn with ``drop_seed``).
     """
-    desc, models = load_run(run_dir, device)
-    corpus, store = _resolve_inputs(desc, corpus, store)
-    data = _split_data(desc, corpus, store, split)
-    if drop:
-        data = data.with_dropped(drop, drop_seed)
-    yts, yps = [], []
-    for model in models:
-        yt, yp, _ = predict(model, data, device)
-        yts.append(yt), yps.append(yp)
-    out = split_metrics(yts, yps, desc["labels"], finished_seeds(run_dir))
-    if drop:
-        out["dropped"] = {m: float(f) for m, f in drop.items()}
-    return out
+    desc, models, seeds, corpus, store = _load(run_dir, corpus, store, device)
+    return _metrics(desc, models, seeds, _split_data(desc, corpus, store, split), drop,
+                    drop_seed, device)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None,
@@ -135,16 +147,17 @@ def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = N
     overwritten: the result goes to ``robustness/<split>-<modality>-<fraction>.json``.
     """
     run = Path(run_dir)
-    desc = json.loads((run / "config.json").read_text())
-    corpus, store = _resolve_inputs(desc, corpus, store)
+    desc, models, seeds, corpus, store = _load(run, corpus, store, device)
     if drop:
-        res = score(run, split, corpus, store, drop, device=device)
+        res = _metrics(desc, models, seeds, _split_data(desc, corpus, store, split), drop, 0,
+                       device)
         tag = "-".join(f"{m}-{f:.2f}" for m, f in sorted(drop.items()))
         atomic_write_json(run / "robustness" / f"{split}-{tag}.json", res)
         return res
-    report: dict[str, Any] = {"dev": score(run, "dev", corpus, store, device=device)}
-    if split != "dev":
-        report[split] = score(run, split, corpus, store, device=device)
+    # the models are loaded once for both splits
+    report: dict[str, Any] = {
+        s: _metrics(desc, models, seeds, _split_data(desc, corpus, store, s), None, 0, device)
+        for s in dict.fromkeys(("dev", split))}
     report["config"] = {k: desc[k] for k in ("model_name", "model", "train", "labels",
                                              "modalities", "corpus", "seeds") if k in desc}
     report["store"] = {**desc["store"], "extractors": desc.get("extractors", {})}
@@ -239,12 +252,13 @@ def robustness(run_dir: str | Path, modalities: Sequence[str] | None = None,
     ``RUN/robustness_<split>.png``).
     """
     run = Path(run_dir)
-    desc = json.loads((run / "config.json").read_text())
-    corpus, store = _resolve_inputs(desc, corpus, store)
+    # models and the split's features are loaded once, not once per (modality, fraction)
+    desc, models, seeds, corpus, store = _load(run, corpus, store, device)
+    data = _split_data(desc, corpus, store, split)
     mods = list(modalities or desc["modalities"])
     res: dict[str, Any] = {}
     for m in mods:
-        vals = [score(run, split, corpus, store, {m: f}, seed, device)["weighted_f1"]
+        vals = [_metrics(desc, models, seeds, data, {m: f}, seed, device)["weighted_f1"]
                 for f in fractions]
         res[m] = {"fractions": [float(f) for f in fractions], "weighted_f1": vals}
     atomic_write_json(run / "robustness" / f"{split}.json", res)
