@@ -121,10 +121,14 @@ MODEL_BUILDERS: dict[str, tuple[Callable[..., dict], Callable[[dict], torch.nn.M
 }
 
 
-def build_model(name: str, model_cfg: dict) -> torch.nn.Module:
+def _builders(name: str) -> tuple[Callable[..., dict], Callable[[dict], torch.nn.Module]]:
     if name not in MODEL_BUILDERS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name][1](model_cfg)
+    return MODEL_BUILDERS[name]
+
+
+def build_model(name: str, model_cfg: dict) -> torch.nn.Module:
+    return _builders(name)[1](model_cfg)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -164,9 +168,7 @@ def predict(model: torch.nn.Module, data: SplitData, device: str = "cpu",
 
 
 def _model_config_for(cfg: TrainConfig, corpus: Corpus, widths: Mapping[str, int]) -> dict:
-    make = MODEL_BUILDERS[cfg.model][0] if cfg.model in MODEL_BUILDERS else None
-    if make is None:
-        raise ValueError(f"unknown model {cfg.model!r}; known: {sorted(MODEL_BUILDERS)}")
+    make = _builders(cfg.model)[0]
     return make(cfg.modalities, {m: int(widths[m]) for m in cfg.modalities},
                 len(corpus.labels), max(corpus.max_parties, 1), cfg)
 
