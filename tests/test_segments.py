@@ -103,6 +103,9 @@ def test_format_sniffed_without_extension(tmp_path):
     ("s.csv", "0,1\n", r"s.csv:1: 2 column\(s\)"),
     ("s.csv", "start,end,who\n0,1,A\n", r"s.csv:1: CSV header .* lacks column\(s\) \['speaker'\]"),
     ("s.csv", "0,x,A\n", r"s.csv:1: not a time: 'x'"),
+    # a quoted text over two lines: the next record's line is the file's, not the row count
+    ("s.csv", 'start,end,speaker,text\n0,1,A,"two\nlines"\n1,x,B,hi\n',
+     r"s.csv:4: not a time: 'x'"),
     ("s.csv", "start,end,speaker\n", r"no segments"),
     ("d.rttm", "SPEAKER f 1 0 1\n", r"d.rttm:1: RTTM SPEAKER line needs at least 8 fields"),
     ("d.rttm", "SPEAKR f 1 0 1 <NA> <NA> s <NA> <NA>\n", r"d.rttm:1: unknown RTTM record type"),

@@ -135,12 +135,19 @@ def detect_format(path: str | os.PathLike, content: str) -> str:
 def _read_csv(path: str, content: str) -> list[Segment]:
     first_line = content.splitlines()[0] if content.strip() else ""
     delim = "\t" if "\t" in first_line and "," not in first_line else ","
-    rows = list(csv.reader(io.StringIO(content), delimiter=delim))
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delim)
     cols = {"start": 0, "end": 1, "speaker": 2, "text": 3}
     header = False
     out: list[Segment] = []
     first = True
-    for lineno, row in enumerate(rows, 1):
+    while True:
+        lineno = reader.line_num + 1  # where the record starts (a quoted field may span lines)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise SegmentError(f"{path}:{lineno}: unreadable CSV ({e})") from None
         if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
             continue
         if first:
