@@ -197,9 +197,10 @@ def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig) -> di
 
 def _check_same_run(path: Path, old: dict, new: dict) -> None:
     """A run folder may only be resumed with the same setting and the same features."""
+    # compare both as JSON (what config.json holds): a tuple equals the list it was saved as
+    old, new = (json.loads(json.dumps(d, default=str)) for d in (old, new))
     keys = ("model_name", "model", "labels", "modalities")
-    diffs = [k for k in keys if json.loads(json.dumps(old.get(k), default=str))
-             != json.loads(json.dumps(new.get(k), default=str))]
+    diffs = [k for k in keys if old.get(k) != new.get(k)]
     free = ("device", "dataset", "meld_dir", "eval_batch_size")  # do not change the result
     ot = {k: v for k, v in old.get("train", {}).items() if k not in free}
     nt = {k: v for k, v in new.get("train", {}).items() if k not in free}
