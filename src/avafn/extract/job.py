@@ -334,12 +334,14 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
                 if on_written is not None:
                     on_written(uid)
 
-            pool: list[tuple[str, Any]] = []
+            pool_uids: list[str] = []
+            pool: list[Any] = []  # decoded payloads of pool_uids, waiting for inference
 
             def flush() -> None:
                 if pool:
-                    for (uid, _), res in zip(pool, extractor.process([p for _, p in pool])):
+                    for uid, res in zip(pool_uids, extractor.process(pool)):
                         put(uid, res)
+                    pool_uids.clear()
                     pool.clear()
 
             for uid, payload, reason in _results(loader, _tasks(corpus, media_root, todo,
@@ -347,8 +349,9 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
                 if reason:
                     put(uid, (None, 0, reason))
                     continue
-                pool.append((uid, payload))
-                if extractor.pool_full([p for _, p in pool]):
+                pool_uids.append(uid)
+                pool.append(payload)
+                if extractor.pool_full(pool):
                     flush()
             flush()
     except BaseException:
