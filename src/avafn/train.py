@@ -240,14 +240,16 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path, cfg: TrainCo
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg_path, desc)
 
-    todo = [s for s in seeds if not (out / f"seed-{s}" / "model.pt").exists()]
+    # each seed once, in the order asked (``seeds=[0, 0]`` must not train seed 0 twice)
+    todo = [s for s in dict.fromkeys(int(s) for s in seeds)
+            if not (out / f"seed-{s}" / "model.pt").exists()]
     if not todo:
         return out
     widths = {m: int(w["width"]) for m, w in desc["store"]["modalities"].items()}
     train_data = SplitData(corpus.dialogues("train"), store, cfg.modalities, corpus.labels, widths)
     dev_data = SplitData(corpus.dialogues("dev"), store, cfg.modalities, corpus.labels, widths)
     for seed in todo:
-        _train_seed(desc, cfg, int(seed), train_data, dev_data, out / f"seed-{seed}", progress,
+        _train_seed(desc, cfg, seed, train_data, dev_data, out / f"seed-{seed}", progress,
                     on_epoch_end)
     return out
 
