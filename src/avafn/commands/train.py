@@ -104,9 +104,10 @@ def _corpus_store(args: argparse.Namespace):
     from avafn.store import FeatureStore
 
     _set_threads(args)
-    corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=args.labels)
+    # before reading (maybe downloading) the annotations
     if not Path(args.store).is_dir():
         raise SystemExit(f"avafn: error: {args.store}: no such feature store folder")
+    corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=args.labels)
     return corpus, FeatureStore(args.store)
 
 
