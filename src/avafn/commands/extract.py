@@ -24,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_media(sp)
 
 
+#: default decoding processes: one core left free, at most 8
+DEFAULT_WORKERS = min(8, max(1, (os.cpu_count() or 2) - 1))
+
+
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every extractor: which corpus, which splits, which store."""
     p.add_argument("--dataset", required=True, metavar="meld|MANIFEST",
@@ -141,7 +145,7 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
             p.add_argument("--detect-scale-factor", type=float, default=1.2, metavar="S",
                            help="Haar pyramid step (default 1.2; 1.1 finds a few more faces, "
                                 "~1.8x slower)")
-        p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                        metavar="N", help="decoding processes (0: decode in this process)")
         p.add_argument("--batch-size", type=int, default=None, metavar="N",
                        help="clips (audio, default 16) or faces (video, default 256) per forward")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
+
+from avafn.commands.extract import DEFAULT_WORKERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="DAN checkpoint (.pth, e.g. AffectNet-8 or RAF-DB)")
     p.add_argument("--fps", type=float, default=None, help="video frames per second (default 5)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--workers", type=int, default=min(8, max(1, (os.cpu_count() or 2) - 1)),
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    metavar="N", help="decoding processes")
     p.add_argument("--audio-batch-size", type=int, default=None, metavar="N")
     p.add_argument("--video-batch-size", type=int, default=None, metavar="N")
