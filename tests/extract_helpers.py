@@ -1,4 +1,4 @@
-"""Shared by the extraction tests: single-threaded torch, generated clips, a tiny corpus."""
+"""Shared by the extraction tests: generated clips, a tiny corpus, its manifest."""
 
 from __future__ import annotations
 
