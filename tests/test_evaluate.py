@@ -118,9 +118,13 @@ def test_cli_train_evaluate_on_a_manifest(run, tmp_path, capsys):
     rc = main(["train", "--dataset", str(tmp_path / "m.csv"), "--store", str(store.root),
                "--modalities", "audio", "--out", str(out), "--seeds", "0,1", "--max-epochs",
                "2", "--lr", "0.01", "--config", '{"model": "tiny"}', "--no-progress",
-               "--labels", ",".join(corpus.labels)])
+               "--labels", ",".join(reversed(corpus.labels))])
     assert rc == 0 and "test weighted F1" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["train"]["max_epochs"] == 2
     assert sorted(p.parent.name for p in out.glob("seed-*/model.pt")) == ["seed-0", "seed-1"]
     rc = main(["evaluate", str(out), "--drop", "audio=1.0"])
+    assert rc == 0 and "with {'audio': 1.0} removed" in capsys.readouterr().out
+    # --dataset given again: read in the run's label order, not the manifest's inferred one
+    rc = main(["evaluate", str(out), "--dataset", str(tmp_path / "m.csv"), "--store",
+               str(store.root), "--drop", "audio=1.0"])
     assert rc == 0 and "with {'audio': 1.0} removed" in capsys.readouterr().out

@@ -131,15 +131,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from avafn.evaluate import evaluate, fmt, robustness
 
     corpus = store = None
+    run = Path(args.run_dir)
     if args.dataset:
         from avafn.data import load_corpus
 
-        corpus = load_corpus(args.dataset, meld_dir=args.meld_dir)
+        # in the run's label order (a run trained with --labels must not fail on the order)
+        cfg_path = run / "config.json"
+        labels = json.loads(cfg_path.read_text())["labels"] if cfg_path.exists() else None
+        corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=labels)
     if args.store:
         from avafn.store import FeatureStore
 
         store = FeatureStore(args.store)
-    run = Path(args.run_dir)
     if args.robustness:
         res = robustness(run, args.robustness, split=args.split, corpus=corpus, store=store,
                          device=args.device)
