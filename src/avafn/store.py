@@ -80,6 +80,9 @@ class ModalityTable:
     count: np.ndarray  # (N,) int64
     reason: np.ndarray  # (N,) str
     row: dict[str, int]  # uid -> row
+    #: sha256 of the content, set by :meth:`FeatureStore.fingerprint` (a table is replaced,
+    #: never changed, when the modality is written, so it stays valid)
+    content_sha256: str | None = None
 
     @property
     def width(self) -> int:
@@ -333,15 +336,17 @@ class FeatureStore:
         out = {"root": str(self.root.resolve()), "modalities": {}}
         for m in modalities if modalities is not None else self.modalities():
             t = self.table(m)
-            order = np.argsort(t.uids)
-            h = hashlib.sha256()
-            h.update("\n".join(t.uids[order].tolist()).encode())
-            h.update(np.ascontiguousarray(t.vectors[order]).tobytes())
-            h.update(t.present[order].tobytes())
+            if t.content_sha256 is None:  # hashed once per loaded table, not once per run
+                order = np.argsort(t.uids)
+                h = hashlib.sha256()
+                h.update("\n".join(t.uids[order].tolist()).encode())
+                h.update(np.ascontiguousarray(t.vectors[order]).tobytes())
+                h.update(t.present[order].tobytes())
+                t.content_sha256 = h.hexdigest()[:16]
             out["modalities"][m] = {
                 "extractor": t.meta.get("extractor"), "model_id": t.meta.get("model_id"),
                 "layer": t.meta.get("layer"), "width": t.width,
                 "config_hash": t.meta.get("config_hash"), "n_entries": len(t.uids),
-                "n_present": int(t.present.sum()), "content_sha256": h.hexdigest()[:16],
+                "n_present": int(t.present.sum()), "content_sha256": t.content_sha256,
             }
         return out
