@@ -98,7 +98,7 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
                      "dev": rep["dev"]["weighted_f1"],
                      "test_accuracy": rep["test"]["accuracy"]})
     result = {"corpus": corpus.name, "rows": done, "skipped": skipped, "seeds": [int(s) for s in seeds],
-              "store": store.fingerprint([m for m in stored]),
+              "store": store.fingerprint(stored),
               "train": base.to_dict()}
     atomic_write_json(out / "table.json", result)
     path = out / "table.md"
