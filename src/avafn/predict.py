@@ -72,18 +72,19 @@ def media_duration(path: str | os.PathLike) -> float:
     """Duration of a media file in seconds (container, else longest stream)."""
     import av
 
+    from avafn.extract.media import MediaError, declared_end, open_media
+
     try:
-        with av.open(str(path)) as c:
+        with open_media(path) as c:
             if c.duration is not None:
                 return float(c.duration / av.time_base)
-            best = 0.0
-            for s in c.streams:
-                if s.duration is not None and s.time_base is not None:
-                    best = max(best, float(s.duration * s.time_base) + float(
-                        (s.start_time or 0) * s.time_base))
+            best = max((declared_end(c, s) or 0.0 for s in c.streams), default=0.0)
             if best > 0:
                 return best
-    except (av.error.FFmpegError, OSError) as e:
+    except MediaError as e:
+        detail = f": {e.detail}" if e.detail else ""
+        raise PredictError(f"{path}: cannot open the video ({e.reason}{detail})") from None
+    except OSError as e:
         raise PredictError(f"{path}: cannot open the video ({e})") from None
     raise PredictError(f"{path}: the video does not declare its duration")
 

@@ -106,7 +106,8 @@ def _seek(container, stream, start: float | None) -> None:
         container.seek(int(start / stream.time_base), stream=stream, backward=True)
 
 
-def _declared_end(container, stream) -> float | None:
+def declared_end(container, stream) -> float | None:
+    """Where ``stream`` ends by its header (seconds), else the container's duration."""
     if stream.duration is not None and stream.time_base is not None:
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         return t0 + float(stream.duration * stream.time_base)
@@ -136,7 +137,7 @@ def decode_audio(path: str | os.PathLike, start: float | None = None, end: float
         if not c.streams.audio:
             raise NoAudioStreamError(path)
         st = c.streams.audio[0]
-        declared = _declared_end(c, st)
+        declared = declared_end(c, st)
         resampler = av.AudioResampler(format="fltp", rate=sample_rate)
         chunks: list[np.ndarray] = []
         t0: float | None = None
@@ -195,7 +196,7 @@ def decode_frames(path: str | os.PathLike, fps: float | None = 5.0, start: float
         st = c.streams.video[0]
         st.thread_type = "AUTO"
         st.codec_context.thread_count = threads
-        declared = _declared_end(c, st)
+        declared = declared_end(c, st)
         frames: list[np.ndarray] = []
         times: list[float] = []
         nxt: float | None = start
