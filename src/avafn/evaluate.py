@@ -162,7 +162,8 @@ def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = N
                                              "modalities", "corpus", "seeds") if k in desc}
     report["store"] = {**desc["store"], "extractors": desc.get("extractors", {})}
     report["version"] = __version__
-    report["training"] = _training_summary(run)
+    histories = _seed_histories(run, seeds)
+    report["training"] = _training_summary(histories)
     atomic_write_json(run / "report.json", report)
     atomic_write_bytes(run / "report.md", report_markdown(report, run.name).encode())
     if plots:
@@ -173,28 +174,27 @@ def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = N
                              title=f"{run.name}: {s} confusion (summed over seeds)")
             P.plot_per_class(report[s]["per_class"], run / f"per_class_{s}.png",
                              title=f"{run.name}: {s} per-class precision / recall / F1")
-        P.plot_training_curves(_histories(run), run / "training_curves.png", title=run.name)
+        P.plot_training_curves({s: h["history"] for s, h in histories.items()},
+                               run / "training_curves.png", title=run.name)
     return report
 
 
-def _histories(run: Path) -> dict[int, list[dict]]:
+def _seed_histories(run: Path, seeds: list[int]) -> dict[int, dict]:
+    """``history.json`` of every finished seed that has one."""
     out = {}
-    for s in finished_seeds(run):
+    for s in seeds:
         p = run / f"seed-{s}" / "history.json"
         if p.exists():
-            out[s] = json.loads(p.read_text())["history"]
+            out[s] = json.loads(p.read_text())
     return out
 
 
-def _training_summary(run: Path) -> dict:
+def _training_summary(histories: dict[int, dict]) -> dict:
     out = {}
-    for s in finished_seeds(run):
-        p = run / f"seed-{s}" / "history.json"
-        if p.exists():
-            h = json.loads(p.read_text())
-            out[str(s)] = {k: h[k] for k in ("best_epoch", "best_dev_f1", "epochs_run",
-                                             "stopped_by")}
-            out[str(s)]["seconds"] = float(sum(r["seconds"] for r in h["history"]))
+    for s, h in histories.items():
+        out[str(s)] = {k: h[k] for k in ("best_epoch", "best_dev_f1", "epochs_run",
+                                         "stopped_by")}
+        out[str(s)]["seconds"] = float(sum(r["seconds"] for r in h["history"]))
     return out
 
 
