@@ -57,6 +57,8 @@ def test_paper_defaults():
         TrainConfig(ablations=("no_xyz",))
     with pytest.raises(ValueError, match="not trained"):
         TrainConfig(modalities=("audio",), modality_dropout={"video": 0.3})
+    with pytest.raises(ValueError, match="max_epochs must be >= 1"):
+        TrainConfig(max_epochs=0)  # would finish a seed with no weights in model.pt
 
 
 def test_deterministic_on_cpu(data, tmp_path):

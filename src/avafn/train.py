@@ -72,6 +72,9 @@ class TrainConfig:
             raise ValueError(f"unknown ablation(s) {sorted(bad)}; known: {list(ABLATIONS)}")
         if not self.modalities:
             raise ValueError("at least one modality is needed")
+        for name in ("max_epochs", "patience", "batch_size"):
+            if int(getattr(self, name)) < 1:  # 0 would save a model.pt without weights
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for m, p in self.modality_dropout.items():
             if m not in self.modalities:
                 raise ValueError(f"modality dropout for {m!r}, which is not trained "
