@@ -128,3 +128,30 @@ def test_cli_train_evaluate_on_a_manifest(run, tmp_path, capsys):
     rc = main(["evaluate", str(out), "--dataset", str(tmp_path / "m.csv"), "--store",
                str(store.root), "--drop", "audio=1.0"])
     assert rc == 0 and "with {'audio': 1.0} removed" in capsys.readouterr().out
+
+
+def test_cli_config_file_may_hold_any_setting_and_options_win(run, tmp_path, capsys):
+    """A run's own training settings can be passed back as --config (no 'multiple values')."""
+    from avafn.cli import main
+
+    corpus, store, _ = run
+    rows = ["dialogue_id,turn,speaker,label,split"]
+    rows += [f"{u.dialogue_id},{u.turn},{u.speaker},{u.label},{u.split}"
+             for u in corpus.utterances()]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    settings = {"model": "tiny", "modalities": ["audio"], "ablations": [], "device": "cpu",
+                "dataset": "elsewhere.csv", "meld_dir": None, "max_epochs": 3, "lr": 0.01}
+    out = tmp_path / "cfg-run"
+    rc = main(["train", "--dataset", str(tmp_path / "m.csv"), "--store", str(store.root),
+               "--out", str(out), "--config", json.dumps(settings), "--max-epochs", "1",
+               "--no-progress"])
+    assert rc == 0 and "test weighted F1" in capsys.readouterr().out
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert saved["modalities"] == ["audio"]  # from --config: no --modalities given
+    assert saved["max_epochs"] == 1  # the explicit option wins over --config
+    assert saved["dataset"] == str(tmp_path / "m.csv")
+    table_out = tmp_path / "cfg-table"
+    rc = main(["table", "--dataset", str(tmp_path / "m.csv"), "--store", str(store.root),
+               "--out", str(table_out), "--rows", "audio", "--config", json.dumps(settings),
+               "--max-epochs", "1", "--no-progress"])
+    assert rc == 0 and (table_out / "table.md").exists()

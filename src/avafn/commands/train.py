@@ -116,9 +116,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from avafn.train import TrainConfig, train
 
     corpus, store = _corpus_store(args)
-    cfg = TrainConfig(modalities=tuple(args.modalities), ablations=tuple(args.ablation or ()),
-                      device=args.device, dataset=str(args.dataset), meld_dir=args.meld_dir,
-                      **_overrides(args))
+    # --config settings first; options given on the command line win over them
+    kw = {**_overrides(args), "device": args.device, "dataset": str(args.dataset),
+          "meld_dir": args.meld_dir}
+    if args.modalities is not None or "modalities" not in kw:
+        kw["modalities"] = tuple(args.modalities or ("audio", "video"))
+    if args.ablation is not None:
+        kw["ablations"] = tuple(args.ablation)
+    cfg = TrainConfig(**kw)
     run = train(corpus, store, args.out, cfg, seeds=args.seeds, progress=not args.no_progress)
     rep = evaluate(run, "test", corpus, store, device=args.device)
     print(f"{run}: test weighted F1 {fmt(rep['test']['weighted_f1'])}, "
@@ -164,6 +169,8 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     corpus, store = _corpus_store(args)
     kw = _overrides(args)
+    for k in ("device", "modalities", "ablations"):  # set by --device and by each table row
+        kw.pop(k, None)
     kw.update(dataset=str(args.dataset), meld_dir=args.meld_dir)
     path = run_table(corpus, store, args.out, args.seeds, device=args.device, rows=args.rows,
                      progress=not args.no_progress, **kw)
@@ -191,7 +198,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "resumable: rerun the same command after an "
                                           "interruption. Evaluates on test at the end.")
     _add_data_args(p)
-    p.add_argument("--modalities", type=_names, default=["audio", "video"],
+    p.add_argument("--modalities", type=_names, default=None,
                    help="comma-separated, e.g. audio,video or text (default audio,video)")
     p.add_argument("--ablation", type=_names, default=None,
                    help="any of no_acm,no_ssm,no_ilm")
