@@ -9,6 +9,7 @@ import pytest
 
 from avafn.data import download as dl
 from avafn.data import load_corpus, resolve_meld_dir
+from avafn.data._tabular import sha256_file
 from avafn.data.meld import MELD_FILES, MELD_SHA256
 
 
@@ -112,4 +113,4 @@ def test_real_files_served_match_pinned_sums(tmp_path):
         srv.shutdown()
         srv.server_close()
     assert dl.is_complete(dest)
-    assert {n: dl._sha256(dest / n) for n in MELD_FILES.values()} == MELD_SHA256
+    assert {n: sha256_file(dest / n) for n in MELD_FILES.values()} == MELD_SHA256
