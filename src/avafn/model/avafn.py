@@ -13,6 +13,7 @@ from torch import nn
 
 from .dialogue import DialogueRecurrence, listener_weights
 from .fusion import CrossModalFusion
+from .registry import MODELS
 
 
 @dataclass
@@ -75,7 +76,10 @@ class AVAFNConfig:
         return cls(**d)
 
 
+@MODELS.register("avafn")
 class AVAFN(nn.Module):
+    config_class = AVAFNConfig
+
     def __init__(self, cfg: AVAFNConfig) -> None:
         super().__init__()
         self.cfg = cfg
