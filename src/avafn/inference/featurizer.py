@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,23 @@ def _model_location(modality: str, meta: Mapping[str, Any], override: str | None
     if not loc:
         raise PredictError(f"the run does not record which {modality} model it used; pass {flag}")
     return str(loc)
+
+
+@contextmanager
+def quiet_loading(quiet: bool = True) -> Iterator[None]:
+    """With ``quiet``, no progress bar while pretrained models load (transformers' own)."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 class Featurizer:
@@ -209,4 +227,4 @@ class Featurizer:
         return out
 
 
-__all__ = ["Featurizer"]
+__all__ = ["Featurizer", "quiet_loading"]
