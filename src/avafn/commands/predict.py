@@ -48,11 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _input_errors() -> tuple[type[Exception], ...]:
     from avafn.data.corpus import DataError
+    from avafn.errors import UserError
     from avafn.inference import PredictError, StreamingError
     from avafn.segments import SegmentError
     from avafn.store import StoreError
 
-    return PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError
+    return (PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError,
+            UserError)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
