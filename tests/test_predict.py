@@ -282,6 +282,36 @@ def test_clips_folder_with_manifest(env, tmp_path, capsys):
     man.write_text("dialogue_id,turn,speaker,split,media\n7,0,Ann,test,nope.mp4\n")
     with pytest.raises(PredictError, match=r"m.csv:2: clip .*nope.mp4 not found"):
         predict(env["causal"], clips_dir=clips, manifest=man, out_dir=tmp_path / "x")
+    # media resolving outside the clips folder are refused, naming the utterance
+    outside = tmp_path / "outside.mp4"
+    shutil.copy(clips / "u0.mp4", outside)
+    for media in ("../outside.mp4", str(outside)):
+        man.write_text(f"dialogue_id,turn,speaker,split,media\n7,0,Ann,test,{media}\n")
+        with pytest.raises(PredictError, match=r"m.csv:2: clip .*outside.mp4 of dialogue 7, "
+                                               r"turn 0 is outside the clips folder"):
+            predict(env["causal"], clips_dir=clips, manifest=man, out_dir=tmp_path / "x")
+
+
+def test_jsonl_needs_stream_and_first_latency_excludes_loading(env, tmp_path, monkeypatch,
+                                                               capsys):
+    import time
+
+    from avafn.inference import Streamer
+
+    rc = cli.main(["predict", str(env["causal"]), "--video", str(env["video"]), "--segments",
+                   str(env["csv"]), "--jsonl", "--out", str(tmp_path / "o")])
+    assert rc == 1 and "--jsonl prints streamed predictions: use it with --stream" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+    def slow_featurizer(self, device="cpu", extractor_models=None):
+        time.sleep(1.0)  # stands for loading the extractors' pretrained models
+        return lambda path, start, end, text: {"audio": None, "video": None}
+
+    monkeypatch.setattr(Run, "featurizer", slow_featurizer)
+    s = Streamer(env["causal"])
+    r = s.push(str(env["video"]), "Ann", start=0.0, end=1.0)
+    assert r.latency_ms < 1000 and r.present == {"audio": False, "video": False}
 
 
 def test_errors(env, tmp_path):

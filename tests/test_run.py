@@ -266,3 +266,16 @@ def test_no_import_of_pickle_loading(made):
     for mod in (avafn.checkpoint, avafn.evaluate, avafn.inference.offline, avafn.train):
         assert "torch.load(" not in inspect.getsource(mod), mod.__name__
     assert np.isfinite(Run.open(made[1]).models()[0].out.weight.detach().numpy()).all()
+
+
+def test_quiet_loading_hides_transformers_bars_and_restores_them():
+    from transformers.utils import logging as hf_logging
+
+    from avafn.inference.featurizer import quiet_loading
+
+    hf_logging.enable_progress_bar()
+    with quiet_loading(True):
+        assert not hf_logging.is_progress_bar_enabled()
+    assert hf_logging.is_progress_bar_enabled()
+    with quiet_loading(False):
+        assert hf_logging.is_progress_bar_enabled()
