@@ -15,13 +15,13 @@ import av
 import cv2
 import numpy as np
 import pytest
+from synthetic_media import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 
 from avafn import cli
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.extract.audio import Wav2Vec2Encoder
 from avafn.extract.faces import FaceConfig
 from avafn.extract.job import VideoExtractor
-from avafn.extract.synthetic import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 from avafn.extract.text import TextEncoder
 from avafn.extract.video import DANVideoEncoder
 from avafn.inference import Featurizer, PredictError, predict, run_models
