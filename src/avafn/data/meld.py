@@ -13,6 +13,7 @@ from pathlib import Path
 
 from avafn.data._tabular import parse_int, parse_time, read_csv, sha256_file
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
+from avafn.data.registry import CORPORA
 
 #: file name of each split's CSV in MELD's ``data/MELD/`` folder
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -114,7 +115,24 @@ def read_meld(meld_dir: str | os.PathLike, labels: list[str] | None = None) -> C
             "dialogues": len(splits[split]),
             "utterances": sum(len(d) for d in splits[split]),
         }
-    corpus = Corpus("meld", labels, splits, media_subdirs=dict(MELD_MEDIA_SUBDIRS))
+    corpus = Corpus("meld", labels, splits, media_subdirs=dict(MELD_MEDIA_SUBDIRS),
+                    pre_cut=True, reader=MeldReader.name)
     corpus.source = {"dataset": "meld", "dir": str(root.resolve()), "files": files,
                      "labels": labels, "max_parties": corpus.max_parties}
     return corpus
+
+
+@CORPORA.register("meld")
+class MeldReader:
+    """``--dataset meld``: the three official CSVs from ``data_dir`` (else ``$AVAFN_MELD_DIR``,
+    else the download cache); clips under ``--media-root`` (MELD.Raw), already cut."""
+
+    name = "meld"
+    pre_cut = True
+    needs_media_root = True
+
+    def load(self, dataset: str, *, data_dir: str | None = None,
+             labels: list[str] | None = None) -> Corpus:
+        from avafn.data import resolve_meld_dir
+
+        return read_meld(resolve_meld_dir(data_dir), labels=labels)
