@@ -8,10 +8,8 @@ a path to a manifest (``.csv`` / ``.jsonl``, see :mod:`avafn.data.manifest`).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
+from avafn.data.download import resolve_meld_dir
 
 __all__ = [
     "MELD_LABELS",
@@ -23,22 +21,6 @@ __all__ = [
     "load_corpus",
     "resolve_meld_dir",
 ]
-
-
-def resolve_meld_dir(meld_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """The folder to read MELD from: ``meld_dir``, else ``$AVAFN_MELD_DIR``, else the download
-    cache (fetched there first when it is not complete and ``download``)."""
-    if meld_dir:
-        return Path(meld_dir).expanduser()
-    env = os.environ.get("AVAFN_MELD_DIR")
-    if env:
-        return Path(env).expanduser()
-    from avafn.data.download import download_meld, is_complete, meld_cache_dir
-
-    cache = meld_cache_dir()
-    if not is_complete(cache) and download:
-        download_meld(cache)
-    return cache
 
 
 def load_corpus(dataset: str, meld_dir: str | None = None,

@@ -85,20 +85,23 @@ def rebuild(meta: Mapping[str, Any], device: str = "cpu", model_override: str | 
     return ext
 
 
-def setting_differences(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any]) -> list[str]:
+def setting_differences(recorded: Mapping[str, Any], rebuilt: Mapping[str, Any],
+                        names: tuple[str, str] = ("recorded", "rebuilt")) -> list[str]:
     """What differs between two extractor records, ignoring where model files live and the
-    keys a legacy record lacks; ``[]`` = the rebuilt extractor gives the recorded vectors."""
+    keys a legacy record lacks; ``[]`` = the rebuilt extractor gives the recorded vectors.
+    ``names`` label the two sides in the listed differences."""
+    r, n = names
     out = []
     for k in ("extractor", "width", "layer"):
         if k in recorded and recorded.get(k) != rebuilt.get(k):
-            out.append(f"{k}: recorded {recorded.get(k)!r}, rebuilt {rebuilt.get(k)!r}")
+            out.append(f"{k}: {r} {recorded.get(k)!r}, {n} {rebuilt.get(k)!r}")
     rc, nc = recorded.get("config", {}), rebuilt.get("config", {})
     for k in sorted(set(rc) | set(nc)):
         if k in PATH_KEYS or (k in LEGACY_KEYS and k not in rc):
             continue
         a, b = json.loads(json.dumps(rc.get(k))), json.loads(json.dumps(nc.get(k)))
         if a != b:
-            out.append(f"config.{k}: recorded {a!r}, rebuilt {b!r}")
+            out.append(f"config.{k}: {r} {a!r}, {n} {b!r}")
     return out
 
 
