@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from extract_helpers import make_tiny_bert
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.extract.job import run_extraction
@@ -20,19 +21,7 @@ WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "happy", "sad", "i", "am"
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    """A tiny random BERT (plain Hugging Face folder, no sentence-transformers files)."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    d = tmp_path_factory.mktemp("tiny-bert")
-    vocab = d / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
-    BertModel(cfg).eval().save_pretrained(d)
-    BertTokenizer(str(vocab)).save_pretrained(d)
-    return d
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS)
 
 
 def _corpus(texts_per_dialogue):

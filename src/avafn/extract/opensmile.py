@@ -65,7 +65,7 @@ class OpenSmileExtractor(Extractor):
             with warnings.catch_warnings():  # "Segment too short, filling with NaN."
                 warnings.simplefilter("ignore", UserWarning)
                 v = self._smile.process_signal(np.asarray(wave, np.float32), SAMPLE_RATE)
-            v = np.asarray(v, dtype=np.float32).reshape(-1)
+            v = np.array(v, dtype=np.float32).reshape(-1)  # a writable copy of the frame
             if v.shape[0] != self.width or not np.isfinite(v).all():
                 reason = f"audio too short for openSMILE ({len(wave)} samples at 16 kHz)"
                 out.append((None, len(wave), reason))
