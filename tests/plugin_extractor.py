@@ -5,6 +5,7 @@ declare the entry point ``band-energy = plugin_extractor:BandEnergy``)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ class BandEnergy(Extractor):
         for wave in payloads:
             power = np.abs(np.fft.rfft(np.asarray(wave, np.float64))) ** 2
             edges = np.linspace(0, len(power), self.bands + 1).astype(int)
-            v = np.log1p([power[a:b].sum() for a, b in zip(edges[:-1], edges[1:])])
+            v = np.log1p([power[a:b].sum() for a, b in itertools.pairwise(edges)])
             out.append((v.astype(np.float32), len(wave), ""))
         return out
 

@@ -98,6 +98,7 @@ def test_opensmile_compare_set_and_short_audio():
     wave = (0.1 * rng.standard_normal(16000)).astype(np.float32)
     (v, n, reason), (none, _, why) = ext.process([wave, wave[:300]])
     assert ext.meta()["width"] == 6373 and v.shape == (6373,) and np.isfinite(v).all()
+    assert n == 16000 and reason == ""
     assert none is None and why.startswith("audio too short for openSMILE (300 samples")
     with pytest.raises(ValueError, match="feature set 'nope' unknown"):
         OpenSmileExtractor("nope")
