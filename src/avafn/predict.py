@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
+from avafn.errors import UserError
 from avafn.segments import Segment, SegmentError, read_segments, speaker_indices
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
 
@@ -63,7 +64,7 @@ TEXT_EXTRACTORS = ("sentence-transformers", "hf-mean-pool")
 _PATH_KEYS = {"model_id", "checkpoint", "model_path"}
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """Inputs that cannot be predicted on: bad segments, unextractable modalities, ..."""
 
 

@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from avafn.errors import UserError
+
 #: featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
 Featurizer = Callable[[str, float | None, float | None, str | None],
                       Mapping[str, np.ndarray | None]]
 
 
-class StreamingError(ValueError):
+class StreamingError(UserError):
     """A checkpoint that cannot stream, or an utterance that cannot be pushed."""
 
 

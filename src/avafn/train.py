@@ -36,6 +36,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from avafn import __version__
 from avafn.data.batching import IGNORE, SplitData
 from avafn.data.corpus import Corpus
+from avafn.errors import UserError
 from avafn.store import FeatureStore, StoreError, atomic_write_bytes, atomic_write_json
 
 ABLATIONS = ("no_acm", "no_ssm", "no_ilm")
@@ -69,18 +70,18 @@ class TrainConfig:
         self.ablations = tuple(self.ablations)
         bad = set(self.ablations) - set(ABLATIONS)
         if bad:
-            raise ValueError(f"unknown ablation(s) {sorted(bad)}; known: {list(ABLATIONS)}")
+            raise UserError(f"unknown ablation(s) {sorted(bad)}; known: {list(ABLATIONS)}")
         if not self.modalities:
-            raise ValueError("at least one modality is needed")
+            raise UserError("at least one modality is needed")
         for name in ("max_epochs", "patience", "batch_size"):
             if int(getattr(self, name)) < 1:  # 0 would save a model.pt without weights
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for m, p in self.modality_dropout.items():
             if m not in self.modalities:
-                raise ValueError(f"modality dropout for {m!r}, which is not trained "
-                                 f"(modalities: {list(self.modalities)})")
+                raise UserError(f"modality dropout for {m!r}, which is not trained "
+                                f"(modalities: {list(self.modalities)})")
             if not 0.0 <= float(p) < 1.0:
-                raise ValueError(f"modality dropout for {m!r} must be in [0, 1), got {p}")
+                raise UserError(f"modality dropout for {m!r} must be in [0, 1), got {p}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -92,7 +93,7 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(names)}")
+            raise UserError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(names)}")
         return cls(**dict(d))
 
     def replace(self, **kw: Any) -> TrainConfig:
@@ -126,7 +127,7 @@ MODEL_BUILDERS: dict[str, tuple[Callable[..., dict], Callable[[dict], torch.nn.M
 
 def _builders(name: str) -> tuple[Callable[..., dict], Callable[[dict], torch.nn.Module]]:
     if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODEL_BUILDERS)}")
+        raise UserError(f"unknown model {name!r}; known: {sorted(MODEL_BUILDERS)}")
     return MODEL_BUILDERS[name]
 
 
@@ -216,7 +217,7 @@ def _check_same_run(path: Path, old: dict, new: dict) -> None:
     if om != nm:
         diffs.append("store features")
     if diffs:
-        raise ValueError(
+        raise UserError(
             f"{path} belongs to a run with a different {', '.join(diffs)}; resuming it would mix "
             "two experiments. Use another --out folder (or delete this one).")
 

@@ -44,23 +44,6 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _input_errors() -> tuple[type[Exception], ...]:
-    from avafn.data.corpus import DataError
-    from avafn.data.download import DownloadError
-    from avafn.store import StoreError
-
-    return DataError, DownloadError, StoreError
-
-
-#: errors about the user's input (files, store, network): reported in one line, exit status 1
-INPUT_ERRORS = _input_errors()
-
-
-def _fail(modality: str, err: Exception) -> int:
-    print(f"avafn extract {modality}: error: {err}", file=sys.stderr)
-    return 1
-
-
 def _load_corpus(args: argparse.Namespace):
     from avafn.data import load_corpus
 
@@ -94,16 +77,13 @@ def _register_text(sp: argparse._SubParsersAction) -> None:
 
 
 def _run_text(args: argparse.Namespace) -> int:
-    from avafn.extract.text import TextModelError, extract_text
+    from avafn.extract.text import extract_text
 
-    try:
-        corpus = _load_corpus(args)
-        summary = extract_text(corpus, args.store, model=args.model, device=args.device,
-                               batch_size=args.batch_size, splits=_splits(args),
-                               progress=not args.no_progress, normalize=args.normalize,
-                               max_length=args.max_length)
-    except (*INPUT_ERRORS, TextModelError) as e:
-        return _fail("text", e)
+    corpus = _load_corpus(args)
+    summary = extract_text(corpus, args.store, model=args.model, device=args.device,
+                           batch_size=args.batch_size, splits=_splits(args),
+                           progress=not args.no_progress, normalize=args.normalize,
+                           max_length=args.max_length)
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0
 
@@ -164,26 +144,23 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
 
 
 def _run_media(modality: str, args: argparse.Namespace) -> int:
-    from avafn.extract.dan import DANCheckpointError
+    from avafn.errors import UserError
     from avafn.extract.job import extract_modality, merge
 
-    try:
-        corpus = _load_corpus(args)
-        if args.merge:
-            print(json.dumps(merge(args.store, modality, corpus, _splits(args)), indent=2))
-            return 0
-        if corpus.name == "meld" and args.media_root is None:
-            raise ValueError("--media-root is required for MELD: the MELD.Raw folder holding "
-                             "train_splits/, dev_splits_complete/, output_repeated_splits_test/")
-        report = extract_modality(
-            modality, corpus, args.media_root, args.store, model=args.model,
-            layer=getattr(args, "layer", None), device=args.device, batch_size=args.batch_size,
-            fps=getattr(args, "fps", None), face_config=_face_config(args),
-            splits=_splits(args), workers=args.workers,
-            rank=args.rank, world_size=args.world_size, segments=args.segments,
-            limit=args.limit, progress=not args.no_progress)
-    except (*INPUT_ERRORS, DANCheckpointError, OSError, ValueError) as e:
-        return _fail(modality, e)
+    corpus = _load_corpus(args)
+    if args.merge:
+        print(json.dumps(merge(args.store, modality, corpus, _splits(args)), indent=2))
+        return 0
+    if corpus.name == "meld" and args.media_root is None:
+        raise UserError("--media-root is required for MELD: the MELD.Raw folder holding "
+                        "train_splits/, dev_splits_complete/, output_repeated_splits_test/")
+    report = extract_modality(
+        modality, corpus, args.media_root, args.store, model=args.model,
+        layer=getattr(args, "layer", None), device=args.device, batch_size=args.batch_size,
+        fps=getattr(args, "fps", None), face_config=_face_config(args),
+        splits=_splits(args), workers=args.workers,
+        rank=args.rank, world_size=args.world_size, segments=args.segments,
+        limit=args.limit, progress=not args.no_progress)
     print(report.summary(), file=sys.stderr)
     print(json.dumps(report.to_dict(), indent=2))
     return 0

@@ -101,12 +101,12 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _corpus_store(args: argparse.Namespace):
     from avafn.data import load_corpus
-    from avafn.store import FeatureStore
+    from avafn.store import FeatureStore, StoreError
 
     _set_threads(args)
     # before reading (maybe downloading) the annotations
     if not Path(args.store).is_dir():
-        raise SystemExit(f"avafn: error: {args.store}: no such feature store folder")
+        raise StoreError(f"{args.store}: no such feature store folder")
     corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=args.labels)
     return corpus, FeatureStore(args.store)
 
@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         kw["modalities"] = tuple(args.modalities or ("audio", "video"))
     if args.ablation is not None:
         kw["ablations"] = tuple(args.ablation)
-    cfg = TrainConfig(**kw)
+    cfg = TrainConfig.from_dict(kw)
     run = train(corpus, store, args.out, cfg, seeds=args.seeds, progress=not args.no_progress)
     rep = evaluate(run, "test", corpus, store, device=args.device)
     print(f"{run}: test weighted F1 {fmt(rep['test']['weighted_f1'])}, "
@@ -139,10 +139,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     if args.dataset:
         from avafn.data import load_corpus
+        from avafn.errors import read_json
 
         # in the run's label order (a run trained with --labels must not fail on the order)
         cfg_path = run / "config.json"
-        labels = json.loads(cfg_path.read_text())["labels"] if cfg_path.exists() else None
+        labels = read_json(cfg_path, "run config")["labels"] if cfg_path.exists() else None
         corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=labels)
     if args.store:
         from avafn.store import FeatureStore

