@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 
 from avafn import __version__
-from avafn.data.batching import IGNORE, SplitData
+from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
 from avafn.errors import UserError
 from avafn.store import FeatureStore, StoreError, atomic_write_bytes, atomic_write_json
@@ -179,6 +179,7 @@ def _model_config_for(cfg: TrainConfig, corpus: Corpus, widths: Mapping[str, int
 
 def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig) -> dict:
     """What ``config.json`` holds (everything that made the run)."""
+    check_limits(d for ds in corpus.splits.values() for d in ds)  # before anything is allocated
     missing = [m for m in cfg.modalities if m not in store.modalities()]
     if missing:
         raise StoreError(f"{store.root}: no {missing} features (stored: {store.modalities()}); "
