@@ -78,7 +78,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        state = "truncated" if e.pos >= len(text.rstrip()) else "damaged"
+        end = text.rstrip()
+        state = "truncated" if e.pos >= len(end) or end[-1:] not in ("}", "]") else "damaged"
         raise ConfigFileError(f"{p}: {state} {what} (invalid JSON at line {e.lineno}, "
                               f"column {e.colno}: {e.msg})") from None
 
