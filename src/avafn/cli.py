@@ -69,8 +69,10 @@ def _debug(args: argparse.Namespace) -> bool:
 def error_line(exc: BaseException) -> str | None:
     """The one line for a user's mistake or a machine failure; ``None`` for a bug."""
     if isinstance(exc, UserError):
-        return str(exc).strip().replace("\n", " ") or type(exc).__name__
-    return describe_environment_error(exc)
+        line = str(exc) or type(exc).__name__
+    else:
+        line = describe_environment_error(exc)
+    return None if line is None else " ".join(x.strip() for x in line.splitlines() if x.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
