@@ -109,9 +109,9 @@ def record_provenance(run: str | os.PathLike, prov: Provenance) -> dict:
     sha256 beside them."""
     d = prov.to_dict()
     ds = prov.dataset
-    if ds and ds != "meld":
+    if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
-        d["dataset_sha256"] = _sha256(Path(ds)) if Path(ds).is_file() else None
+        d["dataset_sha256"] = _sha256(Path(ds))
     for k in ("meld_dir", "store"):
         if d.get(k):
             d[k] = relative_to_run(run, d[k])
@@ -297,6 +297,9 @@ class Run:
                            "pass it (CLI: --dataset)")
         else:
             p = self._resolve(self.provenance.dataset)
+            if not p.is_file() and self.dataset_sha256 is None and \
+                    Path(self.provenance.dataset).suffix.lower() not in (".csv", ".jsonl"):
+                return self.provenance.dataset  # a registered corpus name
             if not p.is_file():
                 raise RunError(f"{cfg}: the run's dataset {self.provenance.dataset} (relative "
                                f"to the run folder) is not at {p}; pass it (CLI: --dataset)")
@@ -395,11 +398,10 @@ def convert_run(path: str | os.PathLike) -> list[str]:
             train, _spec, _ = split_settings(flat)
         except ConfigError as e:
             raise RunError(f"{cfg}: {e}") from None
-        # a relative dataset was relative to where training ran; keep it if it resolves here
-        ds = prov.dataset
-        rec = record_provenance(run, prov) if (ds in (None, "meld") or Path(ds).is_file()) \
-            else {**prov.to_dict(), "store": relative_to_run(run, prov.store)}
-        d = {**d, "layout": LAYOUT, "train": train.to_dict(), "provenance": rec}
+        # a relative manifest path was relative to where training ran: recorded relative to
+        # the run if it is found from here, else kept as it was (then --dataset gives it)
+        d = {**d, "layout": LAYOUT, "train": train.to_dict(),
+             "provenance": record_provenance(run, prov)}
     for p, obj in loaded.items():
         sdir = p.parent
         if p.name == "model.pt":
