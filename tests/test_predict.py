@@ -343,8 +343,8 @@ def test_extractor_locations_and_unknown_extractors(env, tmp_path):
     gone = json.loads(json.dumps(desc))
     gone["extractors"]["video"]["config"]["checkpoint"] = str(tmp_path / "missing.pth")
     gone["extractors"]["video"]["model_id"] = str(tmp_path / "missing.pth")
-    with pytest.raises(PredictError, match="missing.pth the run used is not on this machine; "
-                                           "pass its location with --dan-checkpoint"):
+    with pytest.raises(PredictError, match="missing.pth recorded is not on this machine; give "
+                                           "its location .pass it with --dan-checkpoint"):
         Featurizer.from_run(gone)
     f = Featurizer.from_run(gone, extractor_models={"video": str(moved)})
     assert f.metas["video"]["model_id"] == str(moved)
