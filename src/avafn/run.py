@@ -290,9 +290,12 @@ class Run:
         cfg = self.path / CONFIG
         if dataset is not None:
             ds = str(dataset)
-        elif self.provenance.dataset == "meld" or self.corpus_info.get("name") == "meld":
-            return "meld"
         elif self.provenance.dataset is None:
+            from avafn.data.registry import CORPORA, MANIFEST
+
+            name = self.corpus_info.get("name")
+            if name and name != MANIFEST and name in CORPORA:  # a registered corpus reader
+                return str(name)
             raise RunError(f"{cfg}: the run does not record which corpus it was trained on; "
                            "pass it (CLI: --dataset)")
         else:
@@ -304,7 +307,7 @@ class Run:
                 raise RunError(f"{cfg}: the run's dataset {self.provenance.dataset} (relative "
                                f"to the run folder) is not at {p}; pass it (CLI: --dataset)")
             ds = str(p)
-        if ds != "meld" and self.dataset_sha256 and Path(ds).is_file() and \
+        if self.dataset_sha256 and Path(ds).is_file() and \
                 _sha256(Path(ds)) != self.dataset_sha256:
             raise RunError(f"{ds}: not the manifest the run was trained on (sha256 differs "
                            f"from the one recorded in {cfg})")
