@@ -11,7 +11,8 @@ cannot be extracted at all (text with no text in the input, an unknown extractor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,23 @@ from avafn.store import FeatureStore
 
 #: the command-line option that overrides where each kind of extractor's model lives
 _MODEL_FLAGS = {"audio": "--audio-model", "video": "--dan-checkpoint", "text": "--text-model"}
+
+
+@contextmanager
+def quiet_loading(quiet: bool = True) -> Iterator[None]:
+    """With ``quiet``, no progress bar while pretrained models load (transformers' own)."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 class Featurizer:
@@ -135,4 +153,4 @@ class Featurizer:
         return out
 
 
-__all__ = ["Featurizer"]
+__all__ = ["Featurizer", "quiet_loading"]
