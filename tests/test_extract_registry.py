@@ -80,8 +80,19 @@ def test_face_detector_plugin_by_name(tmp_path, monkeypatch):
         assert bool(st.table("video").present[0]) is present
         re = rebuild(meta)
         assert re.detector == det and setting_differences(meta, re.meta()) == []
-    with pytest.raises(Exception, match="unknown face detector 'nope'.*centre-box"):
+    with pytest.raises(ExtractorError, match="'nope': unknown face detector .known: "
+                                             "centre-box, opencv-haar"):
         DANFacesExtractor(DANVideoEncoder(dan), detector="nope")
+
+
+def test_cli_unknown_face_detector_is_one_line(tmp_path, capsys):
+    man = make_labelled_clips(tmp_path / "clips", {"test": 1}, turns=1)
+    dan = make_random_dan(tmp_path / "dan.pth")
+    assert main(["extract", "video", "--dataset", str(man), "--store", str(tmp_path / "s"),
+                 "--model", str(dan), "--face-detector", "nope", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "avafn extract video: error: --face-detector 'nope': unknown face detector" in err
+    assert "Traceback" not in err
 
 
 def test_corpus_reader_plugin_by_name(tmp_path, monkeypatch, capsys):
