@@ -10,8 +10,10 @@ from avafn.cli import main
 from avafn.data import load_corpus
 from avafn.data.corpus import Corpus, DataError, Dialogue, Utterance
 from avafn.data.registry import CORPORA, named_corpora
+from avafn.extract.base import Extractor
 from avafn.extract.faces import FaceConfig, FaceDetector, HaarFaceDetector
 from avafn.extract.job import run_extraction
+from avafn.extract.media import decode_audio
 from avafn.extract.registry import (
     EXTRACTORS,
     FACE_DETECTORS,
@@ -33,6 +35,26 @@ class CentreBox(FaceDetector):
         h, w = rgb.shape[:2]
         s = min(h, w) // 2
         return np.array([[(w - s) // 2, (h - s) // 2, s, s]])
+
+
+class Peak(Extractor):
+    """The smallest plug-in extractor: no options, no from_args of its own."""
+
+    name, kind, unit_size = "peak", "audio", 2
+
+    def meta(self):
+        return {"extractor": self.name, "model_id": "peak", "layer": None, "width": 1,
+                "config": {}}
+
+    def loader(self, workers):
+        return decode_audio
+
+    def process(self, payloads):
+        return [(np.array([np.abs(w).max()], np.float32), len(w), "") for w in payloads]
+
+    @classmethod
+    def from_meta(cls, meta, device="cpu", model_override=None, **options):
+        return cls()
 
 
 class ToyReader:
@@ -120,3 +142,13 @@ def test_manifest_reader_cuts_segments(tmp_path):
     man = make_labelled_clips(tmp_path / "clips", {"test": 1}, turns=2)
     corpus = load_corpus(str(man))
     assert corpus.reader == "manifest" and not corpus.pre_cut
+
+
+def test_plugin_without_options_from_the_cli(tmp_path, monkeypatch, capsys):
+    install_entry_point(monkeypatch, EXTRACTORS, "avafn.extractors", "peak", f"{__name__}:Peak")
+    man = make_labelled_clips(tmp_path / "clips", {"test": 1}, turns=3)
+    assert main(["extract", "audio", "--extractor", "peak", "--dataset", str(man), "--store",
+                 str(tmp_path / "s"), "--workers", "0", "--no-progress"]) == 0
+    t = FeatureStore(tmp_path / "s").table("audio")
+    assert t.present.all() and (t.vectors[:, 0] > 0).all()
+    assert rebuild(FeatureStore(tmp_path / "s").meta("audio")).name == "peak"

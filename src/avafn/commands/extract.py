@@ -80,8 +80,11 @@ DEFAULT_WORKERS = min(8, max(1, (os.cpu_count() or 2) - 1))
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every extractor: which corpus, which splits, which store."""
-    p.add_argument("--dataset", required=True, metavar="meld|MANIFEST",
-                   help="'meld' or the path of a manifest (.csv / .jsonl)")
+    from avafn.data.registry import named_corpora
+
+    p.add_argument("--dataset", required=True, metavar="NAME|MANIFEST",
+                   help=f"a registered corpus ({', '.join(named_corpora())}; plug-ins: entry "
+                        "point group avafn.corpora) or the path of a manifest (.csv / .jsonl)")
     p.add_argument("--meld-dir", default=None, metavar="DIR",
                    help="folder with MELD's CSVs (default: $AVAFN_MELD_DIR, else the download "
                         "cache, fetching the official files there if absent)")
