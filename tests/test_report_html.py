@@ -277,8 +277,9 @@ def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
     for width in (1400, 400, 360):
         browser.console.clear()
         browser.open(path, width=width)
-        probe = browser.evaluate(_PROBE)
         assert browser.console == [], browser.console  # no error, no warning, no log line
+        probe = browser.evaluate(_PROBE)
+        assert browser.console == [], browser.console
         assert probe["rendered"] == str(n) and probe["jsErrors"] is None
         assert probe["pwned"] is None and probe["injected"] == 0
         assert probe["width"] == width
@@ -289,7 +290,7 @@ def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
         assert hover["text"], "hovering a heat-map cell shows nothing"
         if hover["block"] == 1:
             for k in (hover["i"], hover["j"]):
-                assert f"#{k + 1} {rows[k]['speaker']}" in hover["text"]
+                assert f"#{k + 1} {rows[k]['speaker'][:30]}" in hover["text"]
                 assert (rows[k]["text"] or "")[:20] in hover["text"]
         else:
             b = hover["block"]  # cells of ~3 px: the integer mouse position may hit a neighbour

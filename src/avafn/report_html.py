@@ -197,7 +197,8 @@ def attention_svg(attention: np.ndarray, k_id: int = 0,
     t_len = attention.shape[0]
     b, share, even = heatmap_blocks(attention, max_cells)
     nb = share.shape[0]
-    size, left, top, bottom = 600.0, 50.0, 12.0, 34.0
+    # about 1 px per unit on a wide screen: small dialogues get a smaller square, not giant cells
+    size, left, top, bottom = float(min(600, max(240, 40 * nb))), 50.0, 12.0, 34.0
     c = size / nb
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.log2(np.where(even > 0, np.maximum(share, 1e-12) / even, np.nan))
@@ -210,11 +211,12 @@ def attention_svg(attention: np.ndarray, k_id: int = 0,
                 paths.setdefault(int(bins[i, j]), []).append(
                     f"M{left + j * c:.2f} {top + i * c:.2f}h{c:.2f}v{c:.2f}h{-c:.2f}z")
     width, height = left + size + 26, top + size + bottom
+    scaled = ' data-scaled=""' if size >= 600 else ""  # shrinks on narrow screens
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="attention" id="attention-{k_id}" '
-             f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+             f'width="{width:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
              f'aria-label="heat map: which earlier utterances each utterance looked back at" '
              f'data-left="{left}" data-top="{top}" data-cell="{c:.6f}" data-n="{nb}" '
-             f'data-block="{b}">'),
+             f'data-block="{b}"{scaled}>'),
              (f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" '
              'stroke="#d0d5dc"/>')]
     grid = f' stroke="#fff" stroke-width="{c * 0.06:.2f}"' if nb <= 60 else ""
@@ -309,7 +311,7 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
     for i, v in enumerate(ticks):
         x = (v - a0) / span * 100
         txt = _seconds(v, step) if timed else str(int(v))
-        cls = "tl-tick" + (" odd" if i % 2 and 0 < i < len(ticks) - 1 else "")
+        cls = "tl-tick" + (" odd" if i % 2 else "")
         labels.append(f'<span class="{cls}" style="left:{x:.3f}%">{txt}</span>')
     out.append('<div class="tl-lane tl-axis"><div class="tl-name"></div>'
                f'<div class="tl-track">{"".join(labels)}</div></div>')
@@ -337,7 +339,9 @@ h3{font-size:1.02em;margin:1.4em 0 .5em}
 .summary{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center}
 .summary .count{font-variant-numeric:tabular-nums;color:#57606a}
 .toolbar{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:.4em 0 .6em}
-select{font:inherit;padding:2px 4px;max-width:100%}
+.toolbar label{display:flex;flex-wrap:wrap;gap:4px 6px;align-items:center;min-width:0;
+  max-width:100%}
+select{font:inherit;padding:2px 4px;max-width:100%;min-width:0}
 .scroll{overflow:auto;max-width:100%;max-height:min(75vh,760px);border:1px solid #e3e7ec;border-radius:8px}
 table{border-collapse:collapse;font-size:13px;width:100%;min-width:760px}
 th,td{padding:6px 8px;border-bottom:1px solid #edf0f3;vertical-align:top;text-align:left}
@@ -363,7 +367,8 @@ table.plist td{padding:1px 6px 1px 0;border:0}
   background:#eef1f4;color:#333}
 .mod.miss{background:#fdecea;color:#9b1c1c}
 .heat-wrap{display:flex;flex-wrap:wrap;gap:10px 32px;align-items:flex-start}
-.heat{margin:0;flex:1 1 380px;max-width:640px;min-width:0}
+.heat{margin:0;flex:0 1 auto;min-width:0}
+svg.attention{max-width:100%}
 .heat-side{flex:1 1 260px;max-width:440px;min-width:0}
 .attn-info{min-height:1.4em;font-size:13px;background:#f6f8fa;border-radius:6px;padding:6px 8px}
 .attn-info:empty{display:none}
@@ -372,7 +377,7 @@ table.plist td{padding:1px 6px 1px 0;border:0}
   font-size:12.5px;white-space:nowrap}
 .xtitle{grid-column:2;text-align:center;color:#444;font-size:12.5px;margin-top:2px;
   padding-left:7%}
-svg.attention{width:100%;height:auto;display:block;touch-action:manipulation}
+svg.attention{height:auto;display:block;touch-action:manipulation}
 .heat-legend{font-size:12px;color:#444;max-width:300px}
 .heat-scale{display:block;height:12px;border-radius:2px;border:1px solid #ccd}
 .heat-scale-labels{display:flex;justify-content:space-between;gap:8px;margin-top:2px}
@@ -402,11 +407,11 @@ b.red{color:#b0001a} b.blue{color:#04599a}
 @media (max-width:640px){
   main{padding:10px 8px 30px} .card{padding:12px 10px;margin:12px 0}
   h1{font-size:1.25em} .tl-name{flex-basis:5em} .tl-tick.odd{display:none}
-  svg.attention text{font-size:21px}
+  svg.attention[data-scaled] text{font-size:21px}
 }
 """
 
-_JS = """
+_JS = r"""
 (function(){
   var errors=[];
   window.addEventListener('error',function(e){errors.push(String(e.message));
@@ -414,9 +419,9 @@ _JS = """
   var DATA=JSON.parse(document.getElementById('avafn-data').textContent);
   var tip=document.createElement('div');tip.className='tip';tip.hidden=true;
   function pct(x){return (100*x).toFixed(x<0.1?1:0)+'%';}
-  function short(s,n){s=s||'';return s.length>n?s.slice(0,n-1)+'\\u2026':s;}
+  function short(s,n){s=s||'';return s.length>n?s.slice(0,n-1)+'\u2026':s;}
   function who(D,t){var r=D.rows[t];
-    return '#'+(t+1)+' '+r.speaker+' ('+r.label+')'+(r.text?': \\u201c'+short(r.text,90)+'\\u201d':'');}
+    return '#'+(t+1)+' '+short(r.speaker,40)+' ('+r.label+')'+(r.text?': \u201c'+short(r.text,90)+'\u201d':'');}
   function initSection(sec){
     var k=+sec.dataset.dialogue, D=DATA.dialogues[k], H=D.heat;
     var rows=sec.querySelectorAll('tr.utt');
@@ -431,8 +436,9 @@ _JS = """
       var i=Math.floor(t/H.block);
       hl.setAttribute('y',String(top+i*cell));hl.setAttribute('visibility','visible');
       var d=D.rows[t];
-      var best=d.top.map(function(p){return '#'+(p[0]+1)+' '+D.rows[p[0]].speaker+' ('+pct(p[1])+')';});
-      info.textContent='Utterance '+(t+1)+' ('+d.speaker+', '+d.label+'): '+
+      var best=d.top.map(function(p){
+        return '#'+(p[0]+1)+' '+short(D.rows[p[0]].speaker,30)+' ('+pct(p[1])+')';});
+      info.textContent='Utterance '+(t+1)+' ('+short(d.speaker,30)+', '+d.label+'): '+
         (best.length?'looked back most at '+best.join(', '):'first utterance, nothing earlier to look back at');
     }
     rows.forEach(function(r){r.addEventListener('click',function(e){
@@ -451,16 +457,14 @@ _JS = """
     function show(ev){
       var c=cellAt(ev); if(!c){tip.hidden=true;return;}
       var i=c[0], j=c[1], b=H.block, s=H.share[i][j], e=H.even[i][j], txt;
-      var ratio=e>0?s/e:0, rel=ratio>=1?ratio.toFixed(ratio<10?1:0)+'\\u00d7 an even share':
-        '1/'+(1/Math.max(ratio,1e-6)).toFixed(ratio>0.1?1:0)+' of an even share';
+      var even=' (an even share would be '+pct(e)+')';
       if(b===1){
-        txt='Classifying '+who(D,i)+'\\nlooked back at '+who(D,j)+'\\nweight '+pct(s)+
-          ' ('+rel+'; '+i+' earlier utterance'+(i===1?'':'s')+')';
+        txt='Classifying '+who(D,i)+'\nlooked back at '+who(D,j)+'\nweight '+pct(s)+even;
       }else{
         var n=D.rows.length, a0=i*b+1, a1=Math.min(n,(i+1)*b), b0=j*b+1, b1=Math.min(n,(j+1)*b);
-        txt='Utterances '+a0+'\\u2013'+a1+' looked back at utterances '+b0+'\\u2013'+b1+
-          '\\nweight '+pct(s)+' on average ('+rel+')\\nfirst of the rows: '+who(D,a0-1)+
-          '\\nfirst of the columns: '+who(D,b0-1);
+        txt='Utterances '+a0+'\u2013'+a1+' looked back at utterances '+b0+'\u2013'+b1+
+          '\naverage weight '+pct(s)+even+'\nfirst of the rows: '+who(D,a0-1)+
+          '\nfirst of the columns: '+who(D,b0-1);
       }
       tip.textContent=txt; tip.hidden=false;
       var x=ev.clientX+14, y=ev.clientY+14, w=tip.offsetWidth, h=tip.offsetHeight;
@@ -582,7 +586,8 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
     body.append("</tbody></table></div>")
     svg, heat = attention_svg(attention, k)
     body.append("<h3>Which earlier utterances each utterance looked back at</h3>")
-    body.append('<div class="heat-wrap"><figure class="heat"><div class="heat-grid">'
+    body.append('<div class="heat-wrap"><figure class="heat">'
+                '<div class="heat-grid">'
                 '<div class="ytitle">utterance being classified →</div>'
                 f"{svg}"
                 '<div class="xtitle">earlier utterance it looked back at →</div></div>'
