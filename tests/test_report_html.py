@@ -204,6 +204,24 @@ def test_long_dialogues_are_pooled_into_blocks_said_in_the_caption():
     assert "pools" not in small and "earlier utterance it looked back at" in small
 
 
+def test_block_pooling_matches_a_plain_loop():
+    rng = np.random.default_rng(1)
+    n, max_cells = 13, 4  # blocks of 4, the last holding one utterance
+    att = np.tril(rng.random((n, n)), -1)
+    att /= np.maximum(att.sum(1, keepdims=True), 1e-12)
+    att[5, 7] = 9.0  # weight on a later utterance is ignored
+    b, share, even = heatmap_blocks(att, max_cells)
+    assert b == 4 and share.shape == even.shape == (4, 4)
+    for bi in range(4):
+        ts = range(bi * b, min(n, (bi + 1) * b))
+        for bj in range(4):
+            ks = range(bj * b, min(n, (bj + 1) * b))
+            w = [sum(att[t, k] for k in ks if k < t) for t in ts]
+            e = [sum(1 / t for k in ks if k < t) for t in ts]
+            assert share[bi, bj] == pytest.approx(np.mean(w))
+            assert even[bi, bj] == pytest.approx(np.mean(e))
+
+
 def test_bad_attention_shape_is_refused():
     v = make_views(4, speakers=["A", "B", "C"])[0]
     with pytest.raises(ValueError, match=r"attention of shape \(3, 3\), expected \(4, 4\)"):

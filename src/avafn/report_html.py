@@ -168,21 +168,17 @@ def heatmap_blocks(attention: np.ndarray, max_cells: int = HEATMAP_MAX_CELLS
     on those of block J, averaged over the rows of block I; ``even[I, J]`` the same for an
     even share (1 / number of earlier utterances). Only earlier utterances count (``k < t``).
     """
-    att = np.nan_to_num(np.asarray(attention, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+    att = np.asarray(attention, dtype=float)
     t_len = att.shape[0]
     b = max(1, math.ceil(t_len / max_cells))
-    nb = math.ceil(t_len / b)
-    hist = np.tril(np.ones((t_len, t_len)), k=-1)
-    even = hist / np.maximum(np.arange(t_len), 1)[:, None]
-    att = att * hist
-
-    def pool(m: np.ndarray) -> np.ndarray:
-        pad = nb * b - t_len
-        m = np.pad(m, ((0, pad), (0, pad)))
-        return m.reshape(nb, b, nb, b).sum(axis=(1, 3))
-
-    rows_per_block = np.minimum(b, t_len - np.arange(nb) * b)[:, None]
-    return b, pool(att) / rows_per_block, pool(even) / rows_per_block
+    edges = np.arange(0, t_len, b)
+    att = np.tril(np.nan_to_num(att, nan=0.0, posinf=0.0, neginf=0.0), k=-1)
+    rows = np.arange(t_len)[:, None]
+    # an even share: 1 / t on each of the t earlier utterances (counted per block of columns)
+    even_rows = np.clip(rows - edges[None, :], 0, b) / np.maximum(rows, 1)
+    rows_per_block = np.minimum(b, t_len - edges)[:, None]
+    share = np.add.reduceat(np.add.reduceat(att, edges, axis=1), edges, axis=0)
+    return b, share / rows_per_block, np.add.reduceat(even_rows, edges, axis=0) / rows_per_block
 
 
 def _tick_values(n: int, max_ticks: int = 10) -> list[int]:
