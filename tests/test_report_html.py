@@ -274,6 +274,10 @@ _PROBE = """(() => {
   f.selectedIndex = 1; f.dispatchEvent(new Event('change'));
   P.filtered = [f.value, [...rows].filter(r => r.style.display !== 'none').length];
   f.selectedIndex = 0; f.dispatchEvent(new Event('change'));
+  sec.querySelector('button.expand-all').click();
+  P.opened = [...sec.querySelectorAll('details.probs')].filter(d => d.open).length;
+  P.overflowOpen = de.scrollWidth > de.clientWidth;
+  sec.querySelector('button.expand-all').click();
   return P;
 })()"""
 
@@ -287,6 +291,8 @@ def browser():
 @pytest.mark.parametrize("n", [5, 60, 400])
 def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
     views = make_views(n, seed=n)
+    if n == 5:  # a second conversation, without times (timeline by utterance number)
+        views += make_views(7, seed=1, timed=False, speakers=["Ann", "Bo", "Cy"])
     rows = views[0]["rows"]
     path = tmp_path / f"report-{n}.html"
     path.write_text(render_report(views, LABELS, "Emotions in <talk>.mp4",
@@ -298,7 +304,8 @@ def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
         assert browser.console == [], browser.console  # no error, no warning, no log line
         probe = browser.evaluate(_PROBE)
         assert browser.console == [], browser.console
-        assert probe["rendered"] == str(n) and probe["jsErrors"] is None
+        assert probe["rendered"] == str(sum(len(v["rows"]) for v in views))
+        assert probe["jsErrors"] is None
         assert probe["pwned"] is None and probe["injected"] == 0
         assert probe["width"] == width
         assert not probe["overflow"], (width, probe["scrollWidth"])
@@ -322,6 +329,7 @@ def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
         first = rows[0]["speaker"]  # option 1 = the first speaker to talk
         assert probe["filtered"][0] == first and first in HOSTILE_SPEAKERS
         assert probe["filtered"][1] == sum(r["speaker"] == first for r in rows)
+        assert probe["opened"] == n and not probe["overflowOpen"]  # "show all probabilities"
         png = tmp_path / f"report-{n}-{width}.png"
         browser.screenshot(png)
         with Image.open(png) as im:

@@ -327,7 +327,7 @@ main{max-width:1180px;margin:0 auto;padding:20px 16px 40px}
 h1{font-size:1.45em;margin:.2em 0 .3em} h2{font-size:1.2em;margin:0 0 .4em}
 h3{font-size:1.02em;margin:1.4em 0 .5em}
 .meta{color:#57606a;font-size:13px;margin:.2em 0}
-.card{background:#fff;border:1px solid #d5dae1;border-radius:10px;padding:16px 18px;
+section.dialogue{background:#fff;border:1px solid #d5dae1;border-radius:10px;padding:16px 18px;
   margin:18px 0;min-width:0}
 .legend{display:flex;flex-wrap:wrap;gap:6px;margin:.6em 0}
 .emo{display:inline-block;padding:1px 9px;border-radius:10px;font-weight:600;font-size:12.5px;
@@ -335,6 +335,9 @@ h3{font-size:1.02em;margin:1.4em 0 .5em}
 .summary{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center}
 .summary .count{font-variant-numeric:tabular-nums;color:#57606a}
 .toolbar{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:.4em 0 .6em}
+button.expand-all{font:inherit;font-size:13px;padding:2px 10px;border:1px solid #c4cad3;
+  border-radius:6px;background:#fff;color:#1f2328;cursor:pointer}
+button.expand-all:hover{background:#f3f5f8}
 .toolbar label{display:flex;flex-wrap:wrap;gap:4px 6px;align-items:center;min-width:0;
   max-width:100%}
 select{font:inherit;padding:2px 4px;max-width:100%;min-width:0}
@@ -346,7 +349,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.text{min-width:220px} td.time{white-space:nowrap;color:#57606a}
 td.spk{min-width:7em;max-width:12em}
 .clamp{display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
-td.mods{min-width:9.5em} td.emo-cell{white-space:nowrap} th{white-space:nowrap;overflow-wrap:normal}
+td.mods{min-width:12.5em} td.emo-cell{white-space:nowrap} th{white-space:nowrap;overflow-wrap:normal}
 tr.utt{cursor:pointer} tr.utt:hover{background:#f8fafc} tr.utt.sel{background:#fff4cc}
 .conf{font-variant-numeric:tabular-nums;color:#57606a;margin-left:4px;font-size:12px}
 details.probs summary{cursor:pointer;list-style:none;display:flex;align-items:center;gap:6px}
@@ -401,7 +404,7 @@ b.red{color:#b0001a} b.blue{color:#04599a}
   border-left:1px solid #999}
 .axis-title{flex:1;text-align:center;color:#444;margin-right:18px}
 @media (max-width:640px){
-  main{padding:10px 8px 30px} .card{padding:12px 10px;margin:12px 0}
+  main{padding:10px 8px 30px} section.dialogue{padding:12px 10px;margin:12px 0}
   h1{font-size:1.25em} .tl-name{flex-basis:5em} .tl-tick.odd{display:none}
   svg.attention[data-scaled] text{font-size:21px}
 }
@@ -472,6 +475,13 @@ _JS = r"""
     svg.addEventListener('click',function(ev){show(ev);var c=cellAt(ev);
       if(c&&H.block===1){select(c[0]);}});
     svg.addEventListener('mouseleave',function(){tip.hidden=true;});
+    document.addEventListener('click',function(ev){if(!svg.contains(ev.target))tip.hidden=true;});
+    var ex=sec.querySelector('button.expand-all');
+    ex.addEventListener('click',function(){
+      var open=ex.getAttribute('aria-pressed')!=='true';
+      sec.querySelectorAll('details.probs').forEach(function(d){d.open=open;});
+      ex.setAttribute('aria-pressed',String(open));
+      ex.textContent=open?'hide the probabilities':'show all probabilities';});
     var f=sec.querySelector('select.speaker-filter');
     f.addEventListener('change',function(){
       rows.forEach(function(r){
@@ -552,7 +562,7 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
     timed = all(r.get("start") is not None and r.get("end") is not None for r in rows)
     dur = (f" · {_clock(min(r['start'] for r in rows))}–{_clock(max(r['end'] for r in rows))}"
            if timed else "")
-    body = [f'<section class="dialogue card" data-dialogue="{k}" id="dialogue-{k}">',
+    body = [f'<section class="dialogue" data-dialogue="{k}" id="dialogue-{k}">',
             f"<h2>{_esc(name)}</h2>",
             (f'<p class="meta">{len(rows)} utterance{"s" if len(rows) != 1 else ""} · '
             f'{len(speakers)} speaker{"s" if len(speakers) != 1 else ""}{dur}</p>'),
@@ -564,7 +574,8 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
             '<option value="">all speakers</option>'
             + "".join(f'<option value="{_esc(s)}">{_esc(_short(s, 40))}</option>'
                       for s in speakers)
-            + '</select></label></div>',
+            + '</select></label><button type="button" class="expand-all" '
+            'aria-pressed="false">show all probabilities</button></div>',
             ('<div class="scroll"><table class="dialogue-table"><thead><tr>'
              '<th class="num">#</th><th>speaker</th><th>emotion</th><th>text</th>'
              '<th>all probabilities</th><th>modalities</th><th>time</th>'
