@@ -350,7 +350,7 @@ td.text{min-width:220px} td.time{white-space:nowrap;color:#57606a}
 td.spk{min-width:7em;max-width:12em}
 .clamp{display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
 td.mods{min-width:12.5em} td.emo-cell{white-space:nowrap} th{white-space:nowrap;overflow-wrap:normal}
-tr.utt{cursor:pointer} tr.utt:hover{background:#f8fafc} tr.utt.sel{background:#fff4cc}
+tr.utt{cursor:pointer} tr.utt:focus-visible{outline:2px solid #0b62c4;outline-offset:-2px} tr.utt:hover{background:#f8fafc} tr.utt.sel{background:#fff4cc}
 .conf{font-variant-numeric:tabular-nums;color:#57606a;margin-left:4px;font-size:12px}
 details.probs summary{cursor:pointer;list-style:none;display:flex;align-items:center;gap:6px}
 details.probs summary::-webkit-details-marker{display:none}
@@ -441,7 +441,9 @@ _JS = r"""
         (best.length?'looked back most at '+best.join(', '):'first utterance, nothing earlier to look back at');
     }
     rows.forEach(function(r){r.addEventListener('click',function(e){
-      if(e.target.closest('details'))return; select(+r.dataset.turn);});});
+      if(e.target.closest('details'))return; select(+r.dataset.turn);});
+      r.addEventListener('keydown',function(e){
+        if(e.key==='Enter'&&e.target===r){e.preventDefault();select(+r.dataset.turn);}});});
     bars.forEach(function(b){b.addEventListener('click',function(){
       var t=+b.dataset.turn; select(t);
       var row=sec.querySelector('tr.utt[data-turn="'+t+'"]');
@@ -583,7 +585,8 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
     for r in rows:
         conf = float(r["confidence"])
         body.append(
-            f'<tr class="utt" data-turn="{r["turn"]}" data-speaker="{_esc(r["speaker"])}">'
+            f'<tr class="utt" tabindex="0" data-turn="{r["turn"]}" '
+            f'data-speaker="{_esc(r["speaker"])}">'
             f'<td class="num">{r["turn"] + 1}</td><td class="spk"><div class="clamp" '
             f'title="{_esc(r["speaker"])}">{_esc(r["speaker"])}</div></td>'
             f'<td class="emo-cell">{_pill(r["label"], colours)}<span class="conf">{100 * conf:.0f}%</span></td>'
