@@ -222,6 +222,17 @@ def test_block_pooling_matches_a_plain_loop():
             assert even[bi, bj] == pytest.approx(np.mean(e))
 
 
+def test_one_utterance_and_non_finite_times_render():
+    v = make_views(1, speakers=["Ann"])[0]
+    page = render_report([v], LABELS, "t")
+    assert page.count('class="heat-cells"') == 0 and "time in the video" in page
+    json.loads(_parse(page).scripts[0])
+    v = make_views(4, speakers=["Ann", "Bo"])[0]
+    v["rows"][2]["end"] = float("nan")
+    page = render_report([v], LABELS, "t")
+    assert "utterance number" in page and not re.search(r"\bnan\b", page, flags=re.IGNORECASE)
+
+
 def test_bad_attention_shape_is_refused():
     v = make_views(4, speakers=["A", "B", "C"])[0]
     with pytest.raises(ValueError, match=r"attention of shape \(3, 3\), expected \(4, 4\)"):

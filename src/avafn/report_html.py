@@ -264,11 +264,18 @@ def _heat_caption(t_len: int, b: int) -> str:
 
 
 # ----------------------------------------------------------------------------- timeline
+def _timed(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row has a finite start and end (else the report goes by utterance
+    number)."""
+    return all(r.get(k) is not None and math.isfinite(float(r[k]))
+               for r in rows for k in ("start", "end"))
+
+
 def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
                   k_id: int = 0) -> str:
     """One lane per speaker; each utterance is a bar from start to end in its emotion colour
     (by utterance number when the rows have no times)."""
-    timed = all(r.get("start") is not None and r.get("end") is not None for r in rows)
+    timed = _timed(rows)
     if timed:
         spans = [(float(r["start"]), float(r["end"])) for r in rows]
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
@@ -561,7 +568,7 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
                          f"({len(rows)}, {len(rows)}) for dialogue {name!r}")
     speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
     counts = Counter(r["label"] for r in rows)
-    timed = all(r.get("start") is not None and r.get("end") is not None for r in rows)
+    timed = _timed(rows)
     dur = (f" · {_clock(min(r['start'] for r in rows))}–{_clock(max(r['end'] for r in rows))}"
            if timed else "")
     body = [f'<section class="dialogue" data-dialogue="{k}" id="dialogue-{k}">',
@@ -620,9 +627,8 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
 
 
 def _time_span(r: Mapping[str, Any]) -> str:
-    if r.get("start") is None or r.get("end") is None:
-        return ""
-    return f"{_clock(r['start'])}–{_clock(r['end'])}"
+    a, b = _clock(r.get("start")), _clock(r.get("end"))
+    return f"{a}–{b}" if a and b else ""
 
 
 def embed_json(data: Any) -> str:
