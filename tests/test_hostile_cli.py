@@ -108,7 +108,7 @@ def test_missing_modality(data, capsys):
     (["--batch-size", "-3"], ["batch_size must be >= 1"]),
     (["--ablation", "no_such"], ["unknown ablation(s) ['no_such']"]),
     (["--modality-dropout", "video=0.5"], ["modality dropout for 'video'"]),
-    (["--config", '{"max_epochs": 1, "nonsense": 2}'], ["unknown training setting(s)",
+    (["--config", '{"max_epochs": 1, "nonsense": 2}'], ["unknown setting(s)",
                                                         "nonsense"]),
     (["--device", "cuda:99"], ["--device cuda:99"]),
     (["--device", "warp-drive"], ["--device 'warp-drive': not a torch device"]),

@@ -3,11 +3,8 @@
 import csv
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from synthetic_media import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
+from chromium_page import open_page
 
 from avafn import cli
 from avafn.data.corpus import Corpus, Dialogue, Utterance
@@ -168,21 +166,7 @@ def _check_outputs(out: Path, res: dict, n: int, modalities: list[str]) -> list[
 
 
 def chromium_dom(html: Path) -> tuple[str, str]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but Debian's chromium is not installed (apt-get install "
-                        "chromium); the HTML report test cannot run")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    with tempfile.TemporaryDirectory() as profile:
-        p = subprocess.run(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=3000", "--dump-dom", html.resolve().as_uri()],
-            check=False, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return p.stdout, p.stderr
+    return open_page(html)
 
 
 def test_predict_video_with_csv_segments_and_html_in_chromium(env, tmp_path):
@@ -214,7 +198,7 @@ def test_predict_video_with_csv_segments_and_html_in_chromium(env, tmp_path):
     assert 'data-rendered="5"' in dom
     assert len(re.findall(r'<tr class="utt', dom)) == len(TURNS)
     assert not re.search(r"<body[^>]*data-js-errors", dom)
-    assert dom.count('class="attn-row"') == len(TURNS) and 'class="tl-bar"' in dom
+    assert 'class="attention"' in dom and dom.count('class="tl-bar"') == len(TURNS)
     assert "http://" not in dom.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
 
 
