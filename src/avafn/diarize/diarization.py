@@ -55,7 +55,8 @@ class Diarizer(Protocol):
 
 #: name -> factory(model: str | None, device: str) -> Diarizer
 DIARIZERS: Registry[Callable[..., Diarizer]] = Registry(
-    "diarizer", entry_points="avafn.diarizers", builtin=("avafn.diarize.diarization",))
+    "diarizer", entry_points="avafn.diarizers",
+    builtin=("avafn.diarize.diarization", "avafn.diarize.pyannote_pipeline"))
 
 
 def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int
