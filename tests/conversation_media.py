@@ -18,7 +18,7 @@ import numpy as np
 
 #: (espeak-ng voice, pitch 0-99, words per minute): clearly different voices
 VOICES = (("en+m3", 35, 165), ("en+f2", 70, 150), ("en-us+m7", 50, 185),
-          ("en+f4", 85, 170), ("en-gb-scotland+m1", 25, 155))
+          ("en+f4", 85, 170), ("en-029+m2", 10, 135))
 
 SENTENCES = (
     "Did you see the message I sent you this morning?",
@@ -171,3 +171,49 @@ def write_reference_rttm(path: str | os.PathLike, turns: list[Turn], file_id: st
     path.write_text("".join(f"SPEAKER {file_id} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> "
                             f"{t.speaker.replace('+', '_')} <NA> <NA>\n" for t in turns))
     return path
+
+
+def make_tiny_whisper(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """A tiny randomly initialised Whisper (1 layer, 16 wide) with a byte-level tokenizer and
+    feature extractor, all built offline and saved to ``folder`` (loadable by the
+    transformers speech-recognition pipeline)."""
+    import json
+
+    import torch
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizer,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    eot = "<|endoftext|>"
+    tok = WhisperTokenizer(str(d / "vocab.json"), str(d / "merges.txt"), unk_token=eot,
+                           bos_token=eot, eos_token=eot, pad_token=eot)
+    tok.add_special_tokens({"additional_special_tokens": [
+        "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+        "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in (eot, "<|startoftranscript|>",
+                                                      "<|notimestamps|>")}
+    cfg = WhisperConfig(
+        vocab_size=len(tok), num_mel_bins=80, encoder_layers=1, decoder_layers=1, d_model=16,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, max_source_positions=1500, max_target_positions=64,
+        pad_token_id=ids[eot], bos_token_id=ids[eot], eos_token_id=ids[eot],
+        decoder_start_token_id=ids["<|startoftranscript|>"])
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids[eot],
+        pad_token_id=ids[eot], max_length=12, no_timestamps_token_id=ids["<|notimestamps|>"])
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(d)
+    return d

@@ -14,7 +14,9 @@ Built in:
   pruning, symmetrisation, diffusion, as in Wang et al., *Speaker Diarization with LSTM*,
   ICASSP 2018); the number of speakers is the largest eigengap of the normalised Laplacian
   within ``[min_speakers, max_speakers]`` (or ``num_speakers`` when given); clusters holding
-  less than ``min_cluster`` of the speech are merged into the nearest other one.
+  less than ``min_cluster`` of the speech are merged into the nearest other one, and clusters
+  whose centroids are more similar than ``merge_above`` (cosine; one voice's halves score
+  about 0.9 and more, different voices less than 0.85) are joined.
 - ``pyannote``: a ``pyannote.audio`` pipeline from a local folder (``model=DIR``, the user's
   own weights; the package is imported only then).
 
@@ -185,8 +187,26 @@ def merge_small_clusters(emb: np.ndarray, labels: np.ndarray, weight: np.ndarray
     return np.unique(labels, return_inverse=True)[1]
 
 
+def merge_similar_clusters(emb: np.ndarray, labels: np.ndarray, threshold: float,
+                           min_clusters: int = 1) -> np.ndarray:
+    """Merge the two clusters whose centroids are most similar (cosine) while that
+    similarity exceeds ``threshold``; relabel 0..k-1."""
+    labels = np.unique(labels, return_inverse=True)[1]
+    while labels.max() + 1 > max(1, min_clusters):
+        cent = np.stack([emb[labels == c].mean(axis=0) for c in range(labels.max() + 1)])
+        cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+        sim = cent @ cent.T
+        np.fill_diagonal(sim, -1.0)
+        i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        if sim[i, j] <= threshold:
+            break
+        labels[labels == max(i, j)] = min(i, j)
+        labels = np.unique(labels, return_inverse=True)[1]
+    return labels
+
+
 def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
-                       min_fraction: float = 0.05) -> np.ndarray:
+                       min_fraction: float = 0.05, merge_above: float = 0.86) -> np.ndarray:
     """Speaker labels of unit embeddings (see the module docstring)."""
     from sklearn.cluster import SpectralClustering
 
@@ -201,7 +221,8 @@ def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
         return np.zeros(n, int)
     labels = SpectralClustering(k, affinity="precomputed", random_state=0,
                                 assign_labels="cluster_qr").fit_predict(aff)
-    return merge_small_clusters(emb, labels, weight, min_fraction, min_clusters=lo)
+    labels = merge_small_clusters(emb, labels, weight, min_fraction, min_clusters=lo)
+    return merge_similar_clusters(emb, labels, merge_above, min_clusters=lo)
 
 
 @DIARIZERS.register("resemblyzer")
@@ -210,7 +231,7 @@ class ResemblyzerDiarizer:
 
     def __init__(self, model: str | None = None, device: str = "cpu", window: float = 1.5,
                  hop: float = 0.5, min_window: float = 1.0, min_cluster: float = 0.05,
-                 min_turn: float = 0.5) -> None:
+                 merge_above: float = 0.86, min_turn: float = 0.5) -> None:
         path = model or _resemblyzer_weights()
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -228,6 +249,7 @@ class ResemblyzerDiarizer:
         self.filters = _mel_filters()
         self.window, self.hop, self.min_window = window, hop, min_window
         self.min_cluster, self.min_turn = min_cluster, min_turn
+        self.merge_above = merge_above
 
     @torch.inference_mode()
     def embed(self, wave: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -261,7 +283,7 @@ class ResemblyzerDiarizer:
         reliable = dur >= min(self.min_window, dur.max()) - 1e-6
         labels = np.zeros(len(spans), int)
         labels[reliable] = cluster_embeddings(emb[reliable], dur[reliable], lo, hi,
-                                              self.min_cluster)
+                                              self.min_cluster, self.merge_above)
         if (~reliable).any():  # short regions: the nearest speaker centroid
             k = labels[reliable].max() + 1
             cent = np.stack([emb[reliable][labels[reliable] == c].mean(axis=0)
