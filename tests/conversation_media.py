@@ -120,13 +120,16 @@ def make_conversation(path: str | os.PathLike, seconds: float = 60.0, speakers: 
 
 
 def _face() -> np.ndarray:
-    try:  # the project's generated-media helpers (they may move to tests/)
-        from avafn.extract.synthetic import face_photo
-        return face_photo()
+    try:  # the project's generated-media helpers, wherever they live
+        from synthetic_media import face_photo
     except ImportError:
-        from skimage import data
+        try:
+            from avafn.extract.synthetic import face_photo
+        except ImportError:
+            from skimage import data
 
-        return np.ascontiguousarray(data.astronaut()[0:300, 100:360])
+            return np.ascontiguousarray(data.astronaut()[0:300, 100:360])
+    return face_photo()
 
 
 def _write_video(path: Path, audio: np.ndarray, sr: int, seconds: float,

@@ -22,7 +22,7 @@ from avafn.diarize.vad import SAMPLE_RATE
 from avafn.segments import Segment
 
 #: the one-line answer when a run needs text that nobody gave
-NEEDS_TEXT = ("the run uses text, but the utterances have none: give --segments with text "
+NEEDS_TEXT = ("the run uses text, but no utterance has text: give --segments with text "
               "(CSV text column, SRT / WebVTT cues), or --asr-model DIR (a local "
               "speech-recognition model, e.g. a Whisper checkpoint) to transcribe the audio")
 
