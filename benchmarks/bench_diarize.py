@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--speakers", type=int, nargs="+", default=[3])
+    ap.add_argument("--gaps", type=float, nargs=2, default=(0.3, 1.0), metavar=("MIN", "MAX"),
+                    help="pauses between turns, seconds")
     ap.add_argument("--merge-gap", type=float, default=DiarizeOptions.merge_gap)
     ap.add_argument("--num-speakers", action="store_true",
                     help="give the diarizer the true number of speakers")
@@ -46,7 +48,8 @@ def main() -> None:
         for k in args.speakers:
             for seed in args.seeds:
                 video = Path(tmp) / f"conv_{k}_{seed}.mp4"
-                turns = make_conversation(video, args.seconds, k, seed=seed)
+                turns = make_conversation(video, args.seconds, k, seed=seed,
+                                          gaps=tuple(args.gaps))
                 wave = load_audio(video)
                 if args.num_speakers:
                     opts.num_speakers = k
@@ -71,6 +74,7 @@ def main() -> None:
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps({
         "collar_s": 0.25, "boundary_tolerance_s": 0.25, "merge_gap_s": args.merge_gap,
+        "pauses_between_turns_s": list(args.gaps),
         "num_speakers_given": args.num_speakers, "load": os.getloadavg()[0],
         "conversations": rows,
         "mean_der": round(sum(r["der"] for r in rows) / len(rows), 4),

@@ -77,12 +77,14 @@ def speak(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarray, in
 
 def make_conversation(path: str | os.PathLike, seconds: float = 60.0, speakers: int = 3,
                       seed: int = 0, size: tuple[int, int] = (320, 240), fps: int = 10,
-                      noise: float = 0.003) -> list[Turn]:
+                      noise: float = 0.003, gaps: tuple[float, float] = (0.3, 1.0)
+                      ) -> list[Turn]:
     """Write a conversation video of about ``seconds`` (turns until it is reached) and return
     its turns (the reference: start/end of each voice's speech, speaker = voice name).
 
     Speakers take turns in a random order (never the same twice in a row), separated by
-    0.3-1.0 s pauses with a little background noise; the face drifts across the frame.
+    pauses drawn uniformly from ``gaps`` (seconds) with a little background noise; the face
+    drifts across the frame.
     """
     if not 1 <= speakers <= len(VOICES):
         raise ValueError(f"speakers must be 1..{len(VOICES)}")
@@ -108,7 +110,7 @@ def make_conversation(path: str | os.PathLike, seconds: float = 60.0, speakers: 
             break
         turns.append(Turn(round(t, 4), round(t + len(x) / sr, 4), v, text))
         pieces.append((t, x))
-        t += len(x) / sr + float(rng.uniform(0.3, 1.0))
+        t += len(x) / sr + float(rng.uniform(*gaps))
     assert sr is not None
     n = int(seconds * sr)
     audio = (noise * rng.standard_normal(n)).astype(np.float32)
