@@ -21,17 +21,25 @@ def _annotation(items: Sequence[Any], uri: str) -> Any:
 
 
 def diarization_error_rate(reference: Sequence[Any], hypothesis: Sequence[Any],
-                           collar: float = 0.25, detail: bool = False) -> Any:
+                           collar: float = 0.25, detail: bool = False,
+                           duration: float | None = None) -> Any:
     """DER of ``hypothesis`` against ``reference`` (items with start / end / speaker), with
     the optimal speaker mapping and a ``collar`` (seconds, total) forgiven around reference
-    boundaries. ``detail``: pyannote's components (missed, false alarm, confusion, total)."""
+    boundaries, scored over ``[0, duration]`` (default: the extent of both).
+    ``detail``: pyannote's components (missed, false alarm, confusion, total)."""
     try:
         from pyannote.metrics.diarization import DiarizationErrorRate
     except ImportError:
         raise DiarizeError("the diarization error rate needs 'pyannote.metrics' "
                            "(pip install pyannote.metrics)") from None
+    from pyannote.core import Segment, Timeline
+
+    ref, hyp = _annotation(reference, "x"), _annotation(hypothesis, "x")
+    if duration is None:
+        duration = max([t.end for t in [*reference, *hypothesis]], default=0.0)
+    uem = Timeline([Segment(0.0, float(duration))], uri="x")
     metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
-    return metric(_annotation(reference, "x"), _annotation(hypothesis, "x"), detailed=detail)
+    return metric(ref, hyp, uem=uem, detailed=detail)
 
 
 def boundary_f1(reference: Sequence[Any], hypothesis: Sequence[Any], tolerance: float = 0.25
