@@ -277,3 +277,21 @@ def test_asr_with_a_tiny_whisper(tmp_path, conv):
     (broken / "model.safetensors").unlink()
     with pytest.raises(DiarizeError, match="cannot load a speech-recognition model"):
         Transcriber(broken)
+
+
+def test_speaker_changes_snap_to_the_nearest_pause():
+    from avafn.diarize.segment import snap_speaker_changes
+
+    step = 512 / 16000
+    probs = np.full(200, 0.9)
+    probs[100:104] = 0.1  # a pause of 4 frames, 3.2-3.328 s
+    turns = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "B")]
+    a, b = snap_speaker_changes(turns, probs)
+    assert a.end == pytest.approx(100 * step, abs=1e-3)
+    assert b.start == pytest.approx(104 * step, abs=1e-3)
+    # no pause within reach, or the same speaker, or a gap already: unchanged
+    assert snap_speaker_changes(turns, np.full(200, 0.9)) == turns
+    same = [Turn(0.0, 3.0, "A"), Turn(3.0, 6.0, "A")]
+    assert snap_speaker_changes(same, probs) == same
+    apart = [Turn(0.0, 2.9, "A"), Turn(3.0, 6.0, "B")]
+    assert snap_speaker_changes(apart, probs) == apart

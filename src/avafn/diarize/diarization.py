@@ -9,11 +9,12 @@ detection and returns speaker turns (:class:`Turn`, non-overlapping, sorted)::
 Built in:
 
 - ``resemblyzer`` (default, offline): the speaker encoder shipped by the ``resemblyzer``
-  package (its weights install with it) embeds 1.5 s windows every 0.5 s inside speech; the
+  package (its weights install with it) embeds 1 s windows every 0.25 s inside speech; the
   windows are clustered by spectral clustering on a refined cosine affinity (row-wise
   pruning, symmetrisation, diffusion, as in Wang et al., *Speaker Diarization with LSTM*,
-  ICASSP 2018); the number of speakers is the largest eigengap of the normalised Laplacian
-  within ``[min_speakers, max_speakers]`` (or ``num_speakers`` when given); clusters holding
+  ICASSP 2018; the pruning fraction chosen per recording as the one with the clearest
+  normalised eigengap, after Park et al., IEEE SPL 2019); the number of speakers is the
+  largest eigengap of the normalised Laplacian within ``[min_speakers, max_speakers]`` (or ``num_speakers`` when given); clusters holding
   less than ``min_cluster`` of the speech are merged into the nearest other one, and clusters
   whose centroids are more similar than ``merge_above`` (cosine; one voice's halves score
   about 0.9 and more, different voices less than 0.85) are joined.
@@ -152,18 +153,18 @@ def refined_affinity(emb: np.ndarray, keep: float = 0.2) -> np.ndarray:
 
 def eigengap_count(affinity: np.ndarray, lo: int, hi: int) -> tuple[int, np.ndarray]:
     """Number of clusters by the largest gap between consecutive eigenvalues of the
-    normalised Laplacian, searched in ``[lo, hi]``; also returns the smallest eigenvalues."""
+    normalised Laplacian, searched in ``[lo, hi]``; also returns the sorted eigenvalues."""
     n = len(affinity)
     d = np.maximum(affinity.sum(axis=1), 1e-12)
     lap = np.eye(n) - affinity / np.sqrt(np.outer(d, d))
     ev = np.sort(np.linalg.eigvalsh(lap))
     hi = min(hi, n - 1)
     if hi <= lo:
-        return max(1, min(lo, n)), ev[:hi + 2]
+        return max(1, min(lo, n)), ev
     gaps = np.diff(ev[: hi + 1])  # gaps[k-1] = ev[k] - ev[k-1]: the gap after k clusters
     ks = np.arange(lo, hi + 1)
     k = int(ks[np.argmax(gaps[ks - 1])])
-    return k, ev[: hi + 2]
+    return k, ev
 
 
 def merge_small_clusters(emb: np.ndarray, labels: np.ndarray, weight: np.ndarray,
@@ -205,6 +206,31 @@ def merge_similar_clusters(emb: np.ndarray, labels: np.ndarray, threshold: float
     return labels
 
 
+#: row pruning fractions tried by :func:`_tuned_affinity`
+KEEP_FRACTIONS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3)
+
+
+def _tuned_affinity(emb: np.ndarray, lo: int, hi: int, min_neighbours: int = 4
+                    ) -> tuple[np.ndarray, int]:
+    """The refined affinity and speaker count at the row-pruning fraction that makes the
+    eigengap clearest: the smallest ratio fraction / normalised gap (the auto-tuning of
+    Park et al., *Auto-Tuning Spectral Clustering for Speaker Diarization Using Normalized
+    Maximum Eigengap*, IEEE SPL 2019); each row keeps at least ``min_neighbours``."""
+    n = len(emb)
+    keeps = [k for k in KEEP_FRACTIONS if round(k * n) >= min(min_neighbours, n - 1)]
+    best: tuple[float, np.ndarray, int] | None = None
+    for keep in keeps or KEEP_FRACTIONS[-1:]:
+        aff = refined_affinity(emb, keep)
+        k, ev = eigengap_count(aff, lo, hi)
+        gaps = np.diff(ev)
+        gap = gaps[k - 1] if 1 <= k <= len(gaps) else 0.0
+        ratio = keep / max(float(gap) / max(float(ev[-1]), 1e-9), 1e-9)
+        if best is None or ratio < best[0]:
+            best = (ratio, aff, k)
+    assert best is not None
+    return best[1], best[2]
+
+
 def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
                        min_fraction: float = 0.05, merge_above: float = 0.86) -> np.ndarray:
     """Speaker labels of unit embeddings (see the module docstring)."""
@@ -215,8 +241,7 @@ def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
         return np.zeros(0, int)
     if n < 3 or hi == 1:
         return np.zeros(n, int)
-    aff = refined_affinity(emb)
-    k, _ = eigengap_count(aff, lo, hi)
+    aff, k = _tuned_affinity(emb, lo, hi)
     if k <= 1:
         return np.zeros(n, int)
     labels = SpectralClustering(k, affinity="precomputed", random_state=0,
@@ -229,8 +254,8 @@ def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
 class ResemblyzerDiarizer:
     """Windowed speaker embeddings + spectral clustering (see the module docstring)."""
 
-    def __init__(self, model: str | None = None, device: str = "cpu", window: float = 1.5,
-                 hop: float = 0.5, min_window: float = 1.0, min_cluster: float = 0.05,
+    def __init__(self, model: str | None = None, device: str = "cpu", window: float = 1.0,
+                 hop: float = 0.25, min_window: float = 1.0, min_cluster: float = 0.05,
                  merge_above: float = 0.86, min_turn: float = 0.5) -> None:
         path = model or _resemblyzer_weights()
         try:

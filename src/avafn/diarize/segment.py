@@ -25,7 +25,7 @@ import numpy as np
 
 from avafn.diarize.diarization import DIARIZERS, Diarizer, Turn, check_speaker_counts
 from avafn.diarize.errors import DiarizeError
-from avafn.diarize.vad import SAMPLE_RATE, SileroVAD, VADConfig
+from avafn.diarize.vad import FRAME, SAMPLE_RATE, SileroVAD, VADConfig, regions_from_probs
 from avafn.segments import Segment
 
 
@@ -85,11 +85,41 @@ def diarize(wave: np.ndarray, options: DiarizeOptions | None = None,
     options = options or DiarizeOptions()
     vad = vad or SileroVAD(options.vad)
     diarizer = diarizer or make_diarizer(options)
-    speech = vad.speech(wave)
+    probs = vad.probabilities(wave)
+    speech = regions_from_probs(probs, len(wave), vad.config)
     turns = diarizer(wave, speech, num_speakers=options.num_speakers,
                      min_speakers=options.min_speakers, max_speakers=options.max_speakers)
+    turns = snap_speaker_changes(turns, probs, threshold=vad.config.threshold - 0.15)
     utts = utterances_from_turns(turns, options.merge_gap, options.max_utterance)
     return Diarization(speech, turns, utts, len(wave) / SAMPLE_RATE)
+
+
+def snap_speaker_changes(turns: Sequence[Turn], probs: np.ndarray, threshold: float = 0.35,
+                         radius: float = 0.5) -> list[Turn]:
+    """Move each change of speaker between touching turns to the pause nearest it: the
+    frames within ``radius`` s whose speech probability (``probs``, one per VAD frame) is
+    below ``threshold`` around the least likely one; kept where there is no such pause."""
+    step = FRAME / SAMPLE_RATE
+    out = list(turns)
+    for i in range(len(out) - 1):
+        a, b = out[i], out[i + 1]
+        if a.speaker == b.speaker or b.start - a.end > 1e-3:
+            continue
+        lo = max(0, int(np.ceil(max(a.start + 0.2, a.end - radius) / step)))
+        hi = min(len(probs), int(min(b.end - 0.2, a.end + radius) / step))
+        if hi <= lo:
+            continue
+        j = lo + int(np.argmin(probs[lo:hi]))
+        if probs[j] >= threshold:
+            continue
+        j0, j1 = j, j + 1
+        while j0 > lo and probs[j0 - 1] < threshold:
+            j0 -= 1
+        while j1 < hi and probs[j1] < threshold:
+            j1 += 1
+        out[i] = Turn(a.start, round(j0 * step, 3), a.speaker)
+        out[i + 1] = Turn(round(j1 * step, 3), b.end, b.speaker)
+    return out
 
 
 def utterances_from_turns(turns: Sequence[Turn], merge_gap: float = 0.5,

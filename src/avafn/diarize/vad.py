@@ -74,7 +74,7 @@ class VADConfig:
 
     threshold: float = 0.5
     min_speech: float = 0.25  # seconds
-    min_silence: float = 0.1
+    min_silence: float = 0.05  # silero's default 0.1 s joins quick replies into one region
     pad: float = 0.03
 
 
