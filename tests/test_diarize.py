@@ -295,3 +295,13 @@ def test_speaker_changes_snap_to_the_nearest_pause():
     assert snap_speaker_changes(same, probs) == same
     apart = [Turn(0.0, 2.9, "A"), Turn(3.0, 6.0, "B")]
     assert snap_speaker_changes(apart, probs) == apart
+
+
+def test_long_recordings_cluster_a_subsample(conv, vad):
+    small = ResemblyzerDiarizer(max_cluster_windows=20)
+    speech = vad.speech(conv["wave"])
+    turns = small(conv["wave"], speech, num_speakers=3)  # 20 windows cannot tell 3 voices
+    assert len({t.speaker for t in turns}) == 3
+    assert diarization_error_rate(conv["turns"], turns) < 0.15
+    assert sum(t.end - t.start for t in turns) == pytest.approx(
+        sum(b - a for a, b in speech), abs=0.05)  # every window got a speaker

@@ -256,7 +256,8 @@ class ResemblyzerDiarizer:
 
     def __init__(self, model: str | None = None, device: str = "cpu", window: float = 1.0,
                  hop: float = 0.25, min_window: float = 1.0, min_cluster: float = 0.05,
-                 merge_above: float = 0.86, min_turn: float = 0.5) -> None:
+                 merge_above: float = 0.86, min_turn: float = 0.5,
+                 max_cluster_windows: int = 1200) -> None:
         path = model or _resemblyzer_weights()
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -275,6 +276,7 @@ class ResemblyzerDiarizer:
         self.window, self.hop, self.min_window = window, hop, min_window
         self.min_cluster, self.min_turn = min_cluster, min_turn
         self.merge_above = merge_above
+        self.max_cluster_windows = max_cluster_windows
 
     @torch.inference_mode()
     def embed(self, wave: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -305,15 +307,19 @@ class ResemblyzerDiarizer:
             return []
         emb = self.embed(wave, spans)
         dur = np.array([b - a for a, b in spans])
-        reliable = dur >= min(self.min_window, dur.max()) - 1e-6
-        labels = np.zeros(len(spans), int)
+        reliable = np.flatnonzero(dur >= min(self.min_window, dur.max()) - 1e-6)
+        if len(reliable) > self.max_cluster_windows:  # long recordings: an even subsample
+            pick = np.linspace(0, len(reliable) - 1, self.max_cluster_windows)
+            reliable = reliable[np.unique(np.round(pick).astype(int))]
+        labels = np.full(len(spans), -1)
         labels[reliable] = cluster_embeddings(emb[reliable], dur[reliable], lo, hi,
                                               self.min_cluster, self.merge_above)
-        if (~reliable).any():  # short regions: the nearest speaker centroid
+        rest = labels < 0
+        if rest.any():  # short regions, windows left out: the nearest speaker centroid
             k = labels[reliable].max() + 1
             cent = np.stack([emb[reliable][labels[reliable] == c].mean(axis=0)
                              for c in range(k)])
-            labels[~reliable] = np.argmax(emb[~reliable] @ cent.T, axis=1)
+            labels[rest] = np.argmax(emb[rest] @ cent.T, axis=1)
         return name_speakers(label_turns(speech, spans, labels, self.min_turn))
 
 
