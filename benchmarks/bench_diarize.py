@@ -119,7 +119,7 @@ def _run_for_timing(root: Path) -> Path:
     from avafn.extract.job import VideoExtractor
     from avafn.extract.video import DANVideoEncoder
     from avafn.store import FeatureStore
-    from avafn.train import TrainConfig, train
+    from avafn.train import train
 
     w2v = root / "w2v-large"
     Wav2Vec2Model(wav2vec2_large_config()).save_pretrained(w2v)
@@ -140,18 +140,18 @@ def _run_for_timing(root: Path) -> Path:
         with store.writer(m) as w:
             for u in corpus.utterances():
                 w.add(u.uid, rng.normal(size=int(meta["width"])).astype(np.float32))
-    return train(corpus, store, root / "run", TrainConfig(
-        modalities=("audio", "video"), max_epochs=1, batch_size=4), seeds=(0,), progress=False)
+    return train(corpus, store, root / "run", {"modalities": ("audio", "video"),
+                                               "max_epochs": 1, "batch_size": 4},
+                 seeds=(0,), progress=False)
 
 
 def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
     import avafn.diarize.segment as dseg
     import avafn.report_html as report
-    import avafn.train as train_mod
     from avafn.diarize.diarization import ResemblyzerDiarizer
     from avafn.extract import job
     from avafn.inference import offline, predict
-    from avafn.inference.featurizer import Featurizer
+    from avafn.run import Run
 
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,12 +160,12 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
         video = root / "talk.mp4"
         turns = make_conversation(video, seconds, speakers, seed=seed, size=(1280, 720),
                                   fps=24)
-        _timed(times, lambda a, kw: "load run", train_mod, "load_run")
+        _timed(times, lambda a, kw: "load run (models)", Run, "models")
         _timed(times, lambda a, kw: "decode audio (for VAD)", dseg, "load_audio")
         _timed(times, lambda a, kw: "VAD", SileroVAD, "speech")
         _timed(times, lambda a, kw: "diarizer load", ResemblyzerDiarizer, "__init__")
         _timed(times, lambda a, kw: "diarization", ResemblyzerDiarizer, "__call__")
-        _timed(times, lambda a, kw: "extractors load", Featurizer, "from_run")
+        _timed(times, lambda a, kw: "extractors load", Run, "featurizer")
         _timed(times, lambda a, kw: f"extract {a[3].modality}", job, "run_extraction")
         _timed(times, lambda a, kw: "model", offline, "run_models")
         _timed(times, lambda a, kw: "report", report, "render_report")

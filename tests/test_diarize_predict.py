@@ -16,7 +16,7 @@ from avafn.extract.audio import Wav2Vec2Encoder
 from avafn.extract.text import TextEncoder
 from avafn.segments import read_segments
 from avafn.store import FeatureStore
-from avafn.train import TrainConfig, train
+from avafn.train import train
 
 LABELS = ["neutral", "joy", "anger"]
 SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 6}
@@ -52,11 +52,10 @@ def env(tmp_path_factory):
             for u in corpus.utterances():
                 w.add(u.uid, rng.normal(size=int(meta["width"])).astype(np.float32))
     quick = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0, "model_overrides": SMALL}
-    audio_run = train(corpus, store, root / "run-audio",
-                      TrainConfig(modalities=("audio",), **quick), seeds=(0,), progress=False)
+    audio_run = train(corpus, store, root / "run-audio", {"modalities": ("audio",), **quick},
+                      seeds=(0,), progress=False)
     text_run = train(corpus, store, root / "run-text",
-                     TrainConfig(modalities=("audio", "text"), **quick), seeds=(0,),
-                     progress=False)
+                     {"modalities": ("audio", "text"), **quick}, seeds=(0,), progress=False)
     return {"root": root, "video": video, "turns": turns, "audio": audio_run, "text": text_run}
 
 
