@@ -162,7 +162,7 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
                                   fps=24)
         _timed(times, lambda a, kw: "load run (models)", Run, "models")
         _timed(times, lambda a, kw: "decode audio (for VAD)", dseg, "load_audio")
-        _timed(times, lambda a, kw: "VAD", SileroVAD, "speech")
+        _timed(times, lambda a, kw: "VAD", SileroVAD, "probabilities")
         _timed(times, lambda a, kw: "diarizer load", ResemblyzerDiarizer, "__init__")
         _timed(times, lambda a, kw: "diarization", ResemblyzerDiarizer, "__call__")
         _timed(times, lambda a, kw: "extractors load", Run, "featurizer")
@@ -176,7 +176,7 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
             "turns": len(turns), "utterances_found": len(res["utterances"]),
             "speakers_found": res["input"]["segmentation"]["speakers"],
             "extractors": {m: v["extractor"] for m, v in res["extractors"].items()},
-            "stages_s": {k: round(v, 2) for k, v in times.items()},
+            "stages_s": {k: round(v, 3) for k, v in times.items()},
             "total_s": round(total, 2), "torch_threads": __import__("torch").get_num_threads(),
             "load": os.getloadavg()}
 
