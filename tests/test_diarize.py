@@ -305,3 +305,28 @@ def test_long_recordings_cluster_a_subsample(conv, vad):
     assert diarization_error_rate(conv["turns"], turns) < 0.15
     assert sum(t.end - t.start for t in turns) == pytest.approx(
         sum(b - a for a, b in speech), abs=0.05)  # every window got a speaker
+
+
+def test_a_registered_diarizer_is_used_by_name(conv, tmp_path, monkeypatch):
+    seen = {}
+
+    class Halves:
+        """A plug-in: first half of the speech to one speaker, the rest to another."""
+
+        def __init__(self, model=None, device="cpu"):
+            seen["init"] = (model, device)
+
+        def __call__(self, wave, speech, *, num_speakers=None, min_speakers=1,
+                     max_speakers=8):
+            seen["speech"] = list(speech)
+            mid = len(speech) // 2
+            return [Turn(a, b, "left" if i < mid else "right")
+                    for i, (a, b) in enumerate(speech)]
+
+    DIARIZERS.names()  # built-ins and entry points loaded; the plug-in is removed after
+    monkeypatch.setitem(DIARIZERS._items, "test-halves", Halves)
+    segs = find_segments(conv["video"], DiarizeOptions(diarizer="test-halves", model="m"),
+                         rttm=tmp_path / "s.rttm")
+    assert seen["init"] == ("m", "cpu") and seen["speech"]
+    assert segs[0].speaker == "left" and segs[-1].speaker == "right"
+    assert len({s.speaker for s in read_segments(tmp_path / "s.rttm")}) == 2
