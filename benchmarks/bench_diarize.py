@@ -70,7 +70,8 @@ def main() -> None:
                 bf = boundary_f1(turns, found.utterances)
                 total = der["total"]
                 rows.append({
-                    "speakers_true": k, "seed": seed, "seconds_audio": round(args.seconds, 1),
+                    "voices": k, "speakers_true": len({t.speaker for t in turns}),
+                    "seed": seed, "seconds_audio": round(args.seconds, 1),
                     "turns": len(turns), "utterances_found": len(found.utterances),
                     "speakers_found": len({u.speaker for u in found.utterances}),
                     "der": round(der["diarization error rate"], 4),
