@@ -64,7 +64,8 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
                    help="the diarizer's weights (pyannote: the pipeline folder)")
     g.add_argument("--num-speakers", type=int, default=None, metavar="N",
                    help="the number of speakers, when known (else estimated)")
-    g.add_argument("--min-speakers", type=int, default=DiarizeOptions.min_speakers, metavar="N")
+    g.add_argument("--min-speakers", type=int, default=DiarizeOptions.min_speakers, metavar="N",
+                   help="bounds of the estimated number of speakers (default 1 to 8)")
     g.add_argument("--max-speakers", type=int, default=DiarizeOptions.max_speakers, metavar="N")
     g.add_argument("--asr-model", default=None, metavar="DIR",
                    help="a local speech-recognition model (transformers, e.g. a Whisper "
