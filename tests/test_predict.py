@@ -316,8 +316,8 @@ def test_errors(env, tmp_path):
     ovl.write_text("0,2,A\n1.5,3,B\n")
     with pytest.raises(PredictError, match=r"o.csv:2: .*overlaps the previous one"):
         predict(env["causal"], video=env["video"], segments=ovl, out_dir=tmp_path / "d")
-    with pytest.raises(PredictError, match="either a video and its segment list"):
-        predict(env["causal"], video=env["video"], out_dir=tmp_path / "e")
+    with pytest.raises(PredictError, match="give either a video"):
+        predict(env["causal"], segments=rttm, out_dir=tmp_path / "e")
 
 
 def test_extractor_locations_and_unknown_extractors(env, tmp_path):

@@ -17,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model and each prediction is printed as it comes, with its latency.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
     src = p.add_argument_group("input (one of)")
-    src.add_argument("--video", default=None, help="the conversation's video file")
+    src.add_argument("--video", default=None,
+                     help="the conversation's video file (alone: utterances and speakers are "
+                          "found in its audio)")
     src.add_argument("--segments", default=None,
                      help="its segment list: .csv (start,end,speaker[,text]), .srt / .vtt "
                           "with speaker tags, or .rttm")
@@ -44,7 +46,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (extraction and model loading)")
+    _add_audio_only_options(p)
     p.set_defaults(func=cmd_predict)
+
+
+def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
+    from avafn.diarize import DiarizeOptions
+
+    g = p.add_argument_group(
+        "video without segments", "--video alone: voice activity detection and speaker "
+        "diarization find the utterances, written to OUT/segments.rttm (correct it and rerun "
+        "with --segments); a run that uses text needs --asr-model then")
+    g.add_argument("--diarizer", default=DiarizeOptions.diarizer,
+                   help="resemblyzer (default, offline) or pyannote (your pyannote.audio "
+                        "pipeline folder as --diarizer-model), or an installed plug-in")
+    g.add_argument("--diarizer-model", default=None, metavar="DIR",
+                   help="the diarizer's weights (pyannote: the pipeline folder)")
+    g.add_argument("--num-speakers", type=int, default=None, metavar="N",
+                   help="the number of speakers, when known (else estimated)")
+    g.add_argument("--min-speakers", type=int, default=DiarizeOptions.min_speakers, metavar="N",
+                   help="bounds of the estimated number of speakers (default 1 to 8)")
+    g.add_argument("--max-speakers", type=int, default=DiarizeOptions.max_speakers, metavar="N")
+    g.add_argument("--asr-model", default=None, metavar="DIR",
+                   help="a local speech-recognition model (transformers, e.g. a Whisper "
+                        "checkpoint) that transcribes utterances without text")
+    g.add_argument("--asr-language", default=None, metavar="LANG",
+                   help="the spoken language for --asr-model (Whisper: en, fr, ...)")
+
+
+def _audio_only_kwargs(args: argparse.Namespace) -> dict:
+    from avafn.diarize import DiarizeOptions
+
+    opts = DiarizeOptions(diarizer=args.diarizer, model=args.diarizer_model,
+                          num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                          max_speakers=args.max_speakers, device=args.device)
+    return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language}
+
+
+def _print_segmentation(res: dict) -> None:
+    seg = res["input"].get("segmentation")
+    if seg:
+        print(f"found {seg['utterances']} utterances of {seg['speakers']} speaker(s) "
+              f"({seg['diarizer']}) -> {seg['rttm']} (correct it and rerun with --segments)")
+    asr = res["input"].get("asr")
+    if asr:
+        print(f"transcribed {asr['transcribed']} utterance(s) with {asr['asr_model']}")
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
@@ -76,8 +122,11 @@ def _run(args: argparse.Namespace) -> int:
     clips_mode = args.clips is not None or args.manifest is not None
     if video_mode and clips_mode:
         raise PredictError("give --video/--segments or --clips/--manifest, not both")
-    if video_mode and (args.video is None or args.segments is None):
-        raise PredictError("--video and --segments go together")
+    if args.segments is not None and args.video is None:
+        raise PredictError("--segments needs --video")
+    if args.stream and args.video is not None and args.segments is None:
+        raise PredictError("--stream with --video needs --segments (without --stream, predict "
+                           "finds them and writes OUT/segments.rttm for --segments)")
     if clips_mode and (args.clips is None or args.manifest is None):
         raise PredictError("--clips and --manifest go together")
 
@@ -86,14 +135,15 @@ def _run(args: argparse.Namespace) -> int:
                            "predictions.json and .csv are written to --out)")
     if not args.stream:
         if not (video_mode or clips_mode):
-            raise PredictError("give --video FILE --segments FILE, or --clips DIR --manifest "
+            raise PredictError("give --video FILE [--segments FILE], or --clips DIR --manifest "
                                "FILE (or --stream to read utterances from stdin)")
         if args.out is None:
             raise PredictError("--out DIR is required")
         res = predict(args.run_dir, video=args.video, segments=args.segments,
                       clips_dir=args.clips, manifest=args.manifest, out_dir=args.out,
                       device=args.device, extractor_models=models, html=not args.no_html,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, **_audio_only_kwargs(args))
+        _print_segmentation(res)
         out = Path(args.out)
         print(f"{len(res['utterances'])} utterances, {len(res['models']['seeds'])} seed(s) "
               f"averaged -> {out / 'predictions.json'}, {out / 'predictions.csv'}"

@@ -9,7 +9,10 @@
 Steps:
 
 1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, or a folder
-   of per-utterance clips plus a generic manifest.
+   of per-utterance clips plus a generic manifest; or a video alone, whose utterances and
+   speakers are found in its audio and written to ``segments.rttm``, and whose text, when the
+   run uses text, a local speech-recognition model transcribes
+   (:mod:`avafn.inference.from_audio`).
 2. **Features** of exactly the modalities the run was trained on, with the extractors and
    settings recorded in the run (:class:`avafn.inference.featurizer.Featurizer`).
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
@@ -31,6 +34,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +49,10 @@ from avafn.inference.inputs import (
 )
 from avafn.run import Run
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from avafn.diarize import DiarizeOptions
+    from avafn.segments import Segment
 
 
 # ----------------------------------------------------------------------------- the model
@@ -105,23 +113,30 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
             segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
             manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
             device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
-            html: bool = True, progress: bool = False) -> dict:
+            html: bool = True, progress: bool = False,
+            diarization: DiarizeOptions | None = None,
+            asr_model: str | os.PathLike | None = None, asr_language: str | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
-    Give ``video`` + ``segments``, or ``clips_dir`` + ``manifest``. Returns what
+    Give ``video`` + ``segments``, ``video`` alone (utterances and speakers found in its
+    audio with ``diarization``'s settings, written to ``out_dir/segments.rttm``), or
+    ``clips_dir`` + ``manifest``. ``asr_model``: a local speech-recognition model folder that
+    transcribes utterances without text when the run uses text. Returns what
     ``predictions.json`` holds.
     """
-    if (video is None) != (segments is None) or (clips_dir is None) != (manifest is None) or \
-            (video is None) == (clips_dir is None):
-        raise PredictError("give either a video and its segment list, or a clips folder and "
-                           "its manifest")
+    if (segments is not None and video is None) or \
+            (clips_dir is None) != (manifest is None) or (video is None) == (clips_dir is None):
+        raise PredictError("give either a video (and its segment list, if any), or a clips "
+                           "folder and its manifest")
     run = Run.open(run_dir)
     models = run.models(device)
     labels, modalities, widths = run.labels, run.modalities, run.widths
     if video is not None:
         if not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
-        corpus = corpus_from_segments(video, video_segments(video, segments), labels)
+        segs, found = _video_input(video, segments, out_dir, modalities, diarization,
+                                   asr_model, asr_language, device)
+        corpus = corpus_from_segments(video, segs, labels)
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
     with quiet_loading(not progress):
@@ -165,7 +180,9 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
 
     result = {
         "run": str(run.path.resolve()), "labels": labels, "modalities": modalities,
-        "input": ({"video": str(Path(video).resolve()), "segments": str(Path(segments).resolve())}
+        "input": ({"video": str(Path(video).resolve()),
+                   "segments": str(Path(segments or found["segmentation"]["rttm"]).resolve()),
+                   **found}
                   if video is not None else
                   {"clips_dir": str(Path(clips_dir).resolve()),
                    "manifest": str(Path(manifest).resolve())}),
@@ -188,6 +205,40 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
         atomic_write_bytes(out / "report.html", render_report(
             views, labels, f"Emotions in {name}", meta).encode())
     return result
+
+
+def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
+                 out_dir: str | os.PathLike, modalities: Sequence[str],
+                 diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
+                 asr_language: str | None, device: str) -> tuple[list[Segment], dict]:
+    """The segments of a video: read from ``segments``, or found in its audio; transcribed
+    when the run uses text, they have none and an ASR model is given. Also returns what
+    ``predictions.json`` records about it (``segmentation``, ``asr``)."""
+    from avafn.diarize import DiarizeOptions
+    from avafn.inference.from_audio import (
+        RTTM_NAME,
+        needs_text_error,
+        segmentation_meta,
+        segments_from_audio,
+        transcribe_segments,
+    )
+
+    found: dict = {}
+    if segments is not None:
+        segs = video_segments(video, segments)
+    else:
+        if "text" in modalities and asr_model is None:
+            raise needs_text_error()  # before minutes of diarization
+        options = diarization or DiarizeOptions(device=device)
+        segs = segments_from_audio(video, out_dir, options)
+        found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
+    if "text" in modalities and not all((s.text or "").strip() for s in segs):
+        if asr_model is not None:
+            segs, found["asr"] = transcribe_segments(video, segs, asr_model, device,
+                                                     asr_language)
+        elif not any((s.text or "").strip() for s in segs):
+            raise needs_text_error()
+    return segs, found
 
 
 __all__ = ["predict", "run_models"]
