@@ -137,6 +137,20 @@ def test_truncated_run_config_is_named(data, capsys):
     _one_line(err, "evaluate", "run/config.json: truncated run config")
 
 
+def test_truncated_run_config_when_resuming_or_evaluating(data, capsys):
+    run = data["tmp"] / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model_name": "avafn", "mod')
+    (run / "seed-0").mkdir()
+    (run / "seed-0" / "model.pt").write_bytes(b"")
+    rc, err = _run(_train(data), capsys)
+    assert rc == 1
+    _one_line(err, "train", "run/config.json: truncated run config")
+    rc, err = _run(["evaluate", run], capsys)
+    assert rc == 1
+    _one_line(err, "evaluate", "run/config.json: truncated run config")
+
+
 def test_not_a_run_folder(data, capsys):
     rc, err = _run(["evaluate", data["tmp"] / "nowhere"], capsys)
     assert rc == 1

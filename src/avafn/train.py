@@ -36,7 +36,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from avafn import __version__
 from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
-from avafn.errors import UserError
+from avafn.errors import UserError, read_json
 from avafn.store import FeatureStore, StoreError, atomic_write_bytes, atomic_write_json
 
 ABLATIONS = ("no_acm", "no_ssm", "no_ilm")
@@ -237,7 +237,7 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path, cfg: TrainCo
     desc = run_description(corpus, store, cfg)
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        old = read_json(cfg_path, "run config")
         _check_same_run(cfg_path, old, desc)
         desc["seeds"] = sorted(set(old.get("seeds", [])) | {int(s) for s in seeds})
     else:
@@ -352,7 +352,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[dict, list[torch
     cfg_path = run / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{run}: not a run folder (no config.json)")
-    desc = json.loads(cfg_path.read_text())
+    desc = read_json(cfg_path, "run config")
     seeds = finished_seeds(run)
     if not seeds:
         raise FileNotFoundError(f"{run}: no finished seed (no seed-*/model.pt); train first")
