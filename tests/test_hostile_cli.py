@@ -229,6 +229,13 @@ def test_error_line_classification(tmp_path):
     assert cli.error_line(ValueError("a bug")) is None
     assert cli.error_line(KeyError("x")) is None
     assert cli.error_line(OSError(errno.ECONNRESET, "reset")) is None
+    assert cli.error_line(MemoryError()).startswith("out of memory; use a smaller --batch-size")
+
+    class OutOfMemoryError(RuntimeError):  # what torch.cuda raises
+        pass
+
+    assert "out of memory (CUDA out of memory. Tried" in cli.error_line(
+        OutOfMemoryError("CUDA out of memory. Tried to allocate 10 GiB\nmore"))
     assert cli.error_line(FileNotFoundError(errno.ENOENT, "x", "/a/b")) == (
         "/a/b: no such file or directory")
     p = tmp_path / "c.json"
