@@ -58,15 +58,20 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
 
 
 def test_user_error_in_a_process_and_debug_shows_the_traceback(tmp_path):
-    bad = small_manifest(tmp_path / "m.csv")
-    bad.write_text(bad.read_text() + bad.read_text().splitlines()[1] + "\n")  # duplicate row
-    (tmp_path / "st").mkdir()
-    args = ["train", "--dataset", bad, "--store", tmp_path / "st", "--out", tmp_path / "run"]
-    assert_user_error(run_cli(*args), "train", "m.csv: line 20: duplicate")
+    args = ["store", "check", tmp_path / "nowhere"]
+    assert_user_error(run_cli(*args), "store check", "nowhere: no such feature store folder")
     for res in (run_cli("--debug", *args), run_cli(*args, env={"AVAFN_DEBUG": "1"})):
         assert res.returncode == 1
-        assert "Traceback" in res.stderr and "DataError" in res.stderr
-        assert res.stderr.strip().splitlines()[-1].startswith("avafn train: error: ")
+        assert "Traceback" in res.stderr and "StoreError" in res.stderr
+        assert res.stderr.strip().splitlines()[-1].startswith("avafn store check: error: ")
+
+
+def test_duplicate_manifest_row(data, capsys):
+    bad = data["manifest"]
+    bad.write_text(bad.read_text() + bad.read_text().splitlines()[1] + "\n")
+    rc, err = _run(_train(data), capsys)
+    assert rc == 1
+    _one_line(err, "train", "m.csv: line 20: duplicate")
 
 
 def test_a_real_bug_still_prints_its_traceback(tmp_path):
