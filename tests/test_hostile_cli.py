@@ -125,6 +125,13 @@ def test_invalid_training_values(data, capsys, extra, needles):
     assert not (data["tmp"] / "run").exists()  # refused before anything was written
 
 
+def test_unknown_setting_in_table(data, capsys):
+    argv = ["table", *_train(data)[1:7], "--config", '{"nonsense": 1}', "--rows", "text"]
+    rc, err = _run(argv, capsys)
+    assert rc == 1
+    _one_line(err, "table", "unknown training setting(s) ['nonsense']")
+
+
 def test_truncated_config_file_is_a_usage_error_naming_it(data, capsys):
     cfg = data["tmp"] / "settings.json"
     cfg.write_text('{"max_epochs": 3, "lr": 0.')

@@ -78,7 +78,7 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
     out = Path(out_dir)
     stored = store.modalities()
     rows = list(rows) if rows else default_rows(stored)
-    base = TrainConfig(device=device, **train_overrides)
+    base = TrainConfig.from_dict({**train_overrides, "device": device})
     done, skipped = [], []
     for row in rows:
         mods, abl = parse_row(row)
