@@ -48,22 +48,29 @@ def _one_line(err: str, command: str, *needles: str) -> str:
 
 
 # -------------------------------------------------------------- through a real process
-def test_usage_errors_exit_2_without_traceback(tmp_path):
-    for args in (["train"], ["nonsense"], ["train", "--dataset", "x", "--store", "y", "--out",
-                                           "z", "--seeds", "a,b"], []):
-        res = run_cli(*args)
-        assert res.returncode == 2, (args, res.stderr)
-        assert "Traceback" not in res.stderr
-        assert "usage: avafn" in (res.stderr + res.stdout)
+def test_usage_errors_exit_2_without_traceback(capsys):
+    res = run_cli("train")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "usage: avafn train" in res.stderr and "required" in res.stderr
+    for args in (["nonsense"], ["train", "--dataset", "x", "--store", "y", "--out", "z",
+                                "--seeds", "a,b"]):
+        rc, err = _run(args, capsys)
+        assert rc == 2 and "usage: avafn" in err, args
+    assert cli.main([]) == 2 and "usage: avafn" in capsys.readouterr().out
 
 
-def test_user_error_in_a_process_and_debug_shows_the_traceback(tmp_path):
+def test_user_error_in_a_process_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
     args = ["store", "check", tmp_path / "nowhere"]
     assert_user_error(run_cli(*args), "store check", "nowhere: no such feature store folder")
-    for res in (run_cli("--debug", *args), run_cli(*args, env={"AVAFN_DEBUG": "1"})):
-        assert res.returncode == 1
-        assert "Traceback" in res.stderr and "StoreError" in res.stderr
-        assert res.stderr.strip().splitlines()[-1].startswith("avafn store check: error: ")
+    res = run_cli("--debug", *args)
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "StoreError" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("avafn store check: error: ")
+    monkeypatch.setenv("AVAFN_DEBUG", "1")
+    assert cli.main([str(a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(
+        "avafn store check: error: ")
 
 
 def test_duplicate_manifest_row(data, capsys):
