@@ -173,6 +173,17 @@ def test_not_a_run_folder(data, capsys):
     _one_line(err, "evaluate", "nowhere: no such run folder")
 
 
+def test_predict_errors_go_through_the_one_policy(data, capsys, monkeypatch):
+    argv = ["predict", data["tmp"] / "nowhere", "--video", data["tmp"] / "v.mp4", "--segments",
+            data["tmp"] / "s.csv", "--out", data["tmp"] / "out"]
+    rc, err = _run(argv, capsys)
+    assert rc == 1
+    _one_line(err, "predict", "nowhere")
+    monkeypatch.setenv("AVAFN_DEBUG", "1")  # the policy's --debug applies to predict too
+    assert cli.main([str(a) for a in argv]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
 def test_unknown_split_in_extraction(data, capsys):
     rc, err = _run(["extract", "text", "--dataset", data["manifest"], "--store",
                     data["tmp"] / "s2", "--splits", "nonsense"], capsys)

@@ -47,26 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
-def _input_errors() -> tuple[type[Exception], ...]:
-    from avafn.data.corpus import DataError
-    from avafn.errors import UserError
-    from avafn.inference import PredictError, StreamingError
-    from avafn.segments import SegmentError
-    from avafn.store import StoreError
-
-    return (PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError,
-            UserError)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _input_errors() as e:
-        print(f"avafn predict: error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Errors are reported by the CLI's one error policy (:func:`avafn.cli.main`)."""
     from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
     from avafn.segments import format_time
 
