@@ -206,6 +206,17 @@ def test_differing_duplicates_are_reported_and_moved_aside(tmp_path, reference):
     assert entries(root, "standin") == reference
 
 
+def test_check_reports_and_repair_removes_temp_files_of_killed_writers(tmp_path):
+    root, _ = _sharded(tmp_path)
+    left = root / "standin" / ".tmp-part-r000-x-000009.npz~999999999@nohost~x"
+    left.write_bytes(b"half")  # what kill -9 leaves (owner on another host, stale)
+    os.utime(left, (0, 0))
+    rep = FeatureStore(root).check()
+    assert not rep.ok and "1 temp file(s) of dead writers" in rep.problems[0]
+    rep = FeatureStore(root).check(repair=True)
+    assert rep.ok and rep.removed_temp == 1 and not left.exists()
+
+
 def test_store_json_damage_and_not_a_store(tmp_path):
     root, _ = _sharded(tmp_path)
     (root / "store.json").write_text("{")
