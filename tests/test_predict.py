@@ -12,8 +12,8 @@ import av
 import cv2
 import numpy as np
 import pytest
-from synthetic_media import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 from chromium_page import open_page
+from synthetic_media import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 
 from avafn import cli
 from avafn.data.corpus import Corpus, Dialogue, Utterance

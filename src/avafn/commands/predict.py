@@ -93,26 +93,8 @@ def _print_segmentation(res: dict) -> None:
         print(f"transcribed {asr['transcribed']} utterance(s) with {asr['asr_model']}")
 
 
-def _input_errors() -> tuple[type[Exception], ...]:
-    from avafn.data.corpus import DataError
-    from avafn.errors import UserError
-    from avafn.inference import PredictError, StreamingError
-    from avafn.segments import SegmentError
-    from avafn.store import StoreError
-
-    return (PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError,
-            UserError)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _input_errors() as e:
-        print(f"avafn predict: error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Errors are reported by the CLI's one error policy (:func:`avafn.cli.main`)."""
     from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
     from avafn.segments import format_time
 
