@@ -6,15 +6,16 @@ import os
 import shutil
 
 import pytest
-from test_predict import LABELS, SMALL, TURNS, _synthetic_store, _train_corpus, make_conversation
+from test_predict import (
+    LABELS,
+    SMALL,
+    TURNS,
+    _synthetic_store,
+    _train_corpus,
+    media_and_extractors,
+)
 
 from avafn import cli
-from avafn.extract.audio import Wav2Vec2Encoder
-from avafn.extract.faces import FaceConfig
-from avafn.extract.job import VideoExtractor
-from avafn.extract.synthetic import make_random_dan, make_tiny_wav2vec2
-from avafn.extract.text import TextEncoder
-from avafn.extract.video import DANVideoEncoder
 from avafn.inference import PredictError, predict
 from avafn.inference.batch import find_videos, predict_folder
 from avafn.inference.summary import summarize, summary_lines
@@ -49,20 +50,15 @@ alice: Oh no, not again!
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
-    video = make_conversation(root / "talk.mp4")
-    w2v = make_tiny_wav2vec2(root / "w2v", layers=2)
-    dan = make_random_dan(root / "dan.pth")
-    metas = {"audio": Wav2Vec2Encoder(w2v).meta(),
-             "video": VideoExtractor(DANVideoEncoder(dan), fps=2.0,
-                                     face_config=FaceConfig(size=64)).meta(),
-             "text": TextEncoder().meta}
+    video, _, _, metas = media_and_extractors(root)
     corpus = _train_corpus()
     store = _synthetic_store(root / "store", corpus, metas)
     quick = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0}
+    small = {**SMALL, "n_parties": 4}  # room for an "unknown" third speaker
     text = train(corpus, store, root / "run-text", TrainConfig(
-        modalities=("text",), model_overrides=SMALL, **quick), seeds=(0,), progress=False)
+        modalities=("text",), model_overrides=small, **quick), seeds=(0,), progress=False)
     av_run = train(corpus, store, root / "run-av", TrainConfig(
-        modalities=("audio", "video"), model_overrides=SMALL, **quick), seeds=(0,),
+        modalities=("audio", "video"), model_overrides=small, **quick), seeds=(0,),
         progress=False)
     srt = root / "talk.srt"
     srt.write_bytes(MESSY.encode("utf-8"))

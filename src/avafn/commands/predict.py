@@ -96,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         _print_summary(res, Path(args.out), not args.no_html)
         return 0
 
+    if video_mode and (args.video is None or args.segments is None):
+        raise PredictError("--stream with a video needs both --video and --segments")
     items = iter_stream_items(args.video, args.segments, args.clips, args.manifest,
                               lines=None if (video_mode or clips_mode) else iter(sys.stdin))
     sink = None

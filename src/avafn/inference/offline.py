@@ -29,7 +29,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,15 @@ from avafn.data.corpus import Dialogue
 from avafn.inference.featurizer import Featurizer
 from avafn.inference.inputs import (
     PredictError,
+    SpeakerTurns,
     corpus_from_clips,
     corpus_from_segments,
+    media_needs,
     video_segments,
 )
+from avafn.inference.summary import summarize
+from avafn.notices import Notices
+from avafn.segments import DEFAULT_MAX_SEGMENTS
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
 
 
@@ -104,30 +109,44 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
             segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
             manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
             device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
-            html: bool = True, progress: bool = False) -> dict:
+            html: bool = True, progress: bool = False, overlaps: str = "trim",
+            max_segments: int | None = DEFAULT_MAX_SEGMENTS,
+            speaker_turns: SpeakerTurns | None = None,
+            log: Callable[[str], None] | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
-    Give ``video`` + ``segments``, or ``clips_dir`` + ``manifest``. Returns what
-    ``predictions.json`` holds.
+    Give ``video`` + ``segments``, ``segments`` alone (a transcript, for a text-only run), or
+    ``clips_dir`` + ``manifest``. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
+    segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
+    progress and notes, one line each. Returns what ``predictions.json`` holds, including
+    ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
     """
     from avafn.train import finished_seeds, load_run
 
-    if (video is None) != (segments is None) or (clips_dir is None) != (manifest is None) or \
-            (video is None) == (clips_dir is None):
-        raise PredictError("give either a video and its segment list, or a clips folder and "
-                           "its manifest")
+    if (clips_dir is None) != (manifest is None) or \
+            (segments is None and clips_dir is None) or \
+            (clips_dir is not None and (video is not None or segments is not None)):
+        raise PredictError("give a video and its segment list, a segment list alone (a "
+                           "transcript), or a clips folder and its manifest")
+    say = log or (lambda _line: None)
+    notices = Notices()
     run = Path(run_dir)
     desc, models = load_run(run, device)
     labels = list(desc["labels"])
     modalities = list(desc["modalities"])
     widths = {m: int(desc["model"]["input_dims"][m]) for m in modalities}
-    if video is not None:
-        if not Path(video).is_file():
-            raise PredictError(f"{video}: video not found")
-        corpus = corpus_from_segments(video, video_segments(video, segments), labels)
+    ignored: dict[str, str] = {}
+    if segments is not None:
+        ignored = media_needs(modalities, video, say)
+        segs = video_segments(video, segments, overlaps=overlaps, max_segments=max_segments,
+                              notices=notices, speaker_turns=speaker_turns, log=say)
+        corpus = corpus_from_segments(video, segs, labels)
+        say(f"segments: {len(segs)} utterances, "
+            f"{len({s.speaker for s in segs})} speaker(s) from {Path(segments).name}")
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
     featurizer = Featurizer.from_run(desc, device, extractor_models)
+    say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +157,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
         missing = _missing_reasons(store, modalities)
         rows: list[dict] = []
         views: list[dict] = []
+        say(f"model: {len(models)} seed(s)")
         for dias in corpus.splits.values():
             for d in dias:
                 prob, att, present = run_models(models, d, store, modalities, widths, device)
@@ -167,8 +187,9 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
 
     result = {
         "run": str(run.resolve()), "labels": labels, "modalities": modalities,
-        "input": ({"video": str(Path(video).resolve()), "segments": str(Path(segments).resolve())}
-                  if video is not None else
+        "input": ({"video": str(Path(video).resolve()) if video is not None else None,
+                   "segments": str(Path(segments).resolve())}
+                  if segments is not None else
                   {"clips_dir": str(Path(clips_dir).resolve()),
                    "manifest": str(Path(manifest).resolve())}),
         "models": {"seeds": finished_seeds(run),
@@ -178,13 +199,17 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
         "extractors": featurizer.metas,
         "extraction": reports,
         "utterances": rows,
+        "ignored_modalities": ignored,
+        "warnings": notices.to_dict(),
     }
+    result["summary"] = summarize(result)
     atomic_write_json(out / "predictions.json", result)
     atomic_write_bytes(out / "predictions.csv", _csv_text(rows, labels, modalities).encode())
     if html:
         from avafn.report_html import render_report
 
-        name = Path(video).name if video is not None else Path(manifest).name
+        name = Path(video if video is not None else segments if segments is not None
+                    else manifest).name
         meta = {"run": run.name, "seeds averaged": len(models),
                 "modalities": ", ".join(modalities), "utterances": len(rows)}
         atomic_write_bytes(out / "report.html", render_report(
