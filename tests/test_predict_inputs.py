@@ -1,6 +1,7 @@
 """predict from what people have: messy subtitles, a transcript alone, a folder of videos; and
 the console summary it ends with."""
 
+import io
 import json
 import os
 import shutil
@@ -19,7 +20,16 @@ from avafn import cli
 from avafn.inference import PredictError, predict
 from avafn.inference.batch import find_videos, predict_folder
 from avafn.inference.summary import summarize, summary_lines
-from avafn.segments import W_CLIPPED, W_SOUND, W_SPELLINGS, W_TRIMMED, W_UNKNOWN
+from avafn.segments import (
+    W_CLIPPED,
+    W_DIARIZED,
+    W_SOUND,
+    W_SPELLINGS,
+    W_TRIMMED,
+    W_UNKNOWN,
+    Segment,
+)
+from avafn.store import FeatureStore
 from avafn.train import TrainConfig, train
 
 # the conversation of test_predict, as a subtitle file people really have: CRLF, a BOM,
@@ -220,3 +230,48 @@ def test_summary_lines_from_a_result():
         "not used: video (the run does not use it)",
         "warnings (4 in 1 kind(s)):",
         "  sound descriptions dropped: 4 (t.srt:3, ...)"]
+
+
+def test_untagged_cues_take_the_speaker_of_a_diarizer(env, tmp_path):
+    calls = []
+
+    def turns(media, segs):  # a diarizer's answer: who speaks when in the media
+        calls.append((media, len(segs)))
+        return [Segment(0.0, 1.25, "S0", None), Segment(1.25, 2.55, "S1", None),
+                Segment(2.55, 3.65, "S0", None), Segment(3.65, 4.85, "S1", None),
+                Segment(4.85, 6.0, "S0", None)]
+
+    res = predict(env["av"], video=env["video"], segments=env["srt"], out_dir=tmp_path / "d",
+                  html=False, speaker_turns=turns)
+    assert calls == [(str(env["video"]), 5)]
+    # S1 overlaps Bob's tagged cue, so the untagged cue it speaks is Bob's
+    assert [u["speaker"] for u in res["utterances"]] == ["Alice", "Bob", "Alice", "Bob", "Alice"]
+    assert {w["warning"]: w["count"] for w in res["warnings"]}[W_DIARIZED] == 1
+
+
+def test_stream_reads_messy_subtitles_and_lists_the_warnings(env, tmp_path, capsys,
+                                                               monkeypatch):
+    causal = train(_train_corpus(), FeatureStore(env["root"] / "store"), tmp_path / "causal",
+                   TrainConfig(modalities=("audio", "video"), max_epochs=1, batch_size=4,
+                               model_overrides={**SMALL, "n_parties": 4,
+                                                "bidirectional": False}),
+                   seeds=(0,), progress=False)
+    assert cli.main(["predict", str(causal), "--video", str(env["video"]), "--segments",
+                     str(env["srt"]), "--stream", "--jsonl"]) == 0
+    cap = capsys.readouterr()
+    got = [json.loads(x) for x in cap.out.splitlines()]
+    assert [g["speaker"] for g in got] == ["Alice", "Bob", "Alice", "unknown", "Alice"]
+    assert f"warning: {W_TRIMMED}: 1 (" in cap.err and f"warning: {W_UNKNOWN}: 1 (" in cap.err
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        '{"features": {"audio": null, "video": null}, "speaker": "A", "start": NaN}\n'))
+    assert cli.main(["predict", str(causal), "--stream"]) == 1
+    assert "stdin:1: 'start' must be a finite number of seconds, got nan" in \
+        capsys.readouterr().err
+
+
+def test_too_many_speakers_fail_before_extraction(env, tmp_path):
+    many = tmp_path / "many.csv"
+    many.write_text("".join(f"{i},{i + 0.9},P{i}\n" for i in range(5)))
+    with pytest.raises(PredictError, match=r"has 5 speakers, but the model knows at most 4"):
+        predict(env["av"], video=env["video"], segments=many, out_dir=tmp_path / "m")
+    assert not (tmp_path / "m").exists()  # nothing extracted, nothing written

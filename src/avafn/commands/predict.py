@@ -66,6 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
+    from avafn.notices import Notices
     from avafn.segments import format_time
 
     models = {k: v for k, v in (("audio", args.audio_model), ("video", args.dan_checkpoint),
@@ -98,8 +99,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if video_mode and (args.video is None or args.segments is None):
         raise PredictError("--stream with a video needs both --video and --segments")
+    notices = Notices()
     items = iter_stream_items(args.video, args.segments, args.clips, args.manifest,
-                              lines=None if (video_mode or clips_mode) else iter(sys.stdin))
+                              lines=None if (video_mode or clips_mode) else iter(sys.stdin),
+                              notices=notices, **_segment_kwargs(args))
     sink = None
     if args.out is not None:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     if lat:
         print(f"{len(lat)} utterances streamed; latency per utterance: median "
               f"{sorted(lat)[len(lat) // 2]:.1f} ms, max {max(lat):.1f} ms", file=sys.stderr)
+    for line in notices.lines():
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -177,14 +178,16 @@ def iter_stream_items(video: str | os.PathLike | None = None,
                       segments: str | os.PathLike | None = None,
                       clips_dir: str | os.PathLike | None = None,
                       manifest: str | os.PathLike | None = None,
-                      lines: Iterator[str] | None = None) -> Iterator[dict]:
+                      lines: Iterator[str] | None = None, **segment_options: Any
+                      ) -> Iterator[dict]:
     """Utterances one at a time for streaming, as ``{"clip" | "features", "speaker", "start",
     "end", "text", "source"}``: from a video + segment list, a clips folder + manifest (one
     dialogue after another, ``"new_dialogue": True`` at each start), or JSON lines
     (``{"clip": path, "speaker": ..., "start": s, "end": s, "text": ...}`` or
-    ``{"features": {"audio": [...], "video": null}, "speaker": ...}``)."""
+    ``{"features": {"audio": [...], "video": null}, "speaker": ...}``).
+    ``segment_options`` go to :func:`video_segments`."""
     if video is not None:
-        for s in video_segments(video, segments):
+        for s in video_segments(video, segments, **segment_options):
             yield {"clip": str(video), "speaker": s.speaker, "start": s.start, "end": s.end,
                    "text": s.text, "source": s.source}
         return
@@ -208,6 +211,12 @@ def iter_stream_items(video: str | os.PathLike | None = None,
                 ("clip" not in obj and "features" not in obj):
             raise PredictError(f"stdin:{lineno}: expected an object with 'speaker' and 'clip' "
                                "or 'features'")
+        for k in ("start", "end"):
+            v = obj.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or not math.isfinite(v)):
+                raise PredictError(f"stdin:{lineno}: {k!r} must be a finite number of "
+                                   f"seconds, got {v!r}")
         obj.setdefault("source", f"stdin:{lineno}")
         yield obj
 

@@ -52,6 +52,18 @@ from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
 
 
 # ----------------------------------------------------------------------------- the model
+def check_parties(models: Sequence[torch.nn.Module], dialogue: Dialogue) -> None:
+    """Refuse a dialogue with more speakers than the models know parties."""
+    n_parties = min(int(getattr(getattr(mod, "cfg", None), "n_parties", 10**9))
+                    for mod in models)
+    spk_idx = [u.speaker_idx for u in dialogue.utterances]
+    if max(spk_idx) >= n_parties:
+        raise PredictError(
+            f"dialogue {dialogue.dialogue_id} has {max(spk_idx) + 1} speakers, but the model "
+            f"knows at most {n_parties} parties per dialogue (speakers: "
+            f"{list(dict.fromkeys(u.speaker for u in dialogue.utterances))})")
+
+
 @torch.no_grad()
 def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: FeatureStore,
                modalities: Sequence[str], widths: Mapping[str, int], device: str = "cpu"
@@ -64,14 +76,8 @@ def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: Fea
         x, p = store.load(m, uids, int(widths[m]))
         feats[m] = torch.from_numpy(x).unsqueeze(0).to(device)
         present[m] = torch.from_numpy(p).unsqueeze(0).to(device)
-    n_parties = min(int(getattr(getattr(mod, "cfg", None), "n_parties", 10**9))
-                    for mod in models)
+    check_parties(models, dialogue)
     spk_idx = [u.speaker_idx for u in dialogue.utterances]
-    if max(spk_idx) >= n_parties:
-        raise PredictError(
-            f"dialogue {dialogue.dialogue_id} has {max(spk_idx) + 1} speakers, but the model "
-            f"knows at most {n_parties} parties per dialogue (speakers: "
-            f"{list(dict.fromkeys(u.speaker for u in dialogue.utterances))})")
     speaker = torch.tensor([spk_idx], dtype=torch.long, device=device)
     mask = torch.ones(1, len(uids), dtype=torch.bool, device=device)
     probs, atts = [], []
@@ -124,10 +130,13 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
     from avafn.train import finished_seeds, load_run
 
     if (clips_dir is None) != (manifest is None) or \
-            (segments is None and clips_dir is None) or \
+            (segments is None and clips_dir is None and video is None) or \
             (clips_dir is not None and (video is not None or segments is not None)):
         raise PredictError("give a video and its segment list, a segment list alone (a "
                            "transcript), or a clips folder and its manifest")
+    if segments is None and clips_dir is None:
+        raise PredictError(f"{video}: no segment list; give --segments FILE (subtitles .srt / "
+                           ".vtt, .csv start,end,speaker[,text], or .rttm)")
     say = log or (lambda _line: None)
     notices = Notices()
     run = Path(run_dir)
@@ -145,6 +154,9 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
             f"{len({s.speaker for s in segs})} speaker(s) from {Path(segments).name}")
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
+    for dias in corpus.splits.values():  # before any extraction
+        for d in dias:
+            check_parties(models, d)
     featurizer = Featurizer.from_run(desc, device, extractor_models)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
