@@ -143,6 +143,11 @@ def test_webvtt_header_blocks_voices_classes_and_entities(tmp_path):
     ("(Name) hi", [("Name", "hi")]),
     ("<v Name>hi</v>", [("Name", "hi")]),
     ("WOMAN (ON PHONE): hello?", [("WOMAN", "hello?")]),
+    ("NARRATOR (V.O.): Once", [("NARRATOR", "Once")]),
+    ("MAN #2: Stop!", [("MAN #2", "Stop!")]),
+    ("JOHN & MARY: Hello!", [("JOHN & MARY", "Hello!")]),
+    ("ALICE:\nHello", [("ALICE", "Hello")]),
+    ("(ON TV) News at ten.", [(None, "News at ten.")]),
     ("[laughs] Bob: really?", [("Bob", "really?")]),
     ("[Bob] [laughs]", []),
     ("[door slams]", []),
@@ -161,12 +166,13 @@ def test_speaker_tags_in_every_style(cue, expected):
 def test_one_name_per_speaker_with_a_readable_form(tmp_path):
     p = tmp_path / "s.csv"
     p.write_text("0,1,ALICE\n1,2,alice\n2,3, Alice \n3,4,DR.  GREEN\n4,5,dr. green\n"
-                 "5,6,SPEAKER_01\n6,7,speaker_01\n7,8,BOB\n")
+                 "5,6,SPEAKER_01\n6,7,speaker_01\n7,8,BOB\n8,9,O'BRIEN\n9,10,MAN #2\n")
     notes = Notices()
     segs = read_segments(p, notices=notes)
     assert [s.speaker for s in segs] == ["Alice"] * 3 + ["Dr. Green"] * 2 + \
-        ["SPEAKER_01"] * 2 + ["Bob"]
-    assert speaker_indices(segs) == {"Alice": 0, "Dr. Green": 1, "SPEAKER_01": 2, "Bob": 3}
+        ["SPEAKER_01"] * 2 + ["Bob", "O'Brien", "MAN #2"]
+    assert list(speaker_indices(segs).items())[:4] == [("Alice", 0), ("Dr. Green", 1),
+                                                       ("SPEAKER_01", 2), ("Bob", 3)]
     assert notes.count(W_SPELLINGS) == 3
 
 

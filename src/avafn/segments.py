@@ -164,9 +164,9 @@ def _display(spellings: Sequence[str]) -> str:
         if s != s.upper() and s != s.lower():
             return s
     s = spellings[0]
-    if re.fullmatch(r"[^\W\d_][^\W\d_ .'\-]*(?:[ .'\-]+[^\W\d_]*)*", s):
-        return s.title()  # DR. GREEN -> Dr. Green; SPEAKER_01, A1 stay as they are
-    return s
+    if re.search(r"[\d_]", s):  # SPEAKER_01, A1, MAN #2 stay as they are
+        return s
+    return re.sub(r"[^\W\d_]+", lambda m: m.group(0).capitalize(), s.lower())  # Dr. Green
 
 
 def unify_speakers(segs: Sequence[Segment], notices: Notices | None = None) -> list[Segment]:
@@ -214,7 +214,7 @@ _VOICE = re.compile(r"^<v(?:\.[^\s>]+)*(?:\s+([^>]+))?>", re.IGNORECASE)
 _DASH = re.compile(r"^[-\u2010-\u2015]\s*")
 _CHEVRONS = re.compile(r"^>{2,}\s*")
 _NAME_COLON = re.compile(
-    r"^([^\W\d_][\w .'\-]{0,39}?|[\w\-]{1,40}?)\s*(?:\([^()\n]{1,30}\))?\s*:(?:\s+(.*)|\s*)$",
+    r"^([^\W\d_][\w .'&#\-]{0,39}?|[\w\-]{1,40}?)\s*(?:\([^()\n]{1,30}\))?\s*:(?:\s+(.*)|\s*)$",
     re.DOTALL)
 _LEAD_BRACKET = re.compile(r"^[\[(]([^\])\n]{1,40})[\])]\s*(:?)\s*(.*)$", re.DOTALL)
 
