@@ -30,7 +30,7 @@ from avafn.segments import (
     Segment,
 )
 from avafn.store import FeatureStore
-from avafn.train import TrainConfig, train
+from avafn.train import train
 
 # the conversation of test_predict, as a subtitle file people really have: CRLF, a BOM,
 # shouting names and a ">>" tag, a sound description, an untagged cue, a cue 10 ms into the
@@ -61,14 +61,13 @@ alice: Oh no, not again!
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     video, _, _, metas = media_and_extractors(root)
-    corpus = _train_corpus()
+    corpus = _train_corpus(parties=4)  # room for an "unknown" third speaker
     store = _synthetic_store(root / "store", corpus, metas)
     quick = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0}
-    small = {**SMALL, "n_parties": 4}  # room for an "unknown" third speaker
-    text = train(corpus, store, root / "run-text", TrainConfig(
-        modalities=("text",), model_overrides=small, **quick), seeds=(0,), progress=False)
-    av_run = train(corpus, store, root / "run-av", TrainConfig(
-        modalities=("audio", "video"), model_overrides=small, **quick), seeds=(0,),
+    text = train(corpus, store, root / "run-text", {
+        "modalities": ("text",), "model_overrides": SMALL, **quick}, seeds=(0,), progress=False)
+    av_run = train(corpus, store, root / "run-av", {
+        "modalities": ("audio", "video"), "model_overrides": SMALL, **quick}, seeds=(0,),
         progress=False)
     srt = root / "talk.srt"
     srt.write_bytes(MESSY.encode("utf-8"))
@@ -251,10 +250,10 @@ def test_untagged_cues_take_the_speaker_of_a_diarizer(env, tmp_path):
 
 def test_stream_reads_messy_subtitles_and_lists_the_warnings(env, tmp_path, capsys,
                                                                monkeypatch):
-    causal = train(_train_corpus(), FeatureStore(env["root"] / "store"), tmp_path / "causal",
-                   TrainConfig(modalities=("audio", "video"), max_epochs=1, batch_size=4,
-                               model_overrides={**SMALL, "n_parties": 4,
-                                                "bidirectional": False}),
+    causal = train(_train_corpus(parties=4), FeatureStore(env["root"] / "store"),
+                   tmp_path / "causal",
+                   {"modalities": ("audio", "video"), "max_epochs": 1, "batch_size": 4,
+                    "model_overrides": {**SMALL, "bidirectional": False}},
                    seeds=(0,), progress=False)
     assert cli.main(["predict", str(causal), "--video", str(env["video"]), "--segments",
                      str(env["srt"]), "--stream", "--jsonl"]) == 0

@@ -72,6 +72,11 @@ class Corpus:
     media_subdirs: dict[str, str] = field(default_factory=dict)
     #: where the annotations came from (files, sha256), recorded with every run
     source: dict = field(default_factory=dict)
+    #: media files are already cut to their utterance (MELD's clips): ``start`` / ``end`` are
+    #: not offsets into them, so extraction does not cut segments by default
+    pre_cut: bool = False
+    #: the registered corpus reader that read it (:data:`avafn.data.registry.CORPORA`)
+    reader: str = ""
 
     @property
     def max_parties(self) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from avafn.data.corpus import Dialogue
-from avafn.inference.featurizer import Featurizer
+from avafn.inference.featurizer import quiet_loading
 from avafn.inference.inputs import (
     PredictError,
     SpeakerTurns,
@@ -47,6 +47,7 @@ from avafn.inference.inputs import (
 )
 from avafn.inference.summary import summarize
 from avafn.notices import Notices
+from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
 
@@ -127,8 +128,6 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
     progress and notes, one line each. Returns what ``predictions.json`` holds, including
     ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
     """
-    from avafn.train import finished_seeds, load_run
-
     if (clips_dir is None) != (manifest is None) or \
             (segments is None and clips_dir is None and video is None) or \
             (clips_dir is not None and (video is not None or segments is not None)):
@@ -139,11 +138,9 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
                            ".vtt, .csv start,end,speaker[,text], or .rttm)")
     say = log or (lambda _line: None)
     notices = Notices()
-    run = Path(run_dir)
-    desc, models = load_run(run, device)
-    labels = list(desc["labels"])
-    modalities = list(desc["modalities"])
-    widths = {m: int(desc["model"]["input_dims"][m]) for m in modalities}
+    run = Run.open(run_dir)
+    models = run.models(device)
+    labels, modalities, widths = run.labels, run.modalities, run.widths
     ignored: dict[str, str] = {}
     if segments is not None:
         ignored = media_needs(modalities, video, say)
@@ -157,7 +154,8 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
     for dias in corpus.splits.values():  # before any extraction
         for d in dias:
             check_parties(models, d)
-    featurizer = Featurizer.from_run(desc, device, extractor_models)
+    with quiet_loading(not progress):
+        featurizer = run.featurizer(device, extractor_models)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
@@ -198,16 +196,16 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
 
     result = {
-        "run": str(run.resolve()), "labels": labels, "modalities": modalities,
+        "run": str(run.path.resolve()), "labels": labels, "modalities": modalities,
         "input": ({"video": str(Path(video).resolve()) if video is not None else None,
                    "segments": str(Path(segments).resolve())}
                   if segments is not None else
                   {"clips_dir": str(Path(clips_dir).resolve()),
                    "manifest": str(Path(manifest).resolve())}),
-        "models": {"seeds": finished_seeds(run),
+        "models": {"seeds": run.finished_seeds(),
                    "averaging": "mean of the seeds' softmax probabilities; label = argmax; "
                                 "context attention = mean of the seeds' weights",
-                   "bidirectional": bool(desc["model"].get("bidirectional", True))},
+                   "bidirectional": run.bidirectional},
         "extractors": featurizer.metas,
         "extraction": reports,
         "utterances": rows,
@@ -222,7 +220,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
 
         name = Path(video if video is not None else segments if segments is not None
                     else manifest).name
-        meta = {"run": run.name, "seeds averaged": len(models),
+        meta = {"run": run.path.name, "seeds averaged": len(models),
                 "modalities": ", ".join(modalities), "utterances": len(rows)}
         atomic_write_bytes(out / "report.html", render_report(
             views, labels, f"Emotions in {name}", meta).encode())
