@@ -274,3 +274,18 @@ def test_too_many_speakers_fail_before_extraction(env, tmp_path):
     with pytest.raises(PredictError, match=r"has 5 speakers, but the model knows at most 4"):
         predict(env["av"], video=env["video"], segments=many, out_dir=tmp_path / "m")
     assert not (tmp_path / "m").exists()  # nothing extracted, nothing written
+
+
+def test_index_page_escapes_and_quotes_names():
+    from avafn.inference.batch import index_html
+
+    page = index_html({"run": "/r", "folder": "/v/<talks>", "total": 2, "done": 1, "skipped": 0,
+                       "failed": 1, "videos": [
+                           {"video": "a #1?.mp4", "segments": None, "out": "a #1?",
+                            "status": "done", "utterances": 3, "speakers": 2,
+                            "emotions": {"joy": 3}, "warnings": 0},
+                           {"video": "<b>.mp4", "segments": "<b>.srt", "out": "<b>",
+                            "status": "failed", "error": "x: <script>"}]})
+    assert 'href="a%20%231%3F/report.html"' in page
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;talks&gt;" in page
+    assert "1 predicted, 0 already complete, 1 failed" in page

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from avafn.errors import UserError
 from avafn.store import atomic_write_bytes, atomic_write_json
@@ -169,7 +170,7 @@ def index_html(index: Mapping[str, Any]) -> str:
     esc = html.escape
     rows = []
     for e in index["videos"]:
-        link = f'<a href="{esc(e["out"])}/report.html">{esc(e["video"])}</a>' \
+        link = f'<a href="{esc(quote(e["out"]))}/report.html">{esc(e["video"])}</a>' \
             if e["status"] != "failed" else esc(e["video"])
         emo = ", ".join(f"{esc(k)} {v}" for k, v in e.get("emotions", {}).items())
         detail = f'<span class="failed">{esc(e["error"])}</span>' if e.get("error") else emo
