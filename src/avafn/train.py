@@ -24,7 +24,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from avafn import __version__
 from avafn.checkpoint import load_state, save_state, save_weights
 from avafn.config import ABLATIONS, ConfigError, ModelSpec, Provenance, TrainConfig, split_settings
-from avafn.data.batching import IGNORE, SplitData
+from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
 from avafn.run import (
     LAYOUT,
@@ -96,6 +96,7 @@ def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
     """What ``config.json`` holds (everything that made the run; :mod:`avafn.run`)."""
     model = model or ModelSpec()
     provenance = provenance or Provenance()
+    check_limits(d for ds in corpus.splits.values() for d in ds)  # before anything is allocated
     missing = [m for m in cfg.modalities if m not in store.modalities()]
     if missing:
         raise StoreError(f"{store.root}: no {missing} features (stored: {store.modalities()}); "

@@ -94,23 +94,6 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _input_errors() -> tuple[type[Exception], ...]:
-    from avafn.data.corpus import DataError
-    from avafn.data.download import DownloadError
-    from avafn.store import StoreError
-
-    return DataError, DownloadError, StoreError
-
-
-#: errors about the user's input (files, store, network): reported in one line, exit status 1
-INPUT_ERRORS = _input_errors()
-
-
-def _fail(modality: str, err: Exception) -> int:
-    print(f"avafn extract {modality}: error: {err}", file=sys.stderr)
-    return 1
-
-
 def _load_corpus(args: argparse.Namespace):
     from avafn.data import load_corpus
 
@@ -145,21 +128,17 @@ def _defaults_of(p: argparse.ArgumentParser) -> dict:
 
 
 def _run_text(args: argparse.Namespace) -> int:
-    from avafn.errors import UserError
     from avafn.extract.job import run_extraction
     from avafn.extract.text import text_summary
     from avafn.store import FeatureStore
 
-    try:
-        corpus = _load_corpus(args)
-        ext = _build_extractor("text", args)
-        store = FeatureStore(args.store)
-        rep = run_extraction(corpus, None, store, ext, splits=_splits(args), limit=args.limit,
-                             progress=not args.no_progress)
-        summary = text_summary(store, ext.modality, rep) if ext.modality == "text" and \
-            hasattr(ext, "encoder") else rep.to_dict()
-    except (*INPUT_ERRORS, UserError) as e:
-        return _fail("text", e)
+    corpus = _load_corpus(args)
+    ext = _build_extractor("text", args)
+    store = FeatureStore(args.store)
+    rep = run_extraction(corpus, None, store, ext, splits=_splits(args), limit=args.limit,
+                         progress=not args.no_progress)
+    summary = text_summary(store, ext.modality, rep) if ext.modality == "text" and \
+        hasattr(ext, "encoder") else rep.to_dict()
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0
 
@@ -215,33 +194,29 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
 def _run_media(modality: str, args: argparse.Namespace) -> int:
     from avafn.data.registry import corpus_reader
     from avafn.errors import UserError
-    from avafn.extract.dan import DANCheckpointError
     from avafn.extract.job import merge, run_extraction
 
-    try:
-        corpus = _load_corpus(args)
-        if args.merge:
-            layers = [x.strip() for x in (getattr(args, "layers", None) or "").split(",")
-                      if x.strip()]
-            names = [f"{modality}-l{x}" for x in layers] or [modality]
-            out = {m: merge(args.store, m, corpus, _splits(args)) for m in names}
-            print(json.dumps(out[next(iter(out))] if len(out) == 1 else out, indent=2))
-            return 0
-        reader = corpus_reader(corpus.reader) if corpus.reader else None
-        if getattr(reader, "needs_media_root", False) and args.media_root is None:
-            raise ValueError(f"--media-root is required for {corpus.name}: the folder its "
-                             "clip paths are relative to (MELD: MELD.Raw, holding "
-                             "train_splits/, dev_splits_complete/, "
-                             "output_repeated_splits_test/)")
-        ext = _build_extractor(modality, args)
-        if ext.modality != modality and len(ext.outputs()) == 1:
-            ext.modality = modality
-        report = run_extraction(
-            corpus, args.media_root, args.store, ext, splits=_splits(args),
-            workers=args.workers, rank=args.rank, world_size=args.world_size,
-            segments=args.segments, limit=args.limit, progress=not args.no_progress)
-    except (*INPUT_ERRORS, UserError, DANCheckpointError, OSError, ValueError) as e:
-        return _fail(modality, e)
+    corpus = _load_corpus(args)
+    if args.merge:
+        layers = [x.strip() for x in (getattr(args, "layers", None) or "").split(",")
+                  if x.strip()]
+        names = [f"{modality}-l{x}" for x in layers] or [modality]
+        out = {m: merge(args.store, m, corpus, _splits(args)) for m in names}
+        print(json.dumps(out[next(iter(out))] if len(out) == 1 else out, indent=2))
+        return 0
+    reader = corpus_reader(corpus.reader) if corpus.reader else None
+    if getattr(reader, "needs_media_root", False) and args.media_root is None:
+        raise UserError(f"--media-root is required for {corpus.name}: the folder its "
+                         "clip paths are relative to (MELD: MELD.Raw, holding "
+                         "train_splits/, dev_splits_complete/, "
+                         "output_repeated_splits_test/)")
+    ext = _build_extractor(modality, args)
+    if ext.modality != modality and len(ext.outputs()) == 1:
+        ext.modality = modality
+    report = run_extraction(
+        corpus, args.media_root, args.store, ext, splits=_splits(args),
+        workers=args.workers, rank=args.rank, world_size=args.world_size,
+        segments=args.segments, limit=args.limit, progress=not args.no_progress)
     print(report.summary(), file=sys.stderr)
     print(json.dumps(report.to_dict(), indent=2))
     return 0

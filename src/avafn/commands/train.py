@@ -107,12 +107,12 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _corpus_store(args: argparse.Namespace):
     from avafn.data import load_corpus
-    from avafn.store import FeatureStore
+    from avafn.store import FeatureStore, StoreError
 
     _set_threads(args)
     # before reading (maybe downloading) the annotations
     if not Path(args.store).is_dir():
-        raise SystemExit(f"avafn: error: {args.store}: no such feature store folder")
+        raise StoreError(f"{args.store}: no such feature store folder")
     corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=args.labels)
     return corpus, FeatureStore(args.store)
 

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from avafn.data._tabular import sha256_file
+from avafn.errors import UserError
 
 #: file name of each split's CSV in MELD's ``data/MELD/`` folder
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -30,7 +31,7 @@ MELD_SHA256 = {
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file that could not be fetched or whose checksum does not match the pinned one."""
 
 

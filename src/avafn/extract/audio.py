@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
 from avafn.extract.media import decode_audio
 from avafn.extract.registry import ExtractorError, model_location, register_extractor
@@ -51,7 +52,7 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = 400
 
 
-class AudioTooShortError(ValueError):
+class AudioTooShortError(UserError):
     reason = "audio too short"
 
 
@@ -98,17 +99,17 @@ class Wav2Vec2Encoder:
         self.use_attention_mask = (bool(fe.return_attention_mask) if fe is not None
                                    else cfg.feat_extract_norm == "layer")
         if fe is not None and fe.sampling_rate != SAMPLE_RATE:
-            raise ValueError(f"{model}: expects {fe.sampling_rate} Hz audio, this encoder "
+            raise UserError(f"{model}: expects {fe.sampling_rate} Hz audio, this encoder "
                              f"feeds {SAMPLE_RATE} Hz")
         n_layers = int(cfg.num_hidden_layers)
         if layers is not None and layer is not None:
-            raise ValueError("give layer or layers, not both")
+            raise UserError("give layer or layers, not both")
         wanted = list(layers) if layers is not None else [n_layers if layer is None else layer]
         if not wanted or len(set(wanted)) != len(wanted):
-            raise ValueError(f"{self.model_id}: layers {wanted}: expected distinct layer numbers")
+            raise UserError(f"{self.model_id}: layers {wanted}: expected distinct layer numbers")
         for L in wanted:
             if not 0 <= int(L) <= n_layers:
-                raise ValueError(f"{self.model_id}: layer {L} out of range 0..{n_layers} "
+                raise UserError(f"{self.model_id}: layer {L} out of range 0..{n_layers} "
                                  f"(0 = transformer input, {n_layers} = last layer)")
         self.layers = [int(L) for L in wanted]
         self.layer = self.layers[0]

@@ -45,6 +45,7 @@ from multiprocessing import get_context
 from typing import Any
 
 from avafn.data.corpus import Corpus, Utterance
+from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result
 from avafn.extract.media import MediaError
 from avafn.store import FeatureStore, StoreError
@@ -123,7 +124,7 @@ def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[in
     r = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
     w = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
     if w < 1 or not 0 <= r < w:
-        raise ValueError(f"rank {r} is not in 0..{w - 1} (world size {w})")
+        raise UserError(f"rank {r} is not in 0..{w - 1} (world size {w})")
     return r, w
 
 
@@ -438,14 +439,14 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
         from avafn.extract.video import DANFacesExtractor, DANVideoEncoder
 
         if model is None:
-            raise ValueError("video extraction needs a DAN checkpoint (--model PATH): the "
+            raise UserError("video extraction needs a DAN checkpoint (--model PATH): the "
                              "public AffectNet-7/8 or RAF-DB checkpoints of DAN")
         if layer is not None or layers is not None:
-            raise ValueError("--layer applies to audio (wav2vec 2.0) only")
+            raise UserError("--layer applies to audio (wav2vec 2.0) only")
         ext = DANFacesExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or 256,
                                                 precision=precision),
                                 fps=fps, face_config=face_config,
                                 detector=face_detector or DEFAULT_DETECTOR)
     else:
-        raise ValueError(f"unknown modality {modality!r} (audio or video)")
+        raise UserError(f"unknown modality {modality!r} (audio or video)")
     return run_extraction(corpus, media_root, store, ext, **job_kwargs)

@@ -135,7 +135,7 @@ class TextEncoder:
             self._model_normalizes = False
             self._torch = torch
         if normalize is False and self._model_normalizes:
-            raise ValueError(f"{self.model_id} L2-normalises its output itself; "
+            raise UserError(f"{self.model_id} L2-normalises its output itself; "
                              "normalize=False is not possible with it")
         self.normalize = self._model_normalizes if normalize is None else bool(normalize)
 
@@ -186,7 +186,7 @@ class TextExtractor(Extractor):
 
     def __init__(self, encoder: TextEncoder, batch_size: int = 64, modality: str = MODALITY):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         self.encoder = encoder
         self.batch_size = int(batch_size)
         self.modality = modality
@@ -258,7 +258,7 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     enc = encoder or TextEncoder(model, device=device, normalize=normalize, max_length=max_length)
     rep = run_extraction(corpus, None, store, TextExtractor(enc, batch_size), splits=splits,
                          shard_size=shard_size, progress=progress)
