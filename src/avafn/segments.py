@@ -708,40 +708,6 @@ def _resolve_overlaps(segs: list[Segment], policy: str, notices: Notices) -> lis
     return out
 
 
-def validate_segments(segs: Sequence[Segment], duration: float | None = None,
-                      where: str = "segments", tol: float = 1e-6) -> None:
-    """Raise :class:`SegmentError` unless the list is ready for a dialogue: not empty, finite
-    times, ``end > start``, within ``[0, duration]``, sorted, not overlapping, every speaker
-    known."""
-    if not segs:
-        raise SegmentError(f"{where}: no segments")
-    for s in segs:
-        if not (math.isfinite(s.start) and math.isfinite(s.end)):
-            raise SegmentError(f"{s.source}: times must be finite numbers")
-        if s.start < 0:
-            raise SegmentError(f"{s.source}: segment starts before the video ({s.start:.3f} s)")
-        if s.end <= s.start:
-            raise SegmentError(
-                f"{s.source}: end {format_time(s.end)} is not after start {format_time(s.start)}")
-        if duration is not None and s.end > duration + 0.05:
-            raise SegmentError(
-                f"{s.source}: segment {format_time(s.start)}-{format_time(s.end)} lies outside "
-                f"the video, which lasts {format_time(duration)}")
-        if s.speaker is None:
-            raise SegmentError(f"{s.source}: segment without a speaker")
-    for a, b in itertools.pairwise(segs):
-        if b.start < a.start - tol:
-            raise SegmentError(
-                f"{b.source}: segments are not sorted by start time: this one starts at "
-                f"{format_time(b.start)}, before the previous one ({a.source}) at "
-                f"{format_time(a.start)}")
-        if b.start < a.end - tol:
-            raise SegmentError(
-                f"{b.source}: segment {format_time(b.start)}-{format_time(b.end)} ({b.speaker}) "
-                f"overlaps the previous one ({a.source}) {format_time(a.start)}-"
-                f"{format_time(a.end)} ({a.speaker}); one utterance at a time is expected")
-
-
 # --------------------------------------------------------------------------- untagged cues
 #: a diarizer: media path -> speaker turns (``Segment`` with a speaker, text ``None``)
 Diarizer = Callable[[str], Sequence[Segment]]
