@@ -127,7 +127,8 @@ def test_webvtt_header_blocks_voices_classes_and_entities(tmp_path):
     assert _rows(segs) == [(0.5, 2.0, "Esme Smith", "It's a blue & bold day"),
                            (2.0, 2.571, "Mary", "Yes."), (2.571, 3.0, "Esme Smith", "No!"),
                            (3.5, 5.0, "Esme Smith", "Fine.")]
-    assert notes.count(W_MARKUP) == 3 and notes.count(W_SOUND) == 1 and \
+    # voice spans are speaker tags, not markup: only the first cue had markup
+    assert notes.count(W_MARKUP) == 1 and notes.count(W_SOUND) == 1 and \
         notes.count(W_SPLIT) == 1
 
 
@@ -142,6 +143,7 @@ def test_webvtt_header_blocks_voices_classes_and_entities(tmp_path):
     ("[Name]: hi", [("Name", "hi")]),
     ("(Name) hi", [("Name", "hi")]),
     ("<v Name>hi</v>", [("Name", "hi")]),
+    ("<v ann lee>\nhi\n<v bo>yo</v>", [("ann lee", "hi"), ("bo", "yo")]),
     ("WOMAN (ON PHONE): hello?", [("WOMAN", "hello?")]),
     ("NARRATOR (V.O.): Once", [("NARRATOR", "Once")]),
     ("MAN #2: Stop!", [("MAN #2", "Stop!")]),

@@ -211,6 +211,7 @@ _PAREN = re.compile(r"\([^)\n]*\)")
 _ASS = re.compile(r"\{\\[^}]*\}")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>|<\d{1,2}:\d{2}(?::\d{2})?[.,]\d{1,3}>")
 _VOICE = re.compile(r"^<v(?:\.[^\s>]+)*(?:\s+([^>]+))?>", re.IGNORECASE)
+_VOICE_END = re.compile(r"</v>", re.IGNORECASE)
 _DASH = re.compile(r"^[-\u2010-\u2015]\s*")
 _CHEVRONS = re.compile(r"^>{2,}\s*")
 _NAME_COLON = re.compile(
@@ -287,43 +288,39 @@ def parse_cue(lines: Sequence[str], where: str = "", notices: Notices | None = N
               ) -> list[_Turn]:
     """The turns of one subtitle cue (usually one): speaker (or ``None``) and clean text.
     Markup and sound descriptions are removed and counted in ``notices``."""
-    voice: str | None = None
-    clean: list[str] = []
+    # (voice, line, starts a turn): a WebVTT voice span or a dialogue dash starts a turn
+    entries: list[tuple[str | None, str, bool]] = []
     markup = False
+    voice: str | None = None
     for raw in lines:
         line = raw.strip()
         m = _VOICE.match(line)
         if m:
-            if m.group(1) and m.group(1).strip():
-                if clean:  # a new voice mid-cue starts a new turn
-                    clean.append("- " + m.group(1).strip() + ": " + line[m.end():])
-                    markup = True
-                    continue
-                voice = m.group(1).strip()
             line = line[m.end():]
-            markup = True
-        line, changed = _strip_markup(line)
+            if m.group(1) and m.group(1).strip():
+                voice = m.group(1).strip()
+        line, changed = _strip_markup(_VOICE_END.sub("", line))  # </v> closes a speaker tag
         markup |= changed
-        if line.strip():
-            clean.append(line.strip())
+        line = line.strip()
+        if line:
+            entries.append((voice, line, voice is not None or bool(_DASH.match(line))))
+            voice = None
     if markup and notices is not None:
         notices.warn(W_MARKUP, where)
-    # dialogue dashes: each line after the first that starts with a dash is another speaker
-    parts: list[list[str]] = []
-    for i, line in enumerate(clean):
-        if i == 0 or _DASH.match(line):
-            parts.append([line])
+    parts: list[tuple[str | None, list[str]]] = []
+    for i, (v, line, new) in enumerate(entries):
+        if i == 0 or new:
+            parts.append((v, [line]))
         else:
-            parts[-1].append(line)
+            parts[-1][1].append(line)
     turns: list[_Turn] = []
     sounds = 0
-    for k, part in enumerate(parts):
-        text = " ".join(part)
-        text = _DASH.sub("", text, count=1)
+    for v, part in parts:
+        text = _DASH.sub("", " ".join(part), count=1)
         chev = _CHEVRONS.match(text)
         if chev:
             text = text[chev.end():]
-        speaker, text = (voice, text) if (voice is not None and k == 0) else _tag(text)
+        speaker, text = (v, text) if v is not None else _tag(text)
         text, n = _drop_sounds(text)
         sounds += n
         if speaker is None and text:  # a tag may follow a dropped sound: "[laughs] Bob: hi"
