@@ -301,3 +301,18 @@ def test_empty_and_sound_only_cues_are_counted_not_fatal(tmp_path):
     p.write_text("1\n00:00:00,000 --> 00:00:01,000\n[APPLAUSE]\n")
     with pytest.raises(SegmentError, match="s.srt: no segments"):
         read_segments(p)
+
+
+def test_csv_and_rttm_speakers_and_empty_speaker_cells(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text("start,end,speaker,text\n0,1,,hello\n1,2, BOB ,hi\n2,3,bob,\n")
+    segs = read_segments(p)
+    assert _rows(segs) == [(0, 1, None, "hello"), (1, 2, "Bob", "hi"), (2, 3, "Bob", None)]
+    assert [s.speaker for s in assign_speakers(segs)] == [UNKNOWN_SPEAKER, "Bob", "Bob"]
+    r = tmp_path / "d.rttm"
+    r.write_text("\ufeffSPEAKER f 1 0.0 1.0 <NA> <NA> SPK_A <NA> <NA>\n"
+                 "SPEAKER f 1 0.9 1.0 <NA> <NA> spk_a <NA> <NA>\n")
+    notes = Notices()
+    assert _rows(read_segments(r, notices=notes)) == [(0, 0.9, "SPK_A", None),
+                                                      (0.9, 1.9, "SPK_A", None)]
+    assert notes.count(W_TRIMMED) == 1 and notes.count(W_SPELLINGS) == 1
