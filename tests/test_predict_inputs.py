@@ -17,6 +17,7 @@ from test_predict import (
 )
 
 from avafn import cli
+from avafn.errors import UserError
 from avafn.inference import PredictError, predict
 from avafn.inference.batch import find_videos, predict_folder
 from avafn.inference.summary import summarize, summary_lines
@@ -156,7 +157,13 @@ def test_a_run_with_audio_and_video_needs_the_media(env, tmp_path, capsys):
         predict(env["text"], segments=untexted, out_dir=tmp_path / "z")
 
 
-def test_a_folder_of_videos(env, tmp_path, capsys):
+def test_a_folder_of_videos(env, tmp_path, capsys, monkeypatch):
+    from avafn.run import Run
+
+    built = []
+    featurizer = Run.featurizer
+    monkeypatch.setattr(Run, "featurizer", lambda self, *a, **k: built.append(a) or
+                        featurizer(self, *a, **k))
     vids = tmp_path / "vids"
     vids.mkdir()
     shutil.copy(env["video"], vids / "a.mp4")
@@ -174,6 +181,7 @@ def test_a_folder_of_videos(env, tmp_path, capsys):
                    "--no-progress"])
     cap = capsys.readouterr()
     assert rc == 1, cap.err  # a failure is reported in the exit status, after every video
+    assert len(built) == 1  # the extractors are built once for the whole folder
     idx = json.loads((out / "index.json").read_text())
     assert [(v["video"], v["status"]) for v in idx["videos"]] == [
         ("a.mp4", "done"), ("b.mkv", "done"), ("c.mp4", "failed")]
@@ -204,6 +212,9 @@ def test_a_folder_of_videos(env, tmp_path, capsys):
         "done", "skipped"]
     with pytest.raises(PredictError, match="no video files in it"):
         predict_folder(env["av"], tmp_path / "out" / "a", tmp_path / "o2")
+    with pytest.raises(UserError, match="no such run folder"):
+        predict_folder(tmp_path / "no-run", vids, tmp_path / "o3")
+    assert not (tmp_path / "o3").exists()
 
 
 def test_summary_lines_from_a_result():

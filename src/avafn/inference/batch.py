@@ -46,6 +46,31 @@ class FolderItem:
     out: Path
 
 
+class ReusedRun:
+    """An opened run whose models and extractors are built once for all the videos of a folder
+    (:func:`avafn.inference.offline.predict` accepts it in place of a run folder)."""
+
+    def __init__(self, run: Any) -> None:
+        self._run = run
+        self._models: dict[str, list] = {}
+        self._featurizers: dict[tuple, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+    def models(self, device: str = "cpu") -> list:
+        if device not in self._models:
+            self._models[device] = self._run.models(device)
+        return self._models[device]
+
+    def featurizer(self, device: str = "cpu",
+                   extractor_models: Mapping[str, str] | None = None) -> Any:
+        key = (device, tuple(sorted((extractor_models or {}).items())))
+        if key not in self._featurizers:
+            self._featurizers[key] = self._run.featurizer(device, extractor_models)
+        return self._featurizers[key]
+
+
 def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[FolderItem]:
     """The videos of ``folder`` (sorted by name) with their sidecars and output folders."""
     from avafn.inference.inputs import PredictError
@@ -119,9 +144,12 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
     """
     if predict_fn is None:
         from avafn.inference.offline import predict as predict_fn
+    from avafn.run import Run
+
     log = echo or (lambda _line: None)
     out = Path(out_dir)
     items = find_videos(folder, out)
+    run = ReusedRun(Run.open(run_dir))  # a bad run folder stops here, before any video
     out.mkdir(parents=True, exist_ok=True)
     entries: list[dict] = []
     for k, item in enumerate(items, 1):
@@ -134,7 +162,7 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
             log(f"{head}" + (f" + {item.segments.name}" if item.segments else
                              " (no subtitle file beside it)"))
             try:
-                res = predict_fn(run_dir, video=item.video, segments=item.segments,
+                res = predict_fn(run, video=item.video, segments=item.segments,
                                  out_dir=item.out, html=html_report, **predict_kw)
             except UserError as e:
                 entries.append(_entry(item, "failed", error=str(e)))

@@ -112,7 +112,7 @@ def _missing_reasons(store: FeatureStore, modalities: Sequence[str]) -> dict[str
     return {m: dict(store.missing(m)) for m in modalities}
 
 
-def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
+def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = None,
             segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
             manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
             device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
@@ -122,6 +122,8 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
             log: Callable[[str], None] | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
+    ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`, or
+    :class:`avafn.inference.batch.ReusedRun` to build its models once for many videos).
     Give ``video`` + ``segments``, ``segments`` alone (a transcript, for a text-only run), or
     ``clips_dir`` + ``manifest``. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
     segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
@@ -138,7 +140,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
                            ".vtt, .csv start,end,speaker[,text], or .rttm)")
     say = log or (lambda _line: None)
     notices = Notices()
-    run = Run.open(run_dir)
+    run = Run.open(run_dir) if isinstance(run_dir, str | os.PathLike) else run_dir
     models = run.models(device)
     labels, modalities, widths = run.labels, run.modalities, run.widths
     ignored: dict[str, str] = {}
