@@ -19,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_argument_group("input (one of)")
     src.add_argument("--video", default=None, help="the conversation's video file")
     src.add_argument("--segments", default=None,
-                     help="its segment list: .csv (start,end,speaker[,text]), .srt / .vtt "
-                          "with speaker tags, or .rttm")
+                     help="its segment list: subtitles .srt / .vtt as they come, .csv "
+                          "(start,end,speaker[,text]) or .rttm; alone (no --video): a "
+                          "transcript, for a run trained on text only")
     src.add_argument("--clips", default=None, metavar="DIR", help="folder of per-utterance clips")
     src.add_argument("--manifest", default=None,
                      help="generic manifest of those clips (media relative to --clips)")
