@@ -1,9 +1,12 @@
 """Conversations in: a video cut by a segment list, or a folder of clips with a manifest, as a
 :class:`~avafn.data.corpus.Corpus`; and the same inputs one utterance at a time for streaming.
 
-- a video plus a segment list (:mod:`avafn.segments`: CSV, SRT, WebVTT, RTTM), checked against
-  the video's duration, becomes one dialogue (split ``"predict"``) whose speakers are indexed
-  in order of first appearance;
+- a video plus a segment list (:mod:`avafn.segments`: CSV, SRT, WebVTT, RTTM as they come),
+  tidied against the video's duration, becomes one dialogue (split ``"predict"``) whose
+  speakers are indexed in order of first appearance; cues without a speaker tag take theirs
+  from a diarizer's turns (``speaker_turns``) or become one speaker ``unknown``;
+- a segment list alone (a transcript) is the same dialogue without media, for a run trained
+  on text only (:func:`media_needs` refuses it for a run that uses audio or video);
 - a folder of per-utterance clips plus a generic manifest (:mod:`avafn.data.manifest`;
   ``media`` relative to the clips folder) gives every dialogue of it.
 """

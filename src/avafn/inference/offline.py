@@ -5,11 +5,12 @@
     from avafn.inference import predict
     predict("runs/av", video="talk.mp4", segments="talk.srt", out_dir="out/talk")
     predict("runs/av", clips_dir="clips/", manifest="clips.csv", out_dir="out/clips")
+    predict("runs/text", segments="talk.srt", out_dir="out/talk")  # a transcript alone
 
 Steps:
 
-1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, or a folder
-   of per-utterance clips plus a generic manifest.
+1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, a segment
+   list alone (text-only runs), or a folder of per-utterance clips plus a generic manifest.
 2. **Features** of exactly the modalities the run was trained on, with the extractors and
    settings recorded in the run (:class:`avafn.inference.featurizer.Featurizer`).
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
@@ -19,7 +20,11 @@ Steps:
    settings used and the per-utterance attention), ``predictions.csv`` (one row per
    utterance: times, speaker, label, confidence, one probability column per class, one
    presence column per modality), ``report.html`` (self-contained, :mod:`avafn.report_html`)
-   and ``features/`` (the extracted feature store).
+   and ``features/`` (the extracted feature store). ``predictions.json`` also holds the
+   warnings met on the way (grouped by kind, counted), the modalities the inputs had but the
+   run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).
+
+Many videos at once: :mod:`avafn.inference.batch`.
 """
 
 from __future__ import annotations
