@@ -300,3 +300,30 @@ def test_index_page_escapes_and_quotes_names():
     assert 'href="a%20%231%3F/report.html"' in page
     assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;talks&gt;" in page
     assert "1 predicted, 0 already complete, 1 failed" in page
+
+
+def test_outputs_complete_only_when_made_from_the_same_inputs(tmp_path):
+    from avafn.inference.batch import FolderItem, outputs_complete
+
+    video, side, out = tmp_path / "a.mp4", tmp_path / "a.srt", tmp_path / "out" / "a"
+    video.write_bytes(b"v")
+    side.write_text("x")
+    out.mkdir(parents=True)
+
+    def made(segments):
+        res = {"input": {"video": str(video.resolve()), "segments": segments}, "utterances": []}
+        (out / "predictions.json").write_text(json.dumps(res))
+        (out / "predictions.csv").write_text("")
+        (out / "report.html").write_text("")
+        return res
+
+    with_side, alone = FolderItem(video, side, out), FolderItem(video, None, out)
+    res = made(str(side.resolve()))
+    assert outputs_complete(with_side) == res
+    assert outputs_complete(alone) is None  # the sidecar has gone since
+    (out / "report.html").unlink()
+    assert outputs_complete(with_side) is None and outputs_complete(with_side, False) == res
+    res = made(str((out / "segments.rttm").resolve()))  # found from the audio, beside outputs
+    assert outputs_complete(alone) == res and outputs_complete(with_side) is None
+    (out / "predictions.json").write_text("{truncated")
+    assert outputs_complete(alone) is None

@@ -105,9 +105,14 @@ def outputs_complete(item: FolderItem, html_report: bool = True) -> dict | None:
     except (OSError, ValueError):
         return None
     inp = res.get("input", {}) if isinstance(res, dict) else {}
-    seg = str(item.segments.resolve()) if item.segments else None
-    if inp.get("video") != str(item.video.resolve()) or inp.get("segments", seg) != seg:
+    if not isinstance(inp, dict) or inp.get("video") != str(item.video.resolve()):
         return None
+    seg = inp.get("segments")
+    if item.segments is not None:
+        if seg != str(item.segments.resolve()):
+            return None
+    elif seg is not None and Path(seg).parent != item.out.resolve():
+        return None  # made from a sidecar since removed (segments found here are fine)
     made = min((item.out / n).stat().st_mtime for n in need)
     inputs = [item.video] + ([item.segments] if item.segments else [])
     if any(p.stat().st_mtime > made for p in inputs):
