@@ -121,7 +121,7 @@ def test_cli_errors(env, tmp_path, capsys):
           "--max-speakers", "2"], "--min-speakers 4 / --max-speakers 2"),
         (["--video", str(env["video"]), "--stream"], "--stream with --video needs --segments"),
         (["--segments", str(tmp_path / "x.rttm"), "--out", str(tmp_path / "s")],
-         "--segments needs --video"),
+         "the run uses audio: give the video (--video FILE)"),
     ]
     for extra, msg in cases:
         rc = cli.main(["predict", str(env["audio"]), *extra])

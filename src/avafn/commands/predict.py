@@ -134,8 +134,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _print_summary(res, Path(args.out), not args.no_html)
         return 0
 
-    if video_mode and (args.video is None or args.segments is None):
-        raise PredictError("--stream with a video needs both --video and --segments")
+    if video_mode and args.segments is None:
+        raise PredictError("--stream with --video needs --segments (without --stream, predict "
+                           "finds them and writes OUT/segments.rttm for --segments)")
+    if video_mode and args.video is None:
+        raise PredictError("--stream with --segments needs --video (a transcript alone is "
+                           "predicted without --stream)")
     notices = Notices()
     items = iter_stream_items(args.video, args.segments, args.clips, args.manifest,
                               lines=None if (video_mode or clips_mode) else iter(sys.stdin),
