@@ -38,7 +38,7 @@ from avafn.data.batching import IGNORE, SplitData
 from avafn.data.corpus import Corpus
 from avafn.store import FeatureStore, StoreError, atomic_write_bytes, atomic_write_json
 
-ABLATIONS = ("no_acm", "no_ssm", "no_ilm")
+ABLATIONS = ("no_acm", "no_acm_attention", "no_ssm", "no_ilm")
 
 
 @dataclass
