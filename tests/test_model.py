@@ -673,3 +673,124 @@ def test_tied_directions_shapes_and_equals_untied_with_copied_weights():
     tied(feats, present, speaker, mask)["logits"][mask].logsumexp(-1).sum().backward()
     for name, p in tied.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ---- fusion: registered, selected by name; eq. 7 per utterance -------------------------------
+def test_per_utterance_fusion_weights():
+    cfg = small_cfg(fusion_weights="per_utterance", modalities=ALL3)
+    model = model_of(cfg)
+    assert not hasattr(model.fusion, "fusion_logits")
+    assert not hasattr(model_of(small_cfg()).fusion, "fusion_gate")
+    with torch.no_grad():
+        model.fusion.fusion_gate.weight.normal_(0, 0.1)
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.3)
+    fu = model.fusion
+    valid = {m: present[m] & mask for m in cfg.modalities}
+    h = fu.project(feats, valid)
+    hc = torch.stack([fu.cam[m](h[m], h[m], h[m], None)[0] for m in cfg.modalities], -2)
+    pres = torch.stack([valid[m] for m in cfg.modalities], -1)
+    w = fu.eq7_weights(hc, pres)  # (B,T,M)
+    assert (w[~pres] == 0).all()  # a missing modality gets no weight
+    torch.testing.assert_close(w.sum(-1)[pres.any(-1)], torch.ones(int(pres.any(-1).sum())))
+    both = pres.all(-1)
+    assert w[both].std(0).min() > 1e-2  # the weights change from utterance to utterance
+    glob = model_of(small_cfg(modalities=ALL3)).fusion.eq7_weights(hc, pres)
+    assert glob[both].std(0).max() < 1e-6  # global: the same weights for every utterance
+    model.train()
+    model(feats, present, speaker, mask)["logits"][mask].sum().backward()
+    assert fu.fusion_gate.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="fusion_weights"):
+        small_cfg(fusion_weights="bogus")
+
+
+def test_fusion_plugin_selected_by_name():
+    """A fusion implementing project / keys_values / fuse, registered by name, runs in the full
+    pass and in streaming (same results); an unknown name lists the known ones."""
+    from torch import nn
+
+    from avafn.model.fusion import Fusion
+    from avafn.model.registry import FUSIONS
+    from avafn.registry import RegistryError
+
+    class MeanFusion(Fusion):  # u_t = Linear(mean of the present modalities' projections)
+        def __init__(self, cfg):
+            super().__init__()
+            self.modalities = cfg.modalities
+            self.proj = nn.ModuleDict({m: nn.Linear(cfg.input_dims[m], cfg.d_model)
+                                       for m in cfg.modalities})
+
+        def project(self, feats, valid):
+            return {m: self.proj[m](feats[m]) * valid[m].unsqueeze(-1) for m in self.modalities}
+
+        def keys_values(self, h):
+            return {}, {}
+
+        def fuse(self, h, valid, keys, values, key_valid, allow):
+            n = sum(valid[m].float() for m in self.modalities).clamp_min(1).unsqueeze(-1)
+            return sum(h.values()) / n, {}
+
+    FUSIONS.register("test-mean", MeanFusion, replace=True)
+    assert "cam" in FUSIONS.names() and "test-mean" in FUSIONS.names()
+    cfg = small_cfg(fusion="test-mean", bidirectional=False)
+    model = model_of(cfg)
+    assert isinstance(model.fusion, MeanFusion)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(5, 5), p_missing=0.3)
+    full = model(feats, present, speaker, mask)
+    state = model.init_state(2)
+    for t in range(5):
+        logits, state, _ = model.step(state, {m: x[:, t] for m, x in feats.items()},
+                                      {m: x[:, t] for m, x in present.items()}, speaker[:, t])
+        torch.testing.assert_close(logits, full["logits"][:, t], atol=1e-5, rtol=1e-4)
+    with pytest.raises(RegistryError, match="cam"):
+        AVAFN(small_cfg(fusion="no-such-fusion"))
+
+
+# ---- numerics: half precision; any change to a weight is seen ---------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_half_precision(dtype, bidirectional):
+    cfg = small_cfg(bidirectional=bidirectional)
+    ref_model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.2)
+    with torch.no_grad():
+        ref = ref_model(feats, present, speaker, mask)["logits"][mask]
+        low = model_of(cfg).to(dtype)  # the same weights, rounded
+        out = low({m: x.to(dtype) for m, x in feats.items()}, present, speaker, mask)
+        with torch.autocast("cpu", dtype=dtype):
+            auto = ref_model(feats, present, speaker, mask)
+    tol = 2e-2 if dtype == torch.bfloat16 else 3e-3
+    for o in (out, auto):
+        assert torch.isfinite(o["logits"]).all()
+        torch.testing.assert_close(o["logits"][mask].float(), ref, atol=tol, rtol=tol)
+    if not bidirectional:  # streaming in low precision equals the low-precision full pass
+        full = (torch.ones_like(mask), torch.where(mask, speaker, 0))
+        with torch.no_grad():
+            lf = low({m: x.to(dtype) for m, x in feats.items()}, present, full[1], full[0])
+            state = low.init_state(3, dtype=dtype)
+            for t in range(mask.shape[1]):
+                logits, state, _ = low.step(state, {m: x[:, t].to(dtype) for m, x in
+                                                    feats.items()},
+                                            {m: x[:, t] for m, x in present.items()}, full[1][:, t])
+                assert logits.dtype == dtype and torch.isfinite(logits).all()
+                torch.testing.assert_close(logits.float(), lf["logits"][:, t].float(),
+                                           atol=tol, rtol=tol)
+
+
+def test_weight_changes_are_seen_by_the_next_step():
+    """Writes through .data (which bypass the version counter) and optimizer steps both reach
+    the next step: nothing derived from the weights is cached."""
+    cfg = small_cfg(bidirectional=False)
+    model = model_of(cfg)
+    feats, _present, speaker, mask = make_batch(cfg, lengths=(4, 4))
+    ft = {m: x[:, 0] for m, x in feats.items()}
+    with torch.no_grad():
+        before, _, _ = model.step(model.init_state(2), ft, None, speaker[:, 0])
+    for name, p in model.named_parameters():
+        if name.startswith(("rnn.gru_c.", "rnn.gru_s.w_in.0", "fusion.out", "fusion.proj.audio")):
+            p.data.add_(0.3)
+    with torch.no_grad():
+        after, _, _ = model.step(model.init_state(2), ft, None, speaker[:, 0])
+        fresh = model({m: x[:, :1] for m, x in feats.items()}, None, speaker[:, :1],
+                      mask[:, :1])["logits"][:, 0]
+    assert not torch.allclose(before, after, atol=1e-4)
+    torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-4)

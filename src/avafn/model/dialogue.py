@@ -26,6 +26,8 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Ten
     h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
     r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
     n = torch.tanh(torch.addcmul(i_n, r, h_n))
+    if n.dtype != h.dtype:  # autocast: gates in low precision, the state as it was
+        return n + z * (h - n)
     return torch.lerp(n, h, z)  # = (1 - z) * n + z * h, PyTorch's GRU convention
 
 
