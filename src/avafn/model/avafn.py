@@ -355,15 +355,15 @@ class AVAFN(nn.Module):
         carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc") if k in state}
         carry, o = rnn.cell(carry, None if xc is None else xc[:, 0],
                             None if xs is None else xs[:, 0], None if xl is None else xl[:, 0],
-                            spk, lis, listener_weights(lis), fused)
+                            spk, lis, listener_weights(lis))
         e = rnn.emotion_step(state["E"], o.get("C"), o["q_s"], o["q_l"])
         logits = self.classifier(self.drop(e) if train else e)
         if "score" in o and t_idx > 0:
             att = torch.softmax(state["scores"], -1)
         else:  # no attention (ablated), or nothing to attend to yet
             att = state["scores"]  # (B,t) zeros: the scores of a model without attention
-        score = o["score"] if "score" in o else e.new_zeros(b_sz)
-        scores = torch.cat([state["scores"], score.unsqueeze(1)], 1)
+        score = o["score"] if "score" in o else e.new_zeros(b_sz, 1)
+        scores = torch.cat([state["scores"], score], 1)
         new = dict(carry, E=e, seen=seen, scores=scores, keys=keys, values=values,
                    key_valid=kvalid, present=state["present"])
         return logits, new, {"context_attention": att, "probs": torch.softmax(logits, -1)}

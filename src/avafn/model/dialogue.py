@@ -17,18 +17,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-
-def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """GRU cell from precomputed gates: gi = W_i x + b_i, gh = W_h h + b_h (..,3H), h (..,H)."""
-    i_rz, i_n = gi.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
-    h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
-    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
-    n = torch.tanh(torch.addcmul(i_n, r, h_n))
-    if n.dtype != h.dtype:  # autocast: gates in low precision, the state as it was
-        return n + z * (h - n)
-    return torch.lerp(n, h, z)  # = (1 - z) * n + z * h, PyTorch's GRU convention
 
 
 def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,15 +26,25 @@ def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
     row. w (D, out, in), b (D, out): rows are D direction-major blocks of N/D rows each, block k
     uses w[k] (one batched matmul)."""
     if w.dim() == 2:
-        if b is not None and x.dim() == 2:
-            return torch.addmm(b, x, w.t())
-        y = torch.matmul(x, w.t())
-        return y if b is None else y + b
+        return F.linear(x, w, b)
     d = w.shape[0]
     xs = x.reshape(d, -1, x.shape[-1])
     wt = w.transpose(1, 2)
     y = torch.bmm(xs, wt) if b is None else torch.baddbmm(b.unsqueeze(1), xs, wt)
     return y.reshape(*x.shape[:-1], w.shape[1])
+
+
+def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+             gi: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """GRU cell h' = GRU(h, gates W_ih x + gi, W_hh h + b_hh): x (N, in), h (N, H), gi (N, 3H) the
+    input gates' part computed beforehand (bias included). One ``torch.gru_cell`` call (its
+    pointwise part runs in C++); w (D, 3H, *), b_hh (D, 3H): D direction-major row blocks."""
+    if w_hh.dim() == 2:
+        return torch.gru_cell(x, h, w_ih, w_hh, gi, b_hh)
+    d = w_hh.shape[0]
+    xs, hs, gis = x.chunk(d), h.chunk(d), gi.chunk(d)
+    return torch.cat([torch.gru_cell(xs[k], hs[k], w_ih[k], w_hh[k], gis[k], b_hh[k])
+                      for k in range(d)])
 
 
 def add_dir(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -85,10 +85,6 @@ class GRUWeights(nn.Module):
     def inp(self, i: int, x: torch.Tensor, bias: bool = False) -> torch.Tensor:
         """x (N, ..., d_i) -> W_i x (+ b_ih) (N, ..., 3H)."""
         return dir_linear(x, self.w_in[i], self.b_ih if bias else None)
-
-    def hid(self, h: torch.Tensor) -> torch.Tensor:
-        """h (N, ..., H) -> W_hh h + b_hh (N, ..., 3H)."""
-        return dir_linear(h, self.w_hh, self.b_hh)
 
 
 class DirLinear(nn.Module):
@@ -163,19 +159,16 @@ class DialogueRecurrence(nn.Module):
             [self.gru_s] if self.has_ssm else []) + ([self.gru_l] if self.has_ilm else [])
 
     def fused(self, concat: bool = True) -> dict:
-        """The weights applied to u_t (W, b of every u_t-side gate input: GRU_C, GRU_S, GRU_L)
-        and to q_{i,t-1} (GRU_C's input part, GRU_S's hidden weights), read from the live
-        parameters on every call (never cached, so any change to a weight is seen). concat:
-        one concatenated matrix each (one matmul per use, for a whole sequence; a copy of the
-        weights per call), else the lists of the parameters themselves (one matmul each, no
-        copy; the streaming step)."""
+        """The weights applied to u_t: W, b of every u_t-side gate input (GRU_C, GRU_S, GRU_L),
+        read from the live parameters on every call (never cached, so any change to a weight
+        is seen). concat: one concatenated matrix (one matmul for a whole sequence; a copy of
+        the weights per call), else lists of the parameters themselves (one matmul each, no
+        copy: the streaming step)."""
         grus = self._u_grus()
         w, b = [g.w_in[0] for g in grus], [g.b_ih for g in grus]
-        q = ([self.gru_c.w_in[1]] if self.has_context else []) + (
-            [self.gru_s.w_hh] if self.has_ssm else [])
         if not concat:
-            return {"u": w, "b": b, "q": q}
-        return {"u": _cat(w, -2), "b": _cat(b, -1), "q": _cat(q, -2) if q else None}
+            return {"u": w, "b": b}
+        return {"u": _cat(w, -2), "b": _cat(b, -1)}
 
     # ---- inputs projected for all time steps at once -------------------------------------
     def project_inputs(
@@ -213,8 +206,8 @@ class DialogueRecurrence(nn.Module):
         if self.has_context:
             out["C"] = torch.zeros(n, self.d_context, **z)
         if self.has_att:
-            out["acm_max"] = torch.full((n,), -math.inf, **z)
-            out["acm_sum"] = torch.zeros(n, **z)
+            out["acm_max"] = torch.full((n, 1), -math.inf, **z)
+            out["acm_sum"] = torch.zeros(n, 1, **z)
             out["acm_acc"] = torch.zeros(n, self.d_context, **z)
         return out
 
@@ -227,57 +220,48 @@ class DialogueRecurrence(nn.Module):
         spk: torch.Tensor,
         lis: torch.Tensor,
         lis_w: torch.Tensor,
-        fused: dict | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp), spk (N,P) one-hot speaker,
         lis (N,P) listener mask, lis_w (N,P) = lis / #listeners -> (new carry,
-        {q_s, q_l, [C, score, ac]} each (N,..)). fused: self.fused(), once per sequence."""
-        fused = fused if fused is not None else self.fused()
+        {q_s, q_l, [C, score (N,1), ac]} each (N,..))."""
         q = carry["Q"]
+        n, p, d_p = q.shape
         q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
-        qc = qs_h = None
-        if isinstance(fused["q"], list):
-            qq = [dir_linear(q_spk_prev, w) for w in fused["q"]]
-            qc = qq.pop(0) if self.has_context else None
-            qs_h = qq.pop(0) if self.has_ssm else None
-        elif fused["q"] is not None:  # one matmul for both uses of q_{i,t-1}
-            qq = dir_linear(q_spk_prev, fused["q"])
-            if self.has_context and self.has_ssm:
-                qc, qs_h = qq.split([self.gru_c.gates, self.gru_s.gates], dim=-1)
-            elif self.has_context:
-                qc = qq
-            else:
-                qs_h = qq
         out: dict[str, torch.Tensor] = {}
         new = dict(carry)
         if self.has_context:  # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
-            c_prev = carry["C"]
-            c = gru_update(xc + qc, self.gru_c.hid(c_prev), c_prev)
+            g = self.gru_c
+            c = gru_cell(q_spk_prev, carry["C"], g.w_in[1], g.w_hh, xc, g.b_hh)
             out["C"] = new["C"] = c
         if self.has_att:
             # eq. 9: ac_t = sum_{k<t} softmax(score)_k C_k, an online softmax (0 at t = 0).
             # acm_sum >= 1 once a score was added (the running maximum contributes exp(0) = 1),
             # so clamping at 1 changes nothing but the first turn's 0/0, in every dtype.
-            ac = carry["acm_acc"] / carry["acm_sum"].clamp_min(1.0).unsqueeze(-1)
-            s = self.score(c)
-            m_new = torch.maximum(carry["acm_max"], s)
-            f_old, f_new = torch.exp(carry["acm_max"] - m_new), torch.exp(s - m_new)
+            m_old, z_old, acc = carry["acm_max"], carry["acm_sum"], carry["acm_acc"]  # (N,1)...
+            ac = acc / z_old.clamp_min(1.0)
+            s = dir_linear(torch.tanh(dir_linear(c, self.att_w.weight, self.att_w.bias)),
+                           self.att_v.weight)  # (N,1)
+            m_new = torch.maximum(m_old, s)
+            f_old, f_new = torch.exp(m_old - m_new), torch.exp(s - m_new)
             new["acm_max"] = m_new
-            new["acm_sum"] = carry["acm_sum"] * f_old + f_new
-            new["acm_acc"] = torch.addcmul(carry["acm_acc"] * f_old.unsqueeze(-1),
-                                           f_new.unsqueeze(-1), c)
+            new["acm_sum"] = torch.addcmul(f_new, z_old, f_old)
+            new["acm_acc"] = torch.addcmul(acc * f_old, f_new, c)
             out["score"], out["ac"] = s, ac
         # eq. 10: q_{i,t} = GRU_S(q_{i,t-1}, u_t [⊕ ac_t])   (w/o SSM: kept as it was)
         if self.has_ssm:
-            gi = xs if not self.has_att else xs + self.gru_s.inp(1, ac)
-            q_spk = gru_update(gi, add_dir(qs_h, self.gru_s.b_hh), q_spk_prev)
+            g = self.gru_s
+            if self.has_att:
+                q_spk = gru_cell(ac, q_spk_prev, g.w_in[1], g.w_hh, xs, g.b_hh)
+            else:
+                q_spk = gru_cell(xs[:, :0], q_spk_prev, g.w_hh[..., :0], g.w_hh, xs, g.b_hh)
         else:
             q_spk = q_spk_prev
         # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
-        spk3 = spk.unsqueeze(-1)
-        q_new = torch.addcmul(q, spk3, q_spk.unsqueeze(1) - q)
-        if self.has_ilm:
-            q_lis = gru_update(xl.unsqueeze(1), self.gru_l.hid(q), q)  # all parties at once
+        q_new = torch.addcmul(q, spk.unsqueeze(-1), q_spk.unsqueeze(1) - q)
+        if self.has_ilm:  # all parties at once: N·P rows
+            g, q2 = self.gru_l, q.reshape(n * p, d_p)
+            gi = xl.unsqueeze(1).expand(n, p, xl.shape[-1]).reshape(n * p, xl.shape[-1])
+            q_lis = gru_cell(gi[:, :0], q2, g.w_hh[..., :0], g.w_hh, gi, g.b_hh).view(n, p, d_p)
             q_new = torch.addcmul(q_new, lis.unsqueeze(-1), q_lis - q)
         new["Q"] = q_new
         # eq. 12 input: listeners' mean state (zeros when there is no listener)
@@ -293,7 +277,6 @@ class DialogueRecurrence(nn.Module):
         lis: torch.Tensor,
         cell=None,
         keep_parties: bool = False,
-        fused: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         """Loop over time. xc (N,T,3Dg), xs/xl (N,T,3Dp) (None for a removed module), spk/lis
         (N,T,P) float -> q_s/q_l (N,T,Dp), [C (N,T,Dg)], score (N,T) or None, and with
@@ -301,7 +284,6 @@ class DialogueRecurrence(nn.Module):
         n, t_len, p = spk.shape
         carry = self.init_carry(n, p, spk.device, spk.dtype)
         lis_w = listener_weights(lis)
-        fused = fused if fused is not None else self.fused()
         cell = cell or self.cell
         outs: dict[str, list[torch.Tensor]] = {}
         # unbind once: indexing [:, t] inside the loop would cost O(T^2) in the backward pass
@@ -311,14 +293,14 @@ class DialogueRecurrence(nn.Module):
         xcs, xss, xls = per_t(xc), per_t(xs), per_t(xl)
         spks, liss, lws = spk.unbind(1), lis.unbind(1), lis_w.unbind(1)
         for t in range(t_len):
-            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t], fused)
+            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t])
             for k, val in o.items():
                 if k != "ac" or keep_parties:
                     outs.setdefault(k, []).append(val)
             if keep_parties:
                 outs.setdefault("Q", []).append(carry["Q"])
         res = {k: torch.stack(v, dim=1) for k, v in outs.items()}
-        res.setdefault("score", None)
+        res["score"] = res["score"].squeeze(-1) if "score" in res else None
         return res
 
     def emotion(self, c: torch.Tensor | None, q_s: torch.Tensor, q_l: torch.Tensor
@@ -337,9 +319,7 @@ class DialogueRecurrence(nn.Module):
         """Eq. 12 for one step with GRU_E's (forward) weights: e (N,De), inputs (N,*) -> (N,De)."""
         g = self.gru_e
         x = torch.cat([q_s, q_l] if c is None else [c, q_s, q_l], dim=-1)
-        gi = torch.addmm(g.bias_ih_l0, x, g.weight_ih_l0.t())
-        gh = torch.addmm(g.bias_hh_l0, e, g.weight_hh_l0.t())
-        return gru_update(gi, gh, e)
+        return torch.gru_cell(x, e, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
 
 
 def _cat(ts: list[torch.Tensor], dim: int) -> torch.Tensor:
