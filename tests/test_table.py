@@ -39,6 +39,13 @@ def test_table_ablation_is_the_papers_reading():
     assert model_cfg["no_acm"] and not model_cfg["no_acm_attention"]
     names = [n for n, _ in AVAFN(AVAFNConfig.from_dict(model_cfg)).named_parameters()]
     assert not [n for n in names if n.startswith(("rnn.gru_c.", "rnn.att_"))]
+    # avafn train --model '{"fusion_weights": "per_utterance"}' reaches the model the same way
+    cfg = TrainConfig(model_overrides={**SMALL, "fusion_weights": "per_utterance"})
+    model_cfg = _avafn_config(("audio", "video"), {"audio": 4, "video": 3}, 3, 2, cfg)
+    assert hasattr(AVAFN(AVAFNConfig.from_dict(model_cfg)).fusion, "fusion_gate")
+    with pytest.raises(ValueError, match="fusion_weights"):
+        _avafn_config(("audio", "video"), {"audio": 4, "video": 3}, 3, 2,
+                      TrainConfig(model_overrides={"fusion_weights": "bogus"}))
 
 
 def test_table_options_add_fusion_and_audio_rows(tmp_path):
