@@ -20,9 +20,9 @@ def test_configs_demo_json_is_what_the_demo_runs():
 
     cfg = json.loads((Path(__file__).parents[1] / "configs" / "demo.json").read_text())
     assert cfg["train"] == DEMO_TRAIN and cfg["seeds"] == list(DEMO_SEEDS)
-    from avafn.train import TrainConfig
+    from avafn.config import split_settings
 
-    TrainConfig(modalities=("text",), **cfg["train"])  # valid settings
+    split_settings({"modalities": ["text"], **cfg["train"]})  # valid settings
 
 
 @pytest.mark.slow
@@ -57,7 +57,8 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     assert rep["config"]["modalities"] == ["text"]
     assert rep["store"]["modalities"]["text"]["model_id"].endswith("all-MiniLM-L6-v2")
     assert rep["test"]["n_utterances"] == len(test_labels)
-    assert rep["config"]["train"]["model_overrides"] == DEMO_TRAIN["model_overrides"]
+    assert {k: rep["config"]["model"][k] for k in DEMO_TRAIN["model_overrides"]} == \
+        DEMO_TRAIN["model_overrides"]
     # resumable: a second call reuses the features and the finished seed
     res2 = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N, settings=settings,
                 progress=False, verbose=False)

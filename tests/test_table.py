@@ -31,21 +31,23 @@ def test_row_names():
 
 def test_table_ablation_is_the_papers_reading():
     """The table's w/o ACM row trains the paper's ablation: no GRU_C, no attention."""
+    from avafn.config import split_settings
     from avafn.model import AVAFN, AVAFNConfig
-    from avafn.train import TrainConfig, _avafn_config
+    from avafn.train import model_config
 
-    cfg = TrainConfig(ablations=("no_acm",), model_overrides=SMALL)
-    model_cfg = _avafn_config(("audio", "video"), {"audio": 4, "video": 3}, 3, 2, cfg)
+    def build(settings):
+        _, spec, _ = split_settings(settings)
+        return model_config(spec, ("audio", "video"), {"audio": 4, "video": 3}, 3, 2)
+
+    model_cfg = build({"ablations": ["no_acm"], "model_overrides": SMALL})
     assert model_cfg["no_acm"] and not model_cfg["no_acm_attention"]
     names = [n for n, _ in AVAFN(AVAFNConfig.from_dict(model_cfg)).named_parameters()]
     assert not [n for n in names if n.startswith(("rnn.gru_c.", "rnn.att_"))]
     # avafn train --model '{"fusion_weights": "per_utterance"}' reaches the model the same way
-    cfg = TrainConfig(model_overrides={**SMALL, "fusion_weights": "per_utterance"})
-    model_cfg = _avafn_config(("audio", "video"), {"audio": 4, "video": 3}, 3, 2, cfg)
+    model_cfg = build({"model_overrides": {**SMALL, "fusion_weights": "per_utterance"}})
     assert hasattr(AVAFN(AVAFNConfig.from_dict(model_cfg)).fusion, "fusion_gate")
     with pytest.raises(ValueError, match="fusion_weights"):
-        _avafn_config(("audio", "video"), {"audio": 4, "video": 3}, 3, 2,
-                      TrainConfig(model_overrides={"fusion_weights": "bogus"}))
+        build({"model_overrides": {"fusion_weights": "bogus"}})
 
 
 def test_table_options_add_fusion_and_audio_rows(tmp_path):
@@ -63,8 +65,7 @@ def test_table_options_add_fusion_and_audio_rows(tmp_path):
     for row, weights in (("audio-l12+video", "global"),
                          ("audio-l12+video@per_utterance", "per_utterance")):
         c = json.loads((tmp_path / "t" / row_dir(row) / "config.json").read_text())
-        assert c["model"]["fusion_weights"] == weights
-        assert c["train"]["model_overrides"]["d_model"] == 8
+        assert c["model"]["fusion_weights"] == weights and c["model"]["d_model"] == 8
     audio = [r for r in t["rows"] if r["row"] in ("audio-l12", "audio-l24")]
     best = max(audio, key=lambda r: r["dev"]["mean"])  # chosen on dev, never on test
     assert t["audio_choice"]["row"] == best["row"]

@@ -1,0 +1,156 @@
+"""The run's feature extractors, rebuilt from the settings recorded in its ``config.json``.
+
+Each extractor is rebuilt by name from its record (:func:`avafn.extract.registry.rebuild`).
+Where the pretrained models live on this machine may differ from where they lived at training
+time: ``extractor_models={"audio": ..., "video": ..., "text": ...}`` overrides the paths; the
+rebuilt extractor must then report the same settings (width, layer, pooling, fps, face rule,
+normalisation) or it is refused with the differences listed. A modality that cannot be
+extracted for an utterance (no face, no audio, no text) is marked missing; a modality that
+cannot be extracted at all (text with no text in the input, an unknown extractor) is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from avafn.data.corpus import Corpus
+from avafn.inference.inputs import PredictError
+from avafn.store import FeatureStore
+
+#: the command-line option that overrides where each kind of extractor's model lives
+_MODEL_FLAGS = {"audio": "--audio-model", "video": "--dan-checkpoint", "text": "--text-model"}
+
+
+@contextmanager
+def quiet_loading(quiet: bool = True) -> Iterator[None]:
+    """With ``quiet``, no progress bar while pretrained models load (transformers' own)."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+class Featurizer:
+    """The run's extractors, rebuilt from its recorded settings (see the module docstring).
+
+    ``extract(corpus, store)`` fills a feature store (batched, via the extraction job);
+    calling it on one clip, ``featurizer(path, start, end, text)``, returns
+    ``{modality: vector or None}`` (streaming). Every registered extractor works here
+    (:func:`avafn.extract.registry.rebuild`): there is no per-extractor code.
+    """
+
+    def __init__(self, extractors: dict[str, Any], metas: dict[str, dict]) -> None:
+        self.extractors = extractors  # modality -> extractor (avafn.extract.base.Extractor)
+        self.metas = metas  # modality -> the meta of the rebuilt extractor
+        self.last_reasons: dict[str, str] = {}
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.metas)
+
+    @classmethod
+    def from_run(cls, desc: Mapping[str, Any], device: str = "cpu",
+                 extractor_models: Mapping[str, str] | None = None) -> Featurizer:
+        """Rebuild the extractors of every modality of the run ``desc`` (its config.json).
+
+        ``extractor_models`` maps a modality (``audio``, ``audio-l12``, ...) or an extractor
+        kind (``audio``, ``video``, ``text``) to where its model lives on this machine."""
+        from avafn.extract.registry import (
+            ExtractorError,
+            extractor_class,
+            rebuild,
+            setting_differences,
+        )
+
+        over = dict(extractor_models or {})
+        modalities = list(desc["modalities"])
+        unknown = sorted(set(over) - set(modalities) - set(_MODEL_FLAGS))
+        if unknown:
+            raise PredictError(f"extractor model override for unknown modality {unknown} "
+                               f"(the run's: {', '.join(modalities)}; or audio, video, text)")
+        recorded = desc.get("extractors") or {}
+        extractors: dict[str, Any] = {}
+        metas: dict[str, dict] = {}
+        for m in modalities:
+            meta = recorded.get(m)
+            if meta is None:
+                raise PredictError(f"the run does not record how its {m!r} features were "
+                                   "extracted (no 'extractors' entry in config.json)")
+            name = meta.get("extractor")
+            try:
+                cls_ = extractor_class(str(name))
+            except ExtractorError as e:
+                raise PredictError(f"the checkpoint's {m!r} features came from extractor "
+                                   f"{name!r}, which predict cannot run on new media ({e}); "
+                                   "install the plug-in that provides it") from None
+            kind = getattr(cls_, "kind", m)
+            try:
+                flag = _MODEL_FLAGS.get(kind, "extractor_models")
+                ext = rebuild({**meta, "modality": m}, device=device,
+                              model_override=over.get(m) or over.get(kind))
+            except ExtractorError as e:
+                raise PredictError(f"{m}: {e} (pass it with {flag}, extractor_models="
+                                   f"{{{m!r}: ...}})") from None
+            new = ext.meta()
+            diffs = setting_differences(meta, new, names=("run", "here"))
+            if diffs:
+                raise PredictError(f"{m}: the extractor rebuilt here does not match the run's "
+                                   "settings: " + "; ".join(diffs))
+            extractors[m] = ext
+            metas[m] = new
+        return cls(extractors, metas)
+
+    # ---- batch: a whole corpus into a store ------------------------------------------------
+    def extract(self, corpus: Corpus, store: FeatureStore, progress: bool = False
+                ) -> dict[str, dict]:
+        """Extract every modality for every utterance of ``corpus`` into ``store``."""
+        from avafn.extract.job import run_extraction
+
+        reports: dict[str, dict] = {}
+        for m, ext in self.extractors.items():
+            if getattr(ext, "input", "media") == "text" and \
+                    not any((u.text or "").strip() for u in corpus.utterances()):
+                raise PredictError(
+                    f"the checkpoint uses {m}, but no utterance has text: give a segment "
+                    "list with transcripts (CSV text column, subtitles) or a manifest with "
+                    "a text column")
+            ext.modality = m
+            reports[m] = run_extraction(corpus, None, store, ext, segments=True,
+                                        progress=progress).to_dict()
+        return reports
+
+    # ---- one clip (streaming) ----------------------------------------------------------------
+    def __call__(self, path: str, start: float | None = None, end: float | None = None,
+                 text: str | None = None) -> dict[str, np.ndarray | None]:
+        from avafn.extract.media import MediaError
+
+        out: dict[str, np.ndarray | None] = {}
+        self.last_reasons = {}
+        for m, ext in self.extractors.items():
+            if getattr(ext, "input", "media") == "text":
+                t = (text or "").strip()
+                vec, _, reason = ext.process([t])[0] if t else (None, 0, "no text")
+            else:
+                try:
+                    vec, _, reason = ext.process([ext.loader(0)(path, start, end)])[0]
+                except MediaError as e:
+                    vec, reason = None, e.reason
+            out[m] = vec
+            if vec is None:
+                self.last_reasons[m] = reason
+        return out
+
+
+__all__ = ["Featurizer", "quiet_loading"]
