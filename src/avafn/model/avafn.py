@@ -348,14 +348,12 @@ class AVAFN(nn.Module):
         u, _ = fu.fuse(h, present, keys, values, kvalid, None)
         rnn, lm = self.rnn, cfg.listener
         fused = rnn.fused(concat=False)  # the parameters themselves: nothing copied, no cache
-        xc, xs, xl = rnn.project_inputs(u, x[lm], present[lm], fused)
+        xc, xs, xl = rnn.project_inputs(u[:, 0], x[lm][:, 0], present[lm][:, 0], fused)
         spk = nn.functional.one_hot(speaker_t.long(), cfg.n_parties).to(u.dtype)
         seen = torch.maximum(state["seen"], spk)
         lis = seen - spk  # seen * (1 - spk) for 0/1 values
         carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc") if k in state}
-        carry, o = rnn.cell(carry, None if xc is None else xc[:, 0],
-                            None if xs is None else xs[:, 0], None if xl is None else xl[:, 0],
-                            spk, lis, listener_weights(lis))
+        carry, o = rnn.cell(carry, xc, xs, xl, spk, lis, listener_weights(lis))
         e = rnn.emotion_step(state["E"], o.get("C"), o["q_s"], o["q_l"])
         logits = self.classifier(self.drop(e) if train else e)
         if "score" in o and t_idx > 0:

@@ -206,8 +206,12 @@ class CrossModalFusion(Fusion):
             h_c[m], attn[m] = self.cam[m](h[m], k, v, ok)
         # eq. 7: H_WCA = sum_m w_m H_m^c, w = softmax over the modalities present
         hc = torch.stack([h_c[m] for m in mods], dim=-2)  # (B,Tq,M,d)
-        w = self.eq7_weights(hc, torch.stack([valid[m] for m in mods], dim=-1))
-        h_wca = torch.matmul(w.unsqueeze(-2), hc).squeeze(-2)  # (B,Tq,d)
+        pres = torch.stack([valid[m] for m in mods], dim=-1)
+        if self.weights == "global" and bool(pres.all()):  # the same M weights everywhere
+            h_wca = torch.matmul(torch.softmax(self.fusion_logits.to(hc.dtype), -1), hc)
+        else:
+            w = self.eq7_weights(hc, pres)
+            h_wca = torch.matmul(w.unsqueeze(-2), hc).squeeze(-2)  # (B,Tq,d)
         res = [_layer_norm(F.linear(h[m], self.res[m][0].weight, self.res[m][0].bias),
                            self.res[m][1]) for m in mods]
         u = F.linear(torch.cat(res + [h_wca], dim=-1), self.out.weight, self.out.bias)
