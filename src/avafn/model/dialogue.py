@@ -39,12 +39,29 @@ def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.T
     """GRU cell h' = GRU(h, gates W_ih x + gi, W_hh h + b_hh): x (N, in), h (N, H), gi (N, 3H) the
     input gates' part computed beforehand (bias included). One ``torch.gru_cell`` call (its
     pointwise part runs in C++); w (D, 3H, *), b_hh (D, 3H): D direction-major row blocks."""
+    if torch.is_grad_enabled():  # training: fewer autograd nodes than gru_cell's (measured)
+        if x.shape[-1]:
+            gi = torch.baddbmm(gi.view(w_hh.shape[0], -1, gi.shape[-1]),
+                               x.view(w_hh.shape[0], -1, x.shape[-1]), w_ih.transpose(-1, -2)
+                               ).view(gi.shape) if w_hh.dim() == 3 else F.linear(x, w_ih) + gi
+        return _gru_update(gi, dir_linear(h, w_hh, b_hh), h)
     if w_hh.dim() == 2:
         return torch.gru_cell(x, h, w_ih, w_hh, gi, b_hh)
     d = w_hh.shape[0]
     xs, hs, gis = x.chunk(d), h.chunk(d), gi.chunk(d)
     return torch.cat([torch.gru_cell(xs[k], hs[k], w_ih[k], w_hh[k], gis[k], b_hh[k])
                       for k in range(d)])
+
+
+def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """GRU cell from both gates' pre-activations (..,3H) and h (..,H) (PyTorch's convention)."""
+    i_rz, i_n = gi.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
+    h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
+    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
+    n = torch.tanh(torch.addcmul(i_n, r, h_n))
+    if n.dtype != h.dtype:  # autocast: gates in low precision, the state as it was
+        return n + z * (h - n)
+    return torch.lerp(n, h, z)  # = (1 - z) * n + z * h
 
 
 def add_dir(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
