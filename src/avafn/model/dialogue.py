@@ -8,8 +8,9 @@ only on inputs (u_t, v_t) is projected for all t before the loop.
 
 Directions: with n_dir = 2 (bidirectional, untied) every recurrence weight has a leading
 direction axis, W (2, out, in), and is applied with one batched matmul (bmm / baddbmm) over
-the rows viewed as (2, N/2, in): no Python loop over directions. With n_dir = 1 (forward-only,
-or weights tied between directions) the weights are plain (out, in) matrices, as before.
+the rows viewed as (2, N/2, in). With n_dir = 1 (forward-only, or weights tied between
+directions) the weights are plain (out, in) matrices. Without gradients (inference,
+streaming) each GRU update is one ``torch.gru_cell`` call per direction block.
 """
 
 from __future__ import annotations
