@@ -325,7 +325,7 @@ class AVAFN(nn.Module):
                 pm.dtype == torch.bool and bool(pm.all()))) and bool(torch.isfinite(x).all())
         if ok:
             spk_l = speaker_t.tolist()
-            ok = min(spk_l) >= 0 and max(spk_l) < cfg.n_parties
+            ok = not spk_l or (min(spk_l) >= 0 and max(spk_l) < cfg.n_parties)
         if ok:  # every modality present, finite, the right width; speakers in range
             present = {m: state["present"] for m in cfg.modalities}
         else:
