@@ -243,7 +243,6 @@ class DialogueRecurrence(nn.Module):
         lis (N,P) listener mask, lis_w (N,P) = lis / #listeners -> (new carry,
         {q_s, q_l, [C, score (N,1), ac]} each (N,..))."""
         q = carry["Q"]
-        n, p, d_p = q.shape
         q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
         out: dict[str, torch.Tensor] = {}
         new = dict(carry)
@@ -276,10 +275,9 @@ class DialogueRecurrence(nn.Module):
             q_spk = q_spk_prev
         # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
         q_new = torch.addcmul(q, spk.unsqueeze(-1), q_spk.unsqueeze(1) - q)
-        if self.has_ilm:  # all parties at once: N·P rows
-            g, q2 = self.gru_l, q.reshape(n * p, d_p)
-            gi = xl.unsqueeze(1).expand(n, p, xl.shape[-1]).reshape(n * p, xl.shape[-1])
-            q_lis = gru_cell(gi[:, :0], q2, g.w_hh[..., :0], g.w_hh, gi, g.b_hh).view(n, p, d_p)
+        if self.has_ilm:  # all parties at once (N,P,·); x_t's gates broadcast, never copied
+            g = self.gru_l
+            q_lis = _gru_update(xl.unsqueeze(1), dir_linear(q, g.w_hh, g.b_hh), q)
             q_new = torch.addcmul(q_new, lis.unsqueeze(-1), q_lis - q)
         new["Q"] = q_new
         # eq. 12 input: listeners' mean state (zeros when there is no listener)

@@ -208,10 +208,10 @@ class CrossModalFusion(Fusion):
         hc = torch.stack([h_c[m] for m in mods], dim=-2)  # (B,Tq,M,d)
         pres = torch.stack([valid[m] for m in mods], dim=-1)
         if self.weights == "global" and bool(pres.all()):  # the same M weights everywhere
-            h_wca = torch.matmul(torch.softmax(self.fusion_logits.to(hc.dtype), -1), hc)
+            w = torch.softmax(self.fusion_logits.to(hc.dtype), -1)
         else:
-            w = self.eq7_weights(hc, pres)
-            h_wca = torch.matmul(w.unsqueeze(-2), hc).squeeze(-2)  # (B,Tq,d)
+            w = self.eq7_weights(hc, pres)  # (B,Tq,M)
+        h_wca = (w.unsqueeze(-1) * hc).sum(-2)  # (B,Tq,d); elementwise, not B·Tq tiny matmuls
         res = [_layer_norm(F.linear(h[m], self.res[m][0].weight, self.res[m][0].bias),
                            self.res[m][1]) for m in mods]
         u = F.linear(torch.cat(res + [h_wca], dim=-1), self.out.weight, self.out.bias)
