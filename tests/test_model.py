@@ -39,22 +39,26 @@ def model_of(cfg: AVAFNConfig, seed: int = 0, dtype=torch.float32) -> AVAFN:
 
 
 # ---- shapes, gradients, config ---------------------------------------------------------------
-UNUSED = {  # parameters that the switch makes irrelevant to the logits
-    "no_acm": ("rnn.att_", "rnn.gru_s.w_in.1"),
-    "no_ssm": ("rnn.att_", "rnn.gru_s."),
+ABSENT = {  # the parameters of the module each ablation removes
+    "no_acm": ("rnn.gru_c.", "rnn.att_"),
+    "no_acm_attention": ("rnn.att_", "rnn.gru_s.w_in.1"),
+    "no_ssm": ("rnn.gru_s.", "rnn.att_"),
     "no_ilm": ("rnn.gru_l.", "rnn.v_missing"),
 }
+ABLATIONS = tuple(ABSENT)
 
 
 AV, ALL3 = ("audio", "video"), ("video", "audio", "text")
 
 
 @pytest.mark.parametrize(("mods", "switches"), [
-    (AV, ()), (AV, ("no_acm",)), (AV, ("no_ssm",)), (AV, ("no_ilm",)), (AV, ("no_acm", "no_ilm")),
-    (AV, ("no_acm", "no_ssm", "no_ilm")), (("audio",), ()), (("text",), ("no_ssm", "no_ilm")),
-    (ALL3, ()), (ALL3, ("no_ilm",)),
+    (AV, ()), (AV, ("no_acm",)), (AV, ("no_acm_attention",)), (AV, ("no_ssm",)),
+    (AV, ("no_ilm",)), (AV, ("no_acm", "no_ilm")), (AV, ("no_acm", "no_ssm")),
+    (AV, ("no_acm_attention", "no_ssm", "no_ilm")), (("audio",), ()),
+    (("text",), ("no_ssm", "no_ilm")), (ALL3, ()), (ALL3, ("no_ilm",)),
 ])
 def test_shapes_and_gradients(mods, switches):
+    """Every parameter of the model gets a gradient; each ablation's module has none."""
     cfg = small_cfg(modalities=mods, **{s: True for s in switches})
     model = model_of(cfg).train()
     feats, present, speaker, mask = make_batch(cfg, p_missing=0.3)
@@ -62,14 +66,18 @@ def test_shapes_and_gradients(mods, switches):
     assert out["logits"].shape == (3, 6, 3)
     assert out["context_attention"].shape == (3, 6, 6)
     out["logits"][mask].logsumexp(-1).sum().backward()
-    unused = tuple(p for s in switches for p in UNUSED[s])
+    absent = tuple(p for s in switches for p in ABSENT[s])
+    unused = ()
     if "no_ssm" in switches and "no_ilm" in switches:  # party states stay 0: q_{i,t-1} is unused
         unused += ("rnn.gru_c.w_in.1",)
     for name, p in model.named_parameters():
+        assert not name.startswith(absent), name
         if name.startswith(unused):
             assert p.grad is None or p.grad.abs().sum() == 0, name
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
+    with pytest.raises(ValueError, match="no path"):
+        small_cfg(no_acm=True, no_ssm=True, no_ilm=True)
 
 
 def test_config_roundtrip_and_errors():
@@ -166,15 +174,43 @@ def test_streaming_requires_forward_only():
         model.init_state(1)
 
 
-# ---- switches change only what they name ------------------------------------------------------
+# ---- each ablation removes its module and changes only what it names -------------------------
 def _states(cfg, **switch):
+    """The base model and an ablated one sharing every parameter they both have."""
     base = model_of(cfg)
     abl = AVAFN(AVAFNConfig(**{**cfg.to_dict(), **switch})).eval()
-    abl.load_state_dict(base.state_dict())
+    own = base.state_dict()
+    with torch.no_grad():
+        for name, p in abl.state_dict().items():
+            if own[name].shape == p.shape:
+                p.copy_(own[name])
+            else:  # only eq. 12's input width changes (w/o ACM: no C_t)
+                assert name == "rnn.gru_e.weight_ih_l0" and switch.get("no_acm"), name
+                p.copy_(own[name][:, -p.shape[1]:])
     feats, present, speaker, mask = make_batch(cfg, lengths=(6, 5), seed=3)
     speaker = torch.tensor([[0, 1, 0, 2, 1, 0], [1, 0, 0, 1, 2, 0]])
     args = (feats, present, speaker, mask)
     return base(*args, return_states=True), abl(*args, return_states=True), speaker, mask
+
+
+STATES = {"u", "C", "ac", "q_s", "q_l", "Q", "E", "logits", "context_attention"}
+
+
+@pytest.mark.parametrize(("switch", "gone"), [
+    ({}, set()), ({"no_acm": True}, {"C", "ac"}), ({"no_acm_attention": True}, {"ac"}),
+    ({"no_ssm": True}, {"ac"}), ({"no_ilm": True}, set()),
+])
+def test_ablation_removes_its_module(switch, gone):
+    """The removed module's parameters do not exist and its state is not returned."""
+    cfg = small_cfg(bidirectional=False)
+    _, abl, _, _ = _states(cfg, **switch)
+    assert set(abl) == STATES - gone
+    names = [n for n, _ in AVAFN(AVAFNConfig(**{**cfg.to_dict(), **switch})).named_parameters()]
+    for s, prefixes in ABSENT.items():
+        if switch.get(s):
+            assert not [n for n in names if n.startswith(prefixes)], s
+    base_names = [n for n, _ in model_of(cfg).named_parameters()]
+    assert len(names) < len(base_names) or not switch
 
 
 def test_no_ilm_listeners_keep_state():
@@ -193,34 +229,70 @@ def test_no_ilm_listeners_keep_state():
     assert not torch.allclose(abl["logits"], base["logits"], atol=1e-5)
 
 
-def test_no_ssm_speakers_keep_state():
+def test_no_ssm_speaker_carried_over_at_its_turn_and_changes_as_listener():
+    """w/o SSM: GRU_S is removed; at its turn the speaker's state is carried over unchanged,
+    and it still changes as a listener while ILM is on."""
     cfg = small_cfg(bidirectional=False)
     base, abl, speaker, mask = _states(cfg, no_ssm=True)
     torch.testing.assert_close(abl["u"], base["u"])
     q = abl["Q"]
+    listened = 0
     for b in range(2):
         for t in range(1, int(mask[b].sum())):
             s = int(speaker[b, t])
-            torch.testing.assert_close(q[b, t, s], q[b, t - 1, s])
+            torch.testing.assert_close(q[b, t, s], q[b, t - 1, s])  # carried at its turn
+            seen = {int(p) for p in speaker[b, :t]} - {s}
+            for p in seen:  # a listener who has spoken before: GRU_L moves its state
+                assert not torch.allclose(q[b, t, p], q[b, t - 1, p])
+                listened += 1
+    assert listened > 0
     assert abl["Q"][:, 0].abs().sum() == 0  # the first speaker keeps the zero initial state
     torch.testing.assert_close(abl["C"][:, 0], base["C"][:, 0])  # C_1 does not see SSM
     assert not torch.allclose(abl["C"][:, 2], base["C"][:, 2])  # a returning speaker
     assert abl["context_attention"].abs().sum() == 0
-    # both: every party state stays at its initial value
+    # with ILM off too: every party state stays at its initial value
     _, both, _, _ = _states(cfg, no_ssm=True, no_ilm=True)
     assert both["Q"].abs().sum() == 0
 
 
-def test_no_acm_context_is_zero():
+def test_no_acm_attention_sets_ac_to_zero():
+    """The narrower reading: ac_t = 0, GRU_C and C_t kept."""
     cfg = small_cfg(bidirectional=False)
-    base, abl, _, _ = _states(cfg, no_acm=True)
+    base, abl, _, _ = _states(cfg, no_acm_attention=True)
     torch.testing.assert_close(abl["u"], base["u"])
     assert abl["context_attention"].abs().sum() == 0
     assert base["context_attention"][:, 2, :2].sum(-1).sub(1).abs().max() < 1e-5
-    # ac_1 = 0 in both, so step 0 and C_2 agree; after that the ACM makes a difference
+    # ac_1 = 0 in both, so step 0 and C_2 agree; after that the attention makes a difference
     torch.testing.assert_close(abl["q_s"][:, 0], base["q_s"][:, 0])
     torch.testing.assert_close(abl["C"][:, 1], base["C"][:, 1])
     assert not torch.allclose(abl["q_s"][:, 1], base["q_s"][:, 1])
+
+
+def test_no_acm_has_no_context_state():
+    """The paper's w/o ACM: no C_t, no ac_t; eq. 10 on u_t alone, eq. 12 on q_i ⊕ q_j."""
+    cfg = small_cfg(bidirectional=False)
+    base, abl, _, _ = _states(cfg, no_acm=True)
+    torch.testing.assert_close(abl["u"], base["u"])
+    assert "C" not in abl and abl["context_attention"].abs().sum() == 0
+    m = AVAFN(AVAFNConfig(**{**cfg.to_dict(), "no_acm": True}))
+    assert m.rnn.gru_e.input_size == 2 * cfg.d_party
+    assert [p.shape[1] for p in m.rnn.gru_s.w_in] == [cfg.d_model]
+    # the speaker's first update reads u_t alone in both (ac_1 = 0); C then is the difference
+    torch.testing.assert_close(abl["q_s"][:, 0], base["q_s"][:, 0])
+    assert not torch.allclose(abl["logits"][:, 0], base["logits"][:, 0], atol=1e-5)
+
+
+def test_old_ablation_checkpoints():
+    """A checkpoint of the narrower w/o ACM (GRU_C kept) is refused under no_acm and loads
+    under no_acm_attention; unused weights of removed modules are dropped on load."""
+    cfg = small_cfg()
+    sd = model_of(cfg).state_dict()  # a full checkpoint: every module's weights
+    narrow = AVAFN(AVAFNConfig(**{**cfg.to_dict(), "no_acm_attention": True}))
+    narrow.load_state_dict(sd)
+    torch.testing.assert_close(narrow.rnn.gru_c.w_hh, sd["rnn.gru_c.w_hh"])
+    with pytest.raises(ValueError, match="no_acm_attention"):
+        AVAFN(AVAFNConfig(**{**cfg.to_dict(), "no_acm": True})).load_state_dict(sd)
+    AVAFN(AVAFNConfig(**{**cfg.to_dict(), "no_ssm": True, "no_ilm": True})).load_state_dict(sd)
 
 
 def test_modality_switch_ignores_other_modalities():
@@ -398,7 +470,11 @@ def reference_forward(model, feats, present, speaker, length, causal):
             ff = _lin(torch.nn.functional.gelu(_lin(h_ln, blk.ff[0])), blk.ff[3])
             hc[m] = _ln(h_ln + ff, blk.norm2)  # eqs. 5-6
         pres = [m for m in mods if present[m][t]]
-        w = {m: math.exp(fu.fusion_logits[mods.index(m)].item()) for m in pres}
+        if cfg.fusion_weights == "global":  # eq. 7: one learned scalar per modality
+            logit = fu.fusion_logits
+        else:  # per utterance: a linear gate over H_1^c ⊕ ... ⊕ H_M^c
+            logit = _lin(torch.cat([hc[m] for m in mods]), fu.fusion_gate)
+        w = {m: math.exp(logit[mods.index(m)].item()) for m in pres}
         tot = sum(w.values())
         wca = sum((w[m] / tot) * hc[m] for m in pres) if pres else torch.zeros_like(hc[mods[0]])
         res = [_ln(_lin(h[m][t], fu.res[m][0]), fu.res[m][1]) for m in mods]
@@ -407,12 +483,17 @@ def reference_forward(model, feats, present, speaker, length, causal):
     vs_ = [feats[lm][t] if present[lm][t] else None for t in range(length)]
     parties = sorted({int(speaker[t]) for t in range(length)})
 
-    untied = rnn.gru_c.w_hh.dim() == 3  # separate weights per direction: read direction k's
+    # which modules exist: w/o ACM removes GRU_C and the attention; w/o ACM attention the
+    # attention; w/o SSM GRU_S (and the attention, whose only reader is eq. 10); w/o ILM GRU_L
+    has_c = not cfg.no_acm
+    has_att = has_c and not cfg.no_acm_attention and not cfg.no_ssm
+    untied = hasattr(rnn, "gru_e_b")  # separate weights per direction: read direction k's
 
     def direction(order, k):
         pick = (lambda p: p[k]) if untied else (lambda p: p)
-        w_att, b_att, v_att = pick(rnn.att_w.weight), pick(rnn.att_w.bias), pick(rnn.att_v.weight)
-        v_missing = pick(rnn.v_missing)
+        if has_att:
+            w_att, b_att = pick(rnn.att_w.weight), pick(rnn.att_w.bias)
+            v_att = pick(rnn.att_v.weight)
         g = rnn.gru_e_b if untied and k == 1 else rnn.gru_e
         c = torch.zeros(cfg.d_context, dtype=torch.float64)
         q = {p: torch.zeros(cfg.d_party, dtype=torch.float64) for p in parties}
@@ -421,17 +502,19 @@ def reference_forward(model, feats, present, speaker, length, causal):
         for t in order:
             i = int(speaker[t])
             seen.add(i)
-            c = _gru(c, torch.cat([us[t], q[i]]), *_split_gru(rnn.gru_c, k))  # eq. 8
+            if has_c:
+                c = _gru(c, torch.cat([us[t], q[i]]), *_split_gru(rnn.gru_c, k))  # eq. 8
             ac = torch.zeros_like(c)
-            if hist and not cfg.no_acm:  # eq. 9
+            if hist and has_att:  # eq. 9
                 sc = torch.stack([(v_att @ torch.tanh(w_att @ ck + b_att))[0] for ck in hist])
                 al = torch.softmax(sc, 0)
                 ac = (al[:, None] * torch.stack(hist)).sum(0)
                 alphas[t] = al
             hist.append(c)
             q_new = dict(q)
-            if not cfg.no_ssm:
-                q_new[i] = _gru(q[i], torch.cat([us[t], ac]), *_split_gru(rnn.gru_s, k))  # eq. 10
+            if not cfg.no_ssm:  # eq. 10 on u_t ⊕ ac_t, or on u_t alone without the attention
+                x = torch.cat([us[t], ac]) if has_att else us[t]
+                q_new[i] = _gru(q[i], x, *_split_gru(rnn.gru_s, k))
             listeners = [j for j in parties if j != i and (j in seen or not causal)]
             for j in listeners:
                 if not cfg.no_ilm:
@@ -439,13 +522,13 @@ def reference_forward(model, feats, present, speaker, length, causal):
                     if vs_[t] is not None:
                         x = w_ih @ torch.cat([us[t], vs_[t]]) + b_ih
                     else:
-                        x = w_ih[:, : us[t].shape[0]] @ us[t] + b_ih + v_missing
+                        x = w_ih[:, : us[t].shape[0]] @ us[t] + b_ih + pick(rnn.v_missing)
                     q_new[j] = _gru_pre(q[j], x, w_hh @ q[j] + b_hh)  # eq. 11
             q = q_new
             ql = (torch.stack([q[j] for j in listeners]).mean(0) if listeners
                   else torch.zeros(cfg.d_party, dtype=torch.float64))
-            e = _gru(e, torch.cat([c, q[i], ql]), g.weight_ih_l0, g.bias_ih_l0,
-                     g.weight_hh_l0, g.bias_hh_l0)  # eq. 12
+            e_in = torch.cat([c, q[i], ql] if has_c else [q[i], ql])  # eq. 12
+            e = _gru(e, e_in, g.weight_ih_l0, g.bias_ih_l0, g.weight_hh_l0, g.bias_hh_l0)
             es[t] = e
         return es, alphas
 
@@ -472,14 +555,27 @@ def _gru_pre(h, gi, gh):
     {"bidirectional": False},
     {"modalities": ("text",)},
     {"modalities": ("audio", "video", "text"), "bidirectional": False},
-    {"no_acm": True, "no_ilm": True},
+    {"no_acm": True},
+    {"no_acm_attention": True},
     {"no_ssm": True},
+    {"no_ilm": True},
+    {"no_acm": True, "no_ilm": True},
+    {"no_acm": True, "no_ssm": True},
+    {"no_acm_attention": True, "no_ssm": True, "no_ilm": True},
     {"tie_directions": True},
     {"tie_directions": True, "no_acm": True, "no_ilm": True},
+    {"fusion_weights": "per_utterance"},
+    {"fusion_weights": "per_utterance", "modalities": ("audio", "video", "text"),
+     "bidirectional": False},
 ])
 def test_equivalence_with_plain_loop(kw):
     cfg = small_cfg(**kw)
     model = model_of(cfg, seed=1, dtype=torch.float64)
+    fu = model.fusion
+    with torch.no_grad():  # eq. 7's parameters start at "equal weights": make them matter
+        for p in ([fu.fusion_logits] if hasattr(fu, "fusion_logits") else []) + (
+                list(fu.fusion_gate.parameters()) if hasattr(fu, "fusion_gate") else []):
+            p.normal_(0, 0.5, generator=torch.Generator().manual_seed(5))
     feats, present, speaker, mask = make_batch(cfg, lengths=(5, 2, 4), seed=2,
                                                dtype=torch.float64, p_missing=0.3)
     with torch.no_grad():
@@ -489,7 +585,7 @@ def test_equivalence_with_plain_loop(kw):
                 model, {m: x[b] for m, x in feats.items()}, {m: x[b] for m, x in present.items()},
                 speaker[b], n, causal=not cfg.bidirectional)
             torch.testing.assert_close(out["logits"][b, :n], logits, atol=1e-10, rtol=1e-8)
-            if not cfg.no_acm and not cfg.no_ssm:
+            if model.rnn.has_att:
                 for t, al in alphas.items():
                     torch.testing.assert_close(out["context_attention"][b, t, :t], al)
 
@@ -577,3 +673,124 @@ def test_tied_directions_shapes_and_equals_untied_with_copied_weights():
     tied(feats, present, speaker, mask)["logits"][mask].logsumexp(-1).sum().backward()
     for name, p in tied.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ---- fusion: registered, selected by name; eq. 7 per utterance -------------------------------
+def test_per_utterance_fusion_weights():
+    cfg = small_cfg(fusion_weights="per_utterance", modalities=ALL3)
+    model = model_of(cfg)
+    assert not hasattr(model.fusion, "fusion_logits")
+    assert not hasattr(model_of(small_cfg()).fusion, "fusion_gate")
+    with torch.no_grad():
+        model.fusion.fusion_gate.weight.normal_(0, 0.1)
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.3)
+    fu = model.fusion
+    valid = {m: present[m] & mask for m in cfg.modalities}
+    h = fu.project(feats, valid)
+    hc = torch.stack([fu.cam[m](h[m], h[m], h[m], None)[0] for m in cfg.modalities], -2)
+    pres = torch.stack([valid[m] for m in cfg.modalities], -1)
+    w = fu.eq7_weights(hc, pres)  # (B,T,M)
+    assert (w[~pres] == 0).all()  # a missing modality gets no weight
+    torch.testing.assert_close(w.sum(-1)[pres.any(-1)], torch.ones(int(pres.any(-1).sum())))
+    both = pres.all(-1)
+    assert w[both].std(0).min() > 1e-2  # the weights change from utterance to utterance
+    glob = model_of(small_cfg(modalities=ALL3)).fusion.eq7_weights(hc, pres)
+    assert glob[both].std(0).max() < 1e-6  # global: the same weights for every utterance
+    model.train()
+    model(feats, present, speaker, mask)["logits"][mask].sum().backward()
+    assert fu.fusion_gate.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="fusion_weights"):
+        small_cfg(fusion_weights="bogus")
+
+
+def test_fusion_plugin_selected_by_name():
+    """A fusion implementing project / keys_values / fuse, registered by name, runs in the full
+    pass and in streaming (same results); an unknown name lists the known ones."""
+    from torch import nn
+
+    from avafn.model.fusion import Fusion
+    from avafn.model.registry import FUSIONS
+    from avafn.registry import RegistryError
+
+    class MeanFusion(Fusion):  # u_t = Linear(mean of the present modalities' projections)
+        def __init__(self, cfg):
+            super().__init__()
+            self.modalities = cfg.modalities
+            self.proj = nn.ModuleDict({m: nn.Linear(cfg.input_dims[m], cfg.d_model)
+                                       for m in cfg.modalities})
+
+        def project(self, feats, valid):
+            return {m: self.proj[m](feats[m]) * valid[m].unsqueeze(-1) for m in self.modalities}
+
+        def keys_values(self, h):
+            return {}, {}
+
+        def fuse(self, h, valid, keys, values, key_valid, allow):
+            n = sum(valid[m].float() for m in self.modalities).clamp_min(1).unsqueeze(-1)
+            return sum(h.values()) / n, {}
+
+    FUSIONS.register("test-mean", MeanFusion, replace=True)
+    assert "cam" in FUSIONS.names() and "test-mean" in FUSIONS.names()
+    cfg = small_cfg(fusion="test-mean", bidirectional=False)
+    model = model_of(cfg)
+    assert isinstance(model.fusion, MeanFusion)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(5, 5), p_missing=0.3)
+    full = model(feats, present, speaker, mask)
+    state = model.init_state(2)
+    for t in range(5):
+        logits, state, _ = model.step(state, {m: x[:, t] for m, x in feats.items()},
+                                      {m: x[:, t] for m, x in present.items()}, speaker[:, t])
+        torch.testing.assert_close(logits, full["logits"][:, t], atol=1e-5, rtol=1e-4)
+    with pytest.raises(RegistryError, match="cam"):
+        AVAFN(small_cfg(fusion="no-such-fusion"))
+
+
+# ---- numerics: half precision; any change to a weight is seen ---------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_half_precision(dtype, bidirectional):
+    cfg = small_cfg(bidirectional=bidirectional)
+    ref_model = model_of(cfg)
+    feats, present, speaker, mask = make_batch(cfg, p_missing=0.2)
+    with torch.no_grad():
+        ref = ref_model(feats, present, speaker, mask)["logits"][mask]
+        low = model_of(cfg).to(dtype)  # the same weights, rounded
+        out = low({m: x.to(dtype) for m, x in feats.items()}, present, speaker, mask)
+        with torch.autocast("cpu", dtype=dtype):
+            auto = ref_model(feats, present, speaker, mask)
+    tol = 2e-2 if dtype == torch.bfloat16 else 3e-3
+    for o in (out, auto):
+        assert torch.isfinite(o["logits"]).all()
+        torch.testing.assert_close(o["logits"][mask].float(), ref, atol=tol, rtol=tol)
+    if not bidirectional:  # streaming in low precision equals the low-precision full pass
+        full = (torch.ones_like(mask), torch.where(mask, speaker, 0))
+        with torch.no_grad():
+            lf = low({m: x.to(dtype) for m, x in feats.items()}, present, full[1], full[0])
+            state = low.init_state(3, dtype=dtype)
+            for t in range(mask.shape[1]):
+                logits, state, _ = low.step(state, {m: x[:, t].to(dtype) for m, x in
+                                                    feats.items()},
+                                            {m: x[:, t] for m, x in present.items()}, full[1][:, t])
+                assert logits.dtype == dtype and torch.isfinite(logits).all()
+                torch.testing.assert_close(logits.float(), lf["logits"][:, t].float(),
+                                           atol=tol, rtol=tol)
+
+
+def test_weight_changes_are_seen_by_the_next_step():
+    """Writes through .data (which bypass the version counter) and optimizer steps both reach
+    the next step: nothing derived from the weights is cached."""
+    cfg = small_cfg(bidirectional=False)
+    model = model_of(cfg)
+    feats, _present, speaker, mask = make_batch(cfg, lengths=(4, 4))
+    ft = {m: x[:, 0] for m, x in feats.items()}
+    with torch.no_grad():
+        before, _, _ = model.step(model.init_state(2), ft, None, speaker[:, 0])
+    for name, p in model.named_parameters():
+        if name.startswith(("rnn.gru_c.", "rnn.gru_s.w_in.0", "fusion.out", "fusion.proj.audio")):
+            p.data.add_(0.3)
+    with torch.no_grad():
+        after, _, _ = model.step(model.init_state(2), ft, None, speaker[:, 0])
+        fresh = model({m: x[:, :1] for m, x in feats.items()}, None, speaker[:, :1],
+                      mask[:, :1])["logits"][:, 0]
+    assert not torch.allclose(before, after, atol=1e-4)
+    torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-4)

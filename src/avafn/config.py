@@ -24,7 +24,7 @@ from typing import Any
 
 from avafn.errors import UserError
 
-ABLATIONS = ("no_acm", "no_ssm", "no_ilm")
+ABLATIONS = ("no_acm", "no_acm_attention", "no_ssm", "no_ilm")
 #: model config fields fixed by the data, never set by the user
 DATA_FIELDS = ("modalities", "input_dims", "n_classes", "n_parties")
 

@@ -1,9 +1,17 @@
 """The paper's Table 2 (modalities alone and fused) and Table 3 (ablations) on a feature store.
 
-A row is named ``"<modality>+<modality>..."`` optionally followed by ``"/<ablation>"``, e.g.
-``"audio+video/no_acm"``. Every row is one run folder ``OUT/<row>`` (``+`` → ``_``, ``/`` →
-``-``), trained over the given seeds and evaluated on test; finished runs are reused, so an
-interrupted table resumes. ``OUT/table.md`` puts our mean ± std beside the paper's number.
+A row is named ``"<modality>+<modality>..."``, optionally followed by ``"/<ablation>,..."`` and
+by ``"@<fusion weights>"``, e.g. ``"audio+video/no_acm"`` (the paper's w/o ACM: no context
+state, no attention) or ``"audio+video@per_utterance"`` (eq. 7's weights computed per
+utterance). Every row is one run folder ``OUT/<row>`` (``+`` → ``_``, ``/`` and ``,`` → ``-``),
+trained over the given seeds (each seed's epoch chosen on dev) and evaluated on test; finished
+runs are reused, so an interrupted table resumes. ``OUT/table.md`` puts our mean ± std beside
+the paper's number.
+
+Options adding rows: ``fusion_rows`` (the fused rows again with per-utterance fusion weights)
+and ``audio_modalities`` (one audio-only row per stored audio modality, e.g. the wav2vec 2.0
+layers ``audio-l12``, ``audio-l18``, ``audio-l24``); among the latter the table names the one
+with the best **dev** weighted F1 (never test).
 """
 
 from __future__ import annotations
@@ -29,12 +37,16 @@ PAPER = {
     "audio+video/no_ilm": 46.92,
 }
 PAPER_ROWS = list(PAPER)
-ABLATION_NAMES = {"no_acm": "w/o ACM", "no_ssm": "w/o SSM", "no_ilm": "w/o ILM"}
+ABLATION_NAMES = {"no_acm": "w/o ACM", "no_acm_attention": "w/o ACM attention (ac_t = 0)",
+                  "no_ssm": "w/o SSM", "no_ilm": "w/o ILM"}
+FUSION_WEIGHT_NAMES = {"global": "global fusion weights",
+                       "per_utterance": "per-utterance fusion weights"}
 
 
 def parse_row(row: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``"audio+video/no_acm"`` → ``(("audio", "video"), ("no_acm",))``."""
-    mods, _, abl = row.partition("/")
+    """``"audio+video/no_acm"`` → ``(("audio", "video"), ("no_acm",))`` (``@...`` is
+    :func:`row_model`'s)."""
+    mods, _, abl = row.partition("@")[0].partition("/")
     modalities = tuple(m.strip() for m in mods.split("+") if m.strip())
     ablations = tuple(a.strip() for a in abl.split(",") if a.strip())
     if not modalities:
@@ -44,6 +56,31 @@ def parse_row(row: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         raise ValueError(f"table row {row!r}: unknown ablation(s) {sorted(bad)}; "
                          f"known: {list(ABLATIONS)}")
     return modalities, ablations
+
+
+def row_model(row: str) -> dict[str, Any]:
+    """The model settings a row names: ``"audio+video@per_utterance"`` →
+    ``{"fusion_weights": "per_utterance"}``; ``{}`` without ``@``."""
+    _, at, weights = row.partition("@")
+    if not at:
+        return {}
+    if weights not in FUSION_WEIGHT_NAMES:
+        raise ValueError(f"table row {row!r}: unknown fusion weights {weights!r}; known: "
+                         f"{list(FUSION_WEIGHT_NAMES)}")
+    return {"fusion_weights": weights}
+
+
+def option_rows(rows: Sequence[str], fusion_rows: bool = False,
+                audio_modalities: Sequence[str] = ()) -> list[str]:
+    """``rows`` plus the rows the options add: with ``fusion_rows`` each fused row (two or more
+    modalities, no ablation) again with per-utterance fusion weights; one audio-only row per
+    name in ``audio_modalities``."""
+    out = list(rows)
+    if fusion_rows:
+        out += [f"{r}@per_utterance" for r in rows
+                if "@" not in r and "/" not in r and len(parse_row(r)[0]) > 1]
+    out += list(audio_modalities)
+    return list(dict.fromkeys(out))
 
 
 def default_rows(store_modalities: Sequence[str]) -> list[str]:
@@ -64,14 +101,18 @@ def row_dir(row: str) -> str:
 def row_title(row: str) -> str:
     mods, abl = parse_row(row)
     t = " + ".join(mods)
-    return t + "".join(f" {ABLATION_NAMES[a]}" for a in abl)
+    t += "".join(f" {ABLATION_NAMES[a]}" for a in abl)
+    weights = row_model(row).get("fusion_weights")
+    return t + (f", {FUSION_WEIGHT_NAMES[weights]}" if weights else "")
 
 
 def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: Sequence[int],
               device: str = "cpu", rows: Sequence[str] | None = None, progress: bool = True,
+              fusion_rows: bool = False, audio_modalities: Sequence[str] = (),
               **train_overrides: Any) -> Path:
-    """Train and evaluate every row (default :func:`default_rows`) whose modalities are in the
-    store; write ``OUT/table.md`` and ``OUT/table.json``; return the path of ``table.md``.
+    """Train and evaluate every row (default :func:`default_rows`, plus the rows of the options,
+    :func:`option_rows`) whose modalities are in the store; write ``OUT/table.md`` and
+    ``OUT/table.json``; return the path of ``table.md``.
 
     ``train_overrides``: one flat mapping of settings (:func:`avafn.config.split_settings`:
     ``max_epochs``, ``lr``, ``dropout``, ``model_overrides``, ``dataset``, ...) applied to
@@ -79,7 +120,11 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
     """
     out = Path(out_dir)
     stored = store.modalities()
-    rows = list(rows) if rows else default_rows(stored)
+    rows = option_rows(list(rows) if rows else default_rows(stored), fusion_rows,
+                       audio_modalities)
+    for row in rows:  # every row name is checked before anything is trained
+        parse_row(row)
+        row_model(row)
     flat = dict(train_overrides)
     for k in ("modalities", "ablations", "store"):  # set by each row; the store is ``store``
         flat.pop(k, None)
@@ -95,7 +140,7 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
             continue
         md = {m: p for m, p in base.modality_dropout.items() if m in mods}
         cfg = base.replace(modalities=mods, modality_dropout=md)
-        row_spec = spec.replace(**{a: True for a in abl})
+        row_spec = spec.replace(**{a: True for a in abl}, **row_model(row))
         print(f"[table] {row_title(row)}: seeds {list(seeds)}")
         run = train(corpus, store, out / row_dir(row), cfg, seeds=seeds, progress=progress,
                     model=row_spec, provenance=prov)
@@ -107,6 +152,12 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
     result = {"corpus": corpus.name, "rows": done, "skipped": skipped, "seeds": [int(s) for s in seeds],
               "store": store.fingerprint(stored),
               "train": base.to_dict(), "model": spec.to_dict()}
+    audio_done = [r for r in done if r["row"] in set(audio_modalities)]
+    if audio_done:  # chosen on dev weighted F1, never on test
+        best = max(audio_done, key=lambda r: r["dev"]["mean"])
+        result["audio_choice"] = {"row": best["row"], "dev": best["dev"]["mean"],
+                                  "test": best["test"]["mean"],
+                                  "compared": [r["row"] for r in audio_done]}
     atomic_write_json(out / "table.json", result)
     path = out / "table.md"
     atomic_write_bytes(path, table_markdown(result).encode())
@@ -126,6 +177,11 @@ def table_markdown(result: dict) -> str:
               "on dev weighted F1; "
               + ("mean ± sample std over seeds" if len(seeds) > 1 else "one seed: no spread")
               + ". Paper: AVAFN, Tables 2 and 3.")]
+    choice = result.get("audio_choice")
+    if choice:
+        lines.append(f"Audio modality chosen on dev weighted F1 among "
+                     f"{', '.join(choice['compared'])}: **{choice['row']}** (dev "
+                     f"{choice['dev']:.2f}, test {choice['test']:.2f}).")
     for s in result["skipped"]:
         lines.append(f"Skipped {row_title(s['row'])}: {s['reason']}.")
     return "\n".join(lines) + "\n"

@@ -178,7 +178,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         kw.pop(k, None)
     kw.update(dataset=str(args.dataset), meld_dir=args.meld_dir)
     path = run_table(corpus, store, args.out, args.seeds, device=args.device, rows=args.rows,
-                     progress=not args.no_progress, **kw)
+                     progress=not args.no_progress, fusion_rows=args.fusion_rows,
+                     audio_modalities=args.audio_modalities or (), **kw)
     print(path.read_text())
     return 0
 
@@ -215,7 +216,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--modalities", type=_names, default=None,
                    help="comma-separated, e.g. audio,video or text (default audio,video)")
     p.add_argument("--ablation", type=_names, default=None,
-                   help="any of no_acm,no_ssm,no_ilm")
+                   help="any of no_acm,no_acm_attention,no_ssm,no_ilm")
     p.add_argument("--out", required=True, help="run folder")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
@@ -253,6 +254,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rows", type=_names, default=None,
                    help="e.g. audio,video,audio+video,audio+video/no_acm (default: all rows "
                         "whose modalities are stored)")
+    p.add_argument("--fusion-rows", action="store_true",
+                   help="add each fused row again with per-utterance fusion weights "
+                        "(row name ROW@per_utterance)")
+    p.add_argument("--audio-modalities", type=_names, default=None, metavar="M1,M2",
+                   help="add one audio-only row per stored audio modality, e.g. "
+                        "audio-l12,audio-l18,audio-l24; the best on dev is named")
     _add_train_args(p)
     p.set_defaults(func=cmd_table)
 

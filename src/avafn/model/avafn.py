@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from .dialogue import DialogueRecurrence, listener_weights
-from .fusion import CrossModalFusion
-from .registry import MODELS
+from .fusion import FUSION_WEIGHTS
+from .registry import FUSIONS, MODELS
 
 
 @dataclass
@@ -35,9 +35,13 @@ class AVAFNConfig:
     # between the two directions (the model before 2026-11-25); False: one set per direction
     tie_directions: bool = False
     listener_modality: str | None = None  # v_t of eq. 11; None: "video" if used, else first
-    no_acm: bool = False
-    no_ssm: bool = False
-    no_ilm: bool = False
+    fusion: str = "cam"  # a name registered in avafn.model.registry.FUSIONS
+    fusion_weights: str = "global"  # eq. 7 of "cam": "global" or "per_utterance"
+    # ablations (Table 3); each removes its module (docs/model.md)
+    no_acm: bool = False  # the paper's w/o ACM: no GRU_C, no attention (no C_t, no ac_t)
+    no_acm_attention: bool = False  # only eq. 9's attention: ac_t = 0, GRU_C and C_t kept
+    no_ssm: bool = False  # no GRU_S: the speaker's state is carried over at its turn
+    no_ilm: bool = False  # no GRU_L: listeners keep their state
 
     def __post_init__(self) -> None:
         self.modalities = tuple(self.modalities)
@@ -54,6 +58,12 @@ class AVAFNConfig:
                              f"{self.modalities!r}")
         if self.n_parties < 1 or self.n_classes < 1:
             raise ValueError("n_parties and n_classes must be >= 1")
+        if self.fusion_weights not in FUSION_WEIGHTS:
+            raise ValueError(f"fusion_weights must be one of {list(FUSION_WEIGHTS)}, got "
+                             f"{self.fusion_weights!r}")
+        if self.no_acm and self.no_ssm and self.no_ilm:
+            raise ValueError("no_acm, no_ssm and no_ilm together leave no path from the "
+                             "utterances to the emotion state")
 
     @property
     def listener(self) -> str:
@@ -85,12 +95,12 @@ class AVAFN(nn.Module):
         self.cfg = cfg
         p_in = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
         self.in_drop = nn.Dropout(p_in)  # on raw features, one mask shared by CAM and eq. 11
-        self.fusion = CrossModalFusion(cfg.modalities, cfg.input_dims, cfg.d_model, cfg.d_ff,
-                                       cfg.dropout)
+        self.fusion = FUSIONS.get(cfg.fusion)(cfg)  # eqs. 1-7 (fusion.py: the interface)
         self.rnn = DialogueRecurrence(
             cfg.d_model, cfg.input_dims[cfg.listener], cfg.d_context, cfg.d_party, cfg.d_emotion,
             cfg.d_att, no_acm=cfg.no_acm, no_ssm=cfg.no_ssm, no_ilm=cfg.no_ilm,
-            n_dir=2 if cfg.bidirectional and not cfg.tie_directions else 1)
+            n_dir=2 if cfg.bidirectional and not cfg.tie_directions else 1,
+            no_acm_attention=cfg.no_acm_attention)
         self.drop = nn.Dropout(cfg.dropout)
         n_dir = 2 if cfg.bidirectional else 1
         self.classifier = nn.Linear(n_dir * cfg.d_emotion, cfg.n_classes)  # eq. 13
@@ -99,16 +109,32 @@ class AVAFN(nn.Module):
 
     def _untie_checkpoint(self, state_dict: dict[str, torch.Tensor], prefix: str,
                           *_args: Any) -> None:
-        """Loading a tied-direction checkpoint (one set of recurrence weights, the layout before
-        2026-11-25) into an untied model: copy the shared set into both directions, which
-        computes exactly the tied model's function (tested)."""
-        w = state_dict.get(prefix + "rnn.gru_c.w_hh")
-        if self.rnn.n_dir != 2 or w is None or w.dim() != 2:
+        """Checkpoints of other layouts. (1) A tied-direction checkpoint (one set of recurrence
+        weights) loaded into an untied model: the shared set is copied into both directions,
+        which computes exactly the tied model's function (tested). (2) Weights of a module
+        that this configuration removes (an ablation; checkpoints that kept unused weights of
+        ablated modules) are dropped, except GRU_C under ``no_acm``: such a checkpoint was
+        trained with the narrower ablation, now ``no_acm_attention``, and is refused."""
+        rnn, pre = self.rnn, prefix + "rnn."
+        if not rnn.has_context and pre + "gru_c.w_hh" in state_dict:
+            raise ValueError("this checkpoint has GRU_C weights but its configuration says "
+                             "no_acm (the paper's w/o ACM, which has no GRU_C): it was trained "
+                             "with the narrower ablation; load it with \"no_acm_attention\": "
+                             "true and \"no_acm\": false in the model config")
+        own = {pre + n for n, _ in rnn.named_parameters()}
+        removed = tuple(pre + n for n in ("att_w.", "att_v.", "gru_s.", "gru_l.", "v_missing"))
+        for key in [k for k in state_dict if k.startswith(removed) and k not in own]:
+            del state_dict[key]
+        if rnn.n_dir != 2:
             return
-        for name, p in self.rnn.named_parameters():
-            key = prefix + "rnn." + name
+        params = [(n, p) for n, p in rnn.named_parameters() if not n.startswith("gru_e")]
+        if not any(pre + n in state_dict and state_dict[pre + n].dim() == p.dim() - 1
+                   for n, p in params):
+            return
+        for name, p in rnn.named_parameters():
+            key = pre + name
             if name.startswith("gru_e_b."):
-                src = prefix + "rnn.gru_e." + name[len("gru_e_b."):]
+                src = pre + "gru_e." + name[len("gru_e_b."):]
                 if key not in state_dict and src in state_dict:
                     state_dict[key] = state_dict[src].clone()
             elif key in state_dict and state_dict[key].dim() == p.dim() - 1:
@@ -215,14 +241,14 @@ class AVAFN(nn.Module):
         xc, xs, xl = self.rnn.project_inputs(u_r, v_r, v_ok)
         cell = self._compiled_cell if (self._compiled_cell is not None and u.is_cuda) else None
         r = self.rnn.run(xc, xs, xl, onehot, lis, cell=cell, keep_parties=return_states)
-        e = self.rnn.emotion(r["C"], r["q_s"], r["q_l"])  # (N,T,De), eq. 12
+        e = self.rnn.emotion(r.get("C"), r["q_s"], r["q_l"])  # (N,T,De), eq. 12
         if cfg.bidirectional:
             e_b = e[b_sz:]
             e_b = e_b.gather(1, rev.unsqueeze(-1).expand_as(e_b))
             e = torch.cat([e[:b_sz], e_b], dim=-1)
         logits = self.classifier(self.drop(e))  # eq. 13 (softmax in the loss / predict)
         # context_attention: forward-direction eq. 9 weights alpha_{t,k}, k < t
-        if r["score"] is None:  # w/o ACM or w/o SSM: ac_t is not used by the model
+        if r["score"] is None:  # no attention (w/o ACM, its attention, or SSM)
             att = logits.new_zeros(b_sz, t_len, t_len)
         else:
             allow = torch.ones(t_len, t_len, dtype=torch.bool, device=u.device).tril(-1)
@@ -232,9 +258,9 @@ class AVAFN(nn.Module):
         out = {"logits": logits, "context_attention": att}
         if return_states:
             out["u"] = u
-            out["C"] = r["C"][:b_sz]
-            out["q_s"], out["q_l"] = r["q_s"][:b_sz], r["q_l"][:b_sz]
-            out["Q"] = r["Q"][:b_sz]
+            for k in ("C", "ac", "q_s", "q_l", "Q"):  # C: GRU_C; ac: the attention (eq. 9)
+                if k in r:
+                    out[k] = r[k][:b_sz]
             out["E"] = e
         return out
 
@@ -244,17 +270,21 @@ class AVAFN(nn.Module):
         """Empty streaming state for batch_size dialogues (requires bidirectional=False)."""
         if self.cfg.bidirectional:
             raise ValueError("streaming needs a forward-only model (bidirectional=False)")
-        d = self.cfg.d_model
-        st: dict[str, Any] = self.rnn.init_carry(batch_size, self.cfg.n_parties, device, dtype)
-        st["E"] = torch.zeros(batch_size, self.cfg.d_emotion, device=device, dtype=dtype)
-        st["seen"] = torch.zeros(batch_size, self.cfg.n_parties, device=device, dtype=dtype)
-        st["scores"] = torch.zeros(batch_size, 0, device=device, dtype=dtype)
-        st["keys"] = {m: torch.zeros(batch_size, 0, d, device=device, dtype=dtype)
-                      for m in self.cfg.modalities}
-        st["values"] = {m: torch.zeros(batch_size, 0, d, device=device, dtype=dtype)
-                        for m in self.cfg.modalities}
+        cfg = self.cfg
+        z = {"device": device, "dtype": dtype}
+        st: dict[str, Any] = self.rnn.init_carry(batch_size, cfg.n_parties, device, dtype)
+        st["E"] = torch.zeros(batch_size, cfg.d_emotion, **z)
+        st["seen"] = torch.zeros(batch_size, cfg.n_parties, **z)
+        st["scores"] = torch.zeros(batch_size, 0, **z)
+        # the fusion's per-utterance keys/values of the utterances seen so far
+        h0 = self.fusion.project(
+            {m: torch.zeros(batch_size, 0, cfg.input_dims[m], **z) for m in cfg.modalities},
+            {m: torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+             for m in cfg.modalities})
+        st["keys"], st["values"] = self.fusion.keys_values(h0)
         st["key_valid"] = {m: torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
-                           for m in self.cfg.modalities}
+                           for m in st["keys"]}
+        st["present"] = torch.ones(batch_size, 1, dtype=torch.bool, device=device)  # constant
         return st
 
     def step(
@@ -270,11 +300,14 @@ class AVAFN(nn.Module):
         cfg = self.cfg
         if cfg.bidirectional:
             raise ValueError("streaming needs a forward-only model (bidirectional=False)")
-        b_sz = state["C"].shape[0]
+        b_sz = state["Q"].shape[0]
         if not isinstance(speaker_t, torch.Tensor) or tuple(speaker_t.shape) != (b_sz,):
             raise ValueError(f"speaker_t must have shape ({b_sz},)")
         t_idx = state["scores"].shape[1]
-        f3, p3 = {}, {}
+        # validation: cheap checks first; the full check (which names dialogue and utterance)
+        # only when one fails
+        f3, p3, ok = {}, {}, not (speaker_t.dtype.is_floating_point
+                                  or speaker_t.dtype == torch.bool)
         for m in cfg.modalities:
             if m not in feats_t:
                 raise ValueError(f"feats_t has no modality {m!r}")
@@ -283,44 +316,54 @@ class AVAFN(nn.Module):
                 raise ValueError(f"feats_t[{m!r}] must have shape ({b_sz}, {cfg.input_dims[m]}),"
                                  f" got {tuple(x.shape)} (utterance {t_idx})")
             f3[m] = x.unsqueeze(1)
-            if present_t is not None and m in present_t:
-                if tuple(present_t[m].shape) != (b_sz,):
+            pm = None if present_t is None else present_t.get(m)
+            if pm is not None:
+                if tuple(pm.shape) != (b_sz,):
                     raise ValueError(f"present_t[{m!r}] must have shape ({b_sz},)")
-                p3[m] = present_t[m].unsqueeze(1)
-        mask = torch.ones(b_sz, 1, dtype=torch.bool, device=speaker_t.device)
-        try:
-            present = self._check(f3, p3, speaker_t.unsqueeze(1), mask)
-        except ValueError as err:  # the whole message already names dialogue b; fix utterance
-            raise ValueError(str(err).replace("utterance 0", f"utterance {t_idx}")) from None
-        # eqs. 1-7 with the history of keys/values (causal CAM)
-        fu = self.fusion
-        x = {m: self.in_drop(torch.where(present[m].unsqueeze(-1), f3[m], torch.zeros_like(f3[m])))
-             for m in cfg.modalities}
+                p3[m] = pm.unsqueeze(1)
+            ok = ok and x.shape[1] == cfg.input_dims[m] and (pm is None or (
+                pm.dtype == torch.bool and bool(pm.all()))) and bool(torch.isfinite(x).all())
+        if ok:
+            spk_l = speaker_t.tolist()
+            ok = not spk_l or (min(spk_l) >= 0 and max(spk_l) < cfg.n_parties)
+        if ok:  # every modality present, finite, the right width; speakers in range
+            present = {m: state["present"] for m in cfg.modalities}
+        else:
+            mask = torch.ones(b_sz, 1, dtype=torch.bool, device=speaker_t.device)
+            try:
+                present = self._check(f3, p3, speaker_t.unsqueeze(1), mask)
+            except ValueError as err:  # the message names dialogue b; fix the utterance
+                raise ValueError(str(err).replace("utterance 0", f"utterance {t_idx}")) from None
+        # eqs. 1-7 with the keys/values of the earlier utterances (causal CAM)
+        fu, train = self.fusion, self.training
+        x = {}
+        for m in cfg.modalities:
+            xm = f3[m] if ok else torch.where(present[m].unsqueeze(-1), f3[m], 0.0)
+            x[m] = self.in_drop(xm) if train else xm
         h = fu.project(x, present)
         kn, vn = fu.keys_values(h)
         keys = {m: torch.cat([state["keys"][m], kn[m]], 1) for m in kn}
         values = {m: torch.cat([state["values"][m], vn[m]], 1) for m in vn}
         kvalid = {m: torch.cat([state["key_valid"][m], present[m]], 1) for m in kn}
         u, _ = fu.fuse(h, present, keys, values, kvalid, None)
-        lm = cfg.listener
-        xc, xs, xl = self.rnn.project_inputs(u, x[lm], present[lm])
+        rnn, lm = self.rnn, cfg.listener
+        fused = rnn.fused(concat=False)  # the parameters themselves: nothing copied, no cache
+        xc, xs, xl = rnn.project_inputs(u[:, 0], x[lm][:, 0], present[lm][:, 0], fused)
         spk = nn.functional.one_hot(speaker_t.long(), cfg.n_parties).to(u.dtype)
         seen = torch.maximum(state["seen"], spk)
-        lis = seen * (1 - spk)
-        carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc")}
-        carry, o = self.rnn.cell(carry, xc[:, 0], None if xs is None else xs[:, 0],
-                                 None if xl is None else xl[:, 0], spk, lis,
-                                 listener_weights(lis))
-        e = self.rnn.emotion_step(state["E"], o["C"], o["q_s"], o["q_l"])
-        logits = self.classifier(self.drop(e))
-        score = o.get("score", o["C"].new_zeros(b_sz))  # (unused w/o ACM / SSM)
-        scores = torch.cat([state["scores"], score.unsqueeze(1)], 1)
-        if cfg.no_acm or cfg.no_ssm or t_idx == 0:
-            att = torch.zeros_like(state["scores"])
-        else:
+        lis = seen - spk  # seen * (1 - spk) for 0/1 values
+        carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc") if k in state}
+        carry, o = rnn.cell(carry, xc, xs, xl, spk, lis, listener_weights(lis))
+        e = rnn.emotion_step(state["E"], o.get("C"), o["q_s"], o["q_l"])
+        logits = self.classifier(self.drop(e) if train else e)
+        if "score" in o and t_idx > 0:
             att = torch.softmax(state["scores"], -1)
+        else:  # no attention (ablated), or nothing to attend to yet
+            att = state["scores"]  # (B,t) zeros: the scores of a model without attention
+        score = o["score"] if "score" in o else e.new_zeros(b_sz, 1)
+        scores = torch.cat([state["scores"], score], 1)
         new = dict(carry, E=e, seen=seen, scores=scores, keys=keys, values=values,
-                   key_valid=kvalid)
+                   key_valid=kvalid, present=state["present"])
         return logits, new, {"context_attention": att, "probs": torch.softmax(logits, -1)}
 
     # ---- CUDA fast path ----------------------------------------------------------------------

@@ -8,8 +8,9 @@ only on inputs (u_t, v_t) is projected for all t before the loop.
 
 Directions: with n_dir = 2 (bidirectional, untied) every recurrence weight has a leading
 direction axis, W (2, out, in), and is applied with one batched matmul (bmm / baddbmm) over
-the rows viewed as (2, N/2, in): no Python loop over directions. With n_dir = 1 (forward-only,
-or weights tied between directions) the weights are plain (out, in) matrices, as before.
+the rows viewed as (2, N/2, in). With n_dir = 1 (forward-only, or weights tied between
+directions) the weights are plain (out, in) matrices. Without gradients (inference,
+streaming) each GRU update is one ``torch.gru_cell`` call per direction block.
 """
 
 from __future__ import annotations
@@ -17,16 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-
-
-def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """GRU cell from precomputed gates: gi = W_i x + b_i, gh = W_h h + b_h (..,3H), h (..,H)."""
-    i_rz, i_n = gi.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
-    h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
-    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
-    n = torch.tanh(i_n + r * h_n)
-    return n + z * (h - n)  # = (1 - z) * n + z * h, PyTorch's GRU convention
 
 
 def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,15 +27,42 @@ def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
     row. w (D, out, in), b (D, out): rows are D direction-major blocks of N/D rows each, block k
     uses w[k] (one batched matmul)."""
     if w.dim() == 2:
-        if b is not None and x.dim() == 2:
-            return torch.addmm(b, x, w.t())
-        y = torch.matmul(x, w.t())
-        return y if b is None else y + b
+        return F.linear(x, w, b)
     d = w.shape[0]
     xs = x.reshape(d, -1, x.shape[-1])
     wt = w.transpose(1, 2)
     y = torch.bmm(xs, wt) if b is None else torch.baddbmm(b.unsqueeze(1), xs, wt)
     return y.reshape(*x.shape[:-1], w.shape[1])
+
+
+def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+             gi: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """GRU cell h' = GRU(h, gates W_ih x + gi, W_hh h + b_hh): x (N, in), h (N, H), gi (N, 3H) the
+    input gates' part computed beforehand (bias included). One ``torch.gru_cell`` call (its
+    pointwise part runs in C++); w (D, 3H, *), b_hh (D, 3H): D direction-major row blocks."""
+    if torch.is_grad_enabled():  # training: fewer autograd nodes than gru_cell's (measured)
+        if x.shape[-1]:
+            gi = torch.baddbmm(gi.view(w_hh.shape[0], -1, gi.shape[-1]),
+                               x.view(w_hh.shape[0], -1, x.shape[-1]), w_ih.transpose(-1, -2)
+                               ).view(gi.shape) if w_hh.dim() == 3 else F.linear(x, w_ih) + gi
+        return _gru_update(gi, dir_linear(h, w_hh, b_hh), h)
+    if w_hh.dim() == 2:
+        return torch.gru_cell(x, h, w_ih, w_hh, gi, b_hh)
+    d = w_hh.shape[0]
+    xs, hs, gis = x.chunk(d), h.chunk(d), gi.chunk(d)
+    return torch.cat([torch.gru_cell(xs[k], hs[k], w_ih[k], w_hh[k], gis[k], b_hh[k])
+                      for k in range(d)])
+
+
+def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """GRU cell from both gates' pre-activations (..,3H) and h (..,H) (PyTorch's convention)."""
+    i_rz, i_n = gi.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
+    h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
+    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
+    n = torch.tanh(torch.addcmul(i_n, r, h_n))
+    if n.dtype != h.dtype:  # autocast: gates in low precision, the state as it was
+        return n + z * (h - n)
+    return torch.lerp(n, h, z)  # = (1 - z) * n + z * h
 
 
 def add_dir(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -84,10 +104,6 @@ class GRUWeights(nn.Module):
         """x (N, ..., d_i) -> W_i x (+ b_ih) (N, ..., 3H)."""
         return dir_linear(x, self.w_in[i], self.b_ih if bias else None)
 
-    def hid(self, h: torch.Tensor) -> torch.Tensor:
-        """h (N, ..., H) -> W_hh h + b_hh (N, ..., 3H)."""
-        return dir_linear(h, self.w_hh, self.b_hh)
-
 
 class DirLinear(nn.Module):
     """nn.Linear with one weight per direction: weight (D, out, in), bias (D, out) (same init)."""
@@ -107,69 +123,91 @@ class DialogueRecurrence(nn.Module):
 
     n_dir = 2: separate parameters for the forward and the backward direction (every weight has
     a leading direction axis; GRU_E is gru_e forward, gru_e_b backward). n_dir = 1: one set,
-    used by the forward-only model or shared by both directions (tied)."""
+    used by the forward-only model or shared by both directions (tied).
+
+    Ablations remove their module: its parameters do not exist and its state is not computed.
+    ``no_acm`` (the paper's w/o ACM): no GRU_C, no attention, no C_t, no ac_t; eq. 10 reads
+    q_{i,t} = GRU_S(q_{i,t-1}, u_t) and eq. 12 E_t = GRU_E(E_{t-1}, q_{i,t} ⊕ q_{j,t}).
+    ``no_acm_attention``: only the attention of eq. 9 is removed (ac_t = 0; GRU_C and C_t stay).
+    ``no_ssm``: no GRU_S (the speaker's state is carried over at its turn); the attention, whose
+    only reader is eq. 10, is removed with it. ``no_ilm``: no GRU_L (listeners keep their state).
+    """
 
     def __init__(
         self, d_u: int, d_v: int, d_context: int, d_party: int, d_emotion: int, d_att: int,
         no_acm: bool = False, no_ssm: bool = False, no_ilm: bool = False, n_dir: int = 1,
+        no_acm_attention: bool = False,
     ) -> None:
         super().__init__()
         if n_dir not in (1, 2):
             raise ValueError(f"n_dir must be 1 or 2, got {n_dir}")
+        if no_acm and no_ssm and no_ilm:
+            raise ValueError("no_acm, no_ssm and no_ilm together leave no path from the "
+                             "utterances to the emotion state")
         self.d_context, self.d_party, self.d_emotion = d_context, d_party, d_emotion
         self.no_acm, self.no_ssm, self.no_ilm = no_acm, no_ssm, no_ilm
+        self.no_acm_attention = no_acm_attention
+        self.has_context = not no_acm  # GRU_C, C_t
+        self.has_att = self.has_context and not no_acm_attention and not no_ssm  # eq. 9, ac_t
+        self.has_ssm, self.has_ilm = not no_ssm, not no_ilm
         self.n_dir = n_dir
-        self.gru_c = GRUWeights([d_u, d_party], d_context, n_dir)  # eq. 8: u_t ⊕ q_{i,t-1}
-        if n_dir == 1:  # eq. 9: score_k = w^T tanh(W C_k + b)
-            self.att_w: nn.Module = nn.Linear(d_context, d_att)
-            self.att_v: nn.Module = nn.Linear(d_att, 1, bias=False)
-        else:
-            self.att_w = DirLinear(d_context, d_att, n_dir)
-            self.att_v = DirLinear(d_att, 1, n_dir, bias=False)
-        self.gru_s = GRUWeights([d_u, d_context], d_party, n_dir)  # eq. 10: input u_t ⊕ ac_t
-        self.gru_l = GRUWeights([d_u, d_v], d_party, n_dir)  # eq. 11: input u_t ⊕ v_t
-        lead = () if n_dir == 1 else (n_dir,)  # v_t missing: a learned vector in gate space
-        self.v_missing = nn.Parameter(torch.randn(*lead, 3 * d_party) * 0.02)
-        self.gru_e = nn.GRU(d_context + 2 * d_party, d_emotion, batch_first=True)  # eq. 12
+        if self.has_context:
+            self.gru_c = GRUWeights([d_u, d_party], d_context, n_dir)  # eq. 8: u_t ⊕ q_{i,t-1}
+        if self.has_att:  # eq. 9: score_k = w^T tanh(W C_k + b)
+            if n_dir == 1:
+                self.att_w: nn.Module = nn.Linear(d_context, d_att)
+                self.att_v: nn.Module = nn.Linear(d_att, 1, bias=False)
+            else:
+                self.att_w = DirLinear(d_context, d_att, n_dir)
+                self.att_v = DirLinear(d_att, 1, n_dir, bias=False)
+        if self.has_ssm:  # eq. 10: input u_t ⊕ ac_t (u_t alone without the attention)
+            self.gru_s = GRUWeights([d_u, d_context] if self.has_att else [d_u], d_party, n_dir)
+        if self.has_ilm:
+            self.gru_l = GRUWeights([d_u, d_v], d_party, n_dir)  # eq. 11: input u_t ⊕ v_t
+            lead = () if n_dir == 1 else (n_dir,)  # v_t missing: a learned vector in gate space
+            self.v_missing = nn.Parameter(torch.randn(*lead, 3 * d_party) * 0.02)
+        d_e_in = (d_context if self.has_context else 0) + 2 * d_party
+        self.gru_e = nn.GRU(d_e_in, d_emotion, batch_first=True)  # eq. 12
         if n_dir == 2:  # eq. 12, backward direction
-            self.gru_e_b = nn.GRU(d_context + 2 * d_party, d_emotion, batch_first=True)
+            self.gru_e_b = nn.GRU(d_e_in, d_emotion, batch_first=True)
 
-    def fused(self) -> dict:
-        """Concatenated weights for the fused matmuls: "u" (W, b) for every u_t-side gate input
-        (GRU_C, GRU_S, GRU_L), "q" for q_{i,t-1} (GRU_C input part ⊕ GRU_S hidden). Cached while
-        gradients are off (streaming), keyed on the parameters' storage and version."""
-        srcs = [self.gru_c.w_in[0], self.gru_c.b_ih, self.gru_s.w_in[0], self.gru_s.b_ih,
-                self.gru_l.w_in[0], self.gru_l.b_ih, self.gru_c.w_in[1], self.gru_s.w_hh]
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in srcs)
-        cached = getattr(self, "_fused_cache", None)
-        if not torch.is_grad_enabled() and cached is not None and cached[0] == key:
-            return cached[1]
-        grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
-            [] if self.no_ilm else [self.gru_l])
-        # gate (output) axis: -2 of the weights, -1 of the biases (with or without direction axis)
-        out = {"u": (torch.cat([g.w_in[0] for g in grus], dim=-2),
-                     torch.cat([g.b_ih for g in grus], dim=-1)),
-               "q": torch.cat([self.gru_c.w_in[1], self.gru_s.w_hh], dim=-2)}
-        self._fused_cache = None if torch.is_grad_enabled() else (key, out)
-        return out
+    def _u_grus(self) -> list[GRUWeights]:
+        """The GRUs whose input includes u_t, in the order of project_inputs' outputs."""
+        return ([self.gru_c] if self.has_context else []) + (
+            [self.gru_s] if self.has_ssm else []) + ([self.gru_l] if self.has_ilm else [])
+
+    def fused(self, concat: bool = True) -> dict:
+        """The weights applied to u_t: W, b of every u_t-side gate input (GRU_C, GRU_S, GRU_L),
+        read from the live parameters on every call (never cached, so any change to a weight
+        is seen). concat: one concatenated matrix (one matmul for a whole sequence; a copy of
+        the weights per call), else lists of the parameters themselves (one matmul each, no
+        copy: the streaming step)."""
+        grus = self._u_grus()
+        w, b = [g.w_in[0] for g in grus], [g.b_ih for g in grus]
+        if not concat:
+            return {"u": w, "b": b}
+        return {"u": _cat(w, -2), "b": _cat(b, -1)}
 
     # ---- inputs projected for all time steps at once -------------------------------------
     def project_inputs(
-        self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp).
-        With n_dir = 2 the rows are direction-major (forward block, then reversed block)."""
-        grus = [self.gru_c] + ([] if self.no_ssm else [self.gru_s]) + (
-            [] if self.no_ilm else [self.gru_l])
-        w, b = self.fused()["u"]
-        x = dir_linear(u, w, b)  # one (batched) matmul for every u_t-side gate input
-        parts = list(x.split([g.gates for g in grus], dim=-1))
-        xc = parts.pop(0)
-        xs = None if self.no_ssm else parts.pop(0)
+        self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor, fused: dict | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp)
+        (None for a removed module). With n_dir = 2 the rows are direction-major."""
+        fused = fused if fused is not None else self.fused()
+        if isinstance(fused["u"], list):
+            parts = [dir_linear(u, w, b) for w, b in zip(fused["u"], fused["b"])]
+        else:  # one (batched) matmul for every u_t side
+            x = dir_linear(u, fused["u"], fused["b"])
+            parts = list(x.split([g.gates for g in self._u_grus()], dim=-1))
+        xc = parts.pop(0) if self.has_context else None
+        xs = parts.pop(0) if self.has_ssm else None
         xl = None
-        if not self.no_ilm:
-            miss = add_dir(torch.zeros_like(parts[-1]), self.v_missing.to(u.dtype))
-            xv = torch.where(v_ok.unsqueeze(-1), self.gru_l.inp(1, v), miss)
+        if self.has_ilm:
+            xv = self.gru_l.inp(1, v)
+            if not bool(v_ok.all()):
+                miss = add_dir(torch.zeros_like(parts[-1]), self.v_missing.to(u.dtype))
+                xv = torch.where(v_ok.unsqueeze(-1), xv, miss)
             xl = parts.pop(0) + xv
         return xc, xs, xl
 
@@ -179,66 +217,68 @@ class DialogueRecurrence(nn.Module):
                           self.att_v.weight).squeeze(-1)
 
     def init_carry(self, n: int, n_parties: int, device, dtype) -> dict[str, torch.Tensor]:
-        """Zero recurrent state for n rows: C (n,Dg), Q (n,P,Dp), online-softmax ACM sums."""
+        """Zero recurrent state for n rows: Q (n,P,Dp); C (n,Dg) with GRU_C; the online-softmax
+        sums of the ACM with the attention."""
         z = {"device": device, "dtype": dtype}
-        return {
-            "C": torch.zeros(n, self.d_context, **z),
-            "Q": torch.zeros(n, n_parties, self.d_party, **z),
-            "acm_max": torch.full((n,), -math.inf, **z),
-            "acm_sum": torch.zeros(n, **z),
-            "acm_acc": torch.zeros(n, self.d_context, **z),
-        }
+        out = {"Q": torch.zeros(n, n_parties, self.d_party, **z)}
+        if self.has_context:
+            out["C"] = torch.zeros(n, self.d_context, **z)
+        if self.has_att:
+            out["acm_max"] = torch.full((n, 1), -math.inf, **z)
+            out["acm_sum"] = torch.zeros(n, 1, **z)
+            out["acm_acc"] = torch.zeros(n, self.d_context, **z)
+        return out
 
     def cell(
         self,
         carry: dict[str, torch.Tensor],
-        xc: torch.Tensor,
+        xc: torch.Tensor | None,
         xs: torch.Tensor | None,
         xl: torch.Tensor | None,
         spk: torch.Tensor,
         lis: torch.Tensor,
         lis_w: torch.Tensor,
-        fused: dict[str, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp), spk (N,P) one-hot speaker,
         lis (N,P) listener mask, lis_w (N,P) = lis / #listeners -> (new carry,
-        {C, q_s, q_l, score} each (N,..)). fused: self.fused(), computed once per sequence."""
-        fused = fused if fused is not None else self.fused()
-        c_prev, q = carry["C"], carry["Q"]
+        {q_s, q_l, [C, score (N,1), ac]} each (N,..))."""
+        q = carry["Q"]
         q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
-        if self.no_ssm:
-            qc = self.gru_c.inp(1, q_spk_prev)
-        else:  # one matmul for both uses of q_{i,t-1}: GRU_C input part, GRU_S hidden part
-            qq = dir_linear(q_spk_prev, fused["q"])
-            qc, qs_h = qq.split([self.gru_c.gates, self.gru_s.gates], dim=-1)
-        # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
-        c = gru_update(xc + qc, self.gru_c.hid(c_prev), c_prev)
-        out = {"C": c}
-        new = dict(carry, C=c)
-        # eq. 9: ac_t = sum_{k<t} softmax(score)_k C_k, kept as an online softmax (0 at t = 0)
-        use_acm = not self.no_acm and not self.no_ssm
-        if use_acm:
-            ac = carry["acm_acc"] / carry["acm_sum"].clamp_min(1e-30).unsqueeze(-1)
-            s = self.score(c)
-            m_new = torch.maximum(carry["acm_max"], s)
-            f_old, f_new = torch.exp(carry["acm_max"] - m_new), torch.exp(s - m_new)
+        out: dict[str, torch.Tensor] = {}
+        new = dict(carry)
+        if self.has_context:  # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
+            g = self.gru_c
+            c = gru_cell(q_spk_prev, carry["C"], g.w_in[1], g.w_hh, xc, g.b_hh)
+            out["C"] = new["C"] = c
+        if self.has_att:
+            # eq. 9: ac_t = sum_{k<t} softmax(score)_k C_k, an online softmax (0 at t = 0).
+            # acm_sum >= 1 once a score was added (the running maximum contributes exp(0) = 1),
+            # so clamping at 1 changes nothing but the first turn's 0/0, in every dtype.
+            m_old, z_old, acc = carry["acm_max"], carry["acm_sum"], carry["acm_acc"]  # (N,1)...
+            ac = acc / z_old.clamp_min(1.0)
+            s = dir_linear(torch.tanh(dir_linear(c, self.att_w.weight, self.att_w.bias)),
+                           self.att_v.weight)  # (N,1)
+            m_new = torch.maximum(m_old, s)
+            f_old, f_new = torch.exp(m_old - m_new), torch.exp(s - m_new)
             new["acm_max"] = m_new
-            new["acm_sum"] = carry["acm_sum"] * f_old + f_new
-            new["acm_acc"] = carry["acm_acc"] * f_old.unsqueeze(-1) + f_new.unsqueeze(-1) * c
-            out["score"] = s
-        # eq. 10: q_{i,t} = GRU_S(q_{i,t-1}, ac_t ⊕ u_t)   (w/o SSM: kept as it was)
-        if self.no_ssm:
+            new["acm_sum"] = torch.addcmul(f_new, z_old, f_old)
+            new["acm_acc"] = torch.addcmul(acc * f_old, f_new, c)
+            out["score"], out["ac"] = s, ac
+        # eq. 10: q_{i,t} = GRU_S(q_{i,t-1}, u_t [⊕ ac_t])   (w/o SSM: kept as it was)
+        if self.has_ssm:
+            g = self.gru_s
+            if self.has_att:
+                q_spk = gru_cell(ac, q_spk_prev, g.w_in[1], g.w_hh, xs, g.b_hh)
+            else:
+                q_spk = gru_cell(xs[:, :0], q_spk_prev, g.w_hh[..., :0], g.w_hh, xs, g.b_hh)
+        else:
             q_spk = q_spk_prev
-        else:
-            gi = xs if not use_acm else xs + self.gru_s.inp(1, ac)
-            q_spk = gru_update(gi, add_dir(qs_h, self.gru_s.b_hh), q_spk_prev)
         # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
-        spk3, lis3 = spk.unsqueeze(-1), lis.unsqueeze(-1)
-        if self.no_ilm:
-            q_new = q + spk3 * (q_spk.unsqueeze(1) - q)
-        else:
-            q_lis = gru_update(xl.unsqueeze(1), self.gru_l.hid(q), q)  # all parties at once
-            q_new = q + spk3 * (q_spk.unsqueeze(1) - q) + lis3 * (q_lis - q)
+        q_new = torch.addcmul(q, spk.unsqueeze(-1), q_spk.unsqueeze(1) - q)
+        if self.has_ilm:  # all parties at once (N,P,·); x_t's gates broadcast, never copied
+            g = self.gru_l
+            q_lis = _gru_update(xl.unsqueeze(1), dir_linear(q, g.w_hh, g.b_hh), q)
+            q_new = torch.addcmul(q_new, lis.unsqueeze(-1), q_lis - q)
         new["Q"] = q_new
         # eq. 12 input: listeners' mean state (zeros when there is no listener)
         out["q_s"], out["q_l"] = q_spk, torch.bmm(lis_w.unsqueeze(1), q_new).squeeze(1)
@@ -246,7 +286,7 @@ class DialogueRecurrence(nn.Module):
 
     def run(
         self,
-        xc: torch.Tensor,
+        xc: torch.Tensor | None,
         xs: torch.Tensor | None,
         xl: torch.Tensor | None,
         spk: torch.Tensor,
@@ -254,44 +294,50 @@ class DialogueRecurrence(nn.Module):
         cell=None,
         keep_parties: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Loop over time. xc (N,T,3Dg), xs/xl (N,T,3Dp), spk/lis (N,T,P) float ->
-        C (N,T,Dg), q_s/q_l (N,T,Dp), score (N,T) or None, [Q (N,T,P,Dp)]."""
+        """Loop over time. xc (N,T,3Dg), xs/xl (N,T,3Dp) (None for a removed module), spk/lis
+        (N,T,P) float -> q_s/q_l (N,T,Dp), [C (N,T,Dg)], score (N,T) or None, and with
+        keep_parties also Q (N,T,P,Dp) and [ac (N,T,Dg)]."""
         n, t_len, p = spk.shape
-        carry = self.init_carry(n, p, xc.device, xc.dtype)
+        carry = self.init_carry(n, p, spk.device, spk.dtype)
         lis_w = listener_weights(lis)
-        fused = self.fused()
         cell = cell or self.cell
-        outs: dict[str, list[torch.Tensor]] = {"C": [], "q_s": [], "q_l": [], "score": [], "Q": []}
+        outs: dict[str, list[torch.Tensor]] = {}
         # unbind once: indexing [:, t] inside the loop would cost O(T^2) in the backward pass
-        xcs = xc.unbind(1)
-        xss = [None] * t_len if xs is None else xs.unbind(1)
-        xls = [None] * t_len if xl is None else xl.unbind(1)
+        def per_t(x: torch.Tensor | None) -> list:
+            return [None] * t_len if x is None else list(x.unbind(1))
+
+        xcs, xss, xls = per_t(xc), per_t(xs), per_t(xl)
         spks, liss, lws = spk.unbind(1), lis.unbind(1), lis_w.unbind(1)
         for t in range(t_len):
-            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t], fused)
+            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t])
             for k, val in o.items():
-                outs[k].append(val)
+                if k != "ac" or keep_parties:
+                    outs.setdefault(k, []).append(val)
             if keep_parties:
-                outs["Q"].append(carry["Q"])
-        res = {k: torch.stack(v, dim=1) for k, v in outs.items() if v}
-        res.setdefault("score", None)
+                outs.setdefault("Q", []).append(carry["Q"])
+        res = {k: torch.stack(v, dim=1) for k, v in outs.items()}
+        res["score"] = res["score"].squeeze(-1) if "score" in res else None
         return res
 
-    def emotion(self, c: torch.Tensor, q_s: torch.Tensor, q_l: torch.Tensor) -> torch.Tensor:
+    def emotion(self, c: torch.Tensor | None, q_s: torch.Tensor, q_l: torch.Tensor
+                ) -> torch.Tensor:
         """Eq. 12 over the whole sequence (E never feeds back): (N,T,*) -> E (N,T,De).
         n_dir = 2: the forward rows through gru_e, the backward rows through gru_e_b."""
-        x = torch.cat([c, q_s, q_l], dim=-1)
+        x = torch.cat([q_s, q_l] if c is None else [c, q_s, q_l], dim=-1)
         if self.n_dir == 1:
             return self.gru_e(x)[0]
         x_f, x_b = x.chunk(2, dim=0)
         return torch.cat([self.gru_e(x_f)[0], self.gru_e_b(x_b)[0]], dim=0)
 
     def emotion_step(
-        self, e: torch.Tensor, c: torch.Tensor, q_s: torch.Tensor, q_l: torch.Tensor
+        self, e: torch.Tensor, c: torch.Tensor | None, q_s: torch.Tensor, q_l: torch.Tensor
     ) -> torch.Tensor:
         """Eq. 12 for one step with GRU_E's (forward) weights: e (N,De), inputs (N,*) -> (N,De)."""
         g = self.gru_e
-        x = torch.cat([c, q_s, q_l], dim=-1)
-        gi = torch.addmm(g.bias_ih_l0, x, g.weight_ih_l0.t())
-        gh = torch.addmm(g.bias_hh_l0, e, g.weight_hh_l0.t())
-        return gru_update(gi, gh, e)
+        x = torch.cat([q_s, q_l] if c is None else [c, q_s, q_l], dim=-1)
+        return torch.gru_cell(x, e, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+
+
+def _cat(ts: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """torch.cat without the copy for a single tensor."""
+    return ts[0] if len(ts) == 1 else torch.cat(ts, dim=dim)

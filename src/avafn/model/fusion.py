@@ -1,18 +1,82 @@
-"""Cross-attention module (CAM, eqs. 1-6), weighted fusion (eq. 7) and residual branches.
+"""Fusion: how the per-modality vectors of each utterance become one vector u_t (eqs. 1-7).
 
-Every modality m is projected to width d (H_m). With two or more modalities the queries of
-modality m attend over the keys/values of the *other* modalities' tokens, where the tokens are
-the utterances of the dialogue (padding and missing tokens masked; causal in streaming mode).
-For two modalities this is exactly the paper's CAM (audio over video, video over audio).
-With one modality the CAM is bypassed and u_t = H_m (spec, unimodal runs).
+**The interface a fusion implements** (registered in ``avafn.model.registry.FUSIONS`` and chosen
+by ``AVAFNConfig.fusion``; the model builds it as ``cls(cfg)`` with its ``AVAFNConfig``, whose
+``d_model`` is the width of u_t). Shapes: B dialogues, T utterances, d = ``cfg.d_model``.
+Subclass :class:`Fusion`, which provides ``forward`` from the three methods below, so that the
+full pass and the streaming step (``AVAFN.step``) run the same code:
+
+- ``project(feats, valid) -> h``: feats m -> (B,T,D_m), valid m -> (B,T) bool (present and not
+  padding; invalid rows must never be read) -> h m -> (B,T,*), the per-utterance encodings.
+- ``keys_values(h) -> (keys, values)``: m -> (B,T,*) each, what *later* utterances may attend
+  to. Streaming keeps them in its state (one row per utterance seen) instead of recomputing
+  them; return two empty dicts when the fusion looks at the current utterance only.
+- ``fuse(h, valid, keys, values, key_valid, allow) -> (u, attn)``: queries h m -> (B,Tq,*)
+  (valid m -> (B,Tq)) over the tokens keys/values m -> (B,Tk,*) (key_valid m -> (B,Tk) bool);
+  allow (Tq,Tk) bool or None restricts which token a query may see (causal full pass) ->
+  u (B,Tq,d) and the attention weights m -> (B,Tq,*) (may be empty). The streaming step calls it
+  with Tq = 1 and every token seen so far, allow None; the full pass with Tq = Tk = T.
+
+The built-in ``"cam"`` is the paper's: every modality m is projected to width d (H_m). With two
+or more modalities the queries of m attend over the keys/values of the *other* modalities'
+tokens, where the tokens are the utterances of the dialogue (padding and missing tokens masked;
+causal in streaming mode); for two modalities this is exactly the paper's CAM (audio over
+video, video over audio). With one modality the CAM is bypassed and u_t = H_m (spec, unimodal
+runs). Eq. 7's weights: ``fusion_weights="global"``, one learned scalar per modality, or
+``"per_utterance"``, a gate computing them from the cross-attended representations of each
+utterance; either way a softmax over the modalities present at that utterance.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .registry import FUSIONS
+
+if TYPE_CHECKING:
+    from .avafn import AVAFNConfig
+
+FUSION_WEIGHTS = ("global", "per_utterance")
+
+Tensors = dict[str, torch.Tensor]
+
+
+class Fusion(nn.Module):
+    """Base class of a fusion: subclasses implement project / keys_values / fuse."""
+
+    modalities: tuple[str, ...]
+
+    def project(self, feats: Tensors, valid: Tensors) -> Tensors:
+        raise NotImplementedError
+
+    def keys_values(self, h: Tensors) -> tuple[Tensors, Tensors]:
+        raise NotImplementedError
+
+    def fuse(self, h: Tensors, valid: Tensors, keys: Tensors, values: Tensors,
+             key_valid: Tensors, allow: torch.Tensor | None) -> tuple[torch.Tensor, Tensors]:
+        raise NotImplementedError
+
+    def forward(self, feats: Tensors, present: Tensors, mask: torch.Tensor,
+                causal: bool) -> torch.Tensor:
+        """feats m->(B,T,D_m), present m->(B,T), mask (B,T) -> u^CA (B,T,d)."""
+        valid = {m: present[m] & mask for m in self.modalities}
+        h = self.project(feats, valid)
+        keys, values = self.keys_values(h)
+        allow = None
+        if causal:
+            t = mask.shape[1]
+            allow = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
+        u, _ = self.fuse(h, valid, keys, values, valid, allow)
+        return u
+
+
+def _layer_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
+    return F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
 
 
 class ModalityProjection(nn.Module):
@@ -27,8 +91,13 @@ class ModalityProjection(nn.Module):
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """x (B,T,D_in), valid (B,T) bool -> H (B,T,d); invalid rows never read x."""
-        x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        h = self.norm(self.proj(x))
+        all_valid = bool(valid.all())
+        if not all_valid:
+            x = torch.where(valid.unsqueeze(-1), x, torch.zeros((), dtype=x.dtype,
+                                                                 device=x.device))
+        h = _layer_norm(F.linear(x, self.proj.weight, self.proj.bias), self.norm)
+        if all_valid:
+            return h
         return torch.where(valid.unsqueeze(-1), h, self.missing.to(h.dtype))
 
 
@@ -47,101 +116,116 @@ class CrossAttentionBlock(nn.Module):
         self.scale = 1.0 / math.sqrt(d)
 
     def forward(
-        self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, key_ok: torch.Tensor
+        self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+        key_ok: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B,Tq,d), keys/values (B,Tk,d), key_ok (B,Tq,Tk) bool -> (H^c (B,Tq,d), attn)."""
-        scores = torch.matmul(self.q(h), keys.transpose(1, 2)) * self.scale  # eqs. 1-2
-        scores = scores.masked_fill(~key_ok, torch.finfo(scores.dtype).min)
-        attn = torch.softmax(scores, dim=-1) * key_ok  # a query with no visible key gets zeros
-        zeta = torch.matmul(self.drop(attn), values)
-        h_ln = self.norm1(h + zeta)  # eqs. 3-4
-        h_c = self.norm2(h_ln + self.drop(self.ff(h_ln)))  # eqs. 5-6
+        """h (B,Tq,d), keys/values (B,Tk,d), key_ok (B,Tq,Tk) bool or None (every key visible)
+        -> (H^c (B,Tq,d), attn)."""
+        p, train = self.drop.p, self.training
+        q = F.linear(h, self.q.weight)
+        scores = torch.baddbmm(q.new_zeros(()), q, keys.transpose(1, 2), beta=0,
+                               alpha=self.scale)  # eqs. 1-2
+        if key_ok is None:
+            attn = torch.softmax(scores, dim=-1)
+        else:
+            scores = scores.masked_fill(~key_ok, torch.finfo(scores.dtype).min)
+            attn = torch.softmax(scores, dim=-1) * key_ok  # a query with no visible key: zeros
+        zeta = torch.bmm(F.dropout(attn, p, train) if train else attn, values)
+        h_ln = _layer_norm(h + zeta, self.norm1)  # eqs. 3-4
+        ff1, ff2 = self.ff[0], self.ff[3]
+        f = F.gelu(F.linear(h_ln, ff1.weight, ff1.bias))
+        f = F.linear(F.dropout(f, p, train) if train else f, ff2.weight, ff2.bias)
+        h_c = _layer_norm(h_ln + (F.dropout(f, p, train) if train else f), self.norm2)  # eqs. 5-6
         return h_c, attn
 
 
-class CrossModalFusion(nn.Module):
-    """Projections + CAM + weighted fusion + residual branches -> u_t^CA of width d."""
+@FUSIONS.register("cam")
+class CrossModalFusion(Fusion):
+    """Projections + CAM + weighted fusion (eq. 7) + residual branches -> u_t^CA of width d."""
 
-    def __init__(
-        self, modalities: tuple[str, ...], input_dims: dict[str, int], d: int, d_ff: int,
-        dropout: float,
-    ) -> None:
+    def __init__(self, cfg: AVAFNConfig) -> None:
         super().__init__()
-        self.modalities = tuple(modalities)
-        self.proj = nn.ModuleDict(
-            {m: ModalityProjection(input_dims[m], d) for m in self.modalities}
-        )
-        self.drop = nn.Dropout(dropout)
-        if len(self.modalities) > 1:
-            self.cam = nn.ModuleDict({m: CrossAttentionBlock(d, d_ff, dropout) for m in self.modalities})
-            # eq. 7: one learned scalar per modality; weights = softmax over the present ones
-            self.fusion_logits = nn.Parameter(torch.zeros(len(self.modalities)))
+        self.modalities = tuple(cfg.modalities)
+        d, mods = cfg.d_model, self.modalities
+        weights = getattr(cfg, "fusion_weights", "global")
+        if weights not in FUSION_WEIGHTS:
+            raise ValueError(f"fusion_weights must be one of {FUSION_WEIGHTS}, got {weights!r}")
+        self.weights = weights
+        self.proj = nn.ModuleDict({m: ModalityProjection(cfg.input_dims[m], d) for m in mods})
+        self.drop = nn.Dropout(cfg.dropout)
+        self._others = {m: [n for n in mods if n != m] for m in mods}
+        if len(mods) > 1:
+            self.cam = nn.ModuleDict({m: CrossAttentionBlock(d, cfg.d_ff, cfg.dropout)
+                                      for m in mods})
+            if weights == "global":  # eq. 7: one learned scalar per modality
+                self.fusion_logits = nn.Parameter(torch.zeros(len(mods)))
+            else:  # eq. 7 per utterance: logits = W_g (H_1^c ⊕ ... ⊕ H_M^c) + b_g (0: equal)
+                self.fusion_gate = nn.Linear(len(mods) * d, len(mods))
+                nn.init.zeros_(self.fusion_gate.weight)
+                nn.init.zeros_(self.fusion_gate.bias)
             # residual branches H_m^r = Norm(Linear(H_m))
             self.res = nn.ModuleDict(
-                {m: nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d)) for m in self.modalities}
+                {m: nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d)) for m in mods}
             )
-            self.out = nn.Linear(d * (len(self.modalities) + 1), d)
+            self.out = nn.Linear(d * (len(mods) + 1), d)
 
-    def project(
-        self, feats: dict[str, torch.Tensor], valid: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
+    def project(self, feats: Tensors, valid: Tensors) -> Tensors:
         """feats m->(B,T,D_m), valid m->(B,T) bool -> H m->(B,T,d)."""
         return {m: self.proj[m](feats[m], valid[m]) for m in self.modalities}
 
-    def keys_values(
-        self, h: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def keys_values(self, h: Tensors) -> tuple[Tensors, Tensors]:
         """H m->(B,T,d) -> (K m->(B,T,d), V m->(B,T,d)) (each modality's own K/V maps)."""
         if len(self.modalities) == 1:
             return {}, {}
-        return ({m: self.cam[m].k(h[m]) for m in self.modalities},
-                {m: self.cam[m].v(h[m]) for m in self.modalities})
+        return ({m: F.linear(h[m], self.cam[m].k.weight) for m in self.modalities},
+                {m: F.linear(h[m], self.cam[m].v.weight) for m in self.modalities})
 
-    def fuse(
-        self,
-        h: dict[str, torch.Tensor],
-        valid: dict[str, torch.Tensor],
-        keys: dict[str, torch.Tensor],
-        values: dict[str, torch.Tensor],
-        key_valid: dict[str, torch.Tensor],
-        allow: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def fuse(self, h: Tensors, valid: Tensors, keys: Tensors, values: Tensors,
+             key_valid: Tensors, allow: torch.Tensor | None) -> tuple[torch.Tensor, Tensors]:
         """Queries h m->(B,Tq,d) (valid m->(B,Tq)) over tokens keys/values m->(B,Tk,d)
         (key_valid m->(B,Tk)); allow (Tq,Tk) bool or None -> (u (B,Tq,d), attn m->(B,Tq,*))."""
-        if len(self.modalities) == 1:
-            return self.drop(h[self.modalities[0]]), {}
+        mods = self.modalities
+        train = self.training
+        if len(mods) == 1:
+            return self.drop(h[mods[0]]), {}
         h_c, attn = {}, {}
-        for m in self.modalities:  # loop over modalities only (2 or 3), not batch or time
-            others = [n for n in self.modalities if n != m]
-            k = torch.cat([keys[n] for n in others], dim=1)
-            v = torch.cat([values[n] for n in others], dim=1)
-            ok = torch.cat([key_valid[n] for n in others], dim=1)[:, None, :]  # (B,1,Tk')
+        for m in mods:  # loop over modalities only (2 or 3), not batch or time
+            others = self._others[m]
+            if len(others) == 1:
+                k, v, ok = keys[others[0]], values[others[0]], key_valid[others[0]]
+            else:
+                k = torch.cat([keys[n] for n in others], dim=1)
+                v = torch.cat([values[n] for n in others], dim=1)
+                ok = torch.cat([key_valid[n] for n in others], dim=1)
             if allow is not None:
-                ok = ok & allow.repeat(1, len(others))[None]
+                ok = ok[:, None, :] & allow.repeat(1, len(others))[None]
+            elif bool(ok.all()):
+                ok = None  # every token visible: no masking needed
+            else:
+                ok = ok[:, None, :]  # (B,1,Tk')
             h_c[m], attn[m] = self.cam[m](h[m], k, v, ok)
-        # eq. 7: H_WCA = sum_m w_m H_m^c, w = softmax of learned scalars over present modalities
-        pres = torch.stack([valid[m] for m in self.modalities], dim=-1)  # (B,Tq,M)
-        logit = self.fusion_logits.to(h_c[self.modalities[0]].dtype).expand(pres.shape)
-        w = torch.softmax(logit.masked_fill(~pres, torch.finfo(logit.dtype).min), dim=-1) * pres
-        h_wca = sum(w[..., i : i + 1] * h_c[m] for i, m in enumerate(self.modalities))
-        res = [self.res[m](h[m]) for m in self.modalities]
-        u = self.out(torch.cat(res + [h_wca], dim=-1))
-        return self.drop(u), attn
+        # eq. 7: H_WCA = sum_m w_m H_m^c, w = softmax over the modalities present
+        hc = torch.stack([h_c[m] for m in mods], dim=-2)  # (B,Tq,M,d)
+        pres = torch.stack([valid[m] for m in mods], dim=-1)
+        if self.weights == "global" and bool(pres.all()):  # the same M weights everywhere
+            w = torch.softmax(self.fusion_logits.to(hc.dtype), -1)
+        else:
+            w = self.eq7_weights(hc, pres)  # (B,Tq,M)
+        h_wca = (w.unsqueeze(-1) * hc).sum(-2)  # (B,Tq,d); elementwise, not B·Tq tiny matmuls
+        res = [_layer_norm(F.linear(h[m], self.res[m][0].weight, self.res[m][0].bias),
+                           self.res[m][1]) for m in mods]
+        u = F.linear(torch.cat(res + [h_wca], dim=-1), self.out.weight, self.out.bias)
+        return (self.drop(u) if train else u), attn
 
-    def forward(
-        self,
-        feats: dict[str, torch.Tensor],
-        present: dict[str, torch.Tensor],
-        mask: torch.Tensor,
-        causal: bool,
-    ) -> torch.Tensor:
-        """feats m->(B,T,D_m), present m->(B,T), mask (B,T) -> u^CA (B,T,d)."""
-        valid = {m: present[m] & mask for m in self.modalities}
-        h = self.project(feats, valid)
-        keys, values = self.keys_values(h)
-        t = mask.shape[1]
-        allow = None
-        if causal:
-            allow = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
-        u, _ = self.fuse(h, valid, keys, values, valid, allow)
-        return u
+    def eq7_weights(self, hc: torch.Tensor, pres: torch.Tensor) -> torch.Tensor:
+        """Eq. 7's weights (B,Tq,M) from the cross-attended representations hc (B,Tq,M,d) and
+        the modalities present, pres (B,Tq,M) bool: a softmax over the present ones (all 0 when
+        none is)."""
+        if self.weights == "global":
+            logit = self.fusion_logits.to(hc.dtype)
+        else:
+            logit = self.fusion_gate(hc.flatten(-2))  # (B,Tq,M)
+        if bool(pres.all()):
+            return torch.softmax(logit, dim=-1).expand(pres.shape)
+        logit = logit.expand(pres.shape).masked_fill(~pres, torch.finfo(hc.dtype).min)
+        return torch.softmax(logit, dim=-1) * pres
