@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "avafn.commands.train",  # avafn train / evaluate / table / demo
     "avafn.commands.predict",  # avafn predict
     "avafn.commands.reproduce",  # avafn reproduce
+    "avafn.commands.finetune",  # avafn finetune text
 ]
 
 

