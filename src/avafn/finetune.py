@@ -66,6 +66,7 @@ class FinetuneConfig:
     context_turns: int = 0  # preceding turns given with each utterance (speaker-tagged)
     folds: int = 0  # cross-fitting over training dialogues (0 = plain)
     seed: int = 0
+    bucket: bool = True  # batches of similar token lengths (see _batches)
     eval_batch_size: int = 128
 
     def __post_init__(self) -> None:
@@ -151,6 +152,22 @@ def _predict(model: _Classifier, tok, texts: Sequence[str], max_length: int,
     return pred
 
 
+def _batches(lengths: Sequence[int], batch_size: int, gen: torch.Generator,
+             bucket: bool) -> list[list[int]]:
+    """One epoch's batches in a random order; with ``bucket``, each run of 50 batches of the
+    shuffled data is sorted by token length first (far less padding: about 2.4x fewer tokens
+    on MELD)."""
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    if not bucket:
+        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+    out = []
+    chunk = batch_size * 50
+    for c in range(0, len(perm), chunk):
+        part = sorted(perm[c:c + chunk], key=lambda j: lengths[j])
+        out += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+
 def _save_encoder(folder: Path, model: _Classifier, tok) -> None:
     from safetensors.torch import save_file
 
@@ -192,6 +209,8 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     if not len(x_train) or not len(x_dev):
         raise FinetuneError("fine-tuning needs labeled utterances with text in train and dev "
                             f"(found {len(x_train)} and {len(x_dev)})")
+    lengths = [len(ids) for ids in tok(x_train, truncation=True,
+                                       max_length=cfg.max_length)["input_ids"]]
     gen = seed_all(cfg.seed)
     model = _Classifier(encoder, len(labels)).to(device)
     counts = np.bincount(y_train, minlength=len(labels)).astype(np.float64)
@@ -207,12 +226,10 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     while epoch < cfg.max_epochs and not sel.stop:
         t0 = time.perf_counter()
         model.train()
-        perm = torch.randperm(len(x_train), generator=gen).tolist()
         loss_sum = 0.0
-        steps = tqdm(range(0, len(perm), cfg.batch_size), desc=f"epoch {epoch + 1}",
-                     unit="step", leave=False, disable=not progress, dynamic_ncols=True)
-        for i in steps:
-            idx = perm[i:i + cfg.batch_size]
+        batches = _batches(lengths, cfg.batch_size, gen, cfg.bucket)
+        for idx in tqdm(batches, desc=f"epoch {epoch + 1}", unit="step", leave=False,
+                        disable=not progress, dynamic_ncols=True):
             enc = tok([x_train[j] for j in idx], padding=True, truncation=True,
                       max_length=cfg.max_length, return_tensors="pt").to(device)
             loss = torch.nn.functional.cross_entropy(
