@@ -24,6 +24,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# generated media and random-weight models come from the test helpers (not installed)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 
 def _clips(folder: Path, n: int, seconds: float) -> list[Path]:
-    from avafn.extract.synthetic import make_clip
+    from synthetic_media import make_clip
 
     folder.mkdir(parents=True, exist_ok=True)
     out = []
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from synthetic_media import wav2vec2_large_config
     from transformers import Wav2Vec2Model
 
     from avafn.data.corpus import Corpus, Dialogue, Utterance
@@ -87,7 +92,6 @@ def main(argv: list[str] | None = None) -> dict:
     from avafn.extract.faces import FaceDetector
     from avafn.extract.job import AudioExtractor, VideoExtractor, run_extraction
     from avafn.extract.media import decode_audio, decode_frames
-    from avafn.extract.synthetic import wav2vec2_large_config
     from avafn.extract.video import DANVideoEncoder
 
     device = torch.device(args.device)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from synthetic_media import make_broken_files, make_clip
+
 from avafn.data.corpus import Corpus, Dialogue, Utterance
-from avafn.extract.synthetic import make_broken_files, make_clip
 
 #: file per turn; None = no media file; the expected audio / video outcome
 CASES = [

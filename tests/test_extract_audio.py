@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from synthetic_media import make_tiny_wav2vec2
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
 from avafn.extract.audio import AudioTooShortError, Wav2Vec2Encoder
-from avafn.extract.synthetic import make_tiny_wav2vec2
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ from extract_helpers import (
     make_media,
     write_manifest,
 )
+from synthetic_media import make_tiny_wav2vec2
 
 from avafn.extract.audio import Wav2Vec2Encoder
 from avafn.extract.dan import DAN, save_dan
 from avafn.extract.faces import FaceConfig
 from avafn.extract.job import AudioExtractor, VideoExtractor, merge, run_extraction
-from avafn.extract.synthetic import make_tiny_wav2vec2
 from avafn.extract.video import DANVideoEncoder
 from avafn.store import FeatureStore
 

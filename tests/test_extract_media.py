@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from synthetic_media import make_broken_files, make_clip
 
 from avafn.extract.faces import FaceConfig, FaceDetector
 from avafn.extract.media import (
@@ -14,7 +15,6 @@ from avafn.extract.media import (
     decode_audio,
     decode_frames,
 )
-from avafn.extract.synthetic import make_broken_files, make_clip
 from avafn.extract.video import load_faces
 
 

@@ -15,16 +15,16 @@ import av
 import cv2
 import numpy as np
 import pytest
+from synthetic_media import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 
 from avafn import cli
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.extract.audio import Wav2Vec2Encoder
 from avafn.extract.faces import FaceConfig
 from avafn.extract.job import VideoExtractor
-from avafn.extract.synthetic import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 from avafn.extract.text import TextEncoder
 from avafn.extract.video import DANVideoEncoder
-from avafn.predict import Featurizer, PredictError, predict, run_models
+from avafn.inference import Featurizer, PredictError, predict, run_models
 from avafn.store import FeatureStore
 from avafn.train import TrainConfig, load_run, train
 
@@ -197,7 +197,7 @@ def test_predict_video_with_csv_segments_and_html_in_chromium(env, tmp_path):
     # probabilities are the mean of the two seeds' softmax outputs
     desc, models = load_run(env["bi"])
     store = FeatureStore(out / "features")
-    from avafn.predict import corpus_from_segments
+    from avafn.inference import corpus_from_segments
     from avafn.segments import read_segments
 
     corpus = corpus_from_segments(env["video"], read_segments(env["csv"]), LABELS)
@@ -339,7 +339,7 @@ def test_extractor_locations_and_unknown_extractors(env, tmp_path):
 
 
 def test_stream_json_lines_from_stdin(env, monkeypatch, capsys):
-    from avafn.stream import Streamer
+    from avafn.inference import Streamer
 
     rng = np.random.default_rng(3)
     feats = [{"audio": rng.normal(size=32).tolist(), "video": None},

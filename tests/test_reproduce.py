@@ -1,8 +1,9 @@
 import csv
 import json
 
+from synthetic_media import make_clip, make_random_dan, make_tiny_wav2vec2
+
 from avafn.cli import main
-from avafn.extract.synthetic import make_clip, make_random_dan, make_tiny_wav2vec2
 
 LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 FOLDERS = {"train": "train_splits", "dev": "dev_splits_complete",

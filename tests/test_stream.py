@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from avafn.inference import Streamer, StreamingError
 from avafn.model import AVAFN, AVAFNConfig
-from avafn.stream import Streamer, StreamingError
 
 WIDTHS = {"audio": 6, "video": 5}
 LABELS = ["calm", "happy", "angry"]

@@ -48,10 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _input_errors() -> tuple[type[Exception], ...]:
     from avafn.data.corpus import DataError
-    from avafn.predict import PredictError
+    from avafn.inference import PredictError, StreamingError
     from avafn.segments import SegmentError
     from avafn.store import StoreError
-    from avafn.stream import StreamingError
 
     return PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError
 
@@ -65,7 +64,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from avafn.predict import PredictError, iter_stream_items, predict, stream_predictions
+    from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
     from avafn.segments import format_time
 
     models = {k: v for k, v in (("audio", args.audio_model), ("video", args.dan_checkpoint),

@@ -1,4 +1,4 @@
-"""Generated media for tests, benchmarks and demos: clips with a real face photo moving in the
+"""Generated media for the tests and benchmarks (not part of the installed package): clips with a real face photo moving in the
 frame (scikit-image's astronaut), H.264 video and AAC audio, encoded with PyAV."""
 
 from __future__ import annotations

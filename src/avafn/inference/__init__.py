@@ -1,0 +1,37 @@
+"""Inference on new conversations: inputs → features → the run's models → predictions.
+
+Modules, each depending only on those above it:
+
+- :mod:`avafn.inference.inputs`: a video + segment list, or clips + manifest, as a corpus
+  (and one utterance at a time for streaming); :class:`PredictError`.
+- :mod:`avafn.inference.featurizer`: :class:`Featurizer`, the run's extractors rebuilt from
+  its recorded settings (a whole corpus into a feature store, or one clip).
+- :mod:`avafn.inference.offline`: :func:`predict` (every utterance at once, seeds averaged)
+  and its writers (``predictions.json`` / ``.csv``, ``report.html``).
+- :mod:`avafn.inference.streaming`: :class:`Streamer` (utterance by utterance through a
+  causal model) and :func:`stream_predictions`.
+"""
+
+from __future__ import annotations
+
+from avafn.inference.featurizer import Featurizer
+from avafn.inference.inputs import (
+                                    PredictError,
+                                    corpus_from_clips,
+                                    corpus_from_segments,
+                                    iter_stream_items,
+                                    media_duration,
+                                    video_segments,
+)
+from avafn.inference.offline import predict, run_models
+from avafn.inference.streaming import (
+                                    Streamer,
+                                    StreamingError,
+                                    StreamResult,
+                                    check_streamable,
+                                    stream_predictions,
+)
+
+__all__ = ["Featurizer", "PredictError", "StreamResult", "Streamer", "StreamingError",
+           "check_streamable", "corpus_from_clips", "corpus_from_segments", "iter_stream_items",
+           "media_duration", "predict", "run_models", "stream_predictions", "video_segments"]
