@@ -155,6 +155,8 @@ def test_resume_after_a_kill_between_epochs_gives_the_same_encoder(manifest, tin
         fit_encoder(tmp_path / "killed", *args, progress=False, on_epoch_end=kill_after_epoch)
     state = json.loads((tmp_path / "killed" / "train" / "state.json").read_text())
     assert state["info"]["epoch"] == 2 and not (tmp_path / "killed" / "model").exists()
+    with pytest.raises(FinetuneError, match="unfinished fine-tuning with other settings"):
+        fit_encoder(tmp_path / "killed", _cfg(tiny_bert, lr=2e-3), *args[1:], progress=False)
     seen = []
     resumed = fit_encoder(tmp_path / "killed", *args, progress=False, on_epoch_end=seen.append)
     assert [r["epoch"] for r in seen] == [3]  # only the unfinished epoch ran

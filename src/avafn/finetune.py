@@ -44,6 +44,8 @@ from avafn.store import FeatureStore, atomic_write_json
 from avafn.trainkit import DevSelection, epoch_bar, load_state, save_state, seed_all, weighted_f1
 
 FORMAT = "avafn-finetuned-text-encoder"
+#: settings an unfinished fine-tuning may be resumed with changed (how long it runs)
+_FREE = ("max_epochs", "patience", "eval_batch_size")
 HEAD_FILE = "head.safetensors"
 
 
@@ -53,7 +55,8 @@ class FinetuneError(UserError):
 
 @dataclass
 class FinetuneConfig:
-    """How to fine-tune (defaults: the setting chosen on MELD dev, see configs/demo.json)."""
+    """How to fine-tune (the demo's choice, made on MELD dev, is in the package's
+    ``configs/demo.json``)."""
 
     base_model: str = "default"  # sentence-transformers / Hugging Face id or folder
     lr: float = 3e-5  # AdamW
@@ -221,7 +224,12 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     sel, history, epoch = DevSelection(cfg.patience), [], 0
     info = load_state(work, {"model": model}, opt, gen)
     if info is not None:
+        old = {k: v for k, v in info.get("settings", {}).items() if k not in _FREE}
+        if old and old != {k: v for k, v in cfg.to_dict().items() if k not in _FREE}:
+            raise FinetuneError(f"{work} holds an unfinished fine-tuning with other settings; "
+                                "use another output folder (or delete it)")
         sel, history, epoch = DevSelection(**info["selection"]), info["history"], info["epoch"]
+        sel.patience = cfg.patience
     bar = epoch_bar(cfg.max_epochs, epoch, desc, progress)
     while epoch < cfg.max_epochs and not sel.stop:
         t0 = time.perf_counter()
@@ -248,7 +256,8 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
         if sel.update(rec["dev_f1"], epoch):
             _save_encoder(work / "best", model, tok)
         save_state(work, {"model": model}, opt, gen,
-                   {"epoch": epoch, "history": history, "selection": sel.to_dict()})
+                   {"epoch": epoch, "history": history, "selection": sel.to_dict(),
+                    "settings": cfg.to_dict()})
         bar.update(1)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
                         best=f"{sel.best_score:.2f}")
