@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     from avafn.data.corpus import Corpus, Dialogue, Utterance
     from avafn.extract.audio import Wav2Vec2Encoder
     from avafn.extract.dan import DAN
-    from avafn.extract.faces import FaceDetector
+    from avafn.extract.faces import HaarFaceDetector
     from avafn.extract.job import AudioExtractor, VideoExtractor, run_extraction
     from avafn.extract.media import decode_audio, decode_frames
     from avafn.extract.video import DANVideoEncoder
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["sampled_frames_per_clip"] = round(float(np.mean(frames_per_clip)), 2)
 
         # ---- face detection + crop (one core)
-        det = FaceDetector()
+        det = HaarFaceDetector()
         crops, t_face = [], 0.0
         for fr in all_frames:
             c, dt = _timed(det.faces, fr)

@@ -56,3 +56,67 @@ def write_manifest(corpus: Corpus, media: Path, path: Path) -> Path:
             w.writerow([u.dialogue_id, u.turn, u.speaker, u.split, u.label,
                         str(media / u.media) if u.media else ""])
     return path
+
+
+#: labels of the generated training conversations; each label has its own tone
+TONES = {"neutral": 160, "joy": 320, "anger": 520}
+
+
+def make_labelled_clips(folder: Path, per_split: dict[str, int] | None = None,
+                        turns: int = 3) -> Path:
+    """Short generated clips (0.5 s, a face, a tone per label) in dialogues of ``turns`` turns,
+    and ``manifest.csv`` beside them (media relative to ``folder``). Returns the manifest."""
+    per_split = per_split or {"train": 3, "dev": 2, "test": 1}
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = list(TONES)
+    rows, k = [], 0
+    for split, n_dialogues in per_split.items():
+        for d in range(n_dialogues):
+            for t in range(turns):
+                lab = labels[(d + t) % len(labels)]
+                name = f"{split}-{d}-{t}.mp4"
+                make_clip(folder / name, seconds=0.5, size=(160, 120), seed=k,
+                          tone_hz=TONES[lab] + 7 * t)
+                rows.append([f"{split}{d}", t, f"S{t % 2}", split, lab, name, f"turn {t}"])
+                k += 1
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dialogue_id", "turn", "speaker", "split", "label", "media", "text"])
+        w.writerows(rows)
+    return path
+
+
+def make_tiny_bert(folder: Path, words: list[str]) -> Path:
+    """A tiny random BERT (plain Hugging Face folder, no sentence-transformers files)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=5 + len(words), hidden_size=16, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    BertModel(cfg).eval().save_pretrained(folder)
+    BertTokenizer(str(vocab)).save_pretrained(folder)
+    return folder
+
+
+def install_entry_point(monkeypatch, registry, group: str, name: str, value: str) -> None:
+    """Make ``registry`` find one more entry point (what ``pip install`` of a plug-in package
+    declaring it does), for the duration of the test."""
+    from importlib import metadata
+
+    import avafn.registry as reg
+
+    ep = metadata.EntryPoint(name=name, value=value, group=group)
+    real = metadata.entry_points
+
+    def entry_points(**kw):
+        found = list(real(**kw))
+        return found + [ep] if kw.get("group") == group else found
+
+    monkeypatch.setattr(reg.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_items", dict(registry._items))
+    monkeypatch.setattr(registry, "_loaded", False)

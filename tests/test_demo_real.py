@@ -16,15 +16,15 @@ needs_meld = pytest.mark.skipif(not MELD, reason="AVAFN_MELD_DIR not set (real M
 def test_the_demo_settings_have_one_source(capsys):
     from avafn import demo as demo_mod
     from avafn.cli import main
+    from avafn.config import split_settings
     from avafn.demo import demo_config
     from avafn.finetune import FinetuneConfig
-    from avafn.train import TrainConfig
 
     cfg = demo_config()
     assert set(cfg) >= {"seeds", "threads", "finetune", "train", "why"}
     assert not [n for n in dir(demo_mod) if n.startswith("DEMO_")]  # no copy in the code
     FinetuneConfig.from_dict(cfg["finetune"])  # valid settings
-    TrainConfig(modalities=("text",), **cfg["train"])
+    split_settings({"modalities": ["text"], **cfg["train"]})
     assert main(["demo", "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out) == cfg
     # --config replaces whole parts, and unknown parts are refused in one line
@@ -77,7 +77,8 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     assert text_meta["config"]["finetune"]["base_model"].endswith("all-MiniLM-L6-v2")
     assert text_meta["model_path"] == str((tmp_path / "demo" / "text-encoder" / "model").resolve())
     assert rep["test"]["n_utterances"] == len(test_labels)
-    assert rep["config"]["train"]["model_overrides"] == cfg["train"]["model_overrides"]
+    assert {k: rep["config"]["model"][k] for k in cfg["train"]["model_overrides"]} == \
+        cfg["train"]["model_overrides"]
     # resumable: a second call reuses the encoder, the features and the finished seed
     res2 = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N, settings=settings,
                 progress=False, verbose=False)

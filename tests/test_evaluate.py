@@ -8,7 +8,7 @@ from train_synth import (
 )
 
 from avafn.evaluate import evaluate, report_markdown, robustness, score, split_metrics
-from avafn.train import TrainConfig, train
+from avafn.train import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -18,7 +18,7 @@ def run(tmp_path_factory):
     corpus = make_corpus()
     # audio carries the labels strongly, video weakly: removing audio must hurt
     store = make_store(tmp_path_factory.mktemp("store"), corpus, signal=(3.0, 0.3), missing=0.0)
-    cfg = TrainConfig(model="tiny", lr=1e-2, max_epochs=12, patience=12, batch_size=8)
+    cfg = {"model": "tiny", "lr": 1e-2, "max_epochs": 12, "patience": 12, "batch_size": 8}
     r = train(corpus, store, tmp_path_factory.mktemp("run") / "r", cfg, seeds=[0, 1],
               progress=False)
     return corpus, store, r
@@ -96,9 +96,11 @@ def test_table_runner_rows_skips_and_markdown(run, tmp_path):
     assert t["skipped"][0]["row"] == "text" and "Skipped text" in md
     assert "| audio | 45.20 |" in md and "| audio + video w/o ACM | 45.35 |" in md
     r0 = json.loads((tmp_path / "t" / "audio" / "report.json").read_text())
-    assert f"{r0['test']['weighted_f1']['mean']:.2f} ± 0.00" in md
+    # one seed: the value alone, no "± 0.00"
+    assert f"| {r0['test']['weighted_f1']['mean']:.2f} |" in md and "±" not in md
     c = json.loads((tmp_path / "t" / "audio_video-no_acm" / "config.json").read_text())
-    assert c["train"]["ablations"] == ["no_acm"] and c["modalities"] == ["audio", "video"]
+    assert c["model"]["no_acm"] is True and c["modalities"] == ["audio", "video"]
+    assert "ablations no_acm" in (tmp_path / "t" / "audio_video-no_acm" / "report.md").read_text()
     assert set(PAPER) <= set(default_rows(["audio", "video", "text"]))
     assert "text" in default_rows(["audio", "video", "text"])
     assert parse_row("audio+video/no_ssm") == (("audio", "video"), ("no_ssm",))
@@ -121,7 +123,7 @@ def test_cli_train_evaluate_on_a_manifest(run, tmp_path, capsys):
                "--labels", ",".join(reversed(corpus.labels))])
     assert rc == 0 and "test weighted F1" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["train"]["max_epochs"] == 2
-    assert sorted(p.parent.name for p in out.glob("seed-*/model.pt")) == ["seed-0", "seed-1"]
+    assert sorted(p.parent.name for p in out.glob("seed-*/model")) == ["seed-0", "seed-1"]
     rc = main(["evaluate", str(out), "--drop", "audio=1.0"])
     assert rc == 0 and "with {'audio': 1.0} removed" in capsys.readouterr().out
     # --dataset given again: read in the run's label order, not the manifest's inferred one
@@ -149,7 +151,8 @@ def test_cli_config_file_may_hold_any_setting_and_options_win(run, tmp_path, cap
     saved = json.loads((out / "config.json").read_text())["train"]
     assert saved["modalities"] == ["audio"]  # from --config: no --modalities given
     assert saved["max_epochs"] == 1  # the explicit option wins over --config
-    assert saved["dataset"] == str(tmp_path / "m.csv")
+    prov = json.loads((out / "config.json").read_text())["provenance"]
+    assert (out / prov["dataset"]).resolve() == (tmp_path / "m.csv").resolve()  # run-relative
     table_out = tmp_path / "cfg-table"
     rc = main(["table", "--dataset", str(tmp_path / "m.csv"), "--store", str(store.root),
                "--out", str(table_out), "--rows", "audio", "--config", json.dumps(settings),

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from synthetic_media import make_broken_files, make_clip
 
-from avafn.extract.faces import FaceConfig, FaceDetector
+from avafn.extract.faces import FaceConfig, HaarFaceDetector
 from avafn.extract.media import (
     EmptyFileError,
     EmptySegmentError,
@@ -112,7 +112,7 @@ def test_real_face_found_in_most_frames_and_blank_in_none(media):
 
 
 def test_largest_face_rule_and_crop():
-    det = FaceDetector(FaceConfig(size=64, margin=0.2))
+    det = HaarFaceDetector(FaceConfig(size=64, margin=0.2))
     boxes = np.array([[10, 10, 20, 20], [100, 50, 60, 60], [200, 10, 40, 40]])
     assert det.choose(boxes, (240, 320, 3)).tolist() == [100, 50, 60, 60]
     # tie on area: the box nearest the centre wins

@@ -2,9 +2,17 @@ import json
 
 import numpy as np
 import pytest
+from extract_helpers import make_tiny_bert
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
-from avafn.extract.text import TextEncoder, TextModelError, default_model_dir, extract_text
+from avafn.extract.job import run_extraction
+from avafn.extract.text import (
+    TextEncoder,
+    TextExtractor,
+    TextModelError,
+    default_model_dir,
+    extract_text,
+)
 from avafn.store import FeatureStore, StoreError
 
 WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "happy", "sad", "i", "am", "very", "you",
@@ -13,19 +21,7 @@ WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "happy", "sad", "i", "am"
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    """A tiny random BERT (plain Hugging Face folder, no sentence-transformers files)."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    d = tmp_path_factory.mktemp("tiny-bert")
-    vocab = d / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=16, num_hidden_layers=1,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
-    BertModel(cfg).eval().save_pretrained(d)
-    BertTokenizer(str(vocab)).save_pretrained(d)
-    return d
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), WORDS)
 
 
 def _corpus(texts_per_dialogue):
@@ -82,24 +78,27 @@ def test_resume_and_interrupted_run(tiny_bert, tmp_path, monkeypatch):
     assert (again["already_done"], again["embedded"], again["missing"]) == (8, 0, 0)
     assert len(list((tmp_path / "a" / "text").glob("part-*.npz"))) == 1
 
-    # interrupted after the first batch: what was done is kept, the rerun does only the rest
+    # interrupted in the second unit of four utterances: the first unit is kept, the rerun
+    # does the rest (the batches never cross a unit, so the vectors are the same bits)
     calls = {"n": 0}
     real_encode = enc.encode
 
     def dying(texts, batch_size=64):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 3:  # unit 1: 3 texts in 2 batches; unit 2 starts with call 3
             raise KeyboardInterrupt
         return real_encode(texts, batch_size)
 
+    ext = TextExtractor(enc, batch_size=2)
+    ext.unit_size = 4
     monkeypatch.setattr(enc, "encode", dying)
     with pytest.raises(KeyboardInterrupt):
-        extract_text(c, tmp_path / "b", encoder=enc, batch_size=2, progress=False)
+        run_extraction(c, None, tmp_path / "b", ext, progress=False)
     st = FeatureStore(tmp_path / "b")
-    assert len(st.done_uids("text")) == 2 + 2  # two missing + one batch of two
+    assert st.done_uids("text") == {u.uid for u in c.utterances()[:4]}
     monkeypatch.setattr(enc, "encode", real_encode)
-    rest = extract_text(c, tmp_path / "b", encoder=enc, batch_size=2, progress=False)
-    assert (rest["already_done"], rest["embedded"], rest["missing"]) == (4, 4, 0)
+    rep = run_extraction(c, None, tmp_path / "b", ext, progress=False)
+    assert (rep.n_skipped, rep.n_present, len(rep.missing)) == (4, 3, 1)
     uids = [u.uid for u in c.utterances()]
     xa, pa = FeatureStore(tmp_path / "a").load("text", uids)
     xb, pb = FeatureStore(tmp_path / "b").load("text", uids)

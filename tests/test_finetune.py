@@ -153,8 +153,10 @@ def test_resume_after_a_kill_between_epochs_gives_the_same_encoder(manifest, tin
 
     with pytest.raises(Kill):
         fit_encoder(tmp_path / "killed", *args, progress=False, on_epoch_end=kill_after_epoch)
-    state = json.loads((tmp_path / "killed" / "train" / "state.json").read_text())
-    assert state["info"]["epoch"] == 2 and not (tmp_path / "killed" / "model").exists()
+    from avafn.checkpoint import load_state
+
+    state = load_state(tmp_path / "killed" / "train" / "state.safetensors")
+    assert state["epoch"] == 2 and not (tmp_path / "killed" / "model").exists()
     with pytest.raises(FinetuneError, match="unfinished fine-tuning with other settings"):
         fit_encoder(tmp_path / "killed", _cfg(tiny_bert, lr=2e-3), *args[1:], progress=False)
     seen = []

@@ -25,8 +25,9 @@ from avafn.extract.job import VideoExtractor
 from avafn.extract.text import TextEncoder
 from avafn.extract.video import DANVideoEncoder
 from avafn.inference import Featurizer, PredictError, predict, run_models
+from avafn.run import Run
 from avafn.store import FeatureStore
-from avafn.train import TrainConfig, load_run, train
+from avafn.train import train
 
 LABELS = ["neutral", "joy", "anger"]
 # (start, end, speaker, face position or None (no face), tone Hz, text)
@@ -126,12 +127,12 @@ def env(tmp_path_factory):
     corpus = _train_corpus()
     store = _synthetic_store(root / "store", corpus, {**metas, "text": text_meta})
     quick = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0}
-    bi = train(corpus, store, root / "run-bi", TrainConfig(
-        modalities=("audio", "video", "text"), model_overrides=SMALL, **quick),
+    bi = train(corpus, store, root / "run-bi", {
+        "modalities": ("audio", "video", "text"), "model_overrides": SMALL, **quick},
         seeds=(0, 1), progress=False)
-    causal = train(corpus, store, root / "run-causal", TrainConfig(
-        modalities=("audio", "video"), model_overrides={**SMALL, "bidirectional": False},
-        **quick), seeds=(0,), progress=False)
+    causal = train(corpus, store, root / "run-causal", {
+        "modalities": ("audio", "video"), "model_overrides": {**SMALL, "bidirectional": False},
+        **quick}, seeds=(0,), progress=False)
     csv_path = root / "talk.csv"
     with open(csv_path, "w", newline="") as f:
         wr = csv.writer(f)
@@ -195,15 +196,15 @@ def test_predict_video_with_csv_segments_and_html_in_chromium(env, tmp_path):
     assert all(u["modalities"]["audio"] and u["modalities"]["text"] for u in utts)
     assert res["models"]["seeds"] == [0, 1]
     # probabilities are the mean of the two seeds' softmax outputs
-    desc, models = load_run(env["bi"])
+    bi_run = Run.open(env["bi"])
+    models = bi_run.models()
     store = FeatureStore(out / "features")
     from avafn.inference import corpus_from_segments
     from avafn.segments import read_segments
 
     corpus = corpus_from_segments(env["video"], read_segments(env["csv"]), LABELS)
     d = corpus.splits["predict"][0]
-    widths = desc["model"]["input_dims"]
-    per_seed = [run_models([m], d, store, desc["modalities"], widths)[0] for m in models]
+    per_seed = [run_models([m], d, store, bi_run.modalities, bi_run.widths)[0] for m in models]
     got = np.array([[u["probabilities"][lab] for lab in LABELS] for u in utts])
     np.testing.assert_allclose(got, np.mean(per_seed, axis=0), atol=1e-6)
     assert not np.allclose(per_seed[0], per_seed[1])  # two different seeds really averaged
@@ -281,6 +282,36 @@ def test_clips_folder_with_manifest(env, tmp_path, capsys):
     man.write_text("dialogue_id,turn,speaker,split,media\n7,0,Ann,test,nope.mp4\n")
     with pytest.raises(PredictError, match=r"m.csv:2: clip .*nope.mp4 not found"):
         predict(env["causal"], clips_dir=clips, manifest=man, out_dir=tmp_path / "x")
+    # media resolving outside the clips folder are refused, naming the utterance
+    outside = tmp_path / "outside.mp4"
+    shutil.copy(clips / "u0.mp4", outside)
+    for media in ("../outside.mp4", str(outside)):
+        man.write_text(f"dialogue_id,turn,speaker,split,media\n7,0,Ann,test,{media}\n")
+        with pytest.raises(PredictError, match=r"m.csv:2: clip .*outside.mp4 of dialogue 7, "
+                                               r"turn 0 is outside the clips folder"):
+            predict(env["causal"], clips_dir=clips, manifest=man, out_dir=tmp_path / "x")
+
+
+def test_jsonl_needs_stream_and_first_latency_excludes_loading(env, tmp_path, monkeypatch,
+                                                               capsys):
+    import time
+
+    from avafn.inference import Streamer
+
+    rc = cli.main(["predict", str(env["causal"]), "--video", str(env["video"]), "--segments",
+                   str(env["csv"]), "--jsonl", "--out", str(tmp_path / "o")])
+    assert rc == 1 and "--jsonl prints streamed predictions: use it with --stream" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+    def slow_featurizer(self, device="cpu", extractor_models=None):
+        time.sleep(1.0)  # stands for loading the extractors' pretrained models
+        return lambda path, start, end, text: {"audio": None, "video": None}
+
+    monkeypatch.setattr(Run, "featurizer", slow_featurizer)
+    s = Streamer(env["causal"])
+    r = s.push(str(env["video"]), "Ann", start=0.0, end=1.0)
+    assert r.latency_ms < 1000 and r.present == {"audio": False, "video": False}
 
 
 def test_errors(env, tmp_path):
@@ -312,8 +343,8 @@ def test_extractor_locations_and_unknown_extractors(env, tmp_path):
     gone = json.loads(json.dumps(desc))
     gone["extractors"]["video"]["config"]["checkpoint"] = str(tmp_path / "missing.pth")
     gone["extractors"]["video"]["model_id"] = str(tmp_path / "missing.pth")
-    with pytest.raises(PredictError, match="missing.pth the run used is not on this machine; "
-                                           "pass its location with --dan-checkpoint"):
+    with pytest.raises(PredictError, match="missing.pth recorded is not on this machine; give "
+                                           "its location .pass it with --dan-checkpoint"):
         Featurizer.from_run(gone)
     f = Featurizer.from_run(gone, extractor_models={"video": str(moved)})
     assert f.metas["video"]["model_id"] == str(moved)

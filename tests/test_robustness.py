@@ -14,7 +14,7 @@ import pytest
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.evaluate import evaluate, robustness
 from avafn.store import FeatureStore
-from avafn.train import TrainConfig, train
+from avafn.train import train
 
 LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 FRACTIONS = (0.0, 0.5, 1.0)
@@ -60,7 +60,7 @@ def runs(tmp_path_factory):
                                                      "d_party": 16, "d_emotion": 16, "d_att": 8}}
     out = {}
     for name, md in (("plain", {}), ("mdrop", {"audio": 0.5, "video": 0.5})):
-        run = train(corpus, store, root / name, TrainConfig(**base, modality_dropout=md),
+        run = train(corpus, store, root / name, {**base, "modality_dropout": md},
                     seeds=(0, 1), progress=False)
         out[name] = (run, robustness(run, fractions=FRACTIONS, corpus=corpus, store=store))
     return corpus, store, out

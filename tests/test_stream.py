@@ -6,6 +6,7 @@ import torch
 
 from avafn.inference import Streamer, StreamingError
 from avafn.model import AVAFN, AVAFNConfig
+from avafn.run import RunError
 
 WIDTHS = {"audio": 6, "video": 5}
 LABELS = ["calm", "happy", "angry"]
@@ -90,8 +91,8 @@ def test_bidirectional_checkpoint_is_refused(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"model": {"bidirectional": True}}))
-    with pytest.raises(StreamingError, match=f"run {run} was trained bidirectional"):
-        Streamer(run)
+    with pytest.raises(RunError, match="run/config.json: a run folder of the earlier layout"):
+        Streamer(run)  # a run folder is opened (and validated) before anything else
 
 
 def test_clip_without_featurizer_is_a_clear_error():

@@ -7,8 +7,10 @@ from train_synth import (
     make_store,
 )
 
+from avafn.config import ModelSpec, TrainConfig, split_settings
+from avafn.run import Run, finished_seeds
 from avafn.store import StoreError
-from avafn.train import TrainConfig, finished_seeds, load_run, train
+from avafn.train import train
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +23,13 @@ def data(tmp_path_factory):
 def cfg(**kw):
     base = {"model": "tiny", "lr": 1e-2, "max_epochs": 6, "patience": 3, "batch_size": 8}
     base.update(kw)
-    return TrainConfig(**base)
+    return base  # one flat mapping of settings (avafn.config.split_settings)
 
 
 def _weights(run, seed):
-    return torch.load(run / f"seed-{seed}" / "model.pt", weights_only=False)["model"]
+    from safetensors.torch import load_file
+
+    return load_file(run / f"seed-{seed}" / "model" / "model.safetensors")
 
 
 def _same(a, b):
@@ -45,16 +49,22 @@ def test_learns_and_run_folder_is_self_describing(data, tmp_path):
     assert c["store"]["modalities"]["audio"]["width"] == 8
     assert c["extractors"]["video"]["extractor"] == "synth"
     assert c["avafn_version"] and c["seeds"] == [0]
-    assert not (run / "seed-0" / "state.pt").exists()
-    _desc, models = load_run(run)
+    assert not (run / "seed-0" / "state.safetensors").exists()
+    mc = json.loads((run / "seed-0" / "model" / "config.json").read_text())
+    assert mc["model"] == "tiny" and mc["config"]["n_classes"] == 3 and mc["avafn_version"]
+    assert not list(run.rglob("*.pt"))  # nothing pickle-based
+    models = Run.open(run).models()
     assert len(models) == 1 and not models[0].training
 
 
 def test_paper_defaults():
+    from avafn.model import AVAFNConfig
+
     c = TrainConfig()
-    assert (c.lr, c.batch_size, c.weight_decay, c.dropout) == (1e-4, 32, 3e-4, 0.3)
+    assert (c.lr, c.batch_size, c.weight_decay) == (1e-4, 32, 3e-4)
+    assert AVAFNConfig().dropout == 0.3 and ModelSpec().name == "avafn"
     with pytest.raises(ValueError, match="unknown ablation"):
-        TrainConfig(ablations=("no_xyz",))
+        split_settings({"ablations": ("no_xyz",)})
     with pytest.raises(ValueError, match="not trained"):
         TrainConfig(modalities=("audio",), modality_dropout={"video": 0.3})
     with pytest.raises(ValueError, match="max_epochs must be >= 1"):
@@ -92,13 +102,13 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path):
     run = tmp_path / "run"
     with pytest.raises(Stop):
         train(corpus, store, run, c, seeds=[0, 1], progress=False, on_epoch_end=stop_at(1, 2))
-    assert finished_seeds(run) == [0] and (run / "seed-1" / "state.pt").exists()
-    m0 = (run / "seed-0" / "model.pt").stat().st_mtime_ns
+    assert finished_seeds(run) == [0] and (run / "seed-1" / "state.safetensors").exists()
+    m0 = (run / "seed-0" / "model" / "model.safetensors").stat().st_mtime_ns
     epochs = []
     train(corpus, store, run, c, seeds=[0, 1], progress=False,
           on_epoch_end=lambda s, r: epochs.append((s, r["epoch"])))
     assert epochs == [(1, 3), (1, 4), (1, 5)]  # continued; seed 0 not redone
-    assert (run / "seed-0" / "model.pt").stat().st_mtime_ns == m0
+    assert (run / "seed-0" / "model" / "model.safetensors").stat().st_mtime_ns == m0
     for s in (0, 1):
         assert _same(_weights(ref, s), _weights(run, s))
         hr = json.loads((ref / f"seed-{s}" / "history.json").read_text())["history"]
@@ -139,8 +149,9 @@ def test_real_avafn_learns_with_ablation_and_reloads(data, tmp_path):
     from avafn.model import AVAFN
 
     corpus, store = data
-    c = TrainConfig(lr=5e-3, max_epochs=10, patience=10, batch_size=8, ablations=("no_ssm",),
-                    model_overrides=SMALL, modality_dropout={"video": 0.2}, bucket=True)
+    c = {"lr": 5e-3, "max_epochs": 10, "patience": 10, "batch_size": 8,
+         "ablations": ("no_ssm",), "model_overrides": SMALL, "modality_dropout": {"video": 0.2},
+         "bucket": True}
     run = train(corpus, store, tmp_path / "avafn", c, seeds=[0], progress=False)
     desc = json.loads((run / "config.json").read_text())
     assert desc["model"]["no_ssm"] is True and desc["model"]["no_acm"] is False
@@ -148,5 +159,21 @@ def test_real_avafn_learns_with_ablation_and_reloads(data, tmp_path):
     assert desc["model"]["input_dims"] == {"audio": 8, "video": 6}
     h = json.loads((run / "seed-0" / "history.json").read_text())
     assert h["best_dev_f1"] > 60, h  # chance ~33
-    _, models = load_run(run)
-    assert isinstance(models[0], AVAFN)
+    models = Run.open(run).models()
+    assert isinstance(models[0], AVAFN) and models[0].cfg.no_ssm
+
+
+def test_settings_have_one_place_each():
+    tc, spec, prov = split_settings({"lr": 0.1, "dropout": 0.2, "ablations": ["no_acm"],
+                                     "model_overrides": {"d_model": 8}, "dataset": "x.csv",
+                                     "device": "cpu", "store": "s"})
+    assert tc.lr == 0.1 and not hasattr(tc, "dropout") and not hasattr(tc, "dataset")
+    assert spec.config == {"d_model": 8, "dropout": 0.2, "no_acm": True}
+    assert spec.ablations == ("no_acm",)
+    assert (prov.dataset, prov.store, prov.device) == ("x.csv", "s", "cpu")
+    with pytest.raises(ValueError, match="dropout given twice"):
+        split_settings({"dropout": 0.2, "model_overrides": {"dropout": 0.5}})
+    with pytest.raises(ValueError, match="fixed by the data"):
+        split_settings({"model_overrides": {"n_classes": 4}})
+    with pytest.raises(ValueError, match="unknown setting"):
+        split_settings({"lr": 0.1, "learning_rate": 0.2})

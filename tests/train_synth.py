@@ -6,13 +6,16 @@ must beat chance by far.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from torch import nn
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
+from avafn.model.registry import MODELS
 from avafn.store import FeatureStore
-from avafn.train import MODEL_BUILDERS
 
 LABELS = ["calm", "happy", "angry"]
 WIDTHS = {"audio": 8, "video": 6}
@@ -63,19 +66,42 @@ def make_store(root, corpus: Corpus, seed=0, signal=(2.0, 1.0), missing=0.1,
     return store
 
 
+@dataclass
+class TinyConfig:
+    modalities: tuple = ("audio", "video")
+    input_dims: dict = field(default_factory=dict)
+    n_classes: int = 3
+    n_parties: int = 3
+    dropout: float = 0.3
+    hidden: int = 16
+    no_acm: bool = False  # the ablation flags are accepted (and ignored) like AVAFN's
+    no_ssm: bool = False
+    no_ilm: bool = False
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "modalities": list(self.modalities)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TinyConfig:
+        return cls(**{**d, "modalities": tuple(d.get("modalities", ()))})
+
+
+@MODELS.register("tiny")
 class TinyModel(nn.Module):
     """Same forward signature as AVAFN: per-modality projection (masked by present),
     a GRU over the dialogue, a classifier."""
 
-    def __init__(self, cfg: dict):
+    config_class = TinyConfig
+
+    def __init__(self, cfg: TinyConfig):
         super().__init__()
         self.cfg = cfg
-        h = cfg["hidden"]
-        self.proj = nn.ModuleDict({m: nn.Linear(d, h) for m, d in cfg["input_dims"].items()})
-        self.spk = nn.Embedding(cfg["n_parties"], h)
+        h = cfg.hidden
+        self.proj = nn.ModuleDict({m: nn.Linear(d, h) for m, d in cfg.input_dims.items()})
+        self.spk = nn.Embedding(cfg.n_parties, h)
         self.gru = nn.GRU(h, h, batch_first=True, bidirectional=True)
-        self.drop = nn.Dropout(cfg["dropout"])
-        self.out = nn.Linear(2 * h, cfg["n_classes"])
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(2 * h, cfg.n_classes)
 
     def forward(self, feats, present, speaker, mask):
         x = sum(self.proj[m](feats[m]) * present[m].unsqueeze(-1).float() for m in self.proj)
@@ -83,13 +109,3 @@ class TinyModel(nn.Module):
         y, _ = self.gru(x)
         logits = self.out(self.drop(y))
         return {"logits": logits, "context_attention": None}
-
-
-def _tiny_config(modalities, input_dims, n_classes, n_parties, cfg) -> dict:
-    return {"modalities": list(modalities), "input_dims": dict(input_dims),
-            "n_classes": n_classes, "n_parties": n_parties, "dropout": cfg.dropout,
-            "hidden": int(cfg.model_overrides.get("hidden", 16))}
-
-
-MODEL_BUILDERS["tiny"] = (_tiny_config, TinyModel)
-

@@ -1,12 +1,22 @@
-"""``avafn`` command line: a thin dispatcher over :mod:`avafn.commands`."""
+"""``avafn`` command line: a thin dispatcher over :mod:`avafn.commands`.
+
+The error policy lives here, once for every command: a user's mistake
+(:class:`avafn.errors.UserError`) or a failure of the machine (disk full, permission denied,
+missing file) ends with one line ``avafn CMD: error: ...`` on stderr and exit status 1; usage
+errors exit with 2 (argparse); ``--debug`` or ``AVAFN_DEBUG=1`` adds the traceback. Anything
+else is a bug and prints its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from avafn import __version__
+from avafn.errors import UserError, check_device, describe_environment_error
 
 #: each module defines ``register(subparsers)`` and sets ``func`` on its parsers
 COMMAND_MODULES = [
@@ -14,8 +24,11 @@ COMMAND_MODULES = [
     "avafn.commands.train",  # avafn train / evaluate / table / demo
     "avafn.commands.predict",  # avafn predict
     "avafn.commands.reproduce",  # avafn reproduce
+    "avafn.commands.store",  # avafn store check
     "avafn.commands.finetune",  # avafn finetune text
 ]
+
+DEBUG_ENV = "AVAFN_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train, evaluate, reproduce the paper's tables, predict on new conversations.",
     )
     parser.add_argument("--version", action="version", version=f"avafn {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -34,7 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         mod.register(sub)
+    _name_commands(parser)
     return parser
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)parser records its own ``prog`` ("avafn extract text"), for error lines;
+    the innermost parser's default wins."""
+    parser.set_defaults(_prog=parser.prog)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for p in dict.fromkeys(action.choices.values()):
+                _name_commands(p)
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line for a user's mistake or a machine failure; ``None`` for a bug."""
+    if isinstance(exc, UserError):
+        line = str(exc) or type(exc).__name__
+    else:
+        line = describe_environment_error(exc)
+    return None if line is None else " ".join(x.strip() for x in line.splitlines() if x.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,12 +82,23 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    prog = getattr(args, "_prog", "avafn")
     try:
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)  # before reading or allocating anything
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, run the same command again to resume",
               file=sys.stderr)
         return 130
+    except Exception as e:  # the one place where errors become exit statuses
+        line = error_line(e)
+        if line is None:
+            raise  # a bug: its traceback
+        if _debug(args):
+            traceback.print_exc()
+        print(f"{prog}: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,13 +1,118 @@
-"""The error policy's one base type.
+"""The error policy: one base type for a user's mistakes, and the failures of the machine.
 
 A :class:`UserError` is a mistake in what the user gave avafn (a file, an option, a store, a
 machine without the asked device): the command line prints it as one line
 ``avafn CMD: error: MESSAGE`` and exits with status 1. Its message names the file / option /
-utterance and what was expected. Anything else that escapes a command is a bug.
+utterance and what was expected. Every error type of avafn that reports such a mistake
+(``DataError``, ``StoreError``, ``SegmentError``, ``PredictError``, ``MediaError``, ...)
+derives from it.
+
+The machine's own failures (disk full, permission denied, a file that is not there) are
+reported the same way by :func:`describe_environment_error`. Anything else that escapes a
+command is a bug, and only a bug prints a traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 
 class UserError(ValueError):
     """A user's mistake, reported in one line without a traceback."""
+
+
+class DeviceError(UserError):
+    """A torch device that this machine does not have (``--device cuda`` without CUDA)."""
+
+
+class ConfigFileError(UserError):
+    """A JSON file (config, metadata) that is missing, truncated or not JSON."""
+
+
+#: errno -> what to say; the file (when the OS names it) is put in front
+_ENVIRONMENT = {
+    errno.ENOSPC: "no space left on the device; free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded; free some space or write elsewhere",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system; write elsewhere",
+    errno.ENOENT: "no such file or directory",
+    errno.EISDIR: "is a folder, expected a file",
+    errno.ENOTDIR: "not a folder",
+    errno.EMFILE: "too many open files (raise `ulimit -n`)",
+    errno.EIO: "input/output error (a failing disk or network mount)",
+}
+
+
+def describe_environment_error(exc: BaseException) -> str | None:
+    """One line for a failure of the machine (an :class:`OSError` with a known ``errno``),
+    naming the file when the OS gives it; ``None`` for anything else (a bug)."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno is None and str(exc):  # raised by avafn with its own message
+        return str(exc)
+    if exc.errno not in _ENVIRONMENT:
+        return None
+    what = _ENVIRONMENT[exc.errno]
+    files = [f for f in (exc.filename, exc.filename2) if f is not None]
+    if files:
+        return f"{' -> '.join(map(str, files))}: {what}"
+    detail = exc.strerror or str(exc)
+    return f"{what} ({detail})" if detail and detail.lower() not in what else what
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The JSON content of ``path``; a missing, unreadable or damaged file raises
+    :class:`ConfigFileError` naming it (never a bare ``JSONDecodeError``)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigFileError(f"{p}: no such {what}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(f"{p}: damaged {what} (not UTF-8 text: {e.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        end = text.rstrip()
+        state = "truncated" if e.pos >= len(end) or end[-1:] not in ("}", "]") else "damaged"
+        raise ConfigFileError(f"{p}: {state} {what} (invalid JSON at line {e.lineno}, "
+                              f"column {e.colno}: {e.msg})") from None
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it; :class:`DeviceError` (one line) otherwise.
+
+    ``"cpu"`` is accepted without importing torch. Every command that takes ``--device``
+    goes through this before any work starts.
+    """
+    if device in ("cpu", None):
+        return device
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"--device {device!r}: not a torch device (expected cpu, cuda, "
+                          "cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise DeviceError(f"--device {device}: CUDA is not available on this machine "
+                              f"({why}); use --device cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise DeviceError(f"--device {device}: this machine has {n} CUDA device(s), "
+                              f"cuda:0..cuda:{n - 1}")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"--device {device}: MPS is not available on this machine; "
+                              "use --device cpu")
+    elif dev.type != "cpu":
+        raise DeviceError(f"--device {device}: avafn runs on cpu, cuda or mps")
+    return device

@@ -9,9 +9,11 @@
                       counts; per-class P/R/F1 are means over seeds; "confusion" is summed over
                       seeds (rows = gold, columns = predicted; "confusion_per_seed" keeps each)
     RUN/report.md     the same numbers as tables
+                      (another split than test: RUN/report-<split>.json / .md)
     RUN/confusion_<split>.png, RUN/per_class_<split>.png, RUN/training_curves.png
 
-Means are over seeds, ``std`` is the sample standard deviation (0 for one seed).
+Means are over seeds, ``std`` is the sample standard deviation (0 for one seed, which the
+tables show as the value alone). The run is opened through :class:`avafn.run.Run`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from avafn import __version__
 from avafn.data.batching import SplitData
 from avafn.data.corpus import Corpus
+from avafn.run import Run, RunError
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
-from avafn.train import finished_seeds, load_run, predict, weighted_f1
+from avafn.train import predict, weighted_f1
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -77,41 +80,24 @@ def split_metrics(y_true: Sequence[np.ndarray], y_pred: Sequence[np.ndarray],
     }
 
 
-def _resolve_inputs(desc: dict, corpus: Corpus | None, store: FeatureStore | None
-                    ) -> tuple[Corpus, FeatureStore]:
-    if store is None:
-        store = FeatureStore(desc["store"]["root"])
+def _split_data(run: Run, corpus: Corpus, store: FeatureStore, split: str) -> SplitData:
+    return SplitData(corpus.dialogues(split), store, run.modalities, run.labels, run.widths)
+
+
+def _load(run_dir: str | Path | Run, corpus: Corpus | None, store: FeatureStore | None,
+          device: str) -> tuple[Run, list, list[int], Corpus, FeatureStore]:
+    """The run, its models and their seeds, and the corpus and store to score on (the run's
+    own, found from its folder, unless given)."""
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    models = run.models(device)
+    store = run.store() if store is None else store
     if corpus is None:
-        from avafn.data import load_corpus
-
-        tr = desc["train"]
-        dataset = tr.get("dataset") or (desc["corpus"]["name"] if desc["corpus"]["name"] == "meld"
-                                        else None)
-        if dataset is None:
-            raise ValueError("the run does not record which corpus it was trained on; "
-                             "pass the corpus (CLI: --dataset)")
-        corpus = load_corpus(dataset, meld_dir=tr.get("meld_dir"), labels=desc["labels"])
-    if list(corpus.labels) != list(desc["labels"]):
-        raise ValueError(f"the corpus labels {corpus.labels} differ from the run's "
-                         f"{desc['labels']}")
-    return corpus, store
+        corpus = run.corpus()
+    run.check_labels(corpus.labels)
+    return run, models, run.finished_seeds(), corpus, store
 
 
-def _split_data(desc: dict, corpus: Corpus, store: FeatureStore, split: str) -> SplitData:
-    widths = {m: int(desc["model"]["input_dims"][m]) if "input_dims" in desc["model"]
-              else int(desc["store"]["modalities"][m]["width"]) for m in desc["modalities"]}
-    return SplitData(corpus.dialogues(split), store, desc["modalities"], desc["labels"], widths)
-
-
-def _load(run_dir: str | Path, corpus: Corpus | None, store: FeatureStore | None,
-          device: str) -> tuple[dict, list, list[int], Corpus, FeatureStore]:
-    """The run's config, its models and their seeds, and the corpus and store to score on."""
-    desc, models = load_run(run_dir, device)
-    corpus, store = _resolve_inputs(desc, corpus, store)
-    return desc, models, finished_seeds(run_dir), corpus, store
-
-
-def _metrics(desc: dict, models: list, seeds: list[int], data: SplitData,
+def _metrics(run: Run, models: list, seeds: list[int], data: SplitData,
              drop: Mapping[str, float] | None, drop_seed: int, device: str) -> dict:
     if drop:
         data = data.with_dropped(drop, drop_seed)
@@ -119,7 +105,7 @@ def _metrics(desc: dict, models: list, seeds: list[int], data: SplitData,
     for model in models:
         yt, yp, _ = predict(model, data, device)
         yts.append(yt), yps.append(yp)
-    out = split_metrics(yts, yps, desc["labels"], seeds)
+    out = split_metrics(yts, yps, run.labels, seeds)
     if drop:
         out["dropped"] = {m: float(f) for m, f in drop.items()}
     return out
@@ -133,44 +119,53 @@ def score(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None
     ``drop={"video": 0.5}`` marks the modality missing for that fraction of the split's
     utterances (the same utterances for every seed, drawn with ``drop_seed``).
     """
-    desc, models, seeds, corpus, store = _load(run_dir, corpus, store, device)
-    return _metrics(desc, models, seeds, _split_data(desc, corpus, store, split), drop,
+    run, models, seeds, corpus, store = _load(run_dir, corpus, store, device)
+    return _metrics(run, models, seeds, _split_data(run, corpus, store, split), drop,
                     drop_seed, device)
+
+
+def report_paths(run_dir: str | Path, split: str = "test") -> tuple[Path, Path]:
+    """``(report.json, report.md)`` of a split: ``report.*`` for test, ``report-<split>.*``
+    for any other, so that scoring dev or train never overwrites the test report."""
+    run = Path(run_dir)
+    stem = "report" if split == "test" else f"report-{split}"
+    return run / f"{stem}.json", run / f"{stem}.md"
 
 
 def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = None,
              store: FeatureStore | None = None, drop: Mapping[str, float] | None = None,
              device: str = "cpu", plots: bool = True) -> dict:
-    """Score a run on dev and ``split`` and write ``report.json``, ``report.md`` and plots.
+    """Score a run on dev and ``split`` and write its report (:func:`report_paths`) and plots.
 
     With ``drop`` (robustness evaluation, see :func:`score`) nothing of the main report is
     overwritten: the result goes to ``robustness/<split>-<modality>-<fraction>.json``.
     """
-    run = Path(run_dir)
-    desc, models, seeds, corpus, store = _load(run, corpus, store, device)
+    r, models, seeds, corpus, store = _load(run_dir, corpus, store, device)
+    run = r.path
+    if split not in corpus.splits:
+        raise RunError(f"no split {split!r} in the corpus (splits: {', '.join(corpus.splits)})")
     if drop:
-        res = _metrics(desc, models, seeds, _split_data(desc, corpus, store, split), drop, 0,
-                       device)
+        res = _metrics(r, models, seeds, _split_data(r, corpus, store, split), drop, 0, device)
         tag = "-".join(f"{m}-{f:.2f}" for m, f in sorted(drop.items()))
         atomic_write_json(run / "robustness" / f"{split}-{tag}.json", res)
         return res
     # the models are loaded once for both splits
     report: dict[str, Any] = {
-        s: _metrics(desc, models, seeds, _split_data(desc, corpus, store, s), None, 0, device)
+        s: _metrics(r, models, seeds, _split_data(r, corpus, store, s), None, 0, device)
         for s in dict.fromkeys(("dev", split))}
-    report["config"] = {k: desc[k] for k in ("model_name", "model", "train", "labels",
-                                             "modalities", "corpus", "seeds") if k in desc}
-    report["store"] = {**desc["store"], "extractors": desc.get("extractors", {})}
+    report["config"] = r.summary()
+    report["store"] = {**r.store_fingerprint, "extractors": r.extractors}
     report["version"] = __version__
     histories = _seed_histories(run, seeds)
     report["training"] = _training_summary(histories)
-    atomic_write_json(run / "report.json", report)
-    atomic_write_bytes(run / "report.md", report_markdown(report, run.name).encode())
+    js, md = report_paths(run, split)
+    atomic_write_json(js, report)
+    atomic_write_bytes(md, report_markdown(report, run.name).encode())
     if plots:
         from avafn import plots as P
 
-        for s in [s for s in dict.fromkeys(("dev", "test", split)) if s in report]:
-            P.plot_confusion(report[s]["confusion"], desc["labels"], run / f"confusion_{s}.png",
+        for s in [s for s in dict.fromkeys(("dev", split)) if s in report]:
+            P.plot_confusion(report[s]["confusion"], r.labels, run / f"confusion_{s}.png",
                              title=f"{run.name}: {s} confusion (summed over seeds)")
             P.plot_per_class(report[s]["per_class"], run / f"per_class_{s}.png",
                              title=f"{run.name}: {s} per-class precision / recall / F1")
@@ -199,7 +194,10 @@ def _training_summary(histories: dict[int, dict]) -> dict:
 
 
 def fmt(ms: dict) -> str:
-    """``"57.61 ± 0.42"`` for a ``{"mean", "std"}`` dict."""
+    """``"57.61 ± 0.42"`` for a ``{"mean", "std", "per_seed"}`` dict; one seed has no spread
+    to show: just ``"57.61"``."""
+    if len(ms.get("per_seed", ())) == 1:
+        return f"{ms['mean']:.2f}"
     return f"{ms['mean']:.2f} ± {ms['std']:.2f}"
 
 
@@ -207,7 +205,7 @@ def report_markdown(report: dict, name: str = "run") -> str:
     cfg = report.get("config", {})
     lines = [f"# Report: {name}", "",
              (f"avafn {report.get('version')}; modalities {', '.join(cfg.get('modalities', []))}; "
-             f"ablations {', '.join(cfg.get('train', {}).get('ablations', [])) or 'none'}; "
+             f"ablations {', '.join(cfg.get('ablations', [])) or 'none'}; "
              f"seeds {cfg.get('seeds')}. Model selected on dev weighted F1."), "",
              ("| split | weighted F1 (%) | accuracy (%) | per seed (weighted F1) | "
              "majority-class weighted F1 |"), "|---|---|---|---|---|"]
@@ -253,12 +251,12 @@ def robustness(run_dir: str | Path, modalities: Sequence[str] | None = None,
     """
     run = Path(run_dir)
     # models and the split's features are loaded once, not once per (modality, fraction)
-    desc, models, seeds, corpus, store = _load(run, corpus, store, device)
-    data = _split_data(desc, corpus, store, split)
-    mods = list(modalities or desc["modalities"])
+    r, models, seeds, corpus, store = _load(run, corpus, store, device)
+    data = _split_data(r, corpus, store, split)
+    mods = list(modalities or r.modalities)
     res: dict[str, Any] = {}
     for m in mods:
-        vals = [_metrics(desc, models, seeds, data, {m: f}, seed, device)["weighted_f1"]
+        vals = [_metrics(r, models, seeds, data, {m: f}, seed, device)["weighted_f1"]
                 for f in fractions]
         res[m] = {"fractions": [float(f) for f in fractions], "weighted_f1": vals}
     atomic_write_json(run / "robustness" / f"{split}.json", res)

@@ -10,8 +10,9 @@ the epoch with the best **dev** weighted F1 is kept. Layout of the output folder
                               model.safetensors, tokenizer files (save_pretrained), head.safetensors
                               (the linear head) and avafn_finetune.json (base model, settings,
                               labels, corpus fingerprint, best epoch, per-epoch history)
-      train/                  while training: state.json + state-*.safetensors (the last
-                              finished epoch) and best-<epoch>/ (the best encoder so far)
+      train/                  while training: state.safetensors (the last finished epoch:
+                              weights, optimizer, RNGs, history; avafn.checkpoint) and best/
+                              (the best encoder so far)
       folds/fold-<i>/         with cross-fitting (``folds`` = k >= 2): the same layout for the
                               encoder trained without the training dialogues of fold i
 
@@ -37,16 +38,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from avafn.checkpoint import load_state, save_state
 from avafn.data.corpus import Corpus, Dialogue
 from avafn.errors import UserError
 from avafn.extract.text import FINETUNE_FILE, TextEncoder, default_model_dir, dialogue_inputs
 from avafn.store import FeatureStore, atomic_write_json
-from avafn.trainkit import DevSelection, epoch_bar, load_state, save_state, seed_all, weighted_f1
+from avafn.trainkit import DevSelection, epoch_bar, restore_rng, rng_state, seed_all, weighted_f1
 
 FORMAT = "avafn-finetuned-text-encoder"
 #: settings an unfinished fine-tuning may be resumed with changed (how long it runs)
 _FREE = ("max_epochs", "patience", "eval_batch_size")
 HEAD_FILE = "head.safetensors"
+STATE_FILE = "state.safetensors"
 
 
 class FinetuneError(UserError):
@@ -222,12 +225,15 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     work = out / "train"
     sel, history, epoch = DevSelection(cfg.patience), [], 0
-    info = load_state(work, {"model": model}, opt, gen)
-    if info is not None:
-        old = {k: v for k, v in info.get("settings", {}).items() if k not in _FREE}
+    if (work / STATE_FILE).is_file():
+        info = load_state(work / STATE_FILE)
+        old = {k: v for k, v in info["settings"].items() if k not in _FREE}
         if old and old != {k: v for k, v in cfg.to_dict().items() if k not in _FREE}:
             raise FinetuneError(f"{work} holds an unfinished fine-tuning with other settings; "
                                 "use another output folder (or delete it)")
+        model.load_state_dict(info["model"])
+        opt.load_state_dict(info["optimizer"])
+        restore_rng(info, gen, device)
         sel, history, epoch = DevSelection(**info["selection"]), info["history"], info["epoch"]
         sel.patience = cfg.patience
     bar = epoch_bar(cfg.max_epochs, epoch, desc, progress)
@@ -255,9 +261,10 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
         history.append(rec)
         if sel.update(rec["dev_f1"], epoch):
             _save_encoder(work / "best", model, tok)
-        save_state(work, {"model": model}, opt, gen,
-                   {"epoch": epoch, "history": history, "selection": sel.to_dict(),
-                    "settings": cfg.to_dict()})
+        save_state(work / STATE_FILE, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), **rng_state(gen, device),
+            "epoch": epoch, "history": history, "selection": sel.to_dict(),
+            "settings": cfg.to_dict()})
         bar.update(1)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
                         best=f"{sel.best_score:.2f}")

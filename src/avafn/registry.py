@@ -31,10 +31,12 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Generic, TypeVar
 
+from avafn.errors import UserError
+
 T = TypeVar("T")
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """An unknown name, a name registered twice, or a plug-in that fails to load."""
 
 

@@ -26,12 +26,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from avafn.errors import UserError
+
 FORMATS = ("csv", "srt", "vtt", "rttm")
 _EXT = {".csv": "csv", ".tsv": "csv", ".srt": "srt", ".vtt": "vtt", ".webvtt": "vtt",
         ".rttm": "rttm"}
 
 
-class SegmentError(ValueError):
+class SegmentError(UserError):
     """A segment list that cannot be read or does not describe a valid conversation."""
 
 

@@ -17,27 +17,59 @@ Layout (a folder)::
 
 A shard is either fully there or absent (temp file + ``os.replace``), so a job killed at any
 moment loses at most the entries it had not yet flushed; starting it again skips every uid
-already stored (:meth:`FeatureStore.done_uids`). Several processes (ranks) may write the same
-modality at once, each with its own ``tag``; :meth:`FeatureStore.compact` merges the shards.
+already stored (:meth:`FeatureStore.done_uids`).
+
+**Several processes at once.** Any number of processes may write one store together (other
+splits, modalities or ranks): every writer names its shards ``part-<tag>-<token>-<seq>.npz``
+with a token of its own, so no two writers ever publish the same file; a temp file is named
+after its owner (``.tmp-<file>~<pid>@<host>~<random>``) and :meth:`FeatureStore.clean_temp`
+removes only those whose owner is gone; readers and :meth:`FeatureStore.compact` (which merges
+the shards) meet at a lock on ``<modality>/.lock`` (``fcntl.flock``), so a reader never sees a
+shard disappear under it and a compaction never drops a shard it did not read.
+
+**Damage.** Shards are read with ``allow_pickle=False`` and checked (keys, dtypes, shapes,
+finite vectors); a damaged shard or ``meta.json`` raises :class:`StoreError` naming the file.
+:meth:`FeatureStore.check` (``avafn store check STORE [--repair]``) lists every problem;
+``repair`` moves damaged files to ``<modality>/damaged/``, so that the same extraction command
+run again redoes exactly what they held.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import secrets
+import socket
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from avafn.errors import ConfigFileError, UserError, read_json
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks (one writer at a time there)
+    fcntl = None
+
 FORMAT = "avafn-feature-store"
 VERSION = 1
+#: a temp file whose owner cannot be asked (another host) is stale after this many seconds
+STALE_TEMP_SECONDS = 3600.0
+#: the largest vector width a meta.json may declare
+MAX_WIDTH = 1 << 20
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+_TEMP = re.compile(r"^\.tmp-.+~(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)~[^~]*$")
+_SHARD_KEYS = ("uid", "vector", "present", "count", "reason")
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A store that is incomplete, inconsistent or does not match what was asked of it."""
 
 
@@ -47,26 +79,116 @@ def config_hash(config: dict) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one."""
+    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
+
+    The temp file beside it is named after this process (see :func:`temp_owner_alive`); a
+    failure of the disk (full, read-only) is re-raised naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}~{os.getpid()}@{_HOST}~")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
         raise
+
+
+def temp_owner_alive(path: Path, stale_after: float = STALE_TEMP_SECONDS) -> bool:
+    """Whether the temp file ``path`` may still belong to a live writer: its owner process
+    (named in the file name) runs on this host, or, when it cannot be asked (another host),
+    the file is younger than ``stale_after`` seconds. Temp files not named by an owner are
+    left over from before owners were named: never alive."""
+    m = _TEMP.match(path.name)
+    if m is None:
+        return False
+    if m["host"] != _HOST:
+        try:
+            return time.time() - path.stat().st_mtime < stale_after
+        except FileNotFoundError:
+            return False
+    try:
+        os.kill(int(m["pid"]), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # a process of another user holds that pid
+    return True
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def repair_hint(root: str | os.PathLike) -> str:
+    return (f"run `avafn store check {root} --repair`, then the same extraction command again "
+            "to redo what it held")
+
+
+def validate_meta(meta: object, path: Path, root: Path) -> dict:
+    """``meta`` if it is what a ``meta.json`` holds; :class:`StoreError` naming ``path``."""
+    def bad(why: str) -> StoreError:
+        return StoreError(f"{path}: damaged meta.json ({why}); {repair_hint(root)}")
+
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, expected an object")
+    width = meta.get("width")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH:
+        raise bad(f"width {width!r}, expected an integer in 1..{MAX_WIDTH}")
+    for key in ("extractor", "config_hash"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise bad(f"{key} {meta.get(key)!r}, expected a non-empty string")
+    if not isinstance(meta.get("config", {}), dict):
+        raise bad(f"config is a {type(meta['config']).__name__}, expected an object")
+    return meta
+
+
+def read_shard(path: Path, width: int, root: Path) -> dict[str, np.ndarray]:
+    """The five arrays of one shard, checked against ``width`` (pickles refused);
+    :class:`StoreError` naming the shard and the way out otherwise."""
+    def bad(why: str) -> StoreError:
+        return StoreError(f"{path}: damaged shard ({why}); {repair_hint(root)}")
+
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        raise bad("empty file" if not head else "not an .npz archive")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _SHARD_KEYS if k not in z.files]
+            if missing:
+                raise bad(f"no array {', '.join(missing)}")
+            a = {k: z[k] for k in _SHARD_KEYS}
+    except StoreError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise bad("holds pickled Python objects, refused: a shard holds plain arrays only"
+                      ) from None
+        raise bad(f"{type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, zlib.error, OSError ...
+        raise bad(f"truncated or corrupt: {type(e).__name__}: {e}") from None
+    u, v = a["uid"], a["vector"]
+    n = len(u) if u.ndim == 1 else -1
+    if n < 0 or u.dtype.kind != "U":
+        raise bad(f"uid is {u.dtype} of shape {u.shape}, expected a 1-d string array")
+    if v.shape != (n, width) or v.dtype.kind != "f":
+        raise bad(f"vector is {v.dtype} of shape {v.shape}, expected ({n}, {width}) float32 "
+                  "as meta.json says")
+    for k, kinds in (("present", "b"), ("count", "iu"), ("reason", "U")):
+        if a[k].shape != (n,) or a[k].dtype.kind not in kinds:
+            raise bad(f"{k} is {a[k].dtype} of shape {a[k].shape}, expected ({n},)")
+    if not np.isfinite(v).all():
+        raise bad("non-finite vector values (NaN/inf)")
+    a["vector"] = v.astype(np.float32, copy=False)
+    return a
 
 
 @dataclass
@@ -89,11 +211,43 @@ class ModalityTable:
         return int(self.meta["width"])
 
 
+@dataclass
+class CheckReport:
+    """What :meth:`FeatureStore.check` found (and, with ``repair``, did)."""
+
+    root: Path
+    n_shards: int = 0  # sound shards
+    n_entries: int = 0  # entries in the sound shards
+    problems: list[str] = field(default_factory=list)
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
+    removed_temp: int = 0
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems or self.repaired
+
+    def summary(self) -> str:
+        head = (f"{self.root}: {self.n_shards} sound shard(s), {self.n_entries} entries, "
+                f"{len(self.problems)} problem(s)")
+        lines = [head]
+        lines += [f"  {p}" for p in self.problems]
+        lines += [f"  moved aside: {a} -> {b}" for a, b in self.moved]
+        if self.removed_temp:
+            lines.append(f"  removed {self.removed_temp} temp file(s) of dead writers")
+        if self.moved:
+            lines.append("  run the same extraction command(s) again to redo what the moved "
+                         "files held")
+        return "\n".join(lines)
+
+
 class StoreWriter:
     """Buffers entries and flushes them as atomic shards of ``shard_size`` entries.
 
     Use as a context manager; entries added after the last flush are written on exit (also
-    on an exception, so that work done before a crash is kept).
+    on an exception, so that work done before a crash is kept). Shards are named
+    ``part-<tag>-<token>-<seq>.npz`` with a random token per writer: writers in other
+    processes (even with the same tag) never publish the same file.
     """
 
     def __init__(self, store: FeatureStore, modality: str, tag: str, shard_size: int):
@@ -101,9 +255,8 @@ class StoreWriter:
         self.width = int(store.meta(modality)["width"])
         self._buf: list[tuple[str, np.ndarray | None, int, str]] = []
         self._seen = set(store.done_uids(modality))
-        d = store.root / modality
-        seqs = [int(p.stem.rsplit("-", 1)[1]) for p in d.glob(f"part-{tag}-*.npz")]
-        self._seq = max(seqs, default=-1) + 1
+        self._token = secrets.token_hex(4)
+        self._seq = 0
         self.n_written = 0
 
     def add(self, uid: str, vector: np.ndarray | None, count: int = 0, reason: str = "") -> None:
@@ -141,8 +294,8 @@ class StoreWriter:
             "count": np.array([b[2] for b in self._buf], dtype=np.int64),
             "reason": np.array([b[3] for b in self._buf], dtype=str),
         }
-        path = self.store.root / self.modality / f"part-{self.tag}-{self._seq:06d}.npz"
-        self.store._write_npz(path, arrays)
+        name = f"part-{self.tag}-{self._token}-{self._seq:06d}.npz"
+        self.store._write_npz(self.store.root / self.modality / name, arrays)
         self._seq += 1
         self.n_written += n
         self._buf.clear()
@@ -161,6 +314,28 @@ class FeatureStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._cache: dict[str, ModalityTable] = {}
+
+    # ----------------------------------------------------------------- locking
+    @contextlib.contextmanager
+    def _lock(self, modality: str, exclusive: bool) -> Iterator[None]:
+        """Shared (readers) or exclusive (compaction, repair) lock on ``<modality>/.lock``.
+        A store that cannot be written (read-only) is read without a lock: nobody writes it."""
+        path = self.root / modality / ".lock"
+        fd = None
+        if fcntl is not None and path.parent.is_dir():
+            for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+                try:
+                    fd = os.open(path, flags, 0o666)
+                    break
+                except OSError:
+                    continue
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
 
     # ----------------------------------------------------------------- writing
     def _write_npz(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -198,8 +373,9 @@ class FeatureStore:
                     f"{meta['extractor']} (width {meta['width']}, config {meta['config_hash']}). "
                     "Use another store folder or overwrite."
                 )
-            for p in mdir.glob("part-*.npz"):
-                p.unlink()
+            with self._lock(modality, exclusive=True):
+                for p in self._parts(modality):
+                    p.unlink()
         mdir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(mdir / "meta.json", meta)
         self._cache.pop(modality, None)
@@ -213,37 +389,49 @@ class FeatureStore:
         return StoreWriter(self, modality, tag, shard_size)
 
     def clean_temp(self) -> int:
-        """Remove temp files left by killed writers; returns how many."""
+        """Remove the temp files of writers that are gone (killed); returns how many. Temp
+        files of live writers, in this process or any other, are left alone."""
         n = 0
-        for p in self.root.glob("*/.tmp-*"):
-            p.unlink(missing_ok=True)
-            n += 1
+        for p in [*self.root.glob(".tmp-*"), *self.root.glob("*/.tmp-*")]:
+            if temp_owner_alive(p):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
         return n
 
     def compact(self, modality: str) -> int:
-        """Merge all shards of ``modality`` into one (after a multi-process job)."""
-        parts = sorted((self.root / modality).glob("part-*.npz"))
-        if len(parts) <= 1:
-            return len(parts)
-        t = self.table(modality)
-        self._write_npz(self.root / modality / "part-merged-000000.npz", {
-            "uid": t.uids, "vector": t.vectors, "present": t.present, "count": t.count,
-            "reason": t.reason})
-        for p in parts:
-            if p.name != "part-merged-000000.npz":
-                p.unlink()
+        """Merge all shards of ``modality`` into one (after a multi-process job). Safe while
+        other processes write: shards published after the listing are kept as they are."""
+        with self._lock(modality, exclusive=True):
+            parts = self._parts(modality)
+            if len(parts) <= 1:
+                return len(parts)
+            t = self._load_parts(modality, self._read_meta(modality), parts)
+            merged = self.root / modality / "part-merged-000000.npz"
+            self._write_npz(merged, {"uid": t.uids, "vector": t.vectors, "present": t.present,
+                                     "count": t.count, "reason": t.reason})
+            for p in parts:
+                if p != merged:
+                    p.unlink(missing_ok=True)
         self._cache.pop(modality, None)
         return 1
 
     # ----------------------------------------------------------------- reading
+    def _parts(self, modality: str) -> list[Path]:
+        return sorted((self.root / modality).glob("part-*.npz"))
+
     def _read_meta(self, modality: str) -> dict:
         path = self.root / modality / "meta.json"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
+        if not path.is_file():
             raise StoreError(
                 f"{self.root}: no {modality!r} features (no {path}); stored: {self.modalities()}"
-            ) from None
+            )
+        try:
+            meta = read_json(path, "meta.json")
+        except ConfigFileError as e:
+            raise StoreError(f"{e}; {repair_hint(self.root)}") from None
+        return validate_meta(meta, path, self.root)
 
     def modalities(self) -> list[str]:
         if not self.root.is_dir():
@@ -253,31 +441,13 @@ class FeatureStore:
     def meta(self, modality: str) -> dict:
         return self._read_meta(modality)
 
-    def table(self, modality: str) -> ModalityTable:
-        """All entries of ``modality`` (cached until the next write through this object)."""
-        if modality in self._cache:
-            return self._cache[modality]
-        meta = self._read_meta(modality)
+    def _load_parts(self, modality: str, meta: dict, parts: list[Path]) -> ModalityTable:
         width = int(meta["width"])
-        uids, vecs, pres, cnt, rsn = [], [], [], [], []
-        for p in sorted((self.root / modality).glob("part-*.npz")):
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    u, v = z["uid"], z["vector"]
-                    if v.ndim != 2 or v.shape[1] != width or len(u) != len(v):
-                        raise StoreError(
-                            f"{p}: vectors of shape {v.shape}, expected (N, {width}) as meta.json says"
-                        )
-                    uids.append(u), vecs.append(v), pres.append(z["present"])
-                    cnt.append(z["count"]), rsn.append(z["reason"])
-            except (OSError, ValueError, KeyError) as e:
-                if isinstance(e, StoreError):
-                    raise
-                raise StoreError(f"{p}: unreadable shard ({e})") from e
-        if uids:
-            t = ModalityTable(meta, np.concatenate(uids), np.concatenate(vecs).astype(np.float32),
-                              np.concatenate(pres).astype(bool), np.concatenate(cnt),
-                              np.concatenate(rsn), {})
+        shards = [read_shard(p, width, self.root) for p in parts]
+        if shards:
+            t = ModalityTable(meta, *(np.concatenate([s[k] for s in shards]) for k in _SHARD_KEYS),
+                              {})
+            t.present = t.present.astype(bool)
         else:
             t = ModalityTable(meta, np.zeros(0, dtype=str), np.zeros((0, width), np.float32),
                               np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, dtype=str), {})
@@ -289,11 +459,21 @@ class FeatureStore:
                 continue
             # a duplicate is only legal as an identical copy (a compaction cut short)
             if t.present[i] != t.present[j] or not np.array_equal(t.vectors[i], t.vectors[j]):
-                raise StoreError(f"{self.root}/{modality}: utterance {u} is stored twice, differently")
+                raise StoreError(f"{self.root}/{modality}: utterance {u} is stored twice, "
+                                 f"differently; {repair_hint(self.root)}")
             keep[i] = False
         if not keep.all():
             t = ModalityTable(meta, t.uids[keep], t.vectors[keep], t.present[keep], t.count[keep],
                               t.reason[keep], {u: i for i, u in enumerate(t.uids[keep].tolist())})
+        return t
+
+    def table(self, modality: str) -> ModalityTable:
+        """All entries of ``modality`` (cached until the next write through this object)."""
+        if modality in self._cache:
+            return self._cache[modality]
+        meta = self._read_meta(modality)
+        with self._lock(modality, exclusive=False):
+            t = self._load_parts(modality, meta, self._parts(modality))
         self._cache[modality] = t
         return t
 
@@ -350,3 +530,94 @@ class FeatureStore:
                 "n_present": int(t.present.sum()), "content_sha256": t.content_sha256,
             }
         return out
+
+    # ----------------------------------------------------------------- damage
+    def check(self, repair: bool = False) -> CheckReport:
+        """Verify ``store.json``, every ``meta.json`` and every shard; list what is wrong.
+
+        ``repair`` moves damaged files to ``<modality>/damaged/`` (a damaged ``meta.json``
+        takes its modality's shards with it: nothing tells what made them), shards holding
+        the two differing copies of an utterance likewise, rewrites a damaged ``store.json``
+        and removes temp files of dead writers; the same extraction run again then redoes
+        exactly what was moved.
+        """
+        if not self.root.is_dir():
+            raise StoreError(f"{self.root}: no such feature store folder")
+        rep = CheckReport(self.root, repaired=repair)
+        dirs = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
+                      and ((d / "meta.json").exists() or any(d.glob("part-*.npz"))))
+        sj = self.root / "store.json"
+        try:
+            info = read_json(sj, "store.json")
+            if not isinstance(info, dict) or info.get("format") != FORMAT:
+                raise ConfigFileError(f"{sj}: not an avafn feature store ({info!r:.80})")
+        except ConfigFileError as e:
+            if not dirs:
+                raise StoreError(f"{self.root}: not a feature store ({e})") from None
+            rep.problems.append(str(e))
+            if repair:
+                atomic_write_json(sj, {"format": FORMAT, "version": VERSION})
+        for d in dirs:
+            with self._lock(d.name, exclusive=True):
+                self._check_modality(d, rep, repair)
+            self._cache.pop(d.name, None)
+        stale = [p for p in [*self.root.glob(".tmp-*"), *self.root.glob("*/.tmp-*")]
+                 if not temp_owner_alive(p)]
+        if repair:
+            rep.removed_temp = self.clean_temp()
+        elif stale:
+            rep.problems.append(f"{len(stale)} temp file(s) of dead writers, e.g. {stale[0]}")
+        return rep
+
+    def _check_modality(self, d: Path, rep: CheckReport, repair: bool) -> None:
+        parts = self._parts(d.name)
+        try:
+            meta = self._read_meta(d.name)
+        except StoreError as e:
+            rep.problems.append(str(e).split("; run `avafn store check")[0]
+                                + f" ({len(parts)} shard(s) cannot be trusted without it)")
+            if repair:
+                for p in [d / "meta.json", *parts]:
+                    if p.exists():
+                        rep.moved.append((p, _move_aside(p)))
+            return
+        sound: list[tuple[Path, dict[str, np.ndarray]]] = []
+        for p in parts:
+            try:
+                sound.append((p, read_shard(p, int(meta["width"]), self.root)))
+            except StoreError as e:
+                rep.problems.append(str(e).split("; run `avafn store check")[0])
+                if repair:
+                    rep.moved.append((p, _move_aside(p)))
+        seen: dict[str, tuple[Path, int, dict]] = {}
+        clash: set[Path] = set()
+        for p, a in sound:
+            for i, u in enumerate(a["uid"].tolist()):
+                if u not in seen:
+                    seen[u] = (p, i, a)
+                    continue
+                q, j, b = seen[u]
+                if a["present"][i] != b["present"][j] or not np.array_equal(a["vector"][i],
+                                                                          b["vector"][j]):
+                    if not {p, q} <= clash:
+                        rep.problems.append(f"{d}: utterance {u} is stored twice, differently "
+                                            f"({q.name} and {p.name})")
+                    clash |= {p, q}
+        for p, a in sound:
+            if p in clash:
+                if repair:
+                    rep.moved.append((p, _move_aside(p)))
+                continue
+            rep.n_shards += 1
+            rep.n_entries += len(a["uid"])
+
+
+def _move_aside(path: Path) -> Path:
+    """Move ``path`` to ``damaged/`` beside it (never overwriting); returns where it went."""
+    dest_dir = path.parent / "damaged"
+    dest_dir.mkdir(exist_ok=True)
+    dest, k = dest_dir / path.name, 1
+    while dest.exists():
+        dest, k = dest_dir / f"{path.name}.{k}", k + 1
+    os.replace(path, dest)
+    return dest

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from avafn.config import ABLATIONS, split_settings
 from avafn.data.corpus import Corpus
 from avafn.evaluate import evaluate, fmt
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
-from avafn.train import ABLATIONS, TrainConfig, train
+from avafn.train import train
 
 #: weighted F1 on MELD reported by the paper (Tables 2 and 3)
 PAPER = {
@@ -72,13 +73,17 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
     """Train and evaluate every row (default :func:`default_rows`) whose modalities are in the
     store; write ``OUT/table.md`` and ``OUT/table.json``; return the path of ``table.md``.
 
-    ``train_overrides`` are :class:`~avafn.train.TrainConfig` fields (``max_epochs``,
-    ``lr``, ``model_overrides``, ...) applied to every row.
+    ``train_overrides``: one flat mapping of settings (:func:`avafn.config.split_settings`:
+    ``max_epochs``, ``lr``, ``dropout``, ``model_overrides``, ``dataset``, ...) applied to
+    every row; each row sets the modalities and the ablations.
     """
     out = Path(out_dir)
     stored = store.modalities()
     rows = list(rows) if rows else default_rows(stored)
-    base = TrainConfig(device=device, **train_overrides)
+    flat = dict(train_overrides)
+    for k in ("modalities", "ablations", "store"):  # set by each row; the store is ``store``
+        flat.pop(k, None)
+    base, spec, prov = split_settings({**flat, "device": device})
     done, skipped = [], []
     for row in rows:
         mods, abl = parse_row(row)
@@ -89,9 +94,11 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
                   f"in {store.root} (stored: {', '.join(stored) or 'none'})")
             continue
         md = {m: p for m, p in base.modality_dropout.items() if m in mods}
-        cfg = base.replace(modalities=mods, ablations=abl, modality_dropout=md)
+        cfg = base.replace(modalities=mods, modality_dropout=md)
+        row_spec = spec.replace(**{a: True for a in abl})
         print(f"[table] {row_title(row)}: seeds {list(seeds)}")
-        run = train(corpus, store, out / row_dir(row), cfg, seeds=seeds, progress=progress)
+        run = train(corpus, store, out / row_dir(row), cfg, seeds=seeds, progress=progress,
+                    model=row_spec, provenance=prov)
         rep = evaluate(run, "test", corpus, store, device=device)
         done.append({"row": row, "title": row_title(row), "run": str(run),
                      "paper": PAPER.get(row), "test": rep["test"]["weighted_f1"],
@@ -99,7 +106,7 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
                      "test_accuracy": rep["test"]["accuracy"]})
     result = {"corpus": corpus.name, "rows": done, "skipped": skipped, "seeds": [int(s) for s in seeds],
               "store": store.fingerprint(stored),
-              "train": base.to_dict()}
+              "train": base.to_dict(), "model": spec.to_dict()}
     atomic_write_json(out / "table.json", result)
     path = out / "table.md"
     atomic_write_bytes(path, table_markdown(result).encode())
@@ -108,14 +115,17 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
 
 def table_markdown(result: dict) -> str:
     seeds = result["seeds"]
-    lines = [(f"| model ({result.get('corpus', '?')}, weighted F1 %) | paper | ours: test, mean ± std | ours: dev | "
+    spread = ", mean ± std" if len(seeds) > 1 else ""
+    lines = [(f"| model ({result.get('corpus', '?')}, weighted F1 %) | paper | ours: test{spread} | ours: dev | "
              "test per seed |"), "|---|---|---|---|---|"]
     for r in result["rows"]:
         paper = f"{r['paper']:.2f}" if r["paper"] is not None else "—"
         lines.append(f"| {r['title']} | {paper} | {fmt(r['test'])} | {fmt(r['dev'])} | "
                      + ", ".join(f"{x:.2f}" for x in r["test"]["per_seed"]) + " |")
     lines += ["", (f"Ours: {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), each selected "
-              "on dev weighted F1; mean ± sample std over seeds. Paper: AVAFN, Tables 2 and 3.")]
+              "on dev weighted F1; "
+              + ("mean ± sample std over seeds" if len(seeds) > 1 else "one seed: no spread")
+              + ". Paper: AVAFN, Tables 2 and 3.")]
     for s in result["skipped"]:
         lines.append(f"Skipped {row_title(s['row'])}: {s['reason']}.")
     return "\n".join(lines) + "\n"

@@ -1,30 +1,18 @@
 """The training loop: seeds, dev-based selection with early stopping, resumable checkpoints.
 
-A run folder (``train(...)`` returns it)::
-
-    RUN/
-      config.json          model config, training config, labels, modalities, corpus,
-                           store fingerprint + extractor metadata, avafn version
-      seed-<k>/
-        state.pt           while training: model, optimizer, RNG states, epoch, best so far
-                           (written atomically after every epoch; removed when the seed ends)
-        model.pt           the weights with the best dev weighted F1 (written when it ends:
-                           a seed with a model.pt is finished and never trained again)
-        history.json       per epoch: train loss, dev loss, dev weighted F1 / accuracy, time
-
-Running ``train`` again on the same folder continues an interrupted seed from its last
-finished epoch (same result as an uninterrupted run on CPU) and skips finished seeds.
+``train(...)`` writes a run folder (layout: :mod:`avafn.run`) and returns it. Running it again
+on the same folder continues an interrupted seed from its last finished epoch (same result as
+an uninterrupted run on CPU) and skips finished seeds. Settings come in three layers
+(:mod:`avafn.config`): :class:`TrainConfig`, :class:`ModelSpec`, :class:`Provenance`; a flat
+mapping of all of them is accepted too (:func:`avafn.config.split_settings`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,118 +22,50 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
 from avafn import __version__
-from avafn.data.batching import IGNORE, SplitData
+from avafn.checkpoint import load_state, save_state, save_weights
+from avafn.config import ABLATIONS, ConfigError, ModelSpec, Provenance, TrainConfig, split_settings
+from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
-from avafn.store import FeatureStore, StoreError, atomic_write_bytes, atomic_write_json
-from avafn.trainkit import DevSelection, epoch_bar, seed_all, weighted_f1
-
-ABLATIONS = ("no_acm", "no_ssm", "no_ilm")
-
-
-@dataclass
-class TrainConfig:
-    """How to train; defaults are the paper's setting (spec "Training")."""
-
-    modalities: tuple[str, ...] = ("audio", "video")
-    lr: float = 1e-4  # Adam
-    batch_size: int = 32  # dialogues per batch
-    weight_decay: float = 3e-4  # L2 weight (Adam's coupled weight decay = L2 penalty)
-    dropout: float = 0.3
-    max_epochs: int = 100
-    patience: int = 10  # epochs without a better dev weighted F1 before stopping
-    device: str = "cpu"
-    ablations: tuple[str, ...] = ()  # any of no_acm, no_ssm, no_ilm
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # extra AVAFNConfig fields
-    modality_dropout: dict[str, float] = field(default_factory=dict)  # {modality: p}, train only
-    bucket: bool = False  # length-bucketed batches
-    grad_clip: float | None = None  # max gradient norm, None = no clipping
-    eval_batch_size: int = 64
-    model: str = "avafn"  # key of MODEL_BUILDERS
-    #: how to reload the corpus for evaluation without passing it (set by the CLI)
-    dataset: str | None = None
-    meld_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        self.modalities = tuple(self.modalities)
-        self.ablations = tuple(self.ablations)
-        bad = set(self.ablations) - set(ABLATIONS)
-        if bad:
-            raise ValueError(f"unknown ablation(s) {sorted(bad)}; known: {list(ABLATIONS)}")
-        if not self.modalities:
-            raise ValueError("at least one modality is needed")
-        for name in ("max_epochs", "patience", "batch_size"):
-            if int(getattr(self, name)) < 1:  # 0 would save a model.pt without weights
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for m, p in self.modality_dropout.items():
-            if m not in self.modalities:
-                raise ValueError(f"modality dropout for {m!r}, which is not trained "
-                                 f"(modalities: {list(self.modalities)})")
-            if not 0.0 <= float(p) < 1.0:
-                raise ValueError(f"modality dropout for {m!r} must be in [0, 1), got {p}")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["modalities"], d["ablations"] = list(self.modalities), list(self.ablations)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(**dict(d))
-
-    def replace(self, **kw: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **kw})
+from avafn.run import (
+    LAYOUT,
+    MODEL_DIR,
+    STATE,
+    RunError,
+    finished_seeds,
+    record_provenance,
+    refuse_old_layout,
+    seed_dir,
+)
+from avafn.store import FeatureStore, StoreError, atomic_write_json
+from avafn.trainkit import DevSelection, epoch_bar, restore_rng, rng_state, seed_all, weighted_f1
 
 
 # ---------------------------------------------------------------------------- models
-def _build_avafn(model_cfg: dict) -> torch.nn.Module:
-    from avafn.model import AVAFN, AVAFNConfig
+def model_config(spec: ModelSpec, modalities: Sequence[str], input_dims: Mapping[str, int],
+                 n_classes: int, n_parties: int) -> dict:
+    """The full config of ``spec``'s registered model for this data (its config class's dict)."""
+    from avafn.model.registry import MODELS
 
-    return AVAFN(AVAFNConfig.from_dict(model_cfg))
-
-
-def _avafn_config(modalities, input_dims, n_classes, n_parties, cfg: TrainConfig) -> dict:
-    from avafn.model import AVAFNConfig
-
-    kw = {"modalities": tuple(modalities), "input_dims": dict(input_dims), "n_classes": n_classes,
-              "n_parties": n_parties, "dropout": cfg.dropout}
-    for a in ABLATIONS:
-        kw[a] = a in cfg.ablations
-    kw.update(cfg.model_overrides)
-    return AVAFNConfig(**kw).to_dict()
-
-
-#: name -> (make_config(modalities, input_dims, n_classes, n_parties, cfg) -> dict,
-#:          build(config dict) -> nn.Module). Tests register small stand-ins here.
-MODEL_BUILDERS: dict[str, tuple[Callable[..., dict], Callable[[dict], torch.nn.Module]]] = {
-    "avafn": (_avafn_config, _build_avafn),
-}
+    cls = MODELS.get(spec.name)
+    try:
+        cfg = cls.config_class.from_dict({
+            **spec.config, "modalities": tuple(modalities),
+            "input_dims": {m: int(input_dims[m]) for m in modalities},
+            "n_classes": int(n_classes), "n_parties": int(n_parties)})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model {spec.name!r}: invalid model setting ({e})") from None
+    return cfg.to_dict()
 
 
-def _builders(name: str) -> tuple[Callable[..., dict], Callable[[dict], torch.nn.Module]]:
-    if name not in MODEL_BUILDERS:
-        raise ValueError(f"unknown model {name!r}; known: {sorted(MODEL_BUILDERS)}")
-    return MODEL_BUILDERS[name]
+def build_model(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
+    """A fresh registered model ``name`` from its full config dict."""
+    from avafn.model.registry import MODELS
 
-
-def build_model(name: str, model_cfg: dict) -> torch.nn.Module:
-    return _builders(name)[1](model_cfg)
+    cls = MODELS.get(name)
+    return cls(cls.config_class.from_dict(dict(config)))
 
 
 # ---------------------------------------------------------------------------- helpers
-def _save_torch(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_torch(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: SplitData, device: str = "cpu",
             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
@@ -166,24 +86,29 @@ def predict(model: torch.nn.Module, data: SplitData, device: str = "cpu",
     return np.concatenate(trues), np.concatenate(preds), loss_sum / max(n, 1)
 
 
-def _model_config_for(cfg: TrainConfig, corpus: Corpus, widths: Mapping[str, int]) -> dict:
-    make = _builders(cfg.model)[0]
-    return make(cfg.modalities, {m: int(widths[m]) for m in cfg.modalities},
-                len(corpus.labels), max(corpus.max_parties, 1), cfg)
-
-
-def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig) -> dict:
-    """What ``config.json`` holds (everything that made the run)."""
+def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
+                    model: ModelSpec | None = None, provenance: Provenance | None = None,
+                    run_dir: str | Path | None = None) -> dict:
+    """What ``config.json`` holds (everything that made the run; :mod:`avafn.run`)."""
+    model = model or ModelSpec()
+    provenance = provenance or Provenance()
+    check_limits(d for ds in corpus.splits.values() for d in ds)  # before anything is allocated
     missing = [m for m in cfg.modalities if m not in store.modalities()]
     if missing:
         raise StoreError(f"{store.root}: no {missing} features (stored: {store.modalities()}); "
                          "extract them first")
     widths = {m: int(store.meta(m)["width"]) for m in cfg.modalities}
+    if provenance.store is None:
+        provenance = Provenance(provenance.dataset, provenance.meld_dir, str(store.root),
+                                provenance.device)
     return {
+        "layout": LAYOUT,
         "avafn_version": __version__,
-        "model_name": cfg.model,
-        "model": _model_config_for(cfg, corpus, widths),
+        "model_name": model.name,
+        "model": model_config(model, cfg.modalities, widths, len(corpus.labels),
+                              max(corpus.max_parties, 1)),
         "train": cfg.to_dict(),
+        "provenance": record_provenance(run_dir or ".", provenance),
         "labels": list(corpus.labels),
         "modalities": list(cfg.modalities),
         "corpus": {"name": corpus.name, "source": corpus.source,
@@ -200,7 +125,7 @@ def _check_same_run(path: Path, old: dict, new: dict) -> None:
     old, new = (json.loads(json.dumps(d, default=str)) for d in (old, new))
     keys = ("model_name", "model", "labels", "modalities")
     diffs = [k for k in keys if old.get(k) != new.get(k)]
-    free = ("device", "dataset", "meld_dir", "eval_batch_size")  # do not change the result
+    free = ("eval_batch_size",)  # does not change the result
     ot = {k: v for k, v in old.get("train", {}).items() if k not in free}
     nt = {k: v for k, v in new.get("train", {}).items() if k not in free}
     if ot != nt:
@@ -212,67 +137,88 @@ def _check_same_run(path: Path, old: dict, new: dict) -> None:
     if om != nm:
         diffs.append("store features")
     if diffs:
-        raise ValueError(
+        raise RunError(
             f"{path} belongs to a run with a different {', '.join(diffs)}; resuming it would mix "
             "two experiments. Use another --out folder (or delete this one).")
 
 
-# ---------------------------------------------------------------------------- training
-def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path, cfg: TrainConfig,
-          seeds: Sequence[int] = (0,), progress: bool = True,
-          on_epoch_end: Callable[[int, dict], None] | None = None) -> Path:
-    """Train one model per seed into ``out_dir`` (see the module docstring) and return it.
+def _layers(cfg: TrainConfig | Mapping[str, Any], model: ModelSpec | str | None,
+            provenance: Provenance | None) -> tuple[TrainConfig, ModelSpec, Provenance]:
+    if isinstance(cfg, TrainConfig):
+        spec = model if isinstance(model, ModelSpec) else ModelSpec(model or "avafn")
+        return cfg, spec, provenance or Provenance()
+    flat = dict(cfg)
+    if model is not None:
+        flat["model"] = model
+    tc, spec, prov = split_settings(flat)
+    return tc, spec, provenance or prov
 
+
+# ---------------------------------------------------------------------------- training
+def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
+          cfg: TrainConfig | Mapping[str, Any], seeds: Sequence[int] = (0,),
+          progress: bool = True, on_epoch_end: Callable[[int, dict], None] | None = None, *,
+          model: ModelSpec | str | None = None, provenance: Provenance | None = None) -> Path:
+    """Train one model per seed into ``out_dir`` (layout: :mod:`avafn.run`) and return it.
+
+    ``cfg``: the training settings, or one flat mapping of all settings
+    (:func:`avafn.config.split_settings`); ``model``: the model and its config fields
+    (default AVAFN with its defaults); ``provenance``: dataset, store and device.
     Each seed keeps the epoch with the best **dev** weighted F1 and stops after
     ``cfg.patience`` epochs without improvement. ``on_epoch_end(seed, record)`` is called
     after each epoch's state is saved (raising there interrupts training, resumably).
     """
+    cfg, spec, prov = _layers(cfg, model, provenance)
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise RunError("no seed to train (give at least one, e.g. --seeds 0)")
     out = Path(out_dir)
-    desc = run_description(corpus, store, cfg)
+    refuse_old_layout(out)
+    desc = run_description(corpus, store, cfg, spec, prov, out)
     cfg_path = out / "config.json"
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        try:
+            old = json.loads(cfg_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RunError(f"{cfg_path}: unreadable ({e}); use another --out folder") from None
         _check_same_run(cfg_path, old, desc)
-        desc["seeds"] = sorted(set(old.get("seeds", [])) | {int(s) for s in seeds})
+        desc["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
     else:
-        desc["seeds"] = sorted({int(s) for s in seeds})
+        desc["seeds"] = sorted(set(seeds))
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg_path, desc)
 
     # each seed once, in the order asked (``seeds=[0, 0]`` must not train seed 0 twice)
-    todo = [s for s in dict.fromkeys(int(s) for s in seeds)
-            if not (out / f"seed-{s}" / "model.pt").exists()]
+    done = set(finished_seeds(out))
+    todo = [s for s in dict.fromkeys(seeds) if s not in done]
     if not todo:
         return out
     widths = {m: int(w["width"]) for m, w in desc["store"]["modalities"].items()}
     train_data = SplitData(corpus.dialogues("train"), store, cfg.modalities, corpus.labels, widths)
     dev_data = SplitData(corpus.dialogues("dev"), store, cfg.modalities, corpus.labels, widths)
     for seed in todo:
-        _train_seed(desc, cfg, seed, train_data, dev_data, out / f"seed-{seed}", progress,
-                    on_epoch_end)
+        _train_seed(desc, cfg, prov.device, seed, train_data, dev_data, seed_dir(out, seed),
+                    progress, on_epoch_end)
     return out
 
 
-def _train_seed(desc: dict, cfg: TrainConfig, seed: int, train_data: SplitData,
-                dev_data: SplitData, sdir: Path, progress: bool,
+def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
+                train_data: SplitData, dev_data: SplitData, sdir: Path, progress: bool,
                 on_epoch_end: Callable[[int, dict], None] | None) -> None:
-    device = torch.device(cfg.device)
+    device = torch.device(device_name)
     sdir.mkdir(parents=True, exist_ok=True)
     gen = seed_all(seed)
     model = build_model(desc["model_name"], desc["model"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict] = []
-    best = {"dev_f1": -math.inf, "epoch": -1, "state": None}
+    best: dict[str, Any] = {"dev_f1": -math.inf, "epoch": -1, "state": None}
     epoch, selection = 0, DevSelection(cfg.patience)
-    state_path = sdir / "state.pt"
+    state_path = sdir / STATE
     if state_path.exists():
-        st = _load_torch(state_path)
+        st = load_state(state_path)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
-        torch.set_rng_state(st["torch_rng"])
-        gen.set_state(st["data_rng"])
-        if device.type == "cuda" and st.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(st["cuda_rng"], device)
+        restore_rng(st, gen, device)
         history, best, epoch = st["history"], st["best"], st["epoch"]
         selection = DevSelection(cfg.patience, best["dev_f1"], best["epoch"], st["bad_epochs"])
     bar = epoch_bar(cfg.max_epochs, epoch, f"seed {seed}", progress)
@@ -299,7 +245,7 @@ def _train_seed(desc: dict, cfg: TrainConfig, seed: int, train_data: SplitData,
             opt.step()
             loss_sum += float(loss.detach()) * n
             n_sum += n
-        y, p, dev_loss = predict(model, dev_data, cfg.device, cfg.eval_batch_size)
+        y, p, dev_loss = predict(model, dev_data, device_name, cfg.eval_batch_size)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_sum, 1), "dev_loss": dev_loss,
                "dev_f1": weighted_f1(y, p), "dev_acc": 100.0 * float(accuracy_score(y, p)),
                "seconds": time.perf_counter() - t0}
@@ -308,11 +254,10 @@ def _train_seed(desc: dict, cfg: TrainConfig, seed: int, train_data: SplitData,
         if selection.update(rec["dev_f1"], epoch):
             best = {"dev_f1": rec["dev_f1"], "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        _save_torch(state_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "torch_rng": torch.get_rng_state(), "data_rng": gen.get_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "history": history, "best": best, "epoch": epoch, "bad_epochs": selection.bad_epochs})
+        save_state(state_path, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(), **rng_state(gen, device),
+            "history": history, "best": best, "epoch": epoch,
+            "bad_epochs": selection.bad_epochs})
         bar.update(1)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
                         best=f"{best['dev_f1']:.2f}")
@@ -323,31 +268,10 @@ def _train_seed(desc: dict, cfg: TrainConfig, seed: int, train_data: SplitData,
     atomic_write_json(sdir / "history.json", {
         "seed": seed, "best_epoch": best["epoch"], "best_dev_f1": best["dev_f1"],
         "epochs_run": epoch, "stopped_by": stopped, "history": history})
-    _save_torch(sdir / "model.pt", {"model": best["state"], "seed": seed,
-                                    "best_epoch": best["epoch"], "dev_f1": best["dev_f1"]})
+    save_weights(sdir / MODEL_DIR, desc["model_name"], desc["model"], best["state"])
     state_path.unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------------- loading
-def finished_seeds(run_dir: str | Path) -> list[int]:
-    run = Path(run_dir)
-    return sorted(int(p.parent.name.split("-", 1)[1]) for p in run.glob("seed-*/model.pt"))
-
-
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[dict, list[torch.nn.Module]]:
-    """``(config dict, [model per finished seed, in seed order])``, models in eval mode."""
-    run = Path(run_dir)
-    cfg_path = run / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run}: not a run folder (no config.json)")
-    desc = json.loads(cfg_path.read_text())
-    seeds = finished_seeds(run)
-    if not seeds:
-        raise FileNotFoundError(f"{run}: no finished seed (no seed-*/model.pt); train first")
-    models = []
-    for s in seeds:
-        model = build_model(desc["model_name"], desc["model"])
-        ck = _load_torch(run / f"seed-{s}" / "model.pt")
-        model.load_state_dict(ck["model"])
-        models.append(model.to(device).eval())
-    return desc, models
+__all__ = ["ABLATIONS", "ModelSpec", "Provenance", "TrainConfig", "build_model",
+           "finished_seeds", "model_config", "predict", "run_description", "train",
+           "weighted_f1"]

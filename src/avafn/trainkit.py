@@ -1,22 +1,17 @@
 """Pieces every training loop of avafn shares: seeding, dev selection with early stopping,
-the weighted-F1 metric, per-epoch progress, and resumable training state stored without
-pickle (one ``.safetensors`` file for the tensors + one JSON file for the rest).
+the weighted-F1 metric, per-epoch progress, and the RNG states of a resumable training state
+(written without pickle by :func:`avafn.checkpoint.save_state`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
-
-from avafn.store import atomic_write_bytes, atomic_write_json
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -65,83 +60,19 @@ def epoch_bar(total: int, initial: int, desc: str, progress: bool):
 
 
 # ------------------------------------------------------------------ resumable training state
-STATE_JSON = "state.json"
+def rng_state(generator: torch.Generator, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The RNG states a resumed epoch needs (stored in a training state by
+    :func:`avafn.checkpoint.save_state`)."""
+    device = torch.device(device)
+    return {"torch_rng": torch.get_rng_state(), "data_rng": generator.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
-def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optimizer.{idx}.{k}"] = v
-            else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
-
-
-def _optimizer_join(tensors: Mapping[str, torch.Tensor], info: Mapping[str, Any]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("optimizer."):
-            idx, name = key[len("optimizer."):].split(".", 1)
-            state.setdefault(int(idx), {})[name] = v
-    for key, v in info["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
-    return {"state": state, "param_groups": info["param_groups"]}
-
-
-def save_state(folder: str | Path, modules: Mapping[str, torch.nn.Module],
-               optimizer: torch.optim.Optimizer, generator: torch.Generator,
-               info: Mapping[str, Any]) -> None:
-    """Write a training state to ``folder``: the modules' weights, the optimizer, the RNG
-    states (safetensors, named by its digest) and ``info`` (JSON: epoch, history, selection,
-    ...). The JSON file, written last, names the tensors file: a kill at any moment leaves the
-    previous complete state."""
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    tensors: dict[str, torch.Tensor] = {}
-    for name, mod in modules.items():
-        for k, v in mod.state_dict().items():
-            tensors[f"{name}.{k}"] = v.detach().cpu().contiguous().clone()
-    opt_t, opt_info = _optimizer_split(optimizer)
-    tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in opt_t.items()})
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.data"] = generator.get_state()
-    blob = save(tensors)
-    digest = hashlib.sha256(blob).hexdigest()
-    name = f"state-{digest[:16]}.safetensors"
-    atomic_write_bytes(folder / name, blob)
-    atomic_write_json(folder / STATE_JSON, {"info": dict(info), "optimizer": opt_info,
-                                            "tensors": name, "sha256": digest})
-    for old in folder.glob("state-*.safetensors"):  # the previous epoch's
-        if old.name != name:
-            old.unlink(missing_ok=True)
-
-
-def load_state(folder: str | Path, modules: Mapping[str, torch.nn.Module],
-               optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict | None:
-    """Restore a state written by :func:`save_state` (modules, optimizer, RNGs) and return its
-    ``info``; None when ``folder`` holds no complete state."""
-    from safetensors.torch import load
-
-    folder = Path(folder)
-    jpath = folder / STATE_JSON
-    if not jpath.is_file():
-        return None
-    meta = json.loads(jpath.read_text())
-    tpath = folder / meta["tensors"]
-    blob = tpath.read_bytes() if tpath.is_file() else b""
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise ValueError(f"{tpath}: missing or damaged training state (its digest differs from "
-                         f"{jpath}); delete {folder} to start this training again")
-    tensors = load(blob)
-    for name, mod in modules.items():
-        pre = f"{name}."
-        mod.load_state_dict({k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)})
-    optimizer.load_state_dict(_optimizer_join(tensors, meta["optimizer"]))
-    torch.set_rng_state(tensors["rng.torch"])
-    generator.set_state(tensors["rng.data"])
-    return meta["info"]
+def restore_rng(state: Mapping[str, Any], generator: torch.Generator,
+                device: torch.device | str = "cpu") -> None:
+    """Put back the RNG states :func:`rng_state` recorded."""
+    device = torch.device(device)
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["data_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)

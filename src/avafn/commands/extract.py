@@ -1,7 +1,9 @@
-"""``avafn extract MODALITY``: corpus → per-utterance vectors in a feature store.
+"""``avafn extract KIND``: corpus → per-utterance vectors in a feature store.
 
-One pair of functions per modality (``_register_<m>(sp)`` adds the parser, ``_run_<m>(args)``
-runs it); :func:`_add_dataset_args` adds the options every extractor shares.
+The parsers are built from the extractor registry (:mod:`avafn.extract.registry`): ``avafn
+extract audio --extractor NAME`` runs any registered audio extractor, built-in or plug-in, and
+each extractor adds its own options (``Extractor.add_arguments``). :func:`_add_dataset_args`
+adds the options every extractor shares.
 """
 
 from __future__ import annotations
@@ -18,10 +20,58 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "extract", help="extract per-utterance features into a feature store",
         description="Extract per-utterance features of one modality into a feature store "
                     "(resumable: run the same command again to finish an interrupted job).")
-    sp = p.add_subparsers(dest="modality", metavar="MODALITY")
+    sp = p.add_subparsers(dest="modality", metavar="KIND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     _register_text(sp)
     _register_media(sp)
+
+
+#: the extractor each kind runs without --extractor
+DEFAULT_EXTRACTORS = {"audio": "wav2vec2-mean", "video": "dan-faces-mean",
+                      "text": "sentence-transformers"}
+
+
+def _add_extractor_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """``--extractor`` (the registered extractors of ``kind``) and each one's own options;
+    remembers which options belong to which extractor, so that giving another extractor's
+    option is an error rather than silently ignored."""
+    from avafn.extract.registry import EXTRACTORS, extractors_of_kind
+
+    names = extractors_of_kind(kind)
+    p.add_argument("--extractor", default=DEFAULT_EXTRACTORS[kind], metavar="NAME",
+                   help=f"registered {kind} extractor: {', '.join(names)} (default "
+                        f"{DEFAULT_EXTRACTORS[kind]}; plug-ins: entry point group "
+                        "avafn.extractors)")
+    owners: dict[str, str] = {}
+    for name in names:
+        before = {a.dest for a in p._actions}
+        try:
+            EXTRACTORS.get(name).add_arguments(p)
+        except argparse.ArgumentError as e:
+            print(f"avafn extract {kind}: warning: extractor {name!r} options not added ({e})",
+                  file=sys.stderr)
+            continue
+        for a in p._actions:
+            if a.dest not in before:
+                owners[a.dest] = name
+    p.set_defaults(_option_owners=owners)
+
+
+def _build_extractor(kind: str, args: argparse.Namespace):
+    """The extractor ``--extractor`` names, built from the command line."""
+    from avafn.extract.job import resolve_device
+    from avafn.extract.registry import ExtractorError, extractor_class
+
+    cls = extractor_class(args.extractor)
+    if getattr(cls, "kind", None) != kind:
+        raise ExtractorError(f"--extractor {args.extractor!r} is a "
+                             f"{getattr(cls, 'kind', '?')} extractor, not {kind}")
+    parser_defaults = getattr(args, "_defaults", {})
+    foreign = sorted(f"--{d.replace('_', '-')}" for d, owner in args._option_owners.items()
+                     if owner != cls.name and getattr(args, d, None) != parser_defaults.get(d))
+    if foreign:
+        raise ExtractorError(f"{', '.join(foreign)}: not an option of extractor {cls.name!r}")
+    return cls.from_args(args, resolve_device(args.device))
 
 
 #: default decoding processes: one core left free, at most 8
@@ -42,23 +92,6 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", required=True, metavar="DIR", help="feature store folder")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _input_errors() -> tuple[type[Exception], ...]:
-    from avafn.data.corpus import DataError
-    from avafn.data.download import DownloadError
-    from avafn.store import StoreError
-
-    return DataError, DownloadError, StoreError
-
-
-#: errors about the user's input (files, store, network): reported in one line, exit status 1
-INPUT_ERRORS = _input_errors()
-
-
-def _fail(modality: str, err: Exception) -> int:
-    print(f"avafn extract {modality}: error: {err}", file=sys.stderr)
-    return 1
 
 
 def _load_corpus(args: argparse.Namespace):
@@ -84,74 +117,68 @@ def _register_text(sp: argparse._SubParsersAction) -> None:
                    help="sentence-transformers / Hugging Face model id or local folder "
                         "(default: packaged all-MiniLM-L6-v2)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N")
-    p.add_argument("--max-length", type=int, default=None, metavar="TOKENS",
-                   help="truncate texts to this many tokens (default: the model's)")
-    norm = p.add_mutually_exclusive_group()
-    norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
-                      help="L2-normalise the vectors (default: as the model does)")
-    norm.add_argument("--no-normalize", dest="normalize", action="store_false")
-    p.set_defaults(func=_run_text)
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="stop after N utterances (the rest is done by the next run)")
+    _add_extractor_args(p, "text")
+    p.set_defaults(func=_run_text, _defaults=_defaults_of(p))
+
+
+def _defaults_of(p: argparse.ArgumentParser) -> dict:
+    return {a.dest: a.default for a in p._actions}
 
 
 def _run_text(args: argparse.Namespace) -> int:
-    from avafn.extract.text import TextModelError, extract_text
+    from avafn.extract.job import run_extraction
+    from avafn.extract.text import text_summary
+    from avafn.store import FeatureStore
 
-    try:
-        corpus = _load_corpus(args)
-        summary = extract_text(corpus, args.store, model=args.model, device=args.device,
-                               batch_size=args.batch_size, splits=_splits(args),
-                               progress=not args.no_progress, normalize=args.normalize,
-                               max_length=args.max_length)
-    except (*INPUT_ERRORS, TextModelError) as e:
-        return _fail("text", e)
+    corpus = _load_corpus(args)
+    ext = _build_extractor("text", args)
+    store = FeatureStore(args.store)
+    rep = run_extraction(corpus, None, store, ext, splits=_splits(args), limit=args.limit,
+                         progress=not args.no_progress)
+    summary = text_summary(store, ext.modality, rep) if ext.modality == "text" and \
+        hasattr(ext, "encoder") else rep.to_dict()
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0
 
 
 # ------------------------------------------------------------------------------- audio, video
 def _register_media(sp: argparse._SubParsersAction) -> None:
+    from avafn.extract.base import PRECISIONS
+
     for modality, helptext, model_help in [
-        ("audio", "wav2vec 2.0 mean-pooled layer of each clip's audio",
-         "wav2vec 2.0 Hugging Face id or local folder (default: facebook/wav2vec2-large-lv60)"),
-        ("video", "DAN features of the faces in each clip (mean over frames with a face)",
-         "DAN checkpoint file (the public AffectNet-7/8 or RAF-DB .pth; required)"),
+        ("audio", "one vector per clip's audio (default: wav2vec 2.0, mean-pooled layer)",
+         ("the extractor's model: for wav2vec2-mean a Hugging Face id or local folder "
+         "(default: facebook/wav2vec2-large-lv60)")),
+        ("video", ("one vector per clip's faces (default: DAN features, mean over frames with "
+                  "a face)"),
+         ("the extractor's model: for dan-faces-mean the DAN checkpoint file (the public "
+         "AffectNet-7/8 or RAF-DB .pth; required)")),
     ]:
         p = sp.add_parser(
             modality, help=helptext,
-            description=f"{helptext}. Resumable (run again after an interruption), failures are "
-                        "stored as missing with the reason. Several processes/GPUs: start it "
-                        "with torchrun (each rank takes every WORLD_SIZE-th clip; rank 0 merges "
-                        "at the end), or with --rank/--world-size and then once with --merge.")
+            description=f"{helptext}. Resumable (run again after an interruption; the result "
+                        "is bit-identical to an uninterrupted run), failures are stored as "
+                        "missing with the reason. Several processes/GPUs: start it with "
+                        "torchrun (each rank takes every WORLD_SIZE-th clip; rank 0 merges at "
+                        "the end), or with --rank/--world-size and then once with --merge.")
         _add_dataset_args(p)
         p.add_argument("--media-root", default=None, metavar="PATH",
                        help="folder of the clips (MELD: MELD.Raw with train_splits/, "
                             "dev_splits_complete/, output_repeated_splits_test/); manifests: "
                             "default = the paths the manifest gives")
-        p.add_argument("--model", default=None, metavar="ID_OR_DIR" if modality == "audio"
-                       else "CHECKPOINT", help=model_help)
-        if modality == "audio":
-            p.add_argument("--layer", type=int, default=None, metavar="N",
-                           help="hidden layer to pool (default: the last, 24 for large)")
-        else:
-            p.add_argument("--fps", type=float, default=None, metavar="F",
-                           help="frames sampled per second (default 5)")
-            p.add_argument("--crop-size", type=int, default=224, metavar="PX",
-                           help="face crop side fed to DAN (default 224, as DAN was trained)")
-            p.add_argument("--face-margin", type=float, default=0.2, metavar="FRAC",
-                           help="crop margin per side, fraction of the face box (default 0.2)")
-            p.add_argument("--detect-max-side", type=int, default=480, metavar="PX",
-                           help="face detection on frames downscaled to this longer side "
-                                "(default 480)")
-            p.add_argument("--detect-scale-factor", type=float, default=1.2, metavar="S",
-                           help="Haar pyramid step (default 1.2; 1.1 finds a few more faces, "
-                                "~1.8x slower)")
+        p.add_argument("--model", default=None, metavar="ID_OR_PATH", help=model_help)
+        p.add_argument("--precision", default=None, choices=PRECISIONS,
+                       help="network precision: fp32, or bf16 autocast (default: bf16 on CUDA, "
+                            "fp32 elsewhere); recorded in the store, which never mixes them")
         p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                        metavar="N", help="decoding processes (0: decode in this process)")
         p.add_argument("--batch-size", type=int, default=None, metavar="N",
                        help="clips (audio, default 16) or faces (video, default 256) per forward")
         p.add_argument("--segments", action=argparse.BooleanOptionalAction, default=None,
                        help="cut each utterance's start/end out of its media file (default: "
-                            "on, except for MELD whose clips are already cut)")
+                            "on, except for corpora whose clips are already cut, e.g. MELD)")
         p.add_argument("--rank", type=int, default=None, help="this process's rank "
                        "(default: $RANK, else 0)")
         p.add_argument("--world-size", type=int, default=None, help="number of processes "
@@ -160,40 +187,36 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
                        help="stop after N clips (the rest is done by the next run)")
         p.add_argument("--merge", action="store_true",
                        help="only merge the ranks' shards and report what is not extracted yet")
-        p.set_defaults(func=functools.partial(_run_media, modality))
+        _add_extractor_args(p, modality)
+        p.set_defaults(func=functools.partial(_run_media, modality), _defaults=_defaults_of(p))
 
 
 def _run_media(modality: str, args: argparse.Namespace) -> int:
-    from avafn.extract.dan import DANCheckpointError
-    from avafn.extract.job import extract_modality, merge
+    from avafn.data.registry import corpus_reader
+    from avafn.errors import UserError
+    from avafn.extract.job import merge, run_extraction
 
-    try:
-        corpus = _load_corpus(args)
-        if args.merge:
-            print(json.dumps(merge(args.store, modality, corpus, _splits(args)), indent=2))
-            return 0
-        if corpus.name == "meld" and args.media_root is None:
-            raise ValueError("--media-root is required for MELD: the MELD.Raw folder holding "
-                             "train_splits/, dev_splits_complete/, output_repeated_splits_test/")
-        report = extract_modality(
-            modality, corpus, args.media_root, args.store, model=args.model,
-            layer=getattr(args, "layer", None), device=args.device, batch_size=args.batch_size,
-            fps=getattr(args, "fps", None), face_config=_face_config(args),
-            splits=_splits(args), workers=args.workers,
-            rank=args.rank, world_size=args.world_size, segments=args.segments,
-            limit=args.limit, progress=not args.no_progress)
-    except (*INPUT_ERRORS, DANCheckpointError, OSError, ValueError) as e:
-        return _fail(modality, e)
+    corpus = _load_corpus(args)
+    if args.merge:
+        layers = [x.strip() for x in (getattr(args, "layers", None) or "").split(",")
+                  if x.strip()]
+        names = [f"{modality}-l{x}" for x in layers] or [modality]
+        out = {m: merge(args.store, m, corpus, _splits(args)) for m in names}
+        print(json.dumps(out[next(iter(out))] if len(out) == 1 else out, indent=2))
+        return 0
+    reader = corpus_reader(corpus.reader) if corpus.reader else None
+    if getattr(reader, "needs_media_root", False) and args.media_root is None:
+        raise UserError(f"--media-root is required for {corpus.name}: the folder its "
+                         "clip paths are relative to (MELD: MELD.Raw, holding "
+                         "train_splits/, dev_splits_complete/, "
+                         "output_repeated_splits_test/)")
+    ext = _build_extractor(modality, args)
+    if ext.modality != modality and len(ext.outputs()) == 1:
+        ext.modality = modality
+    report = run_extraction(
+        corpus, args.media_root, args.store, ext, splits=_splits(args),
+        workers=args.workers, rank=args.rank, world_size=args.world_size,
+        segments=args.segments, limit=args.limit, progress=not args.no_progress)
     print(report.summary(), file=sys.stderr)
     print(json.dumps(report.to_dict(), indent=2))
     return 0
-
-
-def _face_config(args: argparse.Namespace):
-    if not hasattr(args, "crop_size"):
-        return None
-    from avafn.extract.faces import FaceConfig
-
-    return FaceConfig(size=args.crop_size, margin=args.face_margin,
-                      detect_max_side=args.detect_max_side,
-                      scale_factor=args.detect_scale_factor)

@@ -42,17 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--text-model", default=None, metavar="ID|DIR",
                    help="where the run's text encoder is on this machine")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (extraction and model loading)")
     p.set_defaults(func=cmd_predict)
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
     from avafn.data.corpus import DataError
+    from avafn.errors import UserError
     from avafn.inference import PredictError, StreamingError
     from avafn.segments import SegmentError
     from avafn.store import StoreError
 
-    return PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError
+    return (PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError,
+            UserError)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -78,6 +81,9 @@ def _run(args: argparse.Namespace) -> int:
     if clips_mode and (args.clips is None or args.manifest is None):
         raise PredictError("--clips and --manifest go together")
 
+    if args.jsonl and not args.stream:
+        raise PredictError("--jsonl prints streamed predictions: use it with --stream (offline, "
+                           "predictions.json and .csv are written to --out)")
     if not args.stream:
         if not (video_mode or clips_mode):
             raise PredictError("give --video FILE --segments FILE, or --clips DIR --manifest "
@@ -102,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
         sink = open(Path(args.out) / "stream.jsonl", "w")  # noqa: SIM115 - closed below
     lat = []
     try:
-        for r in stream_predictions(args.run_dir, items, args.device, models):
+        for r in stream_predictions(args.run_dir, items, args.device, models,
+                                    progress=not args.no_progress):
             lat.append(r["latency_ms"])
             line = json.dumps(r)
             if sink is not None:

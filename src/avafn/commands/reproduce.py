@@ -48,24 +48,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from avafn.extract.dan import DANCheckpointError
+    from avafn.errors import UserError
     from avafn.reproduce import reproduce
-    from avafn.store import StoreError
 
     overrides = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        table, reports = reproduce(
-            args.meld_root, args.store, args.out, seeds, meld_dir=args.meld_dir,
-            audio_model=args.audio_model, audio_layer=args.audio_layer,
-            dan_checkpoint=args.dan_checkpoint, fps=args.fps, device=args.device,
-            workers=args.workers, audio_batch_size=args.audio_batch_size,
-            video_batch_size=args.video_batch_size,
-            rows=args.rows.split(",") if args.rows else None, progress=not args.no_progress,
-            **overrides)
-    except (OSError, ValueError, StoreError, DANCheckpointError) as e:
-        print(f"avafn reproduce: error: {e}", file=sys.stderr)
-        return 1
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    table, reports = reproduce(
+        args.meld_root, args.store, args.out, seeds, meld_dir=args.meld_dir,
+        audio_model=args.audio_model, audio_layer=args.audio_layer,
+        dan_checkpoint=args.dan_checkpoint, fps=args.fps, device=args.device,
+        workers=args.workers, audio_batch_size=args.audio_batch_size,
+        video_batch_size=args.video_batch_size,
+        rows=args.rows.split(",") if args.rows else None, progress=not args.no_progress,
+        **overrides)
     print(json.dumps({"extraction": [r.to_dict() for r in reports], "table": str(table)},
                      indent=2), file=sys.stderr)
     print(table.read_text())

@@ -9,13 +9,19 @@ from pathlib import Path
 
 def _ints(s: str) -> list[int]:
     try:
-        return [int(x) for x in s.split(",") if x.strip()]
+        out = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {s!r}")
+    return out
 
 
 def _names(s: str) -> list[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
+    out = [x.strip() for x in s.split(",") if x.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one name, got {s!r}")
+    return out
 
 
 def _fractions(s: str) -> dict[str, float]:
@@ -101,53 +107,51 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def _corpus_store(args: argparse.Namespace):
     from avafn.data import load_corpus
-    from avafn.store import FeatureStore
+    from avafn.store import FeatureStore, StoreError
 
     _set_threads(args)
     # before reading (maybe downloading) the annotations
     if not Path(args.store).is_dir():
-        raise SystemExit(f"avafn: error: {args.store}: no such feature store folder")
+        raise StoreError(f"{args.store}: no such feature store folder")
     corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=args.labels)
     return corpus, FeatureStore(args.store)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from avafn.evaluate import evaluate, fmt
-    from avafn.train import TrainConfig, train
+def _provenance(args: argparse.Namespace) -> dict:
+    return {"device": args.device, "dataset": str(args.dataset), "meld_dir": args.meld_dir,
+            "store": str(args.store)}
 
-    corpus, store = _corpus_store(args)
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from avafn.config import split_settings
+    from avafn.evaluate import evaluate, fmt, report_paths
+    from avafn.train import train
+
     # --config settings first; options given on the command line win over them
-    kw = {**_overrides(args), "device": args.device, "dataset": str(args.dataset),
-          "meld_dir": args.meld_dir}
+    kw = {**_overrides(args), **_provenance(args)}
     if args.modalities is not None or "modalities" not in kw:
         kw["modalities"] = tuple(args.modalities or ("audio", "video"))
     if args.ablation is not None:
         kw["ablations"] = tuple(args.ablation)
-    cfg = TrainConfig(**kw)
-    run = train(corpus, store, args.out, cfg, seeds=args.seeds, progress=not args.no_progress)
+    split_settings(kw)  # settings checked before the annotations are read
+    corpus, store = _corpus_store(args)
+    run = train(corpus, store, args.out, kw, seeds=args.seeds, progress=not args.no_progress)
     rep = evaluate(run, "test", corpus, store, device=args.device)
     print(f"{run}: test weighted F1 {fmt(rep['test']['weighted_f1'])}, "
           f"dev {fmt(rep['dev']['weighted_f1'])} (seeds {rep['test']['seeds']}); "
-          f"report: {run / 'report.md'}")
+          f"report: {report_paths(run)[1]}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from avafn.evaluate import evaluate, fmt, robustness
+    from avafn.evaluate import evaluate, fmt, report_paths, robustness
+    from avafn.run import Run
 
-    corpus = store = None
-    run = Path(args.run_dir)
-    if args.dataset:
-        from avafn.data import load_corpus
-
-        # in the run's label order (a run trained with --labels must not fail on the order)
-        cfg_path = run / "config.json"
-        labels = json.loads(cfg_path.read_text())["labels"] if cfg_path.exists() else None
-        corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=labels)
-    if args.store:
-        from avafn.store import FeatureStore
-
-        store = FeatureStore(args.store)
+    run = Run.open(args.run_dir)
+    # the run's own corpus (in its label order) and store unless given; both are checked
+    corpus = run.corpus(args.dataset, args.meld_dir) if (args.dataset or args.meld_dir) else None
+    store = run.store(args.store) if args.store else None
+    run = run.path
     if args.robustness:
         res = robustness(run, args.robustness, split=args.split, corpus=corpus, store=store,
                          device=args.device)
@@ -160,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.drop:
         print(f"{args.split} weighted F1 with {args.drop} removed: {fmt(rep['weighted_f1'])}")
     else:
-        print((run / "report.md").read_text())
+        print(report_paths(run, args.split)[1].read_text())
     return 0
 
 
@@ -169,12 +173,22 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     corpus, store = _corpus_store(args)
     kw = _overrides(args)
-    for k in ("device", "modalities", "ablations"):  # set by --device and by each table row
+    # set by --device, --store and by each table row
+    for k in ("device", "store", "modalities", "ablations"):
         kw.pop(k, None)
     kw.update(dataset=str(args.dataset), meld_dir=args.meld_dir)
     path = run_table(corpus, store, args.out, args.seeds, device=args.device, rows=args.rows,
                      progress=not args.no_progress, **kw)
     print(path.read_text())
+    return 0
+
+
+def cmd_run_convert(args: argparse.Namespace) -> int:
+    from avafn.run import Run, convert_run
+
+    for line in convert_run(args.run_dir):
+        print(line)
+    Run.open(args.run_dir)  # the converted folder opens
     return 0
 
 
@@ -209,9 +223,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = subparsers.add_parser("evaluate", help="score a run: report.json, report.md, plots")
+    p = subparsers.add_parser(
+        "evaluate", help="score a run: report.json, report.md, plots",
+        description="Score every finished seed of a run on dev and on --split (default test) "
+                    "with the run's own corpus and feature store (found relative to the run "
+                    "folder and checked by hash, or given with --dataset / --store) and write "
+                    "report.json / report.md (report-<split>.* for another split than test), "
+                    "confusion and per-class plots. --drop and --robustness remove a modality "
+                    "from a fraction of the utterances instead.")
     p.add_argument("run_dir")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="test (default), dev or train")
     p.add_argument("--drop", type=_fractions, default=None,
                    help="robustness: remove a modality from a fraction of utterances, "
                         "e.g. video=0.5")
@@ -223,7 +244,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("table", help="the paper's Tables 2 and 3 on a feature store")
+    p = subparsers.add_parser(
+        "table", help="the paper's Tables 2 and 3 on a feature store",
+        description="Train and evaluate one run per row (modalities alone and fused, and the "
+                    "ablations w/o ACM / SSM / ILM) over the given seeds into OUT/<row>, then "
+                    "write OUT/table.md and table.json: test weighted F1, mean ± std over "
+                    "seeds, beside the paper's numbers. Finished rows are reused, so an "
+                    "interrupted table resumes.")
     _add_data_args(p)
     p.add_argument("--out", required=True, help="folder: one run per row + table.md")
     p.add_argument("--rows", type=_names, default=None,
@@ -231,6 +258,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "whose modalities are stored)")
     _add_train_args(p)
     p.set_defaults(func=cmd_table)
+
+    p = subparsers.add_parser("run", help="run folder tools (convert the earlier layout)")
+    sub = p.add_subparsers(dest="run_command", metavar="ACTION", required=True)
+    c = sub.add_parser(
+        "convert", help="rewrite a run folder of the earlier layout (seed-*/model.pt)",
+        description="Rewrite a run folder of the earlier layout (seed-<k>/model.pt and "
+                    "state.pt, pickle-based) into the current one (seed-<k>/model/ with "
+                    "config.json + model.safetensors, state.safetensors). The old files are "
+                    "read with torch.load(weights_only=True) only: a file that needs pickle "
+                    "is refused and nothing is changed.")
+    c.add_argument("run_dir", metavar="RUN_DIR")
+    c.set_defaults(func=cmd_run_convert)
 
     p = subparsers.add_parser("demo", help="MELD → fine-tuned text encoder → AVAFN → report, "
                                            "on CPU",

@@ -1,16 +1,15 @@
 """Annotations → :class:`~avafn.data.corpus.Corpus`: the MELD reader and the generic manifest.
 
-``load_corpus("meld")`` reads MELD's CSVs from ``meld_dir``, else ``$AVAFN_MELD_DIR``, else the
-user cache (downloading them there, checksum-verified, if absent); any other ``dataset`` is a
-path to a manifest (``.csv`` / ``.jsonl``, see :mod:`avafn.data.manifest`).
+Readers are registered by name (:mod:`avafn.data.registry`). ``load_corpus("meld")`` reads
+MELD's CSVs from ``meld_dir``, else ``$AVAFN_MELD_DIR``, else the user cache (downloading them
+there, checksum-verified, if absent); any other ``dataset`` that names no registered reader is
+a path to a manifest (``.csv`` / ``.jsonl``, see :mod:`avafn.data.manifest`).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
+from avafn.data.download import resolve_meld_dir
 
 __all__ = [
     "MELD_LABELS",
@@ -24,39 +23,18 @@ __all__ = [
 ]
 
 
-def resolve_meld_dir(meld_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
-    """The folder to read MELD from: ``meld_dir``, else ``$AVAFN_MELD_DIR``, else the download
-    cache (fetched there first when it is not complete and ``download``)."""
-    if meld_dir:
-        return Path(meld_dir).expanduser()
-    env = os.environ.get("AVAFN_MELD_DIR")
-    if env:
-        return Path(env).expanduser()
-    from avafn.data.download import download_meld, is_complete, meld_cache_dir
-
-    cache = meld_cache_dir()
-    if not is_complete(cache) and download:
-        download_meld(cache)
-    return cache
-
-
 def load_corpus(dataset: str, meld_dir: str | None = None,
                 labels: list[str] | None = None) -> Corpus:
-    """``"meld"`` (see :func:`resolve_meld_dir`) or the path of a manifest file.
+    """A registered corpus name (``"meld"``, see :func:`resolve_meld_dir`; ``meld_dir`` is
+    its data folder) or the path of a manifest file.
 
     ``labels`` fixes the label set and its order (class index = position); for a manifest
     without it the set is inferred from the train split (most frequent first).
     """
-    if str(dataset).lower() == "meld":
-        from avafn.data.meld import read_meld
+    from avafn.data.registry import reader_for
 
-        return read_meld(resolve_meld_dir(meld_dir), labels=labels)
-    path = Path(dataset).expanduser()
-    if not path.exists():
-        raise DataError(
-            f"{dataset}: no such manifest; --dataset is 'meld' or the path of a manifest "
-            "(.csv or .jsonl with dialogue_id, turn, speaker, label, split)"
-        )
-    from avafn.data.manifest import read_manifest
-
-    return read_manifest(path, labels=labels)
+    reader = reader_for(dataset)
+    corpus = reader.load(str(dataset), data_dir=meld_dir, labels=labels)
+    corpus.pre_cut = bool(getattr(reader, "pre_cut", corpus.pre_cut))
+    corpus.reader = corpus.reader or str(getattr(reader, "name", ""))
+    return corpus

@@ -12,16 +12,97 @@ unlabeled, ignored by the loss and the metrics), ``uids`` B lists of utterance i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from avafn.data.corpus import Dialogue
+from avafn.data.corpus import DataError, Dialogue
+from avafn.errors import UserError
 from avafn.store import FeatureStore, StoreError
 
 IGNORE = -100
+
+
+class LimitError(DataError):
+    """A dialogue beyond a documented limit (utterances, parties, estimated memory)."""
+
+
+#: bytes of training memory per utterance x party x party-state unit (forward + backward of
+#: the party recurrences, both directions), measured on CPU with the default widths
+BYTES_PER_STEP_PARTY_UNIT = 120
+#: the party state width assumed by :func:`estimate_bytes` (``AVAFNConfig.d_party``)
+D_PARTY = 150
+
+
+#: the environment variable that raises each limit of :class:`Limits`
+LIMIT_ENV = {"max_utterances": "AVAFN_MAX_UTTERANCES", "max_parties": "AVAFN_MAX_PARTIES",
+             "max_memory_gb": "AVAFN_MAX_MEMORY_GB"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Documented size limits of one dialogue, checked before anything is allocated.
+
+    Each is raised with its environment variable (``AVAFN_MAX_UTTERANCES``,
+    ``AVAFN_MAX_PARTIES``, ``AVAFN_MAX_MEMORY_GB``) or by passing ``Limits(...)``.
+    """
+
+    max_utterances: int = 1000  # utterances per dialogue (MELD: 33 at most)
+    max_parties: int = 64  # parties per dialogue (MELD: 9 at most)
+    max_memory_gb: float = 16.0  # estimated training memory of one dialogue
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Limits:
+        """The defaults, overridden by the environment variables that are set."""
+        env = os.environ if environ is None else environ
+        kw: dict[str, float] = {}
+        for name, var in LIMIT_ENV.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            try:
+                val = float(raw) if name == "max_memory_gb" else int(raw)
+            except ValueError:
+                val = 0
+            if not (math.isfinite(val) and val > 0):
+                raise UserError(f"{var}={raw!r}: expected a positive "
+                                f"{'number' if name == 'max_memory_gb' else 'integer'}")
+            kw[name] = val
+        return cls(**kw)
+
+
+def estimate_bytes(n_utterances: int, n_parties: int, d_party: int = D_PARTY) -> int:
+    """Training memory of one dialogue, roughly: it grows with utterances x parties."""
+    return BYTES_PER_STEP_PARTY_UNIT * d_party * int(n_utterances) * max(int(n_parties), 1)
+
+
+def check_limits(dialogues: Iterable[Dialogue], limits: Limits | None = None) -> None:
+    """Refuse, before any allocation, a dialogue with more utterances or parties than
+    ``limits`` (default: :meth:`Limits.from_env`) or whose estimated memory is too large;
+    the :class:`LimitError` names the dialogue, the figure, the limit and how to raise it."""
+    lim = Limits.from_env() if limits is None else limits
+    env = LIMIT_ENV
+    for d in dialogues:
+        n, p = len(d.utterances), d.n_parties
+        src = d.utterances[0].source if d.utterances else ""
+        where = f"dialogue {d.split}/{d.dialogue_id}" + (f" ({src})" if src else "")
+        if n > lim.max_utterances:
+            raise LimitError(f"{where} has {n} utterances, more than the limit of "
+                             f"{lim.max_utterances} per dialogue; split it, or raise the limit "
+                             f"with {env['max_utterances']}=N")
+        if p > lim.max_parties:
+            raise LimitError(f"{where} has {p} parties (speakers), more than the limit of "
+                             f"{lim.max_parties} per dialogue; merge rare speakers, or raise "
+                             f"the limit with {env['max_parties']}=N")
+        need = estimate_bytes(n, p) / 2**30
+        if need > lim.max_memory_gb:
+            raise LimitError(f"{where} ({n} utterances x {p} parties) needs about {need:.1f} GB "
+                             f"to train, more than the limit of {lim.max_memory_gb:g} GB; "
+                             f"split it, or raise the limit with {env['max_memory_gb']}=GB")
 
 
 @dataclass
@@ -45,15 +126,17 @@ class SplitData:
 
     ``widths`` (modality → expected width, e.g. from a checkpoint) makes a store whose
     features have another width fail with an error naming the modality and both widths.
+    Dialogues beyond ``limits`` (:func:`check_limits`) are refused before anything is read.
     """
 
     def __init__(self, dialogues: Sequence[Dialogue], store: FeatureStore,
                  modalities: Sequence[str], labels: Sequence[str],
-                 widths: Mapping[str, int] | None = None):
+                 widths: Mapping[str, int] | None = None, limits: Limits | None = None):
         if not dialogues:
-            raise ValueError("no dialogues to batch (empty split)")
+            raise DataError("no dialogues to batch (empty split)")
         if not modalities:
-            raise ValueError("at least one modality is needed")
+            raise UserError("at least one modality is needed")
+        check_limits(dialogues, limits)
         self.dialogues = list(dialogues)
         self.modalities = tuple(modalities)
         self.labels = list(labels)
@@ -63,7 +146,7 @@ class SplitData:
         lens = [len(d.utterances) for d in self.dialogues]
         if min(lens) == 0:
             d = self.dialogues[lens.index(0)]
-            raise ValueError(f"dialogue {d.split}/{d.dialogue_id} has no utterances")
+            raise DataError(f"dialogue {d.split}/{d.dialogue_id} has no utterances")
         self.lengths = np.asarray(lens, dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         n = len(utts)
@@ -72,7 +155,7 @@ class SplitData:
             if u.label is None:
                 continue
             if u.label not in index:
-                raise ValueError(f"utterance {u.uid} ({u.source}): label {u.label!r} is not in "
+                raise DataError(f"utterance {u.uid} ({u.source}): label {u.label!r} is not in "
                                  f"the label set {self.labels}")
             y[i] = index[u.label]
         self.y = torch.from_numpy(y)
@@ -114,9 +197,9 @@ class SplitData:
         rng = np.random.default_rng(seed)
         for m, frac in sorted(drop.items()):
             if m not in self.x:
-                raise ValueError(f"cannot drop {m!r}: the run uses {list(self.modalities)}")
+                raise UserError(f"cannot drop {m!r}: the run uses {list(self.modalities)}")
             if not 0.0 <= frac <= 1.0:
-                raise ValueError(f"drop fraction for {m!r} must be in [0, 1], got {frac}")
+                raise UserError(f"drop fraction for {m!r} must be in [0, 1], got {frac}")
             k = round(frac * self.n_utterances)
             rows = torch.from_numpy(rng.permutation(self.n_utterances)[:k])
             p = self.p[m].clone()
@@ -155,7 +238,7 @@ class SplitData:
                  rates: Mapping[str, float], generator: torch.Generator | None):
         unknown = set(rates) - set(self.modalities)
         if unknown:
-            raise ValueError(f"modality dropout for {sorted(unknown)}, but the run uses "
+            raise UserError(f"modality dropout for {sorted(unknown)}, but the run uses "
                              f"{list(self.modalities)}")
         any_before = torch.zeros_like(next(iter(present.values())))
         for p in present.values():
@@ -193,7 +276,7 @@ class SplitData:
                       generator: torch.Generator | None = None,
                       bucket: bool = False) -> list[np.ndarray]:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
         n = len(self.dialogues)
         order = (torch.randperm(n, generator=generator).numpy() if shuffle
                  else np.arange(n))

@@ -10,13 +10,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avafn.errors import UserError
+
 SPLITS = ("train", "dev", "test")
 
 #: MELD's seven emotions, in the order used for MELD runs (class index = position).
 MELD_LABELS = ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Annotations that cannot be read: the message names the file and row (or utterance)."""
 
 
@@ -72,6 +74,11 @@ class Corpus:
     media_subdirs: dict[str, str] = field(default_factory=dict)
     #: where the annotations came from (files, sha256), recorded with every run
     source: dict = field(default_factory=dict)
+    #: media files are already cut to their utterance (MELD's clips): ``start`` / ``end`` are
+    #: not offsets into them, so extraction does not cut segments by default
+    pre_cut: bool = False
+    #: the registered corpus reader that read it (:data:`avafn.data.registry.CORPORA`)
+    reader: str = ""
 
     @property
     def max_parties(self) -> int:
@@ -79,7 +86,7 @@ class Corpus:
 
     def dialogues(self, split: str) -> list[Dialogue]:
         if split not in self.splits or not self.splits[split]:
-            raise ValueError(f"corpus {self.name!r} has no dialogues in split {split!r}")
+            raise DataError(f"corpus {self.name!r} has no dialogues in split {split!r}")
         return self.splits[split]
 
     def utterances(self, split: str | None = None) -> list[Utterance]:
@@ -89,7 +96,7 @@ class Corpus:
     def media_path(self, utt: Utterance, media_root: str | os.PathLike) -> Path:
         """Absolute path of ``utt``'s clip under ``media_root``."""
         if not utt.media:
-            raise ValueError(f"utterance {utt.uid} ({utt.source}) has no media file")
+            raise DataError(f"utterance {utt.uid} ({utt.source}) has no media file")
         p = Path(utt.media)
         if p.is_absolute():
             return p

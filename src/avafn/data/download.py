@@ -15,13 +15,23 @@ import urllib.request
 from pathlib import Path
 
 from avafn.data._tabular import sha256_file
-from avafn.data.meld import MELD_FILES, MELD_SHA256
+from avafn.errors import UserError
+
+#: file name of each split's CSV in MELD's ``data/MELD/`` folder
+MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+
+#: SHA-256 of the official CSVs (declare-lab/MELD, data/MELD/, commit 2d2011b4)
+MELD_SHA256 = {
+    "train_sent_emo.csv": "d2fa2d6529cf03cac2989efec05c9b27d8fd2f4c8fc5974c7ae88aa537fa02db",
+    "dev_sent_emo.csv": "2e89c6f8aa182d6f62f8c6331aece905ac7273ca4999660bfb5213e1d0370c1c",
+    "test_sent_emo.csv": "8d37103938f7067600839fe29d5a114a6cd1bcdafb75bec101e06464c5006888",
+}
 
 #: raw files of the official repository (declare-lab/MELD); the pinned sums are of commit 2d2011b4
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/declare-lab/MELD/master/data/MELD/"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file that could not be fetched or whose checksum does not match the pinned one."""
 
 
@@ -97,6 +107,20 @@ def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = 
             print(f"downloading {base}{name} -> {target}")
         _fetch(base + name, target, MELD_SHA256[name], timeout)
     return dest
+
+
+def resolve_meld_dir(meld_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The folder to read MELD from: ``meld_dir``, else ``$AVAFN_MELD_DIR``, else the download
+    cache (fetched there first when it is not complete and ``download``)."""
+    if meld_dir:
+        return Path(meld_dir).expanduser()
+    env = os.environ.get("AVAFN_MELD_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = meld_cache_dir()
+    if not is_complete(cache) and download:
+        download_meld(cache)
+    return cache
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from avafn.data._tabular import parse_int, parse_time, read_csv, read_jsonl, sha256_file
 from avafn.data.corpus import SPLITS, Corpus, DataError, Dialogue, Utterance
+from avafn.data.registry import CORPORA, MANIFEST, named_corpora
 
 REQUIRED_COLUMNS = ("dialogue_id", "turn", "speaker", "split")
 OPTIONAL_COLUMNS = ("label", "text", "media", "start", "end")
@@ -133,3 +134,24 @@ def _natural_key(dialogue_id: str) -> tuple:
         return (0, int(dialogue_id), "")
     except ValueError:
         return (1, 0, dialogue_id)
+
+
+@CORPORA.register(MANIFEST)
+class ManifestReader:
+    """Any ``--dataset`` path: a ``.csv`` / ``.jsonl`` manifest (module docstring); media
+    paths relative to the manifest's folder, ``start`` / ``end`` cut them."""
+
+    name = MANIFEST
+    pre_cut = False
+    needs_media_root = False
+
+    def load(self, dataset: str, *, data_dir: str | None = None,
+             labels: list[str] | None = None) -> Corpus:
+        path = Path(dataset).expanduser()
+        if not path.exists():
+            known = ", ".join(repr(n) for n in named_corpora())
+            raise DataError(
+                f"{dataset}: no such manifest; --dataset is a corpus name ({known}) or the "
+                "path of a manifest (.csv or .jsonl with dialogue_id, turn, speaker, label, "
+                "split)")
+        return read_manifest(path, labels=labels)

@@ -13,16 +13,8 @@ from pathlib import Path
 
 from avafn.data._tabular import parse_int, parse_time, read_csv, sha256_file
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
-
-#: file name of each split's CSV in MELD's ``data/MELD/`` folder
-MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
-
-#: SHA-256 of the official CSVs (declare-lab/MELD, data/MELD/, commit 2d2011b4)
-MELD_SHA256 = {
-    "train_sent_emo.csv": "d2fa2d6529cf03cac2989efec05c9b27d8fd2f4c8fc5974c7ae88aa537fa02db",
-    "dev_sent_emo.csv": "2e89c6f8aa182d6f62f8c6331aece905ac7273ca4999660bfb5213e1d0370c1c",
-    "test_sent_emo.csv": "8d37103938f7067600839fe29d5a114a6cd1bcdafb75bec101e06464c5006888",
-}
+from avafn.data.download import MELD_FILES, MELD_SHA256, resolve_meld_dir
+from avafn.data.registry import CORPORA
 
 #: folder of each split's clips inside MELD.Raw
 MELD_MEDIA_SUBDIRS = {
@@ -114,7 +106,22 @@ def read_meld(meld_dir: str | os.PathLike, labels: list[str] | None = None) -> C
             "dialogues": len(splits[split]),
             "utterances": sum(len(d) for d in splits[split]),
         }
-    corpus = Corpus("meld", labels, splits, media_subdirs=dict(MELD_MEDIA_SUBDIRS))
+    corpus = Corpus("meld", labels, splits, media_subdirs=dict(MELD_MEDIA_SUBDIRS),
+                    pre_cut=True, reader=MeldReader.name)
     corpus.source = {"dataset": "meld", "dir": str(root.resolve()), "files": files,
                      "labels": labels, "max_parties": corpus.max_parties}
     return corpus
+
+
+@CORPORA.register("meld")
+class MeldReader:
+    """``--dataset meld``: the three official CSVs from ``data_dir`` (else ``$AVAFN_MELD_DIR``,
+    else the download cache); clips under ``--media-root`` (MELD.Raw), already cut."""
+
+    name = "meld"
+    pre_cut = True
+    needs_media_root = True
+
+    def load(self, dataset: str, *, data_dir: str | None = None,
+             labels: list[str] | None = None) -> Corpus:
+        return read_meld(resolve_meld_dir(data_dir), labels=labels)

@@ -21,16 +21,30 @@ from a config). For each utterance (mono 16 kHz float32):
    (``_get_feat_extract_output_lengths``), and the utterance vector is the frame-weighted mean
    of its windows, i.e. the mean over all of the utterance's frames.
 
-On CUDA the forward runs under bf16 autocast; pooled vectors are float32.
+``layers=[12, 18, 24]`` pools several layers from the same forward pass
+(``output_hidden_states``), one vector per layer. ``precision="bf16"`` runs the forward under
+bfloat16 autocast (any device; default on CUDA), ``"fp32"`` in float32 (default elsewhere);
+pooled vectors are float32 either way.
+
+:class:`Wav2Vec2Extractor` (registered as ``wav2vec2-mean``) is the encoder as the extraction
+job uses it; with several layers it writes one modality per layer (``audio-l12``, ...).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+
+from avafn.errors import UserError
+from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
+from avafn.extract.media import decode_audio
+from avafn.extract.registry import ExtractorError, model_location, register_extractor
 
 DEFAULT_MODEL = "facebook/wav2vec2-large-lv60"
 SAMPLE_RATE = 16000
@@ -38,7 +52,7 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = 400
 
 
-class AudioTooShortError(ValueError):
+class AudioTooShortError(UserError):
     reason = "audio too short"
 
 
@@ -59,8 +73,8 @@ class Wav2Vec2Encoder:
     def __init__(self, model: str | os.PathLike | torch.nn.Module = DEFAULT_MODEL,
                  layer: int | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 16, max_seconds: float = 30.0,
-                 max_batch_seconds: float = 600.0, amp: bool = True,
-                 local_files_only: bool = False):
+                 max_batch_seconds: float = 600.0, precision: str | None = None,
+                 local_files_only: bool = False, layers: Sequence[int] | None = None):
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
         self.model_id = _model_id(model)
@@ -85,30 +99,40 @@ class Wav2Vec2Encoder:
         self.use_attention_mask = (bool(fe.return_attention_mask) if fe is not None
                                    else cfg.feat_extract_norm == "layer")
         if fe is not None and fe.sampling_rate != SAMPLE_RATE:
-            raise ValueError(f"{model}: expects {fe.sampling_rate} Hz audio, this encoder "
+            raise UserError(f"{model}: expects {fe.sampling_rate} Hz audio, this encoder "
                              f"feeds {SAMPLE_RATE} Hz")
         n_layers = int(cfg.num_hidden_layers)
-        self.layer = n_layers if layer is None else int(layer)
-        if not 0 <= self.layer <= n_layers:
-            raise ValueError(f"{self.model_id}: layer {layer} out of range 0..{n_layers} "
-                             f"(0 = transformer input, {n_layers} = last layer)")
+        if layers is not None and layer is not None:
+            raise UserError("give layer or layers, not both")
+        wanted = list(layers) if layers is not None else [n_layers if layer is None else layer]
+        if not wanted or len(set(wanted)) != len(wanted):
+            raise UserError(f"{self.model_id}: layers {wanted}: expected distinct layer numbers")
+        for L in wanted:
+            if not 0 <= int(L) <= n_layers:
+                raise UserError(f"{self.model_id}: layer {L} out of range 0..{n_layers} "
+                                 f"(0 = transformer input, {n_layers} = last layer)")
+        self.layers = [int(L) for L in wanted]
+        self.layer = self.layers[0]
         self.width = int(cfg.hidden_size)
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.batch_size = int(batch_size)
         self.max_samples = int(max_seconds * SAMPLE_RATE)
         self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
-        self.amp = amp and self.device.type == "cuda"
+        self.precision = check_precision(precision, self.device.type)
 
-    def meta(self) -> dict:
-        """What the feature store records about this extractor."""
+    def meta(self, layer: int | None = None) -> dict:
+        """What the feature store records about this extractor (for ``layer``: default the
+        first of ``layers``)."""
+        layer = self.layer if layer is None else int(layer)
         return {
-            "extractor": "wav2vec2-mean", "model_id": self.model_id, "layer": self.layer,
+            "extractor": Wav2Vec2Extractor.name, "model_id": self.model_id, "layer": layer,
             "width": self.width,
-            "config": {"model_id": self.model_id, "layer": self.layer, "pooling": "mean",
+            "config": {"model_id": self.model_id, "layer": layer, "pooling": "mean",
                        "sample_rate": SAMPLE_RATE, "do_normalize": self.do_normalize,
                        "attention_mask": self.use_attention_mask,
-                       "max_seconds": self.max_samples / SAMPLE_RATE},
+                       "max_seconds": self.max_samples / SAMPLE_RATE,
+                       "precision": self.precision},
         }
 
     def _normalise(self, wave: np.ndarray) -> np.ndarray:
@@ -128,7 +152,12 @@ class Wav2Vec2Encoder:
         return [_Window(i, wave[a:b]) for a, b in zip(cuts, bounds)]
 
     def encode(self, waves: list[np.ndarray]) -> list[np.ndarray]:
-        """Mono 16 kHz waves -> one (width,) float32 vector each, in the same order.
+        """Mono 16 kHz waves -> one (width,) float32 vector each (the first of ``layers``),
+        in the same order. Raises :class:`AudioTooShortError` as :meth:`encode_layers`."""
+        return [v[0] for v in self.encode_layers(waves)]
+
+    def encode_layers(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        """Mono 16 kHz waves -> one (len(layers), width) float32 array each, in order.
 
         Raises :class:`AudioTooShortError` if any wave has fewer than 400 samples (25 ms);
         the job checks lengths first and records such clips as missing.
@@ -138,7 +167,7 @@ class Wav2Vec2Encoder:
                 raise AudioTooShortError(f"{len(w)} samples (< {MIN_SAMPLES} = 25 ms at 16 kHz)")
         windows = [win for i, w in enumerate(waves) for win in self._windows(i, self._normalise(w))]
         windows.sort(key=lambda win: len(win.wave))
-        sums = np.zeros((len(waves), self.width), dtype=np.float64)
+        sums = np.zeros((len(waves), len(self.layers), self.width), dtype=np.float64)
         frames = np.zeros(len(waves), dtype=np.int64)
         start = 0
         while start < len(windows):
@@ -156,20 +185,107 @@ class Wav2Vec2Encoder:
 
     @torch.inference_mode()
     def _forward(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """One padded batch -> per-window sums over valid frames (B, D) and frame counts (B,)."""
+        """One padded batch -> per-window sums over valid frames (B, L, D) for each of
+        ``layers``, and frame counts (B,)."""
         lengths = torch.tensor([len(w) for w in waves])
         x = torch.zeros(len(waves), int(lengths.max()))
         for i, w in enumerate(waves):
             x[i, : len(w)] = torch.from_numpy(w)
         x = x.to(self.device, non_blocking=True)
         mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).to(self.device)
+        n_layers = self.net.config.num_hidden_layers
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.amp):
-            last = self.layer == self.net.config.num_hidden_layers
+                            enabled=self.precision == "bf16"):
+            hidden = any(L != n_layers for L in self.layers)
             out = self.net(x, attention_mask=mask.long() if self.use_attention_mask else None,
-                           output_hidden_states=not last)
-        h = (out.last_hidden_state if last else out.hidden_states[self.layer]).float()  # (B,T,D)
+                           output_hidden_states=hidden)
+        # (B,L,T,D); the last layer is last_hidden_state (module docstring)
+        h = torch.stack([out.last_hidden_state if L == n_layers else out.hidden_states[L]
+                         for L in self.layers], dim=1).float()
         n_frames = self.net._get_feat_extract_output_lengths(lengths).to(torch.long)
-        valid = (torch.arange(h.shape[1])[None] < n_frames[:, None]).to(h.device)
-        sums = (h * valid[..., None]).sum(dim=1)
+        valid = (torch.arange(h.shape[2])[None] < n_frames[:, None]).to(h.device)
+        sums = (h * valid[:, None, :, None]).sum(dim=2)
         return sums.double().cpu().numpy(), n_frames.numpy()
+
+
+# --------------------------------------------------------------------------- the extractor
+@register_extractor("wav2vec2-mean")
+class Wav2Vec2Extractor(Extractor):
+    """wav2vec 2.0 features for the extraction job; one modality per layer when the encoder
+    pools several (``{modality}-l{layer}``)."""
+
+    kind = "audio"
+
+    def __init__(self, encoder: Wav2Vec2Encoder, pool_clips: int | None = None,
+                 modality: str = "audio"):
+        self.encoder = encoder
+        self.modality = modality
+        # length grouping happens inside a unit: several batches' worth of clips
+        self.unit_size = pool_clips or max(8 * encoder.batch_size, 32)
+
+    def meta(self) -> dict:
+        return self.encoder.meta()
+
+    def outputs(self) -> dict[str, dict]:
+        if len(self.encoder.layers) == 1:
+            return {self.modality: self.meta()}
+        return {f"{self.modality}-l{L}": self.encoder.meta(L) for L in self.encoder.layers}
+
+    def loader(self, workers: int) -> Callable:
+        return decode_audio
+
+    def process(self, payloads: list[np.ndarray]) -> list[Result]:
+        ok = [i for i, w in enumerate(payloads) if len(w) >= MIN_SAMPLES]
+        vecs = dict(zip(ok, self.encoder.encode_layers([payloads[i] for i in ok])))
+        names = list(self.outputs())
+        out: list[Result] = []
+        for i, w in enumerate(payloads):
+            if i not in vecs:
+                out.append((None, len(w), f"audio too short ({len(w)} samples at 16 kHz)"))
+            elif len(names) == 1:
+                out.append((vecs[i][0], len(w), ""))
+            else:
+                out.append((dict(zip(names, vecs[i])), len(w), ""))
+        return out
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group(f"{cls.name} (wav2vec 2.0) options")
+        layers = g.add_mutually_exclusive_group()
+        layers.add_argument("--layer", type=int, default=None, metavar="N",
+                            help="hidden layer to pool (default: the last, 24 for large)")
+        layers.add_argument("--layers", default=None, metavar="L1,L2,...",
+                            help="several layers from one forward pass, each stored as its own "
+                                 "modality AUDIO-lN (e.g. 12,18,24 -> audio-l12, audio-l18, "
+                                 "audio-l24)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, device: str) -> Wav2Vec2Extractor:
+        layers = None
+        if getattr(args, "layers", None):
+            try:
+                layers = [int(x) for x in args.layers.split(",") if x.strip()]
+            except ValueError:
+                raise ExtractorError(f"--layers {args.layers!r}: expected comma-separated "
+                                     "layer numbers, e.g. 12,18,24") from None
+        enc = Wav2Vec2Encoder(args.model or DEFAULT_MODEL, layer=getattr(args, "layer", None),
+                              layers=layers, device=device, batch_size=args.batch_size or 16,
+                              precision=args.precision)
+        return cls(enc)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], device: str = "cpu",
+                  model_override: str | None = None, **options: Any) -> Wav2Vec2Extractor:
+        cfg = meta.get("config", {})
+        loc = model_location(meta, model_override)
+        if loc is None:
+            raise ExtractorError("the record does not say which wav2vec 2.0 model it used")
+        try:
+            enc = Wav2Vec2Encoder(loc, layer=meta.get("layer", cfg.get("layer")), device=device,
+                                  max_seconds=float(cfg.get("max_seconds", 30.0)),
+                                  precision=recorded_precision(cfg, device),
+                                  batch_size=int(options.get("batch_size") or 16))
+        except OSError as e:
+            raise ExtractorError(f"cannot load the wav2vec 2.0 model recorded ({loc}): {e}; "
+                                 "give its location on this machine") from None
+        return cls(enc)

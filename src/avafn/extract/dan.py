@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
+from avafn.errors import UserError
+
 #: ImageNet statistics DAN was trained with (inputs are RGB in [0, 1] before this)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +33,7 @@ INPUT_SIZE = 224
 FEATURE_DIM = 1024
 
 
-class DANCheckpointError(ValueError):
+class DANCheckpointError(UserError):
     """A DAN checkpoint that does not match the architecture (names the keys)."""
 
 

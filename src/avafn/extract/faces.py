@@ -1,5 +1,10 @@
-"""Face detection and cropping for DAN, with OpenCV's Haar cascade (shipped in the
-opencv-python wheel, works offline).
+"""Face detection and cropping for DAN.
+
+Detectors are registered by name in :data:`avafn.extract.registry.FACE_DETECTORS` (entry point
+group ``avafn.face_detectors``): a detector subclasses :class:`FaceDetector`, implements
+``detect(rgb) -> (K, 4) boxes`` and is built from a :class:`FaceConfig`. The built-in
+``opencv-haar`` (:class:`HaarFaceDetector`) uses OpenCV's Haar cascade (shipped in the
+opencv-python wheel, works offline). Choosing and cropping are the same for every detector.
 
 Choice rule (spec "Pipeline": which face when several are visible): **the largest face** of
 the frame (box area; ties go to the box nearest the frame centre). In MELD's close-up shots
@@ -22,8 +27,10 @@ import cv2
 import numpy as np
 
 from avafn.extract.media import decode_frames
+from avafn.extract.registry import FACE_DETECTORS, build_face_detector
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+DEFAULT_DETECTOR = "opencv-haar"
 #: frames sampled per second of video (MELD clips: ~18 frames for 3.6 s)
 DEFAULT_FPS = 5.0
 
@@ -55,27 +62,18 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
 
 
 class FaceDetector:
-    """Haar-cascade face detector applying the largest-face rule (module docstring)."""
+    """Base of the face detectors: ``detect`` is theirs; the largest-face rule (module
+    docstring) and the crop are shared."""
+
+    #: the registered name, recorded in the store's metadata as ``config.detector``
+    name = ""
 
     def __init__(self, config: FaceConfig | None = None):
         self.config = config or FaceConfig()
-        self._clf = _cascade(self.config.cascade)
 
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         """All faces of an (H, W, 3) RGB frame: (K, 4) int boxes x, y, w, h in frame pixels."""
-        cfg = self.config
-        h, w = rgb.shape[:2]
-        s = min(1.0, cfg.detect_max_side / max(h, w))
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        if s < 1.0:
-            gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
-                              interpolation=cv2.INTER_AREA)
-        m = max(16, int(cfg.min_face * min(gray.shape)))
-        boxes = self._clf.detectMultiScale(gray, scaleFactor=cfg.scale_factor,
-                                           minNeighbors=cfg.min_neighbors, minSize=(m, m))
-        if len(boxes) == 0:
-            return np.zeros((0, 4), dtype=np.int64)
-        return np.round(np.asarray(boxes, dtype=np.float64) / s).astype(np.int64)
+        raise NotImplementedError
 
     @staticmethod
     def choose(boxes: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -122,14 +120,61 @@ class FaceDetector:
         return np.stack(crops)
 
 
+@FACE_DETECTORS.register(DEFAULT_DETECTOR)
+class HaarFaceDetector(FaceDetector):
+    """OpenCV's Haar cascade (``FaceConfig.cascade``, ``scale_factor``, ``min_neighbors``,
+    ``min_face``), run on a grey copy downscaled to ``detect_max_side``."""
+
+    name = DEFAULT_DETECTOR
+
+    def __init__(self, config: FaceConfig | None = None):
+        super().__init__(config)
+        self._clf = _cascade(self.config.cascade)
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        h, w = rgb.shape[:2]
+        s = min(1.0, cfg.detect_max_side / max(h, w))
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        if s < 1.0:
+            gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
+                              interpolation=cv2.INTER_AREA)
+        m = max(16, int(cfg.min_face * min(gray.shape)))
+        boxes = self._clf.detectMultiScale(gray, scaleFactor=cfg.scale_factor,
+                                           minNeighbors=cfg.min_neighbors, minSize=(m, m))
+        if len(boxes) == 0:
+            return np.zeros((0, 4), dtype=np.int64)
+        return np.round(np.asarray(boxes, dtype=np.float64) / s).astype(np.int64)
+
+
 def load_faces(path: str | os.PathLike, fps: float | None = DEFAULT_FPS,
                start: float | None = None, end: float | None = None,
-               face_config: FaceConfig | None = None, threads: int = 0
-               ) -> tuple[np.ndarray, int]:
-    """Decode ``path`` at ``fps`` and crop the chosen face of each frame.
+               face_config: FaceConfig | None = None, threads: int = 0,
+               detector: str = DEFAULT_DETECTOR) -> tuple[np.ndarray, int]:
+    """Decode ``path`` at ``fps`` and crop the chosen face of each frame (face detector
+    registered as ``detector``).
 
     Returns ``(crops (N, size, size, 3) uint8, n_sampled_frames)``; raises
     :class:`~avafn.extract.media.MediaError` for unreadable clips.
     """
     frames, _ = decode_frames(path, fps=fps, start=start, end=end, threads=threads)
-    return FaceDetector(face_config).faces(frames), len(frames)
+    return _detector(detector, face_config).faces(frames), len(frames)
+
+
+_DETECTORS: dict[tuple, FaceDetector] = {}
+
+
+def _detector(name: str, config: FaceConfig | None) -> FaceDetector:
+    """One detector per (name, config) per process (decoding workers reuse theirs)."""
+    key = (name, config or FaceConfig())
+    if key not in _DETECTORS:
+        _DETECTORS[key] = build_face_detector(name, key[1])
+    return _DETECTORS[key]
+
+
+def load_faces_segment(fps: float | None, face_config: FaceConfig | None, threads: int,
+                       detector: str, path: str, start: float | None, end: float | None
+                       ) -> tuple[np.ndarray, int]:
+    """:func:`load_faces` with the job's argument order (a picklable partial for workers)."""
+    return load_faces(path, fps=fps, start=start, end=end, face_config=face_config,
+                      threads=threads, detector=detector)

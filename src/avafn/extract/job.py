@@ -1,10 +1,20 @@
-"""The extraction job shared by audio and video: corpus -> feature store, resumable and sharded.
+"""The extraction job shared by every extractor: corpus -> feature store, resumable and sharded.
+
+The extractor is any registered one (:mod:`avafn.extract.registry`; interface in
+:mod:`avafn.extract.base`): the job has no per-extractor code.
 
 - **Work list.** The selected splits' utterances in corpus order; rank ``r`` of ``w`` takes
   ``utterances[r::w]`` and skips every uid already in the store (present or missing), so a job
   killed at any moment (even ``kill -9``) redoes only what is not stored. Shards are written
   atomically by :class:`~avafn.store.StoreWriter`; temp files of killed writers are removed at
   start (:meth:`~avafn.store.FeatureStore.clean_temp`).
+- **Units.** The work list is cut into units of ``extractor.unit_size`` consecutive
+  utterances (fixed positions in the list); inference batches never cross a unit, and a unit
+  that is partly stored is run again whole (only its missing entries are written). A unit's
+  vectors therefore never depend on where a previous run stopped: a resumed job is
+  bit-identical to an uninterrupted one, whatever the batch size.
+- **Outputs.** An extractor may write several modalities at once (``outputs()``, e.g. three
+  wav2vec 2.0 layers from one forward pass); an utterance is done when every output has it.
 - **Decoding** runs in ``workers`` processes (spawned; 0 = in this process) with at most
   ``workers * prefetch`` clips in flight, so memory is bounded whatever the corpus size.
 - **Inference** runs in the main process on pools of decoded clips (batched across clips).
@@ -16,13 +26,13 @@
   (:meth:`~avafn.store.FeatureStore.compact`); started any other way, run :func:`merge`
   (``avafn extract ... --merge``) once every rank has finished.
 - **Segments.** With ``segments=True`` an utterance's ``start`` / ``end`` cut its media file
-  (one long recording per dialogue). Default: on, except for MELD, whose clips are already cut
-  and whose StartTime/EndTime are times in the episode.
+  (one long recording per dialogue). Default: on, except for corpora whose clips are already
+  cut (``Corpus.pre_cut``, e.g. MELD, whose StartTime/EndTime are times in the episode).
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import sys
 import time
@@ -32,109 +42,30 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from avafn.data.corpus import Corpus, Utterance
-from avafn.extract.media import MediaError, decode_audio
+from avafn.errors import UserError
+from avafn.extract.base import Extractor, Result
+from avafn.extract.media import MediaError
 from avafn.store import FeatureStore, StoreError
 
 #: (uid, path or None, start, end); path None = the utterance has no media file
 Task = tuple[str, "str | None", "float | None", "float | None"]
-Result = tuple["np.ndarray | None", int, str]  # vector (None = missing), count, reason
 
 
-class Extractor(Protocol):
-    """What the job needs from a modality's extractor."""
+def __getattr__(name: str) -> Any:
+    """``AudioExtractor`` / ``VideoExtractor``: the wav2vec 2.0 and DAN extractors under the
+    names this module gave them (imported on use: decoding workers never import torch)."""
+    if name == "AudioExtractor":
+        from avafn.extract.audio import Wav2Vec2Extractor
 
-    modality: str
+        return Wav2Vec2Extractor
+    if name == "VideoExtractor":
+        from avafn.extract.video import DANFacesExtractor
 
-    def meta(self) -> dict: ...
-
-    def loader(self, workers: int) -> Callable[[str, float | None, float | None], Any]:
-        """A picklable function (path, start, end) -> payload, run in worker processes;
-        raises :class:`~avafn.extract.media.MediaError` for unusable clips."""
-
-    def pool_full(self, payloads: list[Any]) -> bool:
-        """Whether enough decoded clips are waiting to run inference on them."""
-
-    def process(self, payloads: list[Any]) -> list[Result]: ...
-
-
-# ------------------------------------------------------------------------------ extractors
-class AudioExtractor:
-    """wav2vec 2.0 features (:class:`~avafn.extract.audio.Wav2Vec2Encoder`) for the job."""
-
-    modality = "audio"
-
-    def __init__(self, encoder, pool_clips: int | None = None):
-        self.encoder = encoder
-        # length grouping happens inside a pool: several batches' worth of clips
-        self.pool_clips = pool_clips or max(8 * encoder.batch_size, 32)
-
-    def meta(self) -> dict:
-        return self.encoder.meta()
-
-    def loader(self, workers: int) -> Callable:
-        return decode_audio
-
-    def pool_full(self, payloads: list) -> bool:
-        return len(payloads) >= self.pool_clips
-
-    def process(self, payloads: list[np.ndarray]) -> list[Result]:
-        from avafn.extract.audio import MIN_SAMPLES
-
-        ok = [i for i, w in enumerate(payloads) if len(w) >= MIN_SAMPLES]
-        vecs = dict(zip(ok, self.encoder.encode([payloads[i] for i in ok])))
-        return [(vecs[i], len(w), "") if i in vecs else
-                (None, len(w), f"audio too short ({len(w)} samples at 16 kHz)")
-                for i, w in enumerate(payloads)]
-
-
-class VideoExtractor:
-    """Faces + DAN (:mod:`avafn.extract.video`) for the job."""
-
-    modality = "video"
-
-    def __init__(self, encoder, fps: float | None = None, face_config=None):
-        from avafn.extract.faces import DEFAULT_FPS, FaceConfig
-
-        self.encoder = encoder
-        self.fps = DEFAULT_FPS if fps is None else fps
-        self.face_config = face_config or FaceConfig()
-
-    def meta(self) -> dict:
-        from dataclasses import asdict
-
-        return {
-            "extractor": "dan-faces-mean", "model_id": self.encoder.checkpoint, "layer": None,
-            "width": self.encoder.width,
-            "config": {"checkpoint": self.encoder.checkpoint, "fps": self.fps,
-                       "feature": "pooled trunk 512 + fused heads 512", "pooling": "mean",
-                       "face_rule": "largest", "detector": "opencv-haar",
-                       **{f"face_{k}": v for k, v in asdict(self.face_config).items()}},
-        }
-
-    def loader(self, workers: int) -> Callable:
-        from avafn.extract.faces import load_faces  # no torch in the worker processes
-
-        return functools.partial(_load_faces_segment, load_faces, self.fps, self.face_config,
-                                 1 if workers > 0 else 0)
-
-    def pool_full(self, payloads: list) -> bool:
-        return sum(len(c) for c, _ in payloads) >= self.encoder.batch_size
-
-    def process(self, payloads: list) -> list[Result]:
-        from avafn.extract.video import NO_FACE
-
-        outs = self.encoder.encode_clips([c for c, _ in payloads])
-        return [(v, n, "") if v is not None else (None, 0, NO_FACE) for v, n in outs]
-
-
-def _load_faces_segment(load_faces, fps, face_config, threads, path, start, end):
-    return load_faces(path, fps=fps, start=start, end=end, face_config=face_config,
-                      threads=threads)
+        return DANFacesExtractor
+    raise AttributeError(name)
 
 
 # ------------------------------------------------------------------------------ the job
@@ -153,6 +84,8 @@ class ExtractReport:
     interrupted: bool = False
     store_missing: int = 0  # entries stored as missing in the whole modality after this run
     n_left: int = 0  # utterances of this rank still to do (after --limit or an interruption)
+    splits: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # modalities written
 
     @property
     def clips_per_s(self) -> float:
@@ -182,7 +115,8 @@ class ExtractReport:
                 "missing_by_reason": dict(Counter(r for _, r in self.missing)),
                 "seconds": round(self.seconds, 3), "clips_per_s": round(self.clips_per_s, 3),
                 "merged": self.merged, "interrupted": self.interrupted,
-                "store_missing": self.store_missing, "n_left": self.n_left}
+                "store_missing": self.store_missing, "n_left": self.n_left,
+                "outputs": self.outputs}
 
 
 def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -190,7 +124,7 @@ def dist_env(rank: int | None = None, world_size: int | None = None) -> tuple[in
     r = int(os.environ.get("RANK", "0")) if rank is None else int(rank)
     w = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else int(world_size)
     if w < 1 or not 0 <= r < w:
-        raise ValueError(f"rank {r} is not in 0..{w - 1} (world size {w})")
+        raise UserError(f"rank {r} is not in 0..{w - 1} (world size {w})")
     return r, w
 
 
@@ -201,13 +135,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def select_utterances(corpus: Corpus, splits: Iterable[str] | None = None) -> list[Utterance]:
+def split_names(corpus: Corpus, splits: Iterable[str] | None = None) -> list[str]:
+    """The asked splits (default: all of the corpus's), checked to exist."""
     names = list(splits) if splits else list(corpus.splits)
     unknown = [s for s in names if s not in corpus.splits]
     if unknown:
-        raise ValueError(f"corpus {corpus.name!r} has no split(s) {unknown}; it has "
-                         f"{list(corpus.splits)}")
-    return [u for s in names for u in corpus.utterances(s)]
+        from avafn.data.corpus import DataError
+
+        raise DataError(f"corpus {corpus.name!r} has no split(s) {unknown}; it has "
+                        f"{list(corpus.splits)}")
+    return names
+
+
+def select_utterances(corpus: Corpus, splits: Iterable[str] | None = None) -> list[Utterance]:
+    return [u for s in split_names(corpus, splits) for u in corpus.utterances(s)]
 
 
 def _tasks(corpus: Corpus, media_root, utts: list[Utterance], segments: bool) -> list[Task]:
@@ -222,6 +163,13 @@ def _tasks(corpus: Corpus, media_root, utts: list[Utterance], segments: bool) ->
         start, end = (u.start, u.end) if segments else (None, None)
         out.append((u.uid, path, start, end))
     return out
+
+
+def _text_results(utts: list[Utterance]) -> Iterator[tuple[str, Any, str]]:
+    """The payloads of ``input == "text"`` extractors: each utterance's stripped text."""
+    for u in utts:
+        t = (u.text or "").strip()
+        yield u.uid, (t or None), ("" if t else "no text" if u.text is None else "empty text")
 
 
 def _call(loader: Callable, task: Task) -> tuple[str, Any, str]:
@@ -292,7 +240,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
                    segments: bool | None = None, shard_size: int = 256,
                    limit: int | None = None, progress: bool = True, merge_at_end: bool = True,
                    on_written: Callable[[str], None] | None = None) -> ExtractReport:
-    """Extract ``extractor.modality`` for the selected utterances into ``store``.
+    """Extract ``extractor``'s output modalities for the selected utterances into ``store``.
 
     ``limit``: stop after this many utterances written in this run (the rest is left for a
     later run, as if interrupted). ``on_written(uid)`` is called after each entry is added
@@ -303,28 +251,54 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     rank, world = dist_env(rank, world_size)
     if segments is None:
-        segments = corpus.name.lower() != "meld"
-    modality = extractor.modality
+        segments = not getattr(corpus, "pre_cut", False)
+    outputs = extractor.outputs()
+    names = list(outputs)
+    label = names[0] if len(names) == 1 else ",".join(names)
     store.root.mkdir(parents=True, exist_ok=True)
     store.clean_temp()
-    store.create_modality(modality, extractor.meta())
-    mine = select_utterances(corpus, splits)[rank::world]
-    done = store.done_uids(modality)
-    todo = [u for u in mine if u.uid not in done]
-    report = ExtractReport(modality, rank, world, len(mine), len(mine) - len(todo))
-    n_todo = len(todo)
-    if limit is not None:
-        todo = todo[:limit]
+    for m, meta in outputs.items():
+        store.create_modality(m, legacy_compatible(store, m, meta, _device(extractor)))
+    split_list = split_names(corpus, splits)
+    mine = select_utterances(corpus, split_list)[rank::world]
+    done_in = {m: store.done_uids(m) for m in names}
+    done = set.intersection(*done_in.values())
+    size = max(1, int(getattr(extractor, "unit_size", 32)))
+    units = [mine[i:i + size] for i in range(0, len(mine), size)]
+    units = [un for un in units if any(u.uid not in done for u in un)]
+    n_todo = sum(u.uid not in done for un in units for u in un)
+    report = ExtractReport(label, rank, world, len(mine), len(mine) - n_todo,
+                           splits=split_list, outputs=names)
+    budget = n_todo if limit is None else max(0, min(int(limit), n_todo))
+    if budget < n_todo:  # only the units that hold the first `budget` utterances to do
+        kept, k = [], 0
+        for un in units:
+            if k >= budget:
+                break
+            kept.append(un)
+            k += sum(u.uid not in done for u in un)
+        units = kept
+    flat = [u for un in units for u in un]
     t0 = time.perf_counter()
-    loader = extractor.loader(workers)
-    bar = tqdm(total=len(todo), unit="clip", desc=f"extract {modality} r{rank}",
+    bar = tqdm(total=budget, unit="utt", desc=f"extract {label} r{rank}",
                disable=not progress, dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
+    if getattr(extractor, "input", "media") == "text":
+        results: Iterator[tuple[str, Any, str]] = _text_results(flat)
+    else:
+        results = _results(extractor.loader(workers), _tasks(corpus, media_root, flat, segments),
+                           workers, prefetch)
     try:
-        with store.writer(modality, tag=f"r{rank:03d}", shard_size=shard_size) as w:
+        with contextlib.ExitStack() as stack:
+            writers = {m: stack.enter_context(store.writer(m, tag=f"r{rank:03d}",
+                                                           shard_size=shard_size))
+                       for m in names}
 
             def put(uid: str, res: Result) -> None:
                 vec, count, reason = res
-                w.add(uid, vec, count=count, reason=reason)
+                for m, w in writers.items():
+                    if uid not in done_in[m]:
+                        v = vec.get(m) if isinstance(vec, dict) else vec
+                        w.add(uid, v, count=count, reason=reason)
                 report.n_written += 1
                 if vec is None:
                     report.missing.append((uid, reason))
@@ -334,40 +308,61 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
                 if on_written is not None:
                     on_written(uid)
 
-            pool_uids: list[str] = []
-            pool: list[Any] = []  # decoded payloads of pool_uids, waiting for inference
-
-            def flush() -> None:
-                if pool:
-                    for uid, res in zip(pool_uids, extractor.process(pool)):
-                        put(uid, res)
-                    pool_uids.clear()
-                    pool.clear()
-
-            for uid, payload, reason in _results(loader, _tasks(corpus, media_root, todo,
-                                                                segments), workers, prefetch):
-                if reason:
-                    put(uid, (None, 0, reason))
-                    continue
-                pool_uids.append(uid)
-                pool.append(payload)
-                if extractor.pool_full(pool):
-                    flush()
-            flush()
+            for un in units:
+                got = [next(results) for _ in un]
+                ok = [i for i, (_, _, reason) in enumerate(got) if not reason]
+                outs = dict(zip(ok, extractor.process([got[i][1] for i in ok]))) if ok else {}
+                for i, (uid, _, reason) in enumerate(got):
+                    if uid in done:
+                        continue  # stored by an earlier run: this unit was run whole again
+                    if report.n_written >= budget:
+                        break
+                    put(uid, outs.get(i, (None, 0, reason)))
     except BaseException:
         report.interrupted = True
         raise
     finally:
         bar.close()
+        if hasattr(results, "close"):
+            results.close()
         report.seconds = time.perf_counter() - t0
         report.n_left = n_todo - report.n_written
     if merge_at_end:
-        report.merged = _finish(store, modality, rank, world)
+        merged = [_finish(store, m, rank, world) for m in names]
+        report.merged = all(merged)
     try:
-        report.store_missing = len(store.missing(modality))
+        report.store_missing = sum(len(store.missing(m)) for m in names)
     except StoreError:  # another rank compacting right now: the count is only informative
         report.store_missing = -1
     return report
+
+
+def _device(extractor: Any) -> str:
+    return str(getattr(getattr(extractor, "encoder", None), "device", "cpu"))
+
+
+def legacy_compatible(store: FeatureStore, modality: str, meta: dict, device: str = "cpu"
+                      ) -> dict:
+    """``meta``, or the stored one when the store was written before a setting was recorded
+    and this run's value of it is what extraction then used on ``device`` (appending stays
+    allowed; any other value is refused by the store as a different configuration)."""
+    from avafn.extract.base import recorded_precision
+    from avafn.extract.registry import LEGACY_KEYS, setting_differences
+
+    try:
+        old = store.meta(modality)
+    except StoreError:
+        return meta
+    lacking = {k for k in LEGACY_KEYS if k in meta.get("config", {})
+               and k not in old.get("config", {})}
+    if not lacking or old.get("extractor") != meta.get("extractor"):
+        return meta
+    legacy = {"precision": recorded_precision({}, device)}
+    if any(meta["config"][k] != legacy.get(k) for k in lacking):
+        return meta
+    if setting_differences(old, meta) or old.get("width") != meta.get("width"):
+        return meta
+    return old
 
 
 def _finish(store: FeatureStore, modality: str, rank: int, world: int) -> bool:
@@ -424,28 +419,34 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
                      store: FeatureStore | str | os.PathLike, *, model: str | os.PathLike | Any
                      = None, layer: int | None = None, device: str = "cpu",
                      batch_size: int | None = None, fps: float | None = None,
-                     face_config=None, **job_kwargs) -> ExtractReport:
-    """Build the extractor for ``modality`` ("audio": ``model`` = wav2vec 2.0 id/folder;
-    "video": ``model`` = DAN checkpoint) and run :func:`run_extraction`."""
+                     face_config=None, precision: str | None = None,
+                     layers: list[int] | None = None, face_detector: str | None = None,
+                     **job_kwargs) -> ExtractReport:
+    """Build the default extractor of ``modality`` ("audio": ``model`` = wav2vec 2.0
+    id/folder; "video": ``model`` = DAN checkpoint) and run :func:`run_extraction`. Any other
+    registered extractor: build it (``EXTRACTORS.get(name)(...)``) and call
+    :func:`run_extraction`."""
     device = resolve_device(device)
     if modality == "audio":
-        from avafn.extract.audio import DEFAULT_MODEL, Wav2Vec2Encoder
+        from avafn.extract.audio import DEFAULT_MODEL, Wav2Vec2Encoder, Wav2Vec2Extractor
 
         enc = Wav2Vec2Encoder(model if model is not None else DEFAULT_MODEL, layer=layer,
-                              device=device, batch_size=batch_size or 16)
-        ext: Extractor = AudioExtractor(enc)
+                              layers=layers, device=device, batch_size=batch_size or 16,
+                              precision=precision)
+        ext: Extractor = Wav2Vec2Extractor(enc)
     elif modality == "video":
-        from avafn.extract.video import DANVideoEncoder
+        from avafn.extract.faces import DEFAULT_DETECTOR
+        from avafn.extract.video import DANFacesExtractor, DANVideoEncoder
 
         if model is None:
-            raise ValueError("video extraction needs a DAN checkpoint (--model PATH): the "
+            raise UserError("video extraction needs a DAN checkpoint (--model PATH): the "
                              "public AffectNet-7/8 or RAF-DB checkpoints of DAN")
-        if layer is not None:
-            raise ValueError("--layer applies to audio (wav2vec 2.0) only")
-        ext = VideoExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or 256),
-                             fps=fps, face_config=face_config)
+        if layer is not None or layers is not None:
+            raise UserError("--layer applies to audio (wav2vec 2.0) only")
+        ext = DANFacesExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or 256,
+                                                precision=precision),
+                                fps=fps, face_config=face_config,
+                                detector=face_detector or DEFAULT_DETECTOR)
     else:
-        raise ValueError(f"unknown modality {modality!r} (audio or video)")
+        raise UserError(f"unknown modality {modality!r} (audio or video)")
     return run_extraction(corpus, media_root, store, ext, **job_kwargs)
-
-

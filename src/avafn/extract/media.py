@@ -16,6 +16,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from avafn.errors import UserError
+
 SAMPLE_RATE = 16000
 
 #: leading bytes of containers we recognise: a file starting like this that will not open
@@ -25,7 +27,7 @@ _MAGIC0 = (b"\x1a\x45\xdf\xa3", b"RIFF", b"OggS", b"fLaC", b"ID3", b"\x00\x00\x0
            b"\x00\x00\x01\xb3", b"FLV", b"#!AMR", b"\xff\xf1", b"\xff\xf9", b"\xff\xfb")
 
 
-class MediaError(Exception):
+class MediaError(UserError):
     """A clip that cannot give what was asked; ``reason`` is what the store records."""
 
     reason = "unreadable media"

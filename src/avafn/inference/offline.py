@@ -36,13 +36,14 @@ import numpy as np
 import torch
 
 from avafn.data.corpus import Dialogue
-from avafn.inference.featurizer import Featurizer
+from avafn.inference.featurizer import quiet_loading
 from avafn.inference.inputs import (
     PredictError,
     corpus_from_clips,
     corpus_from_segments,
     video_segments,
 )
+from avafn.run import Run
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
 
 
@@ -110,24 +111,21 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
     Give ``video`` + ``segments``, or ``clips_dir`` + ``manifest``. Returns what
     ``predictions.json`` holds.
     """
-    from avafn.train import finished_seeds, load_run
-
     if (video is None) != (segments is None) or (clips_dir is None) != (manifest is None) or \
             (video is None) == (clips_dir is None):
         raise PredictError("give either a video and its segment list, or a clips folder and "
                            "its manifest")
-    run = Path(run_dir)
-    desc, models = load_run(run, device)
-    labels = list(desc["labels"])
-    modalities = list(desc["modalities"])
-    widths = {m: int(desc["model"]["input_dims"][m]) for m in modalities}
+    run = Run.open(run_dir)
+    models = run.models(device)
+    labels, modalities, widths = run.labels, run.modalities, run.widths
     if video is not None:
         if not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
         corpus = corpus_from_segments(video, video_segments(video, segments), labels)
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
-    featurizer = Featurizer.from_run(desc, device, extractor_models)
+    with quiet_loading(not progress):
+        featurizer = run.featurizer(device, extractor_models)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,15 +164,15 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
 
     result = {
-        "run": str(run.resolve()), "labels": labels, "modalities": modalities,
+        "run": str(run.path.resolve()), "labels": labels, "modalities": modalities,
         "input": ({"video": str(Path(video).resolve()), "segments": str(Path(segments).resolve())}
                   if video is not None else
                   {"clips_dir": str(Path(clips_dir).resolve()),
                    "manifest": str(Path(manifest).resolve())}),
-        "models": {"seeds": finished_seeds(run),
+        "models": {"seeds": run.finished_seeds(),
                    "averaging": "mean of the seeds' softmax probabilities; label = argmax; "
                                 "context attention = mean of the seeds' weights",
-                   "bidirectional": bool(desc["model"].get("bidirectional", True))},
+                   "bidirectional": run.bidirectional},
         "extractors": featurizer.metas,
         "extraction": reports,
         "utterances": rows,
@@ -185,7 +183,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
         from avafn.report_html import render_report
 
         name = Path(video).name if video is not None else Path(manifest).name
-        meta = {"run": run.name, "seeds averaged": len(models),
+        meta = {"run": run.path.name, "seeds averaged": len(models),
                 "modalities": ", ".join(modalities), "utterances": len(rows)}
         atomic_write_bytes(out / "report.html", render_report(
             views, labels, f"Emotions in {name}", meta).encode())

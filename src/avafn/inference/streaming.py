@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from avafn.errors import UserError
-from avafn.inference.featurizer import Featurizer
+from avafn.inference.featurizer import quiet_loading
+from avafn.run import Run
 
 #: clip_featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
 ClipFeaturizer = Callable[[str, float | None, float | None, str | None],
@@ -52,6 +53,7 @@ class StreamResult:
     label: str
     probabilities: dict[str, float]  # label -> mean probability over the run's seeds
     latency_ms: float  # wall time of push(): feature extraction (clips) + model step
+    #: (loading the extractors on the first pushed clip is not counted)
     model_ms: float  # the model step(s) alone
     present: dict[str, bool]  # modality -> present for this utterance
     context_attention: list[float] = field(default_factory=list)  # over turns 0..turn-1
@@ -94,26 +96,22 @@ class Streamer:
     "text": sentence encoder}``).
     """
 
-    def __init__(self, run: str | os.PathLike | torch.nn.Module | Sequence[torch.nn.Module],
+    def __init__(self,
+                 run: str | os.PathLike | Run | torch.nn.Module | Sequence[torch.nn.Module],
                  device: str = "cpu", labels: Sequence[str] | None = None,
                  featurizer: ClipFeaturizer | None = None,
-                 extractor_models: Mapping[str, str] | None = None) -> None:
+                 extractor_models: Mapping[str, str] | None = None,
+                 progress: bool = True) -> None:
         self.device = torch.device(device)
         self.run_dir: Path | None = None
-        self.desc: dict[str, Any] | None = None
-        if isinstance(run, (str, os.PathLike)):
-            import json
-
-            self.run_dir = Path(run)
-            cfg_path = self.run_dir / "config.json"
-            if not cfg_path.exists():
-                raise FileNotFoundError(f"{self.run_dir}: not a run folder (no config.json)")
-            desc = json.loads(cfg_path.read_text())
-            check_streamable(desc.get("model", {}), f"run {self.run_dir}")
-            from avafn.train import load_run
-
-            self.desc, models = load_run(self.run_dir, device)
-            labels = labels or self.desc["labels"]
+        self.run: Run | None = None
+        self.progress = progress
+        if isinstance(run, (str, os.PathLike, Run)):
+            self.run = run if isinstance(run, Run) else Run.open(run)
+            self.run_dir = self.run.path
+            check_streamable({"bidirectional": self.run.bidirectional}, f"run {self.run_dir}")
+            models = self.run.models(device)
+            labels = labels or self.run.labels
         else:
             models = [run] if isinstance(run, torch.nn.Module) else list(run)
         if not models:
@@ -147,11 +145,11 @@ class Streamer:
     @property
     def featurizer(self) -> ClipFeaturizer:
         if self._featurizer is None:
-            if self.desc is None:
+            if self.run is None:
                 raise StreamingError("pushing a clip needs a featurizer (or a run folder whose "
                                      "extractor settings build one); pass featurizer=")
-            self._featurizer = Featurizer.from_run(self.desc, device=str(self.device),
-                                                      extractor_models=self._model_paths)
+            with quiet_loading(not self.progress):
+                self._featurizer = self.run.featurizer(str(self.device), self._model_paths)
         return self._featurizer
 
     # ------------------------------------------------------------------ push
@@ -190,6 +188,8 @@ class Streamer:
         of a longer file, and ``text`` its transcript for a run that uses text), whose
         features are extracted with the run's settings.
         """
+        if isinstance(item, (str, os.PathLike)):
+            _ = self.featurizer  # built on first use; loading models is not part of latency
         t0 = time.perf_counter()
         turn = len(self.history)
         speaker = str(speaker)
@@ -232,11 +232,12 @@ class Streamer:
         return res
 
 
-def stream_predictions(run_dir: str | os.PathLike, items: Iterator[dict], device: str = "cpu",
-                       extractor_models: Mapping[str, str] | None = None) -> Iterator[dict]:
+def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
+                       device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
+                       progress: bool = True) -> Iterator[dict]:
     """Push ``items`` (see :func:`iter_stream_items`) one by one through a
     :class:`Streamer`; yields each result as a dict (with latency)."""
-    s = Streamer(run_dir, device=device, extractor_models=extractor_models)
+    s = Streamer(run_dir, device=device, extractor_models=extractor_models, progress=progress)
     for n, it in enumerate(items):
         if it.get("new_dialogue") and n > 0:
             s.reset()

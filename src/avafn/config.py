@@ -1,0 +1,189 @@
+"""A run's settings in three layers, each setting in exactly one of them.
+
+- :class:`TrainConfig`: how to train (optimiser, batches, epochs, early stopping, which
+  modalities, modality dropout). Changing one changes the result.
+- :class:`ModelSpec`: which registered model (:data:`avafn.model.registry.MODELS`) and the
+  fields of its config class that the user chooses (``dropout``, the ablations ``no_acm`` /
+  ``no_ssm`` / ``no_ilm``, widths, ``bidirectional``, ...). The fields the data fixes
+  (``modalities``, ``input_dims``, ``n_classes``, ``n_parties``) are filled in at training time.
+- :class:`Provenance`: where the inputs came from and where it ran (``dataset``, ``meld_dir``,
+  ``store``, ``device``). Changing one does not change the result.
+
+Users (the CLI's ``--config``, the demo's settings) write one flat mapping;
+:func:`split_settings` sorts it into the three layers. ``dropout`` and ``ablations`` there are
+shorthands for model config fields (giving the same field twice with different values is an
+error), ``model_overrides`` is the model config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from avafn.errors import UserError
+
+ABLATIONS = ("no_acm", "no_ssm", "no_ilm")
+#: model config fields fixed by the data, never set by the user
+DATA_FIELDS = ("modalities", "input_dims", "n_classes", "n_parties")
+
+
+class ConfigError(UserError):
+    """A setting with a wrong name, type or value."""
+
+
+def _from_dict(cls: type, d: Mapping[str, Any], what: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(f"unknown {what} setting(s) {sorted(unknown)}; known: {sorted(names)}")
+    try:
+        return cls(**dict(d))
+    except TypeError as e:
+        raise ConfigError(f"{what} settings: {e}") from None
+
+
+@dataclass
+class TrainConfig:
+    """How to train; defaults are the paper's setting (spec "Training")."""
+
+    modalities: tuple[str, ...] = ("audio", "video")
+    lr: float = 1e-4  # Adam
+    batch_size: int = 32  # dialogues per batch
+    weight_decay: float = 3e-4  # L2 weight (Adam's coupled weight decay = L2 penalty)
+    max_epochs: int = 100
+    patience: int = 10  # epochs without a better dev weighted F1 before stopping
+    modality_dropout: dict[str, float] = field(default_factory=dict)  # {modality: p}, train only
+    bucket: bool = False  # length-bucketed batches
+    grad_clip: float | None = None  # max gradient norm, None = no clipping
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        self.modalities = tuple(self.modalities)
+        if not self.modalities or not all(isinstance(m, str) and m for m in self.modalities):
+            raise ConfigError(f"at least one modality is needed, got {list(self.modalities)}")
+        for name in ("max_epochs", "patience", "batch_size", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:  # 0 epochs would finish a seed without weights
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for m, p in self.modality_dropout.items():
+            if m not in self.modalities:
+                raise ConfigError(f"modality dropout for {m!r}, which is not trained "
+                                  f"(modalities: {list(self.modalities)})")
+            if not 0.0 <= float(p) < 1.0:
+                raise ConfigError(f"modality dropout for {m!r} must be in [0, 1), got {p}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        return _from_dict(cls, d, "training")
+
+    def replace(self, **kw: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **kw})
+
+
+@dataclass
+class ModelSpec:
+    """Which registered model, and the config fields the user sets (the rest: defaults)."""
+
+    name: str = "avafn"
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        fixed = sorted(set(self.config) & set(DATA_FIELDS))
+        if fixed:
+            raise ConfigError(f"model setting(s) {fixed} are fixed by the data and the "
+                              "trained modalities; leave them out")
+        for a in ABLATIONS:
+            if a in self.config and not isinstance(self.config[a], bool):
+                raise ConfigError(f"model setting {a} must be true or false, got "
+                                  f"{self.config[a]!r}")
+
+    @property
+    def ablations(self) -> tuple[str, ...]:
+        return tuple(a for a in ABLATIONS if self.config.get(a))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "config": dict(self.config)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
+        return _from_dict(cls, d, "model")
+
+    def replace(self, **config: Any) -> ModelSpec:
+        return ModelSpec(self.name, {**self.config, **config})
+
+
+@dataclass
+class Provenance:
+    """Where a run's inputs came from and where it ran (none of it changes the result)."""
+
+    dataset: str | None = None  # "meld" or a manifest path
+    meld_dir: str | None = None
+    store: str | None = None
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Provenance:
+        return _from_dict(cls, d, "provenance")
+
+
+_PROVENANCE = {f.name for f in dataclasses.fields(Provenance)}
+_TRAIN = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def split_settings(flat: Mapping[str, Any]) -> tuple[TrainConfig, ModelSpec, Provenance]:
+    """Sort one flat mapping of settings into the three layers (module docstring).
+
+    Keys: :class:`TrainConfig` and :class:`Provenance` fields; ``model`` (a registered model
+    name, or a :class:`ModelSpec` dict); ``model_overrides`` (model config fields);
+    ``dropout`` (model config ``dropout``); ``ablations`` (model config flags set to true).
+    """
+    flat = dict(flat)
+    model = flat.pop("model", None)
+    if isinstance(model, ModelSpec):
+        spec = model.to_dict()
+    elif isinstance(model, Mapping):
+        spec = dict(model)
+    else:
+        spec = {"name": model or "avafn", "config": {}}
+    mcfg = dict(spec.get("config") or {})
+
+    def put(key: str, value: Any, given_as: str) -> None:
+        if key in mcfg and mcfg[key] != value:
+            raise ConfigError(f"model setting {key} given twice ({given_as}={value!r} and "
+                              f"{key}={mcfg[key]!r} in the model config); give it once")
+        mcfg[key] = value
+
+    for k, v in dict(flat.pop("model_overrides", None) or {}).items():
+        put(k, v, f"model_overrides.{k}")
+    if "dropout" in flat:
+        put("dropout", float(flat.pop("dropout")), "dropout")
+    abl = flat.pop("ablations", None)
+    if abl is not None:
+        abl = (abl,) if isinstance(abl, str) else tuple(abl)
+        bad = sorted(set(abl) - set(ABLATIONS))
+        if bad:
+            raise ConfigError(f"unknown ablation(s) {bad}; known: {list(ABLATIONS)}")
+        for a in ABLATIONS:
+            if a in abl:
+                put(a, True, "ablations")
+    prov = {k: flat.pop(k) for k in list(flat) if k in _PROVENANCE}
+    unknown = sorted(set(flat) - _TRAIN)
+    if unknown:
+        known = sorted(_TRAIN | _PROVENANCE | {"model", "model_overrides", "dropout",
+                                                "ablations"})
+        raise ConfigError(f"unknown setting(s) {unknown}; known: {known}")
+    spec["config"] = mcfg
+    return TrainConfig.from_dict(flat), ModelSpec.from_dict(spec), Provenance.from_dict(prov)
+
+
+__all__ = ["ABLATIONS", "ConfigError", "ModelSpec", "Provenance", "TrainConfig",
+           "split_settings"]

@@ -1,0 +1,105 @@
+"""What every extractor is: the interface the extraction job, ``predict`` and ``stream`` use.
+
+An extractor turns one utterance (its media clip, or its text) into one vector per output
+modality. It registers itself by name in :data:`avafn.extract.registry.EXTRACTORS`; its
+:meth:`Extractor.meta` names it (``"extractor": NAME``) with every setting that changes the
+vectors (under ``config``, which the feature store hashes), and :meth:`Extractor.from_meta`
+rebuilds it from that record, so a store or a run needs no per-extractor code to be extracted
+again on new media.
+
+The job calls, for each *unit* of ``unit_size`` consecutive utterances of its work list:
+``loader(workers)(path, start, end)`` in decoding processes (``input == "media"``; the
+utterance's text is the payload when ``input == "text"``), then ``process(payloads)`` in the
+main process on the unit's decoded payloads. A unit's vectors depend only on that unit, which
+makes a resumed job bit-identical to an uninterrupted one (:mod:`avafn.extract.job`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+#: one utterance's outcome: vector (None = missing; a dict modality -> vector for extractors
+#: with several outputs), count (samples, frames with a face, tokens...), reason when missing
+Result = tuple["np.ndarray | dict[str, np.ndarray] | None", int, str]
+
+#: ``--precision`` choices: float32, or bfloat16 autocast of the network's forward
+PRECISIONS = ("fp32", "bf16")
+
+
+class Extractor:
+    """Base class of the registered extractors (a plug-in may also just quack like it)."""
+
+    #: the registered name, written as ``meta()["extractor"]`` (set by ``register``)
+    name: ClassVar[str] = ""
+    #: which ``avafn extract`` subcommand offers it: "audio", "video" or "text"
+    kind: ClassVar[str] = "audio"
+    #: what the job feeds ``process``: decoded media ("media") or the utterance's text ("text")
+    input: ClassVar[str] = "media"
+    #: the store modality written (instances may rename it, e.g. ``audio-l12``)
+    modality: str = "audio"
+    #: utterances per unit of work (the job never batches across units)
+    unit_size: int = 32
+
+    # ---- what it records ---------------------------------------------------------------
+    def meta(self) -> dict:
+        """``{"extractor": name, "width": int, "model_id": ..., "config": {settings}}``."""
+        raise NotImplementedError
+
+    def outputs(self) -> dict[str, dict]:
+        """Output modality -> its store metadata (one entry, unless the extractor has several)."""
+        return {self.modality: self.meta()}
+
+    # ---- what it runs ------------------------------------------------------------------
+    def loader(self, workers: int) -> Callable[[str, float | None, float | None], Any]:
+        """A picklable function ``(path, start, end) -> payload`` run in decoding processes;
+        raises :class:`~avafn.extract.media.MediaError` for unusable clips."""
+        raise NotImplementedError
+
+    def process(self, payloads: list[Any]) -> list[Result]:
+        """The unit's payloads -> one :data:`Result` each, in order."""
+        raise NotImplementedError
+
+    # ---- how it is built ---------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Its own ``avafn extract KIND --extractor NAME`` options (none by default)."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, device: str) -> Extractor:
+        """Build it from the parsed command line (the shared options: ``model``,
+        ``batch_size``, ``precision``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], device: str = "cpu",
+                  model_override: str | None = None, **options: Any) -> Extractor:
+        """Rebuild it from its stored ``meta``; ``model_override`` is where its model lives on
+        this machine when that differs from the recorded location."""
+        raise NotImplementedError
+
+
+def recorded_precision(config: Mapping[str, Any], device: str) -> str:
+    """The precision a store was extracted with; records without one (written before the
+    setting existed) ran bf16 autocast on CUDA and float32 elsewhere."""
+    p = config.get("precision")
+    if p is not None:
+        return str(p)
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def default_precision(device: str) -> str:
+    """bf16 on CUDA, fp32 elsewhere (``benchmarks/bench_extract.py`` measures both on CPU)."""
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def check_precision(precision: str | None, device: str) -> str:
+    p = default_precision(device) if precision is None else str(precision)
+    if p not in PRECISIONS:
+        from avafn.errors import UserError
+
+        raise UserError(f"--precision {p!r}: expected one of {', '.join(PRECISIONS)}")
+    return p

@@ -1,0 +1,418 @@
+"""A run folder, opened and validated in one place: :class:`Run`.
+
+::
+
+    RUN/
+      config.json          {"layout": 2, "avafn_version", "train": TrainConfig, "model_name",
+                            "model": the full model config, "provenance": Provenance (paths
+                            relative to the run folder), "labels", "modalities", "corpus",
+                            "store": the feature store's fingerprint, "extractors": the
+                            extractor metadata of every modality, "seeds"}
+      seed-<k>/
+        model/             the weights with the best dev weighted F1, a model folder
+                           (avafn.checkpoint: config.json + model.safetensors); present =
+                           the seed is finished
+        state.safetensors  while training: model, optimizer, RNG states, epoch, best so far
+        history.json       per epoch: train loss, dev loss, dev weighted F1 / accuracy, time
+      report.json, report.md, *.png
+
+``Run.open(path)`` checks the folder (required keys and their types, labels against every
+finished model's number of classes, modalities against the model config) and raises
+:class:`RunError` (a :class:`~avafn.errors.UserError`, one line naming the file) otherwise.
+Nothing else reads ``config.json``. A folder works from any working directory and after being
+copied: its dataset manifest and feature store are found relative to the run folder (or given
+explicitly) and checked by hash (manifest sha256, store content fingerprint).
+
+Runs of the earlier layout (``seed-<k>/model.pt`` + ``state.pt``, pickle-based) are refused
+with a message pointing at :func:`convert_run` (``avafn run convert RUN``), which rewrites them
+loading the old files with ``torch.load(weights_only=True)`` only.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avafn.checkpoint import (
+    CheckpointError,
+    from_pretrained,
+    load_json,
+    read_config,
+    save_state,
+    save_weights,
+)
+from avafn.config import ConfigError, Provenance, TrainConfig, split_settings
+from avafn.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from avafn.data.corpus import Corpus
+    from avafn.store import FeatureStore
+
+LAYOUT = 2
+CONFIG = "config.json"
+MODEL_DIR = "model"
+STATE = "state.safetensors"
+CONVERT_HINT = "avafn run convert"
+
+
+class RunError(UserError):
+    """A run folder that cannot be used as asked (missing, damaged, old layout, mismatched)."""
+
+
+def seed_dir(run: str | os.PathLike, seed: int) -> Path:
+    return Path(run) / f"seed-{int(seed)}"
+
+
+def finished_seeds(run: str | os.PathLike) -> list[int]:
+    """Seeds whose model folder is complete (its ``config.json`` is written last)."""
+    return sorted(int(p.parent.parent.name.split("-", 1)[1])
+                  for p in Path(run).glob(f"seed-*/{MODEL_DIR}/config.json"))
+
+
+def old_layout_files(run: str | os.PathLike) -> list[Path]:
+    """The pickle-based files of the earlier layout in ``run`` (none in a current run)."""
+    run = Path(run)
+    return sorted([*run.glob("seed-*/model.pt"), *run.glob("seed-*/state.pt")])
+
+
+def refuse_old_layout(run: str | os.PathLike) -> None:
+    old = old_layout_files(run)
+    if old:
+        raise RunError(f"{old[0]}: a run folder of the earlier layout (pickle-based .pt "
+                       f"files); convert it first with `{CONVERT_HINT} {run}`")
+
+
+def _sha256(path: Path) -> str:
+    from avafn.data.download import sha256_file
+
+    return sha256_file(path)
+
+
+def relative_to_run(run: str | os.PathLike, path: str | os.PathLike | None) -> str | None:
+    """``path`` relative to the run folder (as recorded in ``config.json``), when possible."""
+    if path is None:
+        return None
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(run).resolve())
+    except ValueError:  # another drive
+        return str(Path(path).resolve())
+
+
+def record_provenance(run: str | os.PathLike, prov: Provenance) -> dict:
+    """The ``provenance`` entry of ``config.json``: paths relative to the run, the manifest's
+    sha256 beside them."""
+    d = prov.to_dict()
+    ds = prov.dataset
+    if ds and ds != "meld":
+        d["dataset"] = relative_to_run(run, ds)
+        d["dataset_sha256"] = _sha256(Path(ds)) if Path(ds).is_file() else None
+    for k in ("meld_dir", "store"):
+        if d.get(k):
+            d[k] = relative_to_run(run, d[k])
+    return d
+
+
+def _need(path: Path, d: Mapping[str, Any], key: str, typ: type | tuple[type, ...],
+          what: str) -> Any:
+    if key not in d:
+        raise RunError(f"{path}: missing {key!r} ({what})")
+    v = d[key]
+    if not isinstance(v, typ):
+        raise RunError(f"{path}: {key!r} must be {what}, got {type(v).__name__}")
+    return v
+
+
+def _str_list(path: Path, d: Mapping[str, Any], key: str) -> list[str]:
+    v = _need(path, d, key, list, "a list of names")
+    if not v or not all(isinstance(x, str) and x for x in v) or len(set(v)) != len(v):
+        raise RunError(f"{path}: {key!r} must be a non-empty list of distinct names, got {v}")
+    return list(v)
+
+
+def run_folders_inside(path: str | os.PathLike, depth: int = 3) -> list[Path]:
+    """Run folders (with a ``config.json`` naming labels) below ``path``, up to ``depth``."""
+    root = Path(path)
+    found = []
+    for level in range(1, depth + 1):
+        for p in sorted(root.glob("/".join(["*"] * level) + f"/{CONFIG}")):
+            if (p.parent / "seed-0").exists() or any(p.parent.glob("seed-*")):
+                found.append(p.parent)
+    return found
+
+
+@dataclass(frozen=True)
+class Run:
+    """An opened, validated run folder (see the module docstring)."""
+
+    path: Path
+    train: TrainConfig
+    provenance: Provenance
+    model_name: str
+    model_config: dict
+    labels: list[str]
+    modalities: list[str]
+    extractors: dict
+    store_fingerprint: dict
+    corpus_info: dict
+    seeds: list[int]  # the seeds asked for (finished or not)
+    dataset_sha256: str | None = None
+    avafn_version: str | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, finished: bool = True) -> Run:
+        """Open and validate ``path``; with ``finished``, at least one seed must be done."""
+        run = Path(path)
+        cfg = run / CONFIG
+        if not cfg.is_file():
+            if not run.is_dir():
+                raise RunError(f"{run}: no such run folder")
+            inside = run_folders_inside(run)
+            if inside:
+                raise RunError(f"{run}: not a run folder (no {CONFIG}); it contains the run "
+                               f"folder(s) {', '.join(str(p) for p in inside[:10])}")
+            raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by "
+                           "avafn train")
+        refuse_old_layout(run)
+        d = load_json(cfg, RunError, f"{cfg}: not found")
+        if not isinstance(d, dict):
+            raise RunError(f"{cfg}: expected a JSON object")
+        if d.get("layout") != LAYOUT:
+            raise RunError(f"{cfg}: a run folder of the earlier layout; convert it first with "
+                           f"`{CONVERT_HINT} {run}`")
+        labels = _str_list(cfg, d, "labels")
+        modalities = _str_list(cfg, d, "modalities")
+        model_name = _need(cfg, d, "model_name", str, "a registered model name")
+        model = _need(cfg, d, "model", dict, "the model config (an object)")
+        try:
+            train = TrainConfig.from_dict(_need(cfg, d, "train", dict, "an object"))
+            prov = dict(_need(cfg, d, "provenance", dict, "an object"))
+            sha = prov.pop("dataset_sha256", None)
+            provenance = Provenance.from_dict(prov)
+        except ConfigError as e:
+            raise RunError(f"{cfg}: {e}") from None
+        store = _need(cfg, d, "store", dict, "the feature store's fingerprint (an object)")
+        extractors = d.get("extractors") or {}
+        if not isinstance(extractors, dict):
+            raise RunError(f"{cfg}: 'extractors' must be an object")
+        if list(train.modalities) != modalities:
+            raise RunError(f"{cfg}: modalities {modalities} differ from the training "
+                           f"setting's {list(train.modalities)}")
+        if "modalities" in model and list(model["modalities"]) != modalities:
+            raise RunError(f"{cfg}: modalities {modalities} differ from the model's "
+                           f"{list(model['modalities'])}")
+        dims = model.get("input_dims", {})
+        if not all(m in dims for m in modalities):
+            raise RunError(f"{cfg}: the model config has no input width for "
+                           f"{[m for m in modalities if m not in dims]}")
+        if "n_classes" in model and int(model["n_classes"]) != len(labels):
+            raise RunError(f"{cfg}: {len(labels)} labels {labels} for a model with "
+                           f"{model['n_classes']} classes")
+        seeds = d.get("seeds") or []
+        if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+            raise RunError(f"{cfg}: 'seeds' must be a list of integers")
+        out = cls(run, train, provenance, model_name, model, labels, modalities, extractors,
+                  store, dict(d.get("corpus") or {}), list(seeds), sha, d.get("avafn_version"))
+        done = out.finished_seeds()
+        if finished and not done:
+            raise RunError(f"{run}: no finished seed (no seed-*/{MODEL_DIR}/); train first")
+        for s in done:  # every finished model must predict the run's labels
+            p = seed_dir(run, s) / MODEL_DIR
+            try:
+                mc = read_config(p)
+            except CheckpointError as e:
+                raise RunError(str(e)) from None
+            n = mc["config"].get("n_classes")
+            if n is not None and int(n) != len(labels):
+                raise RunError(f"{p / 'config.json'}: a model with {n} classes, but the run "
+                               f"({cfg}) names {len(labels)} labels {labels}")
+        return out
+
+    # ------------------------------------------------------------------ what it holds
+    @property
+    def widths(self) -> dict[str, int]:
+        return {m: int(self.model_config["input_dims"][m]) for m in self.modalities}
+
+    @property
+    def ablations(self) -> list[str]:
+        from avafn.config import ABLATIONS
+
+        return [a for a in ABLATIONS if self.model_config.get(a)]
+
+    @property
+    def bidirectional(self) -> bool:
+        return bool(self.model_config.get("bidirectional", True))
+
+    def finished_seeds(self) -> list[int]:
+        return finished_seeds(self.path)
+
+    def summary(self) -> dict:
+        """What a report records about the run's configuration."""
+        return {"model_name": self.model_name, "model": self.model_config,
+                "train": self.train.to_dict(), "provenance": self.provenance.to_dict(),
+                "ablations": self.ablations, "labels": self.labels,
+                "modalities": self.modalities, "corpus": self.corpus_info, "seeds": self.seeds}
+
+    def models(self, device: str = "cpu") -> list[torch.nn.Module]:
+        """One model per finished seed, in seed order, in eval mode on ``device``."""
+        seeds = self.finished_seeds()
+        if not seeds:
+            raise RunError(f"{self.path}: no finished seed (no seed-*/{MODEL_DIR}/); train first")
+        try:
+            return [from_pretrained(seed_dir(self.path, s) / MODEL_DIR, device) for s in seeds]
+        except CheckpointError as e:
+            raise RunError(str(e)) from None
+
+    def featurizer(self, device: str = "cpu",
+                   extractor_models: Mapping[str, str] | None = None) -> Any:
+        """The run's extractors rebuilt (:class:`avafn.inference.featurizer.Featurizer`)."""
+        from avafn.inference.featurizer import Featurizer
+
+        return Featurizer.from_run({"modalities": self.modalities, "extractors": self.extractors},
+                                   device, extractor_models)
+
+    # ------------------------------------------------------------------ its inputs
+    def _resolve(self, recorded: str | None) -> Path | None:
+        if recorded is None:
+            return None
+        p = Path(recorded)
+        return p if p.is_absolute() else (self.path / p)
+
+    def dataset_path(self, dataset: str | os.PathLike | None = None) -> str:
+        """The dataset to load: ``dataset`` if given (a manifest is checked against the
+        recorded sha256), else the recorded one, found relative to the run folder."""
+        cfg = self.path / CONFIG
+        if dataset is not None:
+            ds = str(dataset)
+        elif self.provenance.dataset == "meld" or self.corpus_info.get("name") == "meld":
+            return "meld"
+        elif self.provenance.dataset is None:
+            raise RunError(f"{cfg}: the run does not record which corpus it was trained on; "
+                           "pass it (CLI: --dataset)")
+        else:
+            p = self._resolve(self.provenance.dataset)
+            if not p.is_file():
+                raise RunError(f"{cfg}: the run's dataset {self.provenance.dataset} (relative "
+                               f"to the run folder) is not at {p}; pass it (CLI: --dataset)")
+            ds = str(p)
+        if ds != "meld" and self.dataset_sha256 and Path(ds).is_file() and \
+                _sha256(Path(ds)) != self.dataset_sha256:
+            raise RunError(f"{ds}: not the manifest the run was trained on (sha256 differs "
+                           f"from the one recorded in {cfg})")
+        return ds
+
+    def corpus(self, dataset: str | os.PathLike | None = None,
+               meld_dir: str | os.PathLike | None = None) -> Corpus:
+        """The run's corpus, in the run's label order (see :meth:`dataset_path`)."""
+        from avafn.data import load_corpus
+
+        ds = self.dataset_path(dataset)
+        md = meld_dir if meld_dir is not None else self._resolve(self.provenance.meld_dir)
+        if md is not None and meld_dir is None and not Path(md).is_dir():
+            md = None  # recorded but not on this machine: $AVAFN_MELD_DIR, then the cache
+        corpus = load_corpus(ds, meld_dir=None if md is None else str(md), labels=self.labels)
+        self.check_labels(corpus.labels)
+        return corpus
+
+    def check_labels(self, labels: Sequence[str]) -> None:
+        if list(labels) != self.labels:
+            raise RunError(f"the corpus labels {list(labels)} differ from the run's "
+                           f"{self.labels} ({self.path / CONFIG})")
+
+    def store(self, path: str | os.PathLike | None = None) -> FeatureStore:
+        """The feature store the run was trained on: ``path`` if given, else the recorded one
+        (relative to the run folder, then its absolute path); checked by content hash."""
+        from avafn.store import FeatureStore
+
+        cfg = self.path / CONFIG
+        if path is None:
+            cands = [self._resolve(self.provenance.store), self.store_fingerprint.get("root")]
+            found = [Path(c) for c in cands if c is not None and Path(c).is_dir()]
+            if not found:
+                raise RunError(f"{cfg}: the run's feature store ({self.provenance.store}, "
+                               "relative to the run folder) is not on this machine; pass it "
+                               "(CLI: --store)")
+            path = found[0]
+        store = FeatureStore(path)
+        missing = [m for m in self.modalities if m not in store.modalities()]
+        if missing:
+            raise RunError(f"{path}: no {missing} features, which the run ({cfg}) uses")
+        want = {m: v.get("content_sha256")
+                for m, v in self.store_fingerprint.get("modalities", {}).items()}
+        have = store.fingerprint(self.modalities)["modalities"]
+        diff = [m for m in self.modalities if want.get(m) and
+                have[m]["content_sha256"] != want[m]]
+        if diff:
+            raise RunError(f"{path}: its {diff} features differ from those the run was trained "
+                           f"on (content hash recorded in {cfg})")
+        return store
+
+
+# ------------------------------------------------------------------ the earlier layout
+def convert_run(path: str | os.PathLike) -> list[str]:
+    """Rewrite a run of the earlier layout (``seed-<k>/model.pt``, ``state.pt``, flat
+    ``train`` settings) into the current one; returns what was done, one line per file.
+
+    The old files are read with ``torch.load(weights_only=True)`` only: a file that needs
+    pickle to load is refused (:class:`RunError` naming it) and nothing is changed.
+    """
+    import torch
+
+    from avafn.store import atomic_write_json
+
+    run = Path(path)
+    cfg = run / CONFIG
+    d = load_json(cfg, RunError, f"{run}: not a run folder (no {CONFIG})")
+    old = old_layout_files(run)
+    if d.get("layout") == LAYOUT and not old:
+        return [f"{run}: already in the current layout"]
+
+    def load(p: Path) -> Any:
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunError(f"{p}: cannot be loaded without pickle ({first}); refused, "
+                           "nothing converted") from None
+
+    loaded = {p: load(p) for p in old}  # everything is read before anything is written
+    done = []
+    if d.get("layout") != LAYOUT:
+        flat = dict(d.get("train") or {})
+        for k in ("device", "dataset", "meld_dir"):
+            flat.pop(k, None)
+        prov = Provenance(dataset=(d.get("train") or {}).get("dataset"),
+                          meld_dir=(d.get("train") or {}).get("meld_dir"),
+                          store=(d.get("store") or {}).get("root"),
+                          device=(d.get("train") or {}).get("device", "cpu"))
+        try:
+            train, _spec, _ = split_settings(flat)
+        except ConfigError as e:
+            raise RunError(f"{cfg}: {e}") from None
+        # a relative dataset was relative to where training ran; keep it if it resolves here
+        ds = prov.dataset
+        rec = record_provenance(run, prov) if (ds in (None, "meld") or Path(ds).is_file()) \
+            else {**prov.to_dict(), "store": relative_to_run(run, prov.store)}
+        d = {**d, "layout": LAYOUT, "train": train.to_dict(), "provenance": rec}
+    for p, obj in loaded.items():
+        sdir = p.parent
+        if p.name == "model.pt":
+            save_weights(sdir / MODEL_DIR, d["model_name"], d["model"], obj["model"])
+            done.append(f"{p} -> {sdir / MODEL_DIR}/")
+        else:
+            save_state(sdir / STATE, obj)
+            done.append(f"{p} -> {sdir / STATE}")
+    atomic_write_json(cfg, d)
+    done.append(f"{cfg}: rewritten (layout {LAYOUT})")
+    for p in loaded:
+        p.unlink()
+    return done
+
+
+__all__ = ["Run", "RunError", "convert_run", "finished_seeds", "run_folders_inside", "seed_dir"]

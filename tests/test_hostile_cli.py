@@ -1,0 +1,226 @@
+"""The error policy, as a hostile user meets it: every mistake ends with ONE line
+``avafn CMD: error: ...`` naming the problem and exit status 1 (2 for usage), no traceback;
+``--debug`` / ``AVAFN_DEBUG=1`` show it; a real bug still prints its traceback."""
+
+import errno
+import json
+import os
+import sys
+
+import pytest
+from hostile_helpers import ROOT, assert_user_error, fill_store, run_cli, small_manifest
+
+from avafn import cli
+from avafn.data import load_corpus
+
+
+@pytest.fixture
+def data(tmp_path):
+    m = small_manifest(tmp_path / "m.csv")
+    uids = [u.uid for u in load_corpus(str(m)).utterances()]
+    fill_store(tmp_path / "store", uids)
+    return {"manifest": m, "store": tmp_path / "store", "tmp": tmp_path}
+
+
+def _train(d, *extra):
+    return ["train", "--dataset", str(d["manifest"]), "--store", str(d["store"]), "--out",
+            str(d["tmp"] / "run"), "--modalities", "text", "--no-progress", *map(str, extra)]
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    """``avafn ARGV`` in this process: (exit status, stderr); a bug would raise here."""
+    try:
+        rc = cli.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse
+        rc = e.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def _one_line(err: str, command: str, *needles: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len([ln for ln in lines if ": error: " in ln]) == 1, err
+    assert lines[-1].startswith(f"avafn {command}: error: "), err
+    for n in needles:
+        assert n in lines[-1], (n, lines[-1])
+    return lines[-1]
+
+
+# -------------------------------------------------------------- through a real process
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    for args in (["train"], ["nonsense"], ["train", "--dataset", "x", "--store", "y", "--out",
+                                           "z", "--seeds", "a,b"], []):
+        res = run_cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert "Traceback" not in res.stderr
+        assert "usage: avafn" in (res.stderr + res.stdout)
+
+
+def test_user_error_in_a_process_and_debug_shows_the_traceback(tmp_path):
+    bad = small_manifest(tmp_path / "m.csv")
+    bad.write_text(bad.read_text() + bad.read_text().splitlines()[1] + "\n")  # duplicate row
+    (tmp_path / "st").mkdir()
+    args = ["train", "--dataset", bad, "--store", tmp_path / "st", "--out", tmp_path / "run"]
+    assert_user_error(run_cli(*args), "train", "m.csv: line 20: duplicate")
+    for res in (run_cli("--debug", *args), run_cli(*args, env={"AVAFN_DEBUG": "1"})):
+        assert res.returncode == 1
+        assert "Traceback" in res.stderr and "DataError" in res.stderr
+        assert res.stderr.strip().splitlines()[-1].startswith("avafn train: error: ")
+
+
+def test_a_real_bug_still_prints_its_traceback(tmp_path):
+    code = ("import sys, avafn.commands.store as s\n"
+            "s.cmd_check = lambda args: 1 / 0\n"
+            "from avafn.cli import main\n"
+            f"sys.exit(main(['store', 'check', {str(tmp_path)!r}]))\n")
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=False)
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "ZeroDivisionError" in res.stderr
+    assert ": error: " not in res.stderr
+
+
+def test_device_without_cuda_one_line(data):
+    """Checked up front, before the annotations or the store are read."""
+    res = run_cli(*_train(data, "--device", "cuda:99"))
+    assert_user_error(res, "train", "--device cuda:99")
+
+
+# -------------------------------------------------------------- in this process
+def test_missing_store_folder(data, capsys):
+    data["store"] = data["tmp"] / "no-store"
+    rc, err = _run(_train(data), capsys)
+    assert rc == 1
+    _one_line(err, "train", "no-store: no such feature store folder")
+
+
+def test_missing_modality(data, capsys):
+    rc, err = _run([*_train(data)[:-3], "--modalities", "video", "--no-progress"], capsys)
+    assert rc == 1
+    _one_line(err, "train", "no ['video'] features", "extract them first")
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--max-epochs", "0"], ["max_epochs must be >= 1, got 0"]),
+    (["--batch-size", "-3"], ["batch_size must be >= 1"]),
+    (["--ablation", "no_such"], ["unknown ablation(s) ['no_such']"]),
+    (["--modality-dropout", "video=0.5"], ["modality dropout for 'video'"]),
+    (["--config", '{"max_epochs": 1, "nonsense": 2}'], ["unknown training setting(s)",
+                                                        "nonsense"]),
+    (["--device", "cuda:99"], ["--device cuda:99"]),
+    (["--device", "warp-drive"], ["--device 'warp-drive': not a torch device"]),
+])
+def test_invalid_training_values(data, capsys, extra, needles):
+    rc, err = _run(_train(data, *extra), capsys)
+    assert rc == 1
+    _one_line(err, "train", *needles)
+    assert not (data["tmp"] / "run").exists()  # refused before anything was written
+
+
+def test_truncated_config_file_is_a_usage_error_naming_it(data, capsys):
+    cfg = data["tmp"] / "settings.json"
+    cfg.write_text('{"max_epochs": 3, "lr": 0.')
+    rc, err = _run(_train(data, "--config", cfg), capsys)
+    assert rc == 2 and "settings.json: not a JSON object nor a JSON file" in err
+
+
+def test_truncated_run_config_is_named(data, capsys):
+    run = data["tmp"] / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"labels": ["joy", "sa')
+    rc, err = _run(["evaluate", run, "--dataset", data["manifest"], "--store", data["store"]],
+                   capsys)
+    assert rc == 1
+    _one_line(err, "evaluate", "run/config.json: truncated run config")
+
+
+def test_not_a_run_folder(data, capsys):
+    rc, err = _run(["evaluate", data["tmp"] / "nowhere"], capsys)
+    assert rc == 1
+    _one_line(err, "evaluate", "nowhere", "not a run folder")
+
+
+def test_unknown_split_in_extraction(data, capsys):
+    rc, err = _run(["extract", "text", "--dataset", data["manifest"], "--store",
+                    data["tmp"] / "s2", "--splits", "nonsense"], capsys)
+    assert rc == 1
+    _one_line(err, "extract text", "has no split(s) ['nonsense']")
+
+
+def test_extraction_mistakes_name_the_option(data, capsys):
+    base = ["--dataset", data["manifest"], "--store", data["tmp"] / "s3", "--workers", "0"]
+    rc, err = _run(["extract", "video", *base], capsys)
+    assert rc == 1
+    _one_line(err, "extract video", "needs a DAN checkpoint (--model PATH)")
+    rc, err = _run(["extract", "video", *base, "--model", data["tmp"] / "no.pth"], capsys)
+    assert rc == 1
+    _one_line(err, "extract video", "no.pth")
+    rc, err = _run(["extract", "audio", *base, "--model", data["tmp"] / "no-model"], capsys)
+    assert rc == 1
+    _one_line(err, "extract audio", "cannot load a wav2vec 2.0 model", "no-model")
+
+
+def test_missing_manifest_file(data, capsys):
+    data["manifest"] = data["tmp"] / "absent.csv"
+    rc, err = _run(_train(data), capsys)
+    assert rc == 1
+    _one_line(err, "train", "absent.csv")
+
+
+@pytest.mark.parametrize("err_no, needle", [
+    (errno.ENOSPC, "no space left on the device"),
+    (errno.EACCES, "permission denied"),
+    (errno.EROFS, "read-only file system"),
+])
+def test_machine_failures_are_one_line_naming_the_file(data, capsys, monkeypatch, err_no,
+                                                       needle):
+    (data["store"] / "store.json").write_text("{")  # repair rewrites it
+
+    def fail(fd):
+        raise OSError(err_no, os.strerror(err_no))
+
+    monkeypatch.setattr("avafn.store.os.fsync", fail)
+    rc, err = _run(["store", "check", data["store"], "--repair"], capsys)
+    assert rc == 1
+    _one_line(err, "store check", f"{data['store'] / 'store.json'}: {needle}")
+    assert not list(data["store"].glob(".tmp-*"))
+    assert (data["store"] / "store.json").read_text() == "{"  # the old file, untouched
+
+
+def test_every_user_error_type_is_a_user_error():
+    from avafn.data.corpus import DataError
+    from avafn.data.download import DownloadError
+    from avafn.errors import UserError
+    from avafn.extract.dan import DANCheckpointError
+    from avafn.extract.media import MediaError
+    from avafn.extract.text import TextModelError
+    from avafn.predict import PredictError
+    from avafn.registry import RegistryError
+    from avafn.segments import SegmentError
+    from avafn.store import StoreError
+    from avafn.stream import StreamingError
+
+    for t in (DataError, DownloadError, DANCheckpointError, MediaError, TextModelError,
+              PredictError, RegistryError, SegmentError, StoreError, StreamingError):
+        assert issubclass(t, UserError), t
+    assert issubclass(DownloadError, RuntimeError) and issubclass(TextModelError, RuntimeError)
+
+
+def test_error_line_classification(tmp_path):
+    from avafn.errors import read_json
+
+    assert cli.error_line(ValueError("a bug")) is None
+    assert cli.error_line(KeyError("x")) is None
+    assert cli.error_line(OSError(errno.ECONNRESET, "reset")) is None
+    assert cli.error_line(FileNotFoundError(errno.ENOENT, "x", "/a/b")) == (
+        "/a/b: no such file or directory")
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"a": [1, 2]})[:-3])
+    with pytest.raises(ValueError, match="c.json: truncated JSON file"):
+        read_json(p)
+    p.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match="c.json: damaged JSON file"):
+        read_json(p)
