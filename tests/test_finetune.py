@@ -127,7 +127,7 @@ def test_manifest_finetune_extract_train_through_the_cli(manifest, tiny_bert, tm
 
     desc = json.loads((run / "config.json").read_text())
     feat = Featurizer.from_run(desc)
-    assert feat.text_encoder.finetune["corpus"] == rec["corpus"]
+    assert feat.extractors["text"].encoder.finetune["corpus"] == rec["corpus"]
     dia = corpus.dialogues("test")[0]
     fresh = FeatureStore(tmp_path / "fresh")
     feat.extract(Corpus("new", corpus.labels, {"test": [dia]}), fresh)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,9 +57,7 @@ _SETTINGS = ("base_model", "lr", "weight_decay", "batch_size", "max_length", "ma
 
 
 def _run_text(args: argparse.Namespace) -> int:
-    from avafn.commands.extract import INPUT_ERRORS, _load_corpus, _splits
-    from avafn.errors import UserError
-    from avafn.extract.text import TextModelError
+    from avafn.commands.extract import _load_corpus, _splits
     from avafn.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
     from avafn.store import FeatureStore
 
@@ -68,23 +65,18 @@ def _run_text(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(int(args.threads))
-    try:
-        corpus = _load_corpus(args)
-        cfg = FinetuneConfig(**{k: getattr(args, k) for k in _SETTINGS})
-        rec = finetune_text(corpus, args.out, cfg, progress=not args.no_progress,
-                            device=args.device)
-        summary = {"encoder": f"{args.out}/model", "best_epoch": rec["best_epoch"],
-                   "best_dev_f1": rec["best_dev_f1"], "history": rec["history"]}
-        if not args.no_extract:
-            store = FeatureStore(args.store)
-            summary["extract"] = extract_finetuned(corpus, store, args.out, device=args.device,
-                                                   progress=not args.no_progress,
-                                                   splits=_splits(args))
-            splits = [s for s in ("dev", "test") if corpus.splits.get(s)
-                      and s in (_splits(args) or corpus.splits)]
-            summary["encoder_alone_weighted_f1"] = encoder_alone(corpus, store, args.out, splits)
-    except (*INPUT_ERRORS, TextModelError, UserError) as e:
-        print(f"avafn finetune text: error: {e}", file=sys.stderr)
-        return 1
+    corpus = _load_corpus(args)
+    cfg = FinetuneConfig(**{k: getattr(args, k) for k in _SETTINGS})
+    rec = finetune_text(corpus, args.out, cfg, progress=not args.no_progress, device=args.device)
+    summary = {"encoder": f"{args.out}/model", "best_epoch": rec["best_epoch"],
+               "best_dev_f1": rec["best_dev_f1"], "history": rec["history"]}
+    if not args.no_extract:
+        store = FeatureStore(args.store)
+        summary["extract"] = extract_finetuned(corpus, store, args.out, device=args.device,
+                                               progress=not args.no_progress,
+                                               splits=_splits(args))
+        scored = [s for s in ("dev", "test") if corpus.splits.get(s)
+                  and s in (_splits(args) or corpus.splits)]
+        summary["encoder_alone_weighted_f1"] = encoder_alone(corpus, store, args.out, scored)
     print(json.dumps(summary, indent=2))
     return 0

@@ -242,6 +242,10 @@ class TextExtractor(Extractor):
     def meta(self) -> dict:
         return dict(self.encoder.meta)
 
+    def prepare_corpus(self, corpus: Corpus) -> Corpus:
+        """The corpus whose texts are this encoder's inputs (see :func:`with_inputs`)."""
+        return with_inputs(corpus, self.encoder)
+
     def process(self, payloads: list[str]) -> list[Result]:
         lengths = self.encoder.n_tokens(payloads)
         order = sorted(range(len(payloads)), key=lambda i: (lengths[i], i))
@@ -307,8 +311,7 @@ def extract_text(corpus: Corpus, store: FeatureStore | str | os.PathLike,
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     enc = encoder or TextEncoder(model, device=device, normalize=normalize, max_length=max_length)
-    rep = run_extraction(with_inputs(corpus, enc), None, store, TextExtractor(enc, batch_size),
-                         splits=splits,
+    rep = run_extraction(corpus, None, store, TextExtractor(enc, batch_size), splits=splits,
                          shard_size=shard_size, progress=progress)
     return text_summary(store, MODALITY, rep)
 
