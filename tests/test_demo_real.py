@@ -73,7 +73,7 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     assert set(res["encoder_alone_weighted_f1"]) == {"dev", "test"}
     rep = json.loads((run / "report.json").read_text())
     assert rep["config"]["modalities"] == ["text"]
-    text_meta = rep["config"]["extractors"]["text"]
+    text_meta = json.loads((run / "config.json").read_text())["extractors"]["text"]
     assert text_meta["config"]["finetune"]["base_model"].endswith("all-MiniLM-L6-v2")
     assert text_meta["model_path"] == str((tmp_path / "demo" / "text-encoder" / "model").resolve())
     assert rep["test"]["n_utterances"] == len(test_labels)
