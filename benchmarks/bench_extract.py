@@ -7,7 +7,11 @@ face photo moving in the frame), builds random-weight models of the real archite
 
     clips/s per stage (decode video, decode audio, face detection, DAN, wav2vec) and end to end
     (the real job, audio then video, with --workers decoding processes), audio-seconds/s,
-    faces/s, peak memory (RSS of the main process; CUDA when used), device.
+    faces/s, peak memory (RSS of the main process; CUDA when used), device;
+    side by side on the same clips in this process: DAN faces/s and wav2vec2-large audio-s/s
+    in fp32 and bf16 (with the cosine between the two precisions' vectors), openSMILE
+    (eGeMAPSv02, ComParE_2016) audio-s/s, and the cost of pooling several wav2vec 2.0 layers
+    (``--layers``) versus one.
 
 Per-stage figures are single-process (decode, faces: one core) or one device (models).
 Example (the target machine: one H100, 16 cores)::
@@ -66,6 +70,12 @@ def _rss_mb() -> dict:
     return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return round(float(cos.min()), 5)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=8, help="number of clips (default 8)")
@@ -79,6 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--media-dir", default=None, help="keep the generated clips here")
     ap.add_argument("--skip-end-to-end", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="timings compared side by side (precisions, layers): best of N, "
+                         "alternated")
+    ap.add_argument("--layers", default="12,18,24",
+                    help="wav2vec 2.0 layers pooled in one pass, timed against one layer")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,12 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import Wav2Vec2Model
 
     from avafn.data.corpus import Corpus, Dialogue, Utterance
-    from avafn.extract.audio import Wav2Vec2Encoder
+    from avafn.extract.audio import Wav2Vec2Encoder, Wav2Vec2Extractor
     from avafn.extract.dan import DAN
     from avafn.extract.faces import HaarFaceDetector
-    from avafn.extract.job import AudioExtractor, VideoExtractor, run_extraction
+    from avafn.extract.job import run_extraction
     from avafn.extract.media import decode_audio, decode_frames
-    from avafn.extract.video import DANVideoEncoder
+    from avafn.extract.video import DANFacesExtractor, DANVideoEncoder
 
     device = torch.device(args.device)
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-"))
@@ -144,22 +159,68 @@ def main(argv: list[str] | None = None) -> dict:
         faces = np.concatenate(crops)
         reps = max(1, -(-args.video_batch_size // max(1, len(faces))))  # fill a batch
         faces_b = np.concatenate([faces] * reps)[: max(len(faces), args.video_batch_size)]
-        dan_enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
-        _sync(device)
-        _, t_dan = _timed(lambda: (dan_enc.encode_faces(faces_b), _sync(device)))
-        res["dan_faces_per_s"] = round(len(faces_b) / t_dan, 1)
-        res["dan_clips_per_s"] = round(len(faces_b) / t_dan / (n_faces / n), 2)
+        default_precision = dan_enc.precision
+        dan_out, best = {}, {"fp32": float("inf"), "bf16": float("inf")}
+        for _ in range(args.repeats):
+            for prec in ("fp32", "bf16"):
+                dan_enc.precision = prec
+                dan_enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
+                _sync(device)
+                dan_out[prec], t_dan = _timed(lambda: (dan_enc.encode_faces(faces_b),
+                                                       _sync(device))[0])
+                best[prec] = min(best[prec], t_dan)
+        for prec, t_dan in best.items():
+            res[f"dan_faces_per_s_{prec}"] = round(len(faces_b) / t_dan, 1)
+        res["dan_bf16_vs_fp32_min_cosine"] = _min_cosine(dan_out["fp32"], dan_out["bf16"])
+        dan_enc.precision = default_precision
+        res["dan_faces_per_s"] = res[f"dan_faces_per_s_{default_precision}"]
+        res["dan_clips_per_s"] = round(res["dan_faces_per_s"] / (n_faces / n), 2)
 
         # ---- wav2vec2-large (random weights)
         torch.manual_seed(0)
         w2v_net = Wav2Vec2Model(wav2vec2_large_config()).eval()
         w2v = Wav2Vec2Encoder(w2v_net, device=device, batch_size=args.audio_batch_size)
-        w2v.encode(waves[:1])  # warm-up
-        _sync(device)
-        _, t_w2v = _timed(lambda: (w2v.encode(waves), _sync(device)))
         audio_s = sum(len(w) for w in waves) / 16000
-        res["wav2vec_audio_s_per_s"] = round(audio_s / t_w2v, 1)
-        res["wav2vec_clips_per_s"] = round(n / t_w2v, 2)
+        default_precision = w2v.precision
+        w2v_out, best = {}, {"fp32": float("inf"), "bf16": float("inf")}
+        for _ in range(args.repeats):
+            for prec in ("fp32", "bf16"):
+                w2v.precision = prec
+                w2v.encode(waves[:1])  # warm-up
+                _sync(device)
+                w2v_out[prec], t_w2v = _timed(lambda: (w2v.encode(waves), _sync(device))[0])
+                best[prec] = min(best[prec], t_w2v)
+        for prec, t_w2v in best.items():
+            res[f"wav2vec_audio_s_per_s_{prec}"] = round(audio_s / t_w2v, 2)
+        res["wav2vec_bf16_vs_fp32_min_cosine"] = _min_cosine(np.stack(w2v_out["fp32"]),
+                                                             np.stack(w2v_out["bf16"]))
+        w2v.precision = default_precision
+        res["wav2vec_audio_s_per_s"] = res[f"wav2vec_audio_s_per_s_{default_precision}"]
+        res["wav2vec_clips_per_s"] = round(res["wav2vec_audio_s_per_s"] / audio_s * n, 2)
+
+        # ---- several layers from one pass versus one layer (the default precision)
+        layers = [int(x) for x in args.layers.split(",") if x.strip()]
+        multi = Wav2Vec2Encoder(w2v_net, device=device, batch_size=args.audio_batch_size,
+                                layers=layers, precision=default_precision)
+        t_one = t_multi = float("inf")
+        for _ in range(args.repeats):  # alternated, best of each: load on a shared machine
+            t_one = min(t_one, _timed(lambda: (w2v.encode(waves), _sync(device)))[1])
+            t_multi = min(t_multi, _timed(lambda: (multi.encode_layers(waves),
+                                                   _sync(device)))[1])
+        res["wav2vec_layers"] = layers
+        res["wav2vec_one_layer_s"] = round(t_one, 2)
+        res["wav2vec_layers_one_pass_s"] = round(t_multi, 2)
+        res["wav2vec_layers_cost_vs_one"] = round(t_multi / t_one, 3)
+
+        # ---- openSMILE (CPU, one thread of its own), same clips
+        from avafn.extract.opensmile import OpenSmileExtractor
+
+        for fs in ("eGeMAPSv02", "ComParE_2016"):
+            smile = OpenSmileExtractor(fs)
+            smile.process(waves[:1])  # warm-up
+            t_sm = min(_timed(smile.process, waves)[1] for _ in range(args.repeats))
+            res[f"opensmile_{fs}_audio_s_per_s"] = round(audio_s / t_sm, 1)
+            res[f"opensmile_{fs}_width"] = smile.width
 
         # ---- end to end: the real job (audio, then video) over all clips
         if not args.skip_end_to_end:
@@ -168,10 +229,10 @@ def main(argv: list[str] | None = None) -> dict:
             corpus = Corpus("bench", [], {"test": [Dialogue("test", str(i), [u])
                                                    for i, u in enumerate(utts)]})
             store = tmp / "store"
-            rep_a, t_a = _timed(run_extraction, corpus, media, store, AudioExtractor(w2v),
+            rep_a, t_a = _timed(run_extraction, corpus, media, store, Wav2Vec2Extractor(w2v),
                                 workers=args.workers, progress=False)
             rep_v, t_v = _timed(run_extraction, corpus, media, store,
-                                VideoExtractor(dan_enc, fps=args.fps),
+                                DANFacesExtractor(dan_enc, fps=args.fps),
                                 workers=args.workers, progress=False)
             res["end_to_end_audio_clips_per_s"] = round(n / t_a, 2)
             res["end_to_end_video_clips_per_s"] = round(n / t_v, 2)

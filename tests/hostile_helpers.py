@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
+from avafn.extract.base import Extractor
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ("train", "dev", "test")
@@ -107,11 +108,13 @@ def _decode(width: int, delay: float, path: str, start=None, end=None) -> np.nda
     return _vector(Path(path).name, width)
 
 
-class StandInExtractor:
+class StandInExtractor(Extractor):
     """What the extraction job needs from an extractor, without a model: the vector of a clip
     is a function of its file name (the files need not exist)."""
 
+    name = "stand-in"
     modality = "standin"
+    unit_size = 2
 
     def __init__(self, width: int = 6, delay: float = 0.0):
         self.width, self.delay = width, delay
@@ -122,9 +125,6 @@ class StandInExtractor:
 
     def loader(self, workers: int):
         return functools.partial(_decode, self.width, self.delay)
-
-    def pool_full(self, payloads: list) -> bool:
-        return len(payloads) >= 2
 
     def process(self, payloads: list) -> list:
         return [(v, 1, "") for v in payloads]

@@ -12,8 +12,9 @@ from extract_helpers import install_entry_point, make_labelled_clips
 from avafn.cli import main
 from avafn.data import load_corpus
 from avafn.extract.registry import EXTRACTORS, rebuild, setting_differences
+from avafn.run import Run
 from avafn.store import FeatureStore
-from avafn.train import TrainConfig, train
+from avafn.train import train
 
 SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 6,
          "bidirectional": False}  # causal, so that it streams too
@@ -51,11 +52,10 @@ def _pipeline(manifest, tmp_path, extract_args, width, capsys):
     np.testing.assert_array_equal(vec, x[0])
 
     run = tmp_path / "run"
-    train(corpus, st, run, TrainConfig(modalities=("audio",), model_overrides=SMALL,
-                                       max_epochs=2, batch_size=2, dropout=0.0),
+    train(corpus, st, run, {"modalities": ("audio",), "model_overrides": SMALL,
+                            "max_epochs": 2, "batch_size": 2, "dropout": 0.0},
           seeds=(0,), progress=False)
-    desc = json.loads((run / "config.json").read_text())
-    assert desc["extractors"]["audio"]["extractor"] == meta["extractor"]
+    assert Run.open(run).extractors["audio"]["extractor"] == meta["extractor"]
     from avafn.evaluate import evaluate
 
     report = evaluate(run, "test", corpus=corpus, store=st, plots=False)

@@ -48,25 +48,37 @@ def _one_line(err: str, command: str, *needles: str) -> str:
 
 
 # -------------------------------------------------------------- through a real process
-def test_usage_errors_exit_2_without_traceback(tmp_path):
-    for args in (["train"], ["nonsense"], ["train", "--dataset", "x", "--store", "y", "--out",
-                                           "z", "--seeds", "a,b"], []):
-        res = run_cli(*args)
-        assert res.returncode == 2, (args, res.stderr)
-        assert "Traceback" not in res.stderr
-        assert "usage: avafn" in (res.stderr + res.stdout)
+def test_usage_errors_exit_2_without_traceback(capsys):
+    res = run_cli("train")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "usage: avafn train" in res.stderr and "required" in res.stderr
+    for args in (["nonsense"], ["train", "--dataset", "x", "--store", "y", "--out", "z",
+                                "--seeds", "a,b"]):
+        rc, err = _run(args, capsys)
+        assert rc == 2 and "usage: avafn" in err, args
+    assert cli.main([]) == 2 and "usage: avafn" in capsys.readouterr().out
 
 
-def test_user_error_in_a_process_and_debug_shows_the_traceback(tmp_path):
-    bad = small_manifest(tmp_path / "m.csv")
-    bad.write_text(bad.read_text() + bad.read_text().splitlines()[1] + "\n")  # duplicate row
-    (tmp_path / "st").mkdir()
-    args = ["train", "--dataset", bad, "--store", tmp_path / "st", "--out", tmp_path / "run"]
-    assert_user_error(run_cli(*args), "train", "m.csv: line 20: duplicate")
-    for res in (run_cli("--debug", *args), run_cli(*args, env={"AVAFN_DEBUG": "1"})):
-        assert res.returncode == 1
-        assert "Traceback" in res.stderr and "DataError" in res.stderr
-        assert res.stderr.strip().splitlines()[-1].startswith("avafn train: error: ")
+def test_user_error_in_a_process_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    args = ["store", "check", tmp_path / "nowhere"]
+    assert_user_error(run_cli(*args), "store check", "nowhere: no such feature store folder")
+    res = run_cli("--debug", *args)
+    assert res.returncode == 1
+    assert "Traceback" in res.stderr and "StoreError" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("avafn store check: error: ")
+    monkeypatch.setenv("AVAFN_DEBUG", "1")
+    assert cli.main([str(a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith(
+        "avafn store check: error: ")
+
+
+def test_duplicate_manifest_row(data, capsys):
+    bad = data["manifest"]
+    bad.write_text(bad.read_text() + bad.read_text().splitlines()[1] + "\n")
+    rc, err = _run(_train(data), capsys)
+    assert rc == 1
+    _one_line(err, "train", "m.csv: line 20: duplicate")
 
 
 def test_a_real_bug_still_prints_its_traceback(tmp_path):
@@ -108,8 +120,7 @@ def test_missing_modality(data, capsys):
     (["--batch-size", "-3"], ["batch_size must be >= 1"]),
     (["--ablation", "no_such"], ["unknown ablation(s) ['no_such']"]),
     (["--modality-dropout", "video=0.5"], ["modality dropout for 'video'"]),
-    (["--config", '{"max_epochs": 1, "nonsense": 2}'], ["unknown training setting(s)",
-                                                        "nonsense"]),
+    (["--config", '{"max_epochs": 1, "nonsense": 2}'], ["unknown setting(s) ['nonsense']"]),
     (["--device", "cuda:99"], ["--device cuda:99"]),
     (["--device", "warp-drive"], ["--device 'warp-drive': not a torch device"]),
 ])
@@ -118,6 +129,13 @@ def test_invalid_training_values(data, capsys, extra, needles):
     assert rc == 1
     _one_line(err, "train", *needles)
     assert not (data["tmp"] / "run").exists()  # refused before anything was written
+
+
+def test_unknown_setting_in_table(data, capsys):
+    argv = ["table", *_train(data)[1:7], "--config", '{"nonsense": 1}', "--rows", "text"]
+    rc, err = _run(argv, capsys)
+    assert rc == 1
+    _one_line(err, "table", "unknown setting(s) ['nonsense']")
 
 
 def test_truncated_config_file_is_a_usage_error_naming_it(data, capsys):
@@ -134,13 +152,36 @@ def test_truncated_run_config_is_named(data, capsys):
     rc, err = _run(["evaluate", run, "--dataset", data["manifest"], "--store", data["store"]],
                    capsys)
     assert rc == 1
-    _one_line(err, "evaluate", "run/config.json: truncated run config")
+    _one_line(err, "evaluate", "run/config.json: unreadable")
+
+
+def test_truncated_run_config_when_resuming_or_evaluating(data, capsys):
+    run = data["tmp"] / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"model_name": "avafn", "mod')
+    rc, err = _run(_train(data), capsys)
+    assert rc == 1
+    _one_line(err, "train", "run/config.json: unreadable")
+    rc, err = _run(["evaluate", run], capsys)
+    assert rc == 1
+    _one_line(err, "evaluate", "run/config.json")
 
 
 def test_not_a_run_folder(data, capsys):
     rc, err = _run(["evaluate", data["tmp"] / "nowhere"], capsys)
     assert rc == 1
-    _one_line(err, "evaluate", "nowhere", "not a run folder")
+    _one_line(err, "evaluate", "nowhere: no such run folder")
+
+
+def test_predict_errors_go_through_the_one_policy(data, capsys, monkeypatch):
+    argv = ["predict", data["tmp"] / "nowhere", "--video", data["tmp"] / "v.mp4", "--segments",
+            data["tmp"] / "s.csv", "--out", data["tmp"] / "out"]
+    rc, err = _run(argv, capsys)
+    assert rc == 1
+    _one_line(err, "predict", "nowhere")
+    monkeypatch.setenv("AVAFN_DEBUG", "1")  # the policy's --debug applies to predict too
+    assert cli.main([str(a) for a in argv]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_unknown_split_in_extraction(data, capsys):
@@ -206,7 +247,7 @@ def test_every_user_error_type_is_a_user_error():
     for t in (DataError, DownloadError, DANCheckpointError, MediaError, TextModelError,
               PredictError, RegistryError, SegmentError, StoreError, StreamingError):
         assert issubclass(t, UserError), t
-    assert issubclass(DownloadError, RuntimeError) and issubclass(TextModelError, RuntimeError)
+    assert issubclass(DownloadError, RuntimeError)  # still caught as it was
 
 
 def test_error_line_classification(tmp_path):
@@ -215,6 +256,13 @@ def test_error_line_classification(tmp_path):
     assert cli.error_line(ValueError("a bug")) is None
     assert cli.error_line(KeyError("x")) is None
     assert cli.error_line(OSError(errno.ECONNRESET, "reset")) is None
+    assert cli.error_line(MemoryError()).startswith("out of memory; use a smaller --batch-size")
+
+    class OutOfMemoryError(RuntimeError):  # what torch.cuda raises
+        pass
+
+    assert "out of memory (CUDA out of memory. Tried" in cli.error_line(
+        OutOfMemoryError("CUDA out of memory. Tried to allocate 10 GiB\nmore"))
     assert cli.error_line(FileNotFoundError(errno.ENOENT, "x", "/a/b")) == (
         "/a/b: no such file or directory")
     p = tmp_path / "c.json"

@@ -2,8 +2,9 @@
 with the dialogue, the figure, the limit and how to raise it."""
 
 import pytest
-from hostile_helpers import assert_user_error, fill_store, run_cli, write_manifest
+from hostile_helpers import fill_store, write_manifest
 
+from avafn import cli
 from avafn.data.batching import (
     LIMIT_ENV,
     LimitError,
@@ -71,7 +72,7 @@ def test_memory_estimate_grows_with_parties_times_utterances():
         check_limits([_dialogue(1000, 1000)])
 
 
-def test_train_refuses_a_crowded_dialogue_in_any_split(tmp_path):
+def test_train_refuses_a_crowded_dialogue_in_any_split(tmp_path, monkeypatch, capsys):
     """A test-split dialogue with many speakers widens the model trained on train: refused
     by ``avafn train`` before the run folder exists."""
     rows = [(f"{s}0", t, f"P{t % 2}", s, "joy" if t % 2 else "sad") for s in ("train", "dev")
@@ -81,6 +82,10 @@ def test_train_refuses_a_crowded_dialogue_in_any_split(tmp_path):
     fill_store(tmp_path / "st", [f"{r[3]}/{r[0]}/{r[1]}" for r in rows])
     args = ["train", "--dataset", m, "--store", tmp_path / "st", "--modalities", "text",
             "--out", tmp_path / "run", "--no-progress"]
-    res = run_cli(*args, env={"AVAFN_MAX_PARTIES": "5"})
-    assert_user_error(res, "train", "dialogue test/crowd", "6 parties", "AVAFN_MAX_PARTIES")
+    monkeypatch.setenv("AVAFN_MAX_PARTIES", "5")
+    assert cli.main([str(a) for a in args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("avafn train: error: dialogue test/crowd")
+    assert "6 parties" in err and "AVAFN_MAX_PARTIES" in err
     assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ from hostile_helpers import (
     small_manifest,
 )
 
+from avafn import cli
 from avafn.errors import UserError
 from avafn.extract.job import run_extraction
 from avafn.store import FeatureStore, StoreError
@@ -205,6 +206,17 @@ def test_differing_duplicates_are_reported_and_moved_aside(tmp_path, reference):
     assert entries(root, "standin") == reference
 
 
+def test_check_reports_and_repair_removes_temp_files_of_killed_writers(tmp_path):
+    root, _ = _sharded(tmp_path)
+    left = root / "standin" / ".tmp-part-r000-x-000009.npz~999999999@nohost~x"
+    left.write_bytes(b"half")  # what kill -9 leaves (owner on another host, stale)
+    os.utime(left, (0, 0))
+    rep = FeatureStore(root).check()
+    assert not rep.ok and "1 temp file(s) of dead writers" in rep.problems[0]
+    rep = FeatureStore(root).check(repair=True)
+    assert rep.ok and rep.removed_temp == 1 and not left.exists()
+
+
 def test_store_json_damage_and_not_a_store(tmp_path):
     root, _ = _sharded(tmp_path)
     (root / "store.json").write_text("{")
@@ -256,7 +268,7 @@ def _mount_tmpfs(path, size="64k") -> bool:
     return res.returncode == 0
 
 
-def test_really_full_disk_through_the_cli(tmp_path):
+def test_really_full_disk_through_the_cli(tmp_path, capsys):
     """A real 64 KiB file system (tmpfs; needs the right to mount, else skipped; the
     monkeypatched test above always runs)."""
     small = tmp_path / "small"
@@ -269,13 +281,17 @@ def test_really_full_disk_through_the_cli(tmp_path):
         filler.write_bytes(b"x" * (60 * 1024))
         args = ["extract", "text", "--dataset", m, "--store", small / "st", "--model", model,
                 "--batch-size", "2", "--no-progress"]
-        res = run_cli(*args)
-        line = assert_user_error(res, "extract text", "no space left on the device")
+        capsys.readouterr()  # the model's own progress output
+        assert cli.main([str(a) for a in args]) == 1
+        err = capsys.readouterr().err
+        line = err.strip().splitlines()[-1]  # (after the model's own loading bar)
+        assert "Traceback" not in err and err.count(": error: ") == 1
+        assert line.startswith("avafn extract text: error: ")
+        assert "no space left on the device" in line
         assert str(small / "st") in line  # names the file it could not write
         assert not list(small.rglob(".tmp-*"))
         filler.unlink()
-        res = run_cli(*args)
-        assert res.returncode == 0, res.stderr
+        assert cli.main([str(a) for a in args]) == 0
         assert len(FeatureStore(small / "st").done_uids("text")) == 3 * 4 * 4
         assert FeatureStore(small / "st").check().problems == []
     finally:

@@ -3,11 +3,8 @@
 import csv
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,6 +12,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+from chromium_page import open_page
 from synthetic_media import face_photo, make_clip, make_random_dan, make_tiny_wav2vec2
 
 from avafn import cli
@@ -87,14 +85,14 @@ def make_conversation(path: Path, size=(320, 240), fps=10, sr=16000) -> Path:
     return path
 
 
-def _train_corpus(seed=0) -> Corpus:
+def _train_corpus(seed=0, parties=2) -> Corpus:
     rng = np.random.default_rng(seed)
     splits = {}
     for split, k in (("train", 6), ("dev", 3)):
         ds = []
         for d in range(k):
-            utts = [Utterance(split, str(d), t, f"P{t % 2}", t % 2, LABELS[int(rng.integers(3))],
-                              f"words {t}") for t in range(4)]
+            utts = [Utterance(split, str(d), t, f"P{t % parties}", t % parties,
+                              LABELS[int(rng.integers(3))], f"words {t}") for t in range(4)]
             ds.append(Dialogue(split, str(d), utts))
         splits[split] = ds
     return Corpus("tiny", list(LABELS), splits)
@@ -112,9 +110,9 @@ def _synthetic_store(root: Path, corpus: Corpus, metas: dict) -> FeatureStore:
     return st
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
+def media_and_extractors(root: Path) -> tuple[Path, Path, Path, dict]:
+    """The conversation video, a tiny wav2vec 2.0 and DAN, and the metas of the three
+    extractors (audio, video, text) a run records."""
     video = make_conversation(root / "talk.mp4")
     w2v = make_tiny_wav2vec2(root / "w2v", layers=2)
     dan = make_random_dan(root / "dan.pth")
@@ -122,10 +120,17 @@ def env(tmp_path_factory):
         "audio": Wav2Vec2Encoder(w2v).meta(),
         "video": VideoExtractor(DANVideoEncoder(dan), fps=2.0,
                                 face_config=FaceConfig(size=64)).meta(),
+        "text": TextEncoder().meta,
     }
-    text_meta = TextEncoder().meta
+    return video, w2v, dan, metas
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    video, w2v, dan, metas = media_and_extractors(root)
     corpus = _train_corpus()
-    store = _synthetic_store(root / "store", corpus, {**metas, "text": text_meta})
+    store = _synthetic_store(root / "store", corpus, metas)
     quick = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0}
     bi = train(corpus, store, root / "run-bi", {
         "modalities": ("audio", "video", "text"), "model_overrides": SMALL, **quick},
@@ -168,21 +173,7 @@ def _check_outputs(out: Path, res: dict, n: int, modalities: list[str]) -> list[
 
 
 def chromium_dom(html: Path) -> tuple[str, str]:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but Debian's chromium is not installed (apt-get install "
-                        "chromium); the HTML report test cannot run")
-        pytest.skip("chromium not installed (apt-get install chromium)")
-    with tempfile.TemporaryDirectory() as profile:
-        p = subprocess.run(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=3000", "--dump-dom", html.resolve().as_uri()],
-            check=False, capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return p.stdout, p.stderr
+    return open_page(html)
 
 
 def test_predict_video_with_csv_segments_and_html_in_chromium(env, tmp_path):
@@ -214,7 +205,7 @@ def test_predict_video_with_csv_segments_and_html_in_chromium(env, tmp_path):
     assert 'data-rendered="5"' in dom
     assert len(re.findall(r'<tr class="utt', dom)) == len(TURNS)
     assert not re.search(r"<body[^>]*data-js-errors", dom)
-    assert dom.count('class="attn-row"') == len(TURNS) and 'class="tl-bar"' in dom
+    assert 'class="attention"' in dom and dom.count('class="tl-bar"') == len(TURNS)
     assert "http://" not in dom.replace("http://www.w3.org/2000/svg", "")  # nothing to fetch
 
 
@@ -226,7 +217,7 @@ def test_predict_with_srt_segments_via_cli(env, tmp_path, capsys):
     res = json.loads((out / "predictions.json").read_text())
     utts = _check_outputs(out, res, len(TURNS), ["audio", "video", "text"])
     assert [u["speaker_idx"] for u in utts] == [0, 1, 0, 1, 0]
-    assert "5 utterances" in capsys.readouterr().out
+    assert "5 utterance(s), 2 speaker(s): Alice 3, Bob 2" in capsys.readouterr().out
 
 
 def test_stream_equals_offline_for_a_causal_run(env, tmp_path, capsys):
@@ -324,16 +315,19 @@ def test_errors(env, tmp_path):
     res = predict(env["causal"], video=env["video"], segments=rttm, out_dir=tmp_path / "b",
                   html=False)
     assert [u["speaker"] for u in res["utterances"]] == [t[2] for t in TURNS]
+    # a segment past the end is clipped, an overlap trimmed: each a counted warning
     late = tmp_path / "late.csv"
-    late.write_text("0,1,A\n5.5,9.0,B\n")
-    with pytest.raises(PredictError, match=r"late.csv:2: segment .* lies outside the video"):
-        predict(env["causal"], video=env["video"], segments=late, out_dir=tmp_path / "c")
-    ovl = tmp_path / "o.csv"
-    ovl.write_text("0,2,A\n1.5,3,B\n")
-    with pytest.raises(PredictError, match=r"o.csv:2: .*overlaps the previous one"):
-        predict(env["causal"], video=env["video"], segments=ovl, out_dir=tmp_path / "d")
-    with pytest.raises(PredictError, match="either a video and its segment list"):
-        predict(env["causal"], video=env["video"], out_dir=tmp_path / "e")
+    late.write_text("0,2,A\n1.5,3,B\n5.5,9.0,B\n")
+    res = predict(env["causal"], video=env["video"], segments=late, out_dir=tmp_path / "c",
+                  html=False)
+    assert [(u["start"], u["end"]) for u in res["utterances"]] == [(0, 1.5), (1.5, 3),
+                                                                    (5.5, 6.0)]
+    assert [w["count"] for w in res["warnings"]] == [1, 1]
+    with pytest.raises(PredictError, match=r"late.csv:2: .*overlaps the previous one"):
+        predict(env["causal"], video=env["video"], segments=late, out_dir=tmp_path / "d",
+                overlaps="error")
+    with pytest.raises(PredictError, match="give a video"):
+        predict(env["causal"], clips_dir=tmp_path, out_dir=tmp_path / "e")
 
 
 def test_extractor_locations_and_unknown_extractors(env, tmp_path):

@@ -41,7 +41,7 @@ def test_reproduce_end_to_end_on_a_fake_meld_raw(tmp_path):
     store, out = tmp_path / "store", tmp_path / "out"
     rc = main(["reproduce", "--meld-root", str(raw), "--store", str(store), "--out", str(out),
                "--seeds", "0", "--audio-model", str(w2v), "--dan-checkpoint", str(dan),
-               "--fps", "2", "--workers", "0", "--rows", "audio,audio+video",
+               "--fps", "2", "--workers", "0", "--rows", "audio,audio+video", "--precision", "bf16",
                "--max-epochs", "1", "--no-progress"])
     assert rc == 0
     table = (out / "table.md").read_text()
@@ -53,6 +53,7 @@ def test_reproduce_end_to_end_on_a_fake_meld_raw(tmp_path):
     for m in ("audio", "video"):
         assert len(st.done_uids(m)) == 18
         assert ("test/1/2", "file not found") in st.missing(m)
+        assert st.meta(m)["config"]["precision"] == "bf16"
     assert json.loads((out / "table.json").read_text())["seeds"] == [0]
 
 

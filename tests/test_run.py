@@ -279,3 +279,16 @@ def test_quiet_loading_hides_transformers_bars_and_restores_them():
     assert hf_logging.is_progress_bar_enabled()
     with quiet_loading(False):
         assert hf_logging.is_progress_bar_enabled()
+
+
+def test_dataset_recorded_as_a_name_or_not_at_all(made):
+    from avafn.config import Provenance
+
+    r = Run.open(made[1])
+    named = dataclasses.replace(r, provenance=Provenance(dataset="meld"), dataset_sha256=None)
+    assert named.dataset_path() == "meld"  # a corpus name is used as given
+    unknown = dataclasses.replace(r, provenance=Provenance(), dataset_sha256=None)
+    with pytest.raises(RunError, match="does not record which corpus .* --dataset"):
+        unknown.dataset_path()  # the synthetic corpus is no registered reader
+    meld = dataclasses.replace(unknown, corpus_info={"name": "meld"})
+    assert meld.dataset_path() == "meld"

@@ -49,8 +49,12 @@ _ENVIRONMENT = {
 
 
 def describe_environment_error(exc: BaseException) -> str | None:
-    """One line for a failure of the machine (an :class:`OSError` with a known ``errno``),
-    naming the file when the OS gives it; ``None`` for anything else (a bug)."""
+    """One line for a failure of the machine (an :class:`OSError` with a known ``errno``,
+    naming the file when the OS gives it; memory exhausted); ``None`` for anything else (a
+    bug)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch.cuda
+        return ("out of memory" + (f" ({str(exc).splitlines()[0][:200]})" if str(exc) else "")
+                + "; use a smaller --batch-size, or a machine with more memory")
     if not isinstance(exc, OSError):
         return None
     if exc.errno is None and str(exc):  # raised by avafn with its own message

@@ -1,37 +1,63 @@
-"""A self-contained HTML report of the predictions for one conversation.
+"""A self-contained HTML report of the predictions for one or more conversations.
 
 Everything is inline (CSS, JavaScript, SVG): the file opens without any network access.
-Three parts, after the AVAFN paper's figures:
+Per conversation:
 
-- the dialogue as a table: speaker, time, text, predicted emotion, confidence, modalities
-  (paper's Fig. 6);
-- the attention of the attentive context module over the context history, one row per
-  utterance (paper's Fig. 5); row ``t`` holds the weights over utterances ``1..t-1``;
-- a per-speaker emotion timeline (one lane per speaker, one bar per utterance).
+- a summary (utterances, speakers, emotion counts);
+- the dialogue as a table: speaker, predicted emotion and confidence, text, every class's
+  probability (a stacked bar that opens into the full list), modalities with the reason one
+  is missing, time;
+- where each utterance "looked back" (the attention of the context module over the earlier
+  utterances) as a heat map. Each row is normalised by an even share of that row's history
+  (colour = weight x number of earlier utterances, on a log scale), so rows of any length are
+  comparable and a model that spreads its attention evenly shows as white, not as a fading
+  triangle. Past :data:`HEATMAP_MAX_CELLS` utterances, neighbouring utterances are pooled
+  into blocks (said in the caption);
+- a per-speaker emotion timeline (one lane per speaker), its axis ticked at 1/2/5 x 10^k
+  seconds (or utterance numbers when the input has no times).
 
-The page works without JavaScript; the script only adds interaction (click a row to
-highlight its attention row, filter by speaker) and sets ``data-rendered`` on ``<body>`` to the
-number of table rows it wired, which tests read to check the script ran without errors.
+Layout is responsive (usable from 360 px wide; wide tables scroll inside their own box). Label
+pills take black or white text, whichever contrasts more with the label colour
+(:func:`contrast_ratio`, WCAG). All embedded data is JSON in a ``<script
+type="application/json">`` element with ``<``, ``>``, ``&`` (and every non-ASCII character,
+U+2028/2029 included) escaped, and the script writes page text only through ``textContent``:
+names and texts can neither inject markup nor end the script early.
+
+The page works without JavaScript; the script adds interaction (hover the heat map to read
+both utterances, click a table row or timeline bar to follow it, filter by speaker) and sets
+``data-rendered`` on ``<body>`` to the number of table rows it wired (``data-js-errors`` on
+errors), which tests read to check that it ran.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from avafn.segments import format_time
-
 #: one colour per MELD emotion; other label sets cycle through _EXTRA
-_COLOURS = {"neutral": "#9e9e9e", "joy": "#f4b400", "surprise": "#ab47bc", "anger": "#db4437",
-            "sadness": "#4285f4", "disgust": "#0f9d58", "fear": "#ff7043"}
-_EXTRA = ["#8d6e63", "#26a69a", "#5c6bc0", "#ec407a", "#7cb342", "#ffa726", "#78909c"]
+_COLOURS = {"neutral": "#9e9e9e", "joy": "#f4b400", "surprise": "#8e24aa", "anger": "#c62828",
+            "sadness": "#1565c0", "disgust": "#2e7d32", "fear": "#ef6c00"}
+_EXTRA = ["#8d6e63", "#00897b", "#3949ab", "#d81b60", "#7cb342", "#ffa726", "#546e7a"]
+#: text colours a label pill may take (the one with the higher contrast is used)
+_TEXT_COLOURS = ("#000000", "#ffffff")
+#: heat maps of longer dialogues pool neighbouring utterances into blocks
+HEATMAP_MAX_CELLS = 200
+#: heat-map colour scale: log2(weight / even share), clipped to +-this
+_HEAT_CLIP = 3.0
+_HEAT_BINS = 25
+#: diverging blue - white - red stops over [-_HEAT_CLIP, +_HEAT_CLIP]
+_HEAT_STOPS = ("#0571b0", "#92c5de", "#f7f7f7", "#f4a582", "#ca0020")
 
 
+# ----------------------------------------------------------------------------- colours
 def label_colours(labels: Sequence[str]) -> dict[str, str]:
+    """A background colour per label (MELD emotions keep theirs, others cycle)."""
     out, k = {}, 0
     for lab in labels:
         if lab.lower() in _COLOURS:
@@ -42,143 +68,429 @@ def label_colours(labels: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _heat_colour(w: float) -> str:
-    """White (0) to dark red (1)."""
-    w = float(min(max(w, 0.0), 1.0))
-    r = 255 - int(w * 75)
-    g = 255 - int(w * 225)
-    b = 255 - int(w * 225)
-    return f"#{r:02x}{g:02x}{b:02x}"
+def _rgb(colour: str) -> tuple[int, int, int]:
+    c = colour.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
+def relative_luminance(colour: str) -> float:
+    """WCAG 2 relative luminance of an ``#rrggbb`` colour."""
+    def lin(v: int) -> float:
+        s = v / 255
+        return s / 12.92 if s <= 0.04045 else ((s + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(v) for v in _rgb(colour))
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast_ratio(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two ``#rrggbb`` colours (1 .. 21)."""
+    la, lb = sorted((relative_luminance(a), relative_luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def text_colour(background: str) -> str:
+    """Black or white, whichever contrasts more with ``background``."""
+    return max(_TEXT_COLOURS, key=lambda c: contrast_ratio(c, background))
+
+
+def _mix(a: str, b: str, f: float) -> str:
+    ra, rb = _rgb(a), _rgb(b)
+    return "#" + "".join(f"{round(x + (y - x) * f):02x}" for x, y in zip(ra, rb))
+
+
+def heat_colour(log_ratio: float) -> str:
+    """Colour of ``log2(weight / even share)``: blue below an even share, white at it, red
+    above; clipped at +-``_HEAT_CLIP``."""
+    x = (min(max(log_ratio, -_HEAT_CLIP), _HEAT_CLIP) + _HEAT_CLIP) / (2 * _HEAT_CLIP)
+    pos = x * (len(_HEAT_STOPS) - 1)
+    i = min(int(pos), len(_HEAT_STOPS) - 2)
+    return _mix(_HEAT_STOPS[i], _HEAT_STOPS[i + 1], pos - i)
+
+
+# ----------------------------------------------------------------------------- small helpers
 def _esc(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
-def attention_svg(attn: np.ndarray, names: Sequence[str], k_id: int = 0) -> str:
-    """Heat map of ``attn`` (T, T): row t = weights of utterance t over its history."""
-    t_len = attn.shape[0]
-    cell = max(4, min(28, 560 // max(t_len, 1)))
-    pad = 44
-    size = pad + cell * t_len + 4
-    width = size + 40
-    height = max(size, pad + 100)
+def _num(x: Any, nd: int = 5) -> float | None:
+    v = float(x)
+    return round(v, nd) if math.isfinite(v) else None
+
+
+def _short(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def nice_step(span: float, max_ticks: int) -> float:
+    """The smallest step of 1, 2 or 5 x 10^k that splits ``span`` into at most
+    ``max_ticks`` intervals."""
+    raw = max(span, 1e-9) / max(max_ticks, 1)
+    base = 10.0 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * base >= raw * (1 - 1e-9):
+            return m * base
+    return 10 * base  # pragma: no cover - the loop always returns
+
+
+def nice_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
+    """Ticks at multiples of :func:`nice_step` covering ``[lo, hi]`` (the first <= lo, the
+    last >= hi)."""
+    step = nice_step(hi - lo, max_ticks)
+    a = math.floor(lo / step + 1e-9)
+    b = math.ceil(hi / step - 1e-9)
+    return [round(k * step, 10) for k in range(a, max(b, a + 1) + 1)]
+
+
+def _seconds(t: float, step: float) -> str:
+    """A tick label in seconds with as many decimals as the step needs."""
+    nd = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else 0
+    return f"{t:.{nd}f}"
+
+
+def _clock(t: float | None) -> str:
+    """``m:ss.s`` (``h:mm:ss.s`` past an hour) for the table."""
+    if t is None or not math.isfinite(float(t)):
+        return ""
+    t = float(t)
+    h, rest = divmod(t, 3600)
+    m, s = divmod(rest, 60)
+    return f"{int(h)}:{int(m):02d}:{s:04.1f}" if h >= 1 else f"{int(m)}:{s:04.1f}"
+
+
+# ----------------------------------------------------------------------------- heat map
+def heatmap_blocks(attention: np.ndarray, max_cells: int = HEATMAP_MAX_CELLS
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
+    """Pool a (T, T) causal attention matrix into at most ``max_cells`` x ``max_cells``
+    blocks of ``b = ceil(T / max_cells)`` utterances.
+
+    Returns ``(b, share, even)``: ``share[I, J]`` is the weight the utterances of block I put
+    on those of block J, averaged over the rows of block I; ``even[I, J]`` the same for an
+    even share (1 / number of earlier utterances). Only earlier utterances count (``k < t``).
+    """
+    att = np.asarray(attention, dtype=float)
+    t_len = att.shape[0]
+    b = max(1, math.ceil(t_len / max_cells))
+    edges = np.arange(0, t_len, b)
+    att = np.tril(np.nan_to_num(att, nan=0.0, posinf=0.0, neginf=0.0), k=-1)
+    rows = np.arange(t_len)[:, None]
+    # an even share: 1 / t on each of the t earlier utterances (counted per block of columns)
+    even_rows = np.clip(rows - edges[None, :], 0, b) / np.maximum(rows, 1)
+    rows_per_block = np.minimum(b, t_len - edges)[:, None]
+    share = np.add.reduceat(np.add.reduceat(att, edges, axis=1), edges, axis=0)
+    return b, share / rows_per_block, np.add.reduceat(even_rows, edges, axis=0) / rows_per_block
+
+
+def _tick_values(n: int, max_ticks: int = 10) -> list[int]:
+    """Utterance numbers to label on an axis of ``n``: 1 and the multiples of a 1/2/5 step."""
+    step = max(1, int(nice_step(max(n - 1, 1), max_ticks)))
+    return sorted({1, *range(step, n + 1, step)})
+
+
+def attention_svg(attention: np.ndarray, k_id: int = 0,
+                  max_cells: int = HEATMAP_MAX_CELLS) -> tuple[str, dict]:
+    """The heat map (SVG) and the data its hover script reads."""
+    t_len = attention.shape[0]
+    b, share, even = heatmap_blocks(attention, max_cells)
+    nb = share.shape[0]
+    # about 1 px per unit on a wide screen: small dialogues get a smaller square, not giant cells
+    size, left, top, bottom = float(min(600, max(240, 40 * nb))), 50.0, 12.0, 34.0
+    c = size / nb
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.log2(np.where(even > 0, np.maximum(share, 1e-12) / even, np.nan))
+    bins = np.clip(np.round((np.clip(ratio, -_HEAT_CLIP, _HEAT_CLIP) + _HEAT_CLIP)
+                            / (2 * _HEAT_CLIP) * (_HEAT_BINS - 1)), 0, _HEAT_BINS - 1)
+    paths: dict[int, list[str]] = {}
+    for i in range(nb):
+        for j in range(nb):
+            if even[i, j] > 0:
+                paths.setdefault(int(bins[i, j]), []).append(
+                    f"M{left + j * c:.2f} {top + i * c:.2f}h{c:.2f}v{c:.2f}h{-c:.2f}z")
+    width, height = left + size + 26, top + size + bottom
+    scaled = ' data-scaled=""' if size >= 600 else ""  # shrinks on narrow screens
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="attention" id="attention-{k_id}" '
-              f'width="{width}" height="{height}" role="img" '
-              'aria-label="context attention heat map">')]
-    step = max(1, t_len // 20)
-    for k in range(0, t_len, step):
-        c = pad + k * cell + cell / 2
-        parts.append(f'<text x="{c:.1f}" y="{pad - 6}" font-size="10" text-anchor="middle">'
-                     f'{k + 1}</text>')
-        parts.append(f'<text x="{pad - 6}" y="{c + 3:.1f}" font-size="10" text-anchor="end">'
-                     f'{k + 1}</text>')
-    for t in range(t_len):
-        y = pad + t * cell
-        parts.append(f'<g class="attn-row" data-turn="{t}">')
-        for k in range(t_len):
-            x = pad + k * cell
-            if k >= t:  # no history there: drawn as a light grid cell
-                parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
-                             'fill="#f6f6f6" stroke="#fff"/>')
-                continue
-            w = float(attn[t, k])
-            parts.append(
-                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{_heat_colour(w)}" '
-                f'stroke="#fff"><title>utterance {t + 1} ({_esc(names[t])}) attends to '
-                f'utterance {k + 1} ({_esc(names[k])}): {w:.3f}</title></rect>')
-        parts.append("</g>")
-    # colour scale: 0 .. 1, right of the matrix
-    lx = pad + cell * t_len + 12
-    for i in range(11):
-        parts.append(f'<rect x="{lx}" y="{pad + (10 - i) * 8}" width="10" height="8" '
-                     f'fill="{_heat_colour(i / 10)}"/>')
-    parts.append(f'<text x="{lx + 14}" y="{pad + 8}" font-size="10">1</text>'
-                 f'<text x="{lx + 14}" y="{pad + 88}" font-size="10">0</text>')
-    parts.append(f'<rect class="attn-highlight" x="{pad}" y="0" width="{cell * t_len}" '
-                 f'height="{cell}" fill="none" stroke="#000" stroke-width="2" '
-                 'visibility="hidden"/>')
-    parts.append("</svg>")
-    return "".join(parts)
+             f'width="{width:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+             f'aria-label="heat map: which earlier utterances each utterance looked back at" '
+             f'data-left="{left}" data-top="{top}" data-cell="{c:.6f}" data-n="{nb}" '
+             f'data-block="{b}"{scaled}>'),
+             (f'<rect x="{left}" y="{top}" width="{size}" height="{size}" fill="none" '
+             'stroke="#d0d5dc"/>')]
+    grid = f' stroke="#fff" stroke-width="{c * 0.06:.2f}"' if nb <= 60 else ""
+    for k in sorted(paths):
+        frac = k / (_HEAT_BINS - 1) * 2 * _HEAT_CLIP - _HEAT_CLIP
+        parts.append(f'<path class="heat-cells" d="{"".join(paths[k])}" '
+                     f'fill="{heat_colour(frac)}"{grid}/>')
+    for v in _tick_values(t_len):
+        p = (v - 0.5) / t_len * size
+        parts.append(f'<text x="{left - 6}" y="{top + p:.1f}" font-size="13" '
+                     f'text-anchor="end" dominant-baseline="central" fill="#444">{v}</text>'
+                     f'<line x1="{left - 4}" x2="{left}" y1="{top + p:.1f}" y2="{top + p:.1f}" '
+                     'stroke="#888"/>'
+                     f'<text x="{left + p:.1f}" y="{top + size + 18}" font-size="13" '
+                     f'text-anchor="middle" fill="#444">{v}</text>'
+                     f'<line x1="{left + p:.1f}" x2="{left + p:.1f}" y1="{top + size}" '
+                     f'y2="{top + size + 4}" stroke="#888"/>')
+    parts.append(f'<rect class="attn-highlight" x="{left}" y="{top}" width="{size}" '
+                 f'height="{c:.2f}" fill="none" stroke="#111" stroke-width="2" '
+                 'visibility="hidden"/></svg>')
+    data = {"block": b, "n": nb,
+            "share": [[_num(share[i, j]) for j in range(i + 1)] for i in range(nb)],
+            "even": [[_num(even[i, j]) for j in range(i + 1)] for i in range(nb)]}
+    return "".join(parts), data
 
 
-def timeline_svg(rows: Sequence[dict], colours: dict[str, str], k_id: int = 0) -> str:
-    """One lane per speaker; each utterance is a bar from start to end in its emotion colour."""
-    speakers: list[str] = []
-    for r in rows:
-        if r["speaker"] not in speakers:
-            speakers.append(r["speaker"])
-    t0 = min(r["start"] for r in rows)
-    t1 = max(r["end"] for r in rows)
-    span = max(t1 - t0, 1e-6)
-    left, width, lane = 120, 640, 30
-    height = lane * len(speakers) + 40
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" id="timeline-{k_id}" '
-              f'width="{left + width + 20}" height="{height}" role="img" '
-              'aria-label="emotion timeline per speaker">')]
-    for i, spk in enumerate(speakers):
-        y = 10 + i * lane
-        parts.append(f'<text x="{left - 8}" y="{y + lane / 2 + 4:.1f}" font-size="12" '
-                     f'text-anchor="end">{_esc(spk)}</text>')
-        parts.append(f'<line x1="{left}" x2="{left + width}" y1="{y + lane / 2:.1f}" '
-                     f'y2="{y + lane / 2:.1f}" stroke="#ddd"/>')
-    for r in rows:
-        i = speakers.index(r["speaker"])
-        x = left + (r["start"] - t0) / span * width
-        w = max((r["end"] - r["start"]) / span * width, 2.0)
-        y = 10 + i * lane + 4
-        parts.append(
-            f'<rect class="tl-bar" data-turn="{r["turn"]}" x="{x:.1f}" y="{y}" width="{w:.1f}" '
-            f'height="{lane - 8}" fill="{colours.get(r["label"], "#999")}" '
-            f'opacity="{0.35 + 0.65 * r["confidence"]:.2f}"><title>{_esc(r["speaker"])} '
-            f'{format_time(r["start"])}-{format_time(r["end"])}: {_esc(r["label"])} '
-            f'({r["confidence"]:.2f})</title></rect>')
-    yb = height - 12
-    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = left + frac * width
-        parts.append(f'<text x="{x:.1f}" y="{yb}" font-size="10" text-anchor="middle">'
-                     f'{format_time(t0 + frac * span)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+def _heat_legend() -> str:
+    stops = ",".join(f"{heat_colour(x)} {(x + _HEAT_CLIP) / (2 * _HEAT_CLIP) * 100:.0f}%"
+                     for x in np.linspace(-_HEAT_CLIP, _HEAT_CLIP, 7))
+    lo = hi = 2 ** int(_HEAT_CLIP)
+    return ('<div class="heat-legend"><span class="heat-scale" style="background:'
+            f'linear-gradient(90deg,{stops})"></span><span class="heat-scale-labels">'
+            f"<span>1/{lo} or less</span><span>even share</span>"
+            f"<span>{hi}× or more</span></span></div>")
 
 
+def _heat_caption(t_len: int, b: int) -> str:
+    pooled = (f" This conversation has {t_len} utterances: to stay readable, each cell pools "
+              f"{b} neighbouring utterances (rows: their average; columns: their total)."
+              if b > 1 else "")
+    return ("<p class=\"caption\">Each row is one utterance; the cells to its left are the "
+            "earlier utterances the model could draw on when it classified it. The colour "
+            "says how much weight an earlier utterance got compared with an even share "
+            "(every earlier utterance counting the same): <b class=\"red\">red</b> = more, "
+            "<b class=\"blue\">blue</b> = less, white = about even. Each row is scaled on its "
+            "own, so long and short rows read alike." + pooled
+            + " Hover or tap a cell to read both utterances; click a row of the table to mark "
+            "its row here.</p>")
+
+
+# ----------------------------------------------------------------------------- timeline
+def _timed(rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row has a finite start and end (else the report goes by utterance
+    number)."""
+    return all(r.get(k) is not None and math.isfinite(float(r[k]))
+               for r in rows for k in ("start", "end"))
+
+
+def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
+                  k_id: int = 0) -> str:
+    """One lane per speaker; each utterance is a bar from start to end in its emotion colour
+    (by utterance number when the rows have no times)."""
+    timed = _timed(rows)
+    if timed:
+        spans = [(float(r["start"]), float(r["end"])) for r in rows]
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        ticks = nice_ticks(0.0 if lo < hi - lo else lo, hi, 8)
+        a0, a1 = ticks[0], ticks[-1]
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    else:  # utterance u (1-based) drawn around u
+        spans = [(r["turn"] + 0.55, r["turn"] + 1.45) for r in rows]
+        ticks = [float(v) for v in _tick_values(len(rows), 8)]
+        a0, a1, step = 0.5, len(rows) + 0.5, 1.0
+    span = max(a1 - a0, 1e-9)
+    speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
+    lanes = {s: [] for s in speakers}
+    for r, (s, e) in zip(rows, spans):
+        x = (s - a0) / span * 100
+        w = max(e - s, 0.0) / span * 100
+        col = colours.get(r["label"], "#999999")
+        when = (f"{_clock(r['start'])}–{_clock(r['end'])}" if timed
+                else f"utterance {r['turn'] + 1}")
+        tip = (f"#{r['turn'] + 1} {r['speaker']}, {when}: {r['label']} "
+               f"({100 * float(r['confidence']):.0f}%)")
+        if r.get("text"):
+            tip += f" — {_short(str(r['text']), 120)}"
+        lanes[str(r["speaker"])].append(
+            f'<button type="button" class="tl-bar" data-turn="{r["turn"]}" '
+            f'style="left:{x:.3f}%;width:{w:.3f}%;background:{col};'
+            f'opacity:{0.45 + 0.55 * float(r["confidence"]):.2f}" title="{_esc(tip)}" '
+            f'aria-label="{_esc(tip)}"></button>')
+    grid = "".join(f'<i class="tl-grid" style="left:{(v - a0) / span * 100:.3f}%"></i>'
+                   for v in ticks)
+    out = [f'<div class="timeline" id="timeline-{k_id}">']
+    for s in speakers:
+        out.append(f'<div class="tl-lane"><div class="tl-name" title="{_esc(s)}">{_esc(s)}</div>'
+                   f'<div class="tl-track">{grid}{"".join(lanes[s])}</div></div>')
+    labels = []
+    for i, v in enumerate(ticks):
+        x = (v - a0) / span * 100
+        txt = _seconds(v, step) if timed else str(int(v))
+        cls = "tl-tick" + (" odd" if i % 2 else "")
+        labels.append(f'<span class="{cls}" style="left:{x:.3f}%">{txt}</span>')
+    out.append('<div class="tl-lane tl-axis"><div class="tl-name"></div>'
+               f'<div class="tl-track">{"".join(labels)}</div></div>')
+    out.append('<div class="tl-lane"><div class="tl-name"></div><div class="axis-title">'
+               + ("time in the video (seconds)" if timed else "utterance number")
+               + "</div></div></div>")
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------- page
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
-h1{font-size:1.4em} h2{font-size:1.2em;margin-top:1.8em} h3{font-size:1.05em}
-table{border-collapse:collapse;font-size:13px} th,td{padding:4px 8px;border-bottom:1px solid #eee}
-th{text-align:left;background:#fafafa} tr.utt{cursor:pointer} tr.utt.sel{background:#fff3c4}
-.emo{display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;font-weight:600}
-.bar{display:inline-block;height:8px;background:#555;vertical-align:middle}
-.meta{color:#666;font-size:12px} .miss{color:#b00}
-.legend span{margin-right:12px} .sw{display:inline-block;width:10px;height:10px;margin-right:4px}
+*{box-sizing:border-box}
+html{-webkit-text-size-adjust:100%}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+  color:#1f2328;background:#f3f5f8;overflow-wrap:anywhere}
+main{max-width:1180px;margin:0 auto;padding:20px 16px 40px}
+h1{font-size:1.45em;margin:.2em 0 .3em} h2{font-size:1.2em;margin:0 0 .4em}
+h3{font-size:1.02em;margin:1.4em 0 .5em}
+.meta{color:#57606a;font-size:13px;margin:.2em 0}
+section.dialogue{background:#fff;border:1px solid #d5dae1;border-radius:10px;padding:16px 18px;
+  margin:18px 0;min-width:0}
+.legend{display:flex;flex-wrap:wrap;gap:6px;margin:.6em 0}
+.emo{display:inline-block;padding:1px 9px;border-radius:10px;font-weight:600;font-size:12.5px;
+  white-space:nowrap}
+.summary{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center}
+.summary .count{font-variant-numeric:tabular-nums;color:#57606a}
+.toolbar{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:.4em 0 .6em}
+button.expand-all{font:inherit;font-size:13px;padding:2px 10px;border:1px solid #c4cad3;
+  border-radius:6px;background:#fff;color:#1f2328;cursor:pointer}
+button.expand-all:hover{background:#f3f5f8}
+.toolbar label{display:flex;flex-wrap:wrap;gap:4px 6px;align-items:center;min-width:0;
+  max-width:100%}
+select{font:inherit;padding:2px 4px;max-width:100%;min-width:0}
+.scroll{overflow:auto;max-width:100%;max-height:min(75vh,760px);border:1px solid #e3e7ec;border-radius:8px}
+table{border-collapse:collapse;font-size:13px;width:100%;min-width:760px}
+th,td{padding:6px 8px;border-bottom:1px solid #edf0f3;vertical-align:top;text-align:left}
+th{background:#f6f8fa;font-weight:600;position:sticky;top:0}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.text{min-width:220px} td.time{white-space:nowrap;color:#57606a}
+td.spk{min-width:7em;max-width:12em}
+.clamp{display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
+td.mods{min-width:12.5em} td.emo-cell{white-space:nowrap} th{white-space:nowrap;overflow-wrap:normal}
+tr.utt{cursor:pointer} tr.utt:focus-visible{outline:2px solid #0b62c4;outline-offset:-2px} tr.utt:hover{background:#f8fafc} tr.utt.sel{background:#fff4cc}
+.conf{font-variant-numeric:tabular-nums;color:#57606a;margin-left:4px;font-size:12px}
+details.probs summary{cursor:pointer;list-style:none;display:flex;align-items:center;gap:6px}
+details.probs summary::-webkit-details-marker{display:none}
+.stack{display:flex;width:120px;height:10px;border-radius:3px;overflow:hidden;
+  background:#e9edf1;flex:none}
+.stack i{display:block;height:100%}
+.more{font-size:11.5px;color:#0b62c4;white-space:nowrap}
+details[open] .more{color:#57606a}
+table.plist{min-width:0;width:auto;margin-top:4px;font-size:12px}
+table.plist td{padding:1px 6px 1px 0;border:0}
+.pbar{display:inline-block;height:8px;border-radius:2px;vertical-align:middle}
+.mod{display:inline-block;padding:0 6px;margin:1px 2px 1px 0;border-radius:4px;font-size:12px;
+  background:#eef1f4;color:#333}
+.mod.miss{background:#fdecea;color:#9b1c1c}
+.heat-wrap{display:flex;flex-wrap:wrap;gap:10px 32px;align-items:flex-start}
+.heat{margin:0;flex:0 1 auto;min-width:0}
+svg.attention{max-width:100%}
+.heat-side{flex:1 1 260px;max-width:440px;min-width:0}
+.attn-info{min-height:1.4em;font-size:13px;background:#f6f8fa;border-radius:6px;padding:6px 8px}
+.attn-info:empty{display:none}
+.heat-grid{display:grid;grid-template-columns:1.6em minmax(0,1fr);align-items:center}
+.ytitle{writing-mode:vertical-rl;text-align:center;color:#444;
+  font-size:12.5px;white-space:nowrap}
+.xtitle{grid-column:2;text-align:center;color:#444;font-size:12.5px;margin-top:2px;
+  padding-left:7%}
+svg.attention{height:auto;display:block;touch-action:manipulation}
+.heat-legend{font-size:12px;color:#444;max-width:300px}
+.heat-scale{display:block;height:12px;border-radius:2px;border:1px solid #ccd}
+.heat-scale-labels{display:flex;justify-content:space-between;gap:8px;margin-top:2px}
+.heat-scale-labels span:nth-child(2){text-align:center}
+.heat-scale-labels span:last-child{text-align:right}
+.caption{color:#3d4650;font-size:13px;max-width:70ch}
+b.red{color:#b0001a} b.blue{color:#04599a}
+.tip{position:fixed;z-index:10;max-width:min(360px,90vw);background:#1f2328;color:#fff;
+  font-size:12px;padding:6px 8px;border-radius:6px;pointer-events:none;white-space:pre-line;
+  box-shadow:0 2px 8px rgba(0,0,0,.25)}
+.timeline{font-size:12px;margin-top:4px}
+.tl-lane{display:flex;align-items:center;gap:8px}
+.tl-name{flex:0 0 7.5em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
+  text-align:right;color:#333;overflow-wrap:normal}
+.tl-track{position:relative;flex:1 1 auto;min-width:0;height:24px;margin-right:18px;
+  border-bottom:1px solid #edf0f3}
+.tl-grid{position:absolute;top:0;bottom:0;border-left:1px solid #eef0f3}
+.tl-bar{position:absolute;top:4px;height:16px;min-width:2px;border:0;padding:0;
+  border-radius:2px;cursor:pointer}
+.tl-bar.sel{outline:2px solid #111;outline-offset:1px}
+.tl-axis .tl-track{height:18px;border-top:1px solid #999;border-bottom:0}
+.tl-tick{position:absolute;top:2px;transform:translateX(-50%);color:#444;
+  font-variant-numeric:tabular-nums;white-space:nowrap}
+.tl-tick::before{content:"";position:absolute;left:50%;top:-3px;height:4px;
+  border-left:1px solid #999}
+.axis-title{flex:1;text-align:center;color:#444;margin-right:18px}
+@media (max-width:640px){
+  main{padding:10px 8px 30px} section.dialogue{padding:12px 10px;margin:12px 0}
+  h1{font-size:1.25em} .tl-name{flex-basis:5em} .tl-tick.odd{display:none}
+  svg.attention[data-scaled] text{font-size:21px}
+}
 """
 
-_JS = """
+_JS = r"""
 (function(){
   var errors=[];
   window.addEventListener('error',function(e){errors.push(String(e.message));
     document.body.setAttribute('data-js-errors',errors.join(' | '));});
+  var DATA=JSON.parse(document.getElementById('avafn-data').textContent);
+  var tip=document.createElement('div');tip.className='tip';tip.hidden=true;
+  function pct(x){return (100*x).toFixed(x<0.1?1:0)+'%';}
+  function short(s,n){s=s||'';return s.length>n?s.slice(0,n-1)+'\u2026':s;}
+  function who(D,t){var r=D.rows[t];
+    return '#'+(t+1)+' '+short(r.speaker,40)+' ('+r.label+')'+(r.text?': \u201c'+short(r.text,90)+'\u201d':'');}
   function initSection(sec){
-    var k=+sec.dataset.dialogue, D=DATA.dialogues[k];
+    var k=+sec.dataset.dialogue, D=DATA.dialogues[k], H=D.heat;
     var rows=sec.querySelectorAll('tr.utt');
+    var bars=sec.querySelectorAll('.tl-bar');
     var svg=sec.querySelector('svg.attention');
-    var hl=svg?svg.querySelector('rect.attn-highlight'):null;
-    var first=svg?svg.querySelector('g.attn-row rect'):null;
-    var cell=first?parseFloat(first.getAttribute('height')):0;
-    var y0=first?parseFloat(first.getAttribute('y')):0;
+    var hl=svg.querySelector('rect.attn-highlight');
+    var left=+svg.dataset.left, top=+svg.dataset.top, cell=+svg.dataset.cell;
     var info=sec.querySelector('.attn-info');
     function select(t){
       rows.forEach(function(r){r.classList.toggle('sel',r.dataset.turn===String(t));});
-      if(hl){hl.setAttribute('y',String(y0+t*cell));hl.setAttribute('visibility','visible');}
+      bars.forEach(function(b){b.classList.toggle('sel',b.dataset.turn===String(t));});
+      var i=Math.floor(t/H.block);
+      hl.setAttribute('y',String(top+i*cell));hl.setAttribute('visibility','visible');
       var d=D.rows[t];
-      var top=d.attention.map(function(w,j){return [w,j];})
-        .filter(function(p){return p[1]<t;})
-        .sort(function(a,b){return b[0]-a[0];}).slice(0,3)
-        .map(function(p){return '#'+(p[1]+1)+' ('+D.rows[p[1]].speaker+') '+p[0].toFixed(2);});
-      info.textContent='Utterance '+(t+1)+' ('+d.speaker+', '+d.label+'): '+
-        (top.length?'most attended history: '+top.join(', '):'first turn, no history');
+      var best=d.top.map(function(p){
+        return '#'+(p[0]+1)+' '+short(D.rows[p[0]].speaker,30)+' ('+pct(p[1])+')';});
+      info.textContent='Utterance '+(t+1)+' ('+short(d.speaker,30)+', '+d.label+'): '+
+        (best.length?'looked back most at '+best.join(', '):'first utterance, nothing earlier to look back at');
     }
-    rows.forEach(function(r){r.addEventListener('click',function(){select(+r.dataset.turn);});});
+    rows.forEach(function(r){r.addEventListener('click',function(e){
+      if(e.target.closest('details'))return; select(+r.dataset.turn);});
+      r.addEventListener('keydown',function(e){
+        if(e.key==='Enter'&&e.target===r){e.preventDefault();select(+r.dataset.turn);}});});
+    bars.forEach(function(b){b.addEventListener('click',function(){
+      var t=+b.dataset.turn; select(t);
+      var row=sec.querySelector('tr.utt[data-turn="'+t+'"]');
+      if(row&&row.style.display!=='none'){row.scrollIntoView({block:'nearest'});}});});
+    function cellAt(ev){
+      var m=svg.getScreenCTM(); if(!m)return null;
+      var p=svg.createSVGPoint(); p.x=ev.clientX; p.y=ev.clientY; p=p.matrixTransform(m.inverse());
+      var j=Math.floor((p.x-left)/cell), i=Math.floor((p.y-top)/cell);
+      if(i<0||j<0||i>=H.n||j>i||!H.even[i][j])return null;
+      return [i,j];
+    }
+    function show(ev){
+      var c=cellAt(ev); if(!c){tip.hidden=true;return;}
+      var i=c[0], j=c[1], b=H.block, s=H.share[i][j], e=H.even[i][j], txt;
+      var even=' (an even share would be '+pct(e)+')';
+      if(b===1){
+        txt='Classifying '+who(D,i)+'\nlooked back at '+who(D,j)+'\nweight '+pct(s)+even;
+      }else{
+        var n=D.rows.length, a0=i*b+1, a1=Math.min(n,(i+1)*b), b0=j*b+1, b1=Math.min(n,(j+1)*b);
+        txt='Utterances '+a0+'\u2013'+a1+' looked back at utterances '+b0+'\u2013'+b1+
+          '\naverage weight '+pct(s)+even+'\nfirst of the rows: '+who(D,a0-1)+
+          '\nfirst of the columns: '+who(D,b0-1);
+      }
+      tip.textContent=txt; tip.hidden=false;
+      var x=ev.clientX+14, y=ev.clientY+14, w=tip.offsetWidth, h=tip.offsetHeight;
+      if(x+w>window.innerWidth-4)x=Math.max(4,ev.clientX-w-10);
+      if(y+h>window.innerHeight-4)y=Math.max(4,ev.clientY-h-10);
+      tip.style.left=x+'px'; tip.style.top=y+'px';
+    }
+    svg.addEventListener('mousemove',show);
+    svg.addEventListener('click',function(ev){show(ev);var c=cellAt(ev);
+      if(c&&H.block===1){select(c[0]);}});
+    svg.addEventListener('mouseleave',function(){tip.hidden=true;});
+    document.addEventListener('click',function(ev){if(!svg.contains(ev.target))tip.hidden=true;});
+    var ex=sec.querySelector('button.expand-all');
+    ex.addEventListener('click',function(){
+      var open=ex.getAttribute('aria-pressed')!=='true';
+      sec.querySelectorAll('details.probs').forEach(function(d){d.open=open;});
+      ex.setAttribute('aria-pressed',String(open));
+      ex.textContent=open?'hide the probabilities':'show all probabilities';});
     var f=sec.querySelector('select.speaker-filter');
     f.addEventListener('change',function(){
       rows.forEach(function(r){
@@ -187,10 +499,12 @@ _JS = """
     return rows.length;
   }
   function init(){
+    document.body.appendChild(tip);
     var n=0;
     document.querySelectorAll('section.dialogue').forEach(function(sec){n+=initSection(sec);});
     document.body.setAttribute('data-rendered',String(n));
-    document.getElementById('js-status').textContent='interactive: '+n+' utterances';
+    document.getElementById('js-status').textContent=
+      'Interactive: hover the heat map, click a row or a timeline bar ('+n+' utterances).';
   }
   if(document.readyState==='loading'){document.addEventListener('DOMContentLoaded',init);}
   else{init();}
@@ -198,61 +512,130 @@ _JS = """
 """
 
 
-def _section(k: int, view: Mapping[str, Any], colours: dict[str, str]) -> tuple[str, dict]:
+def _pill(label: str, colours: Mapping[str, str]) -> str:
+    bg = colours.get(label, "#999999")
+    return (f'<span class="emo" style="background:{bg};color:{text_colour(bg)}">'
+            f"{_esc(label)}</span>")
+
+
+def _probabilities(r: Mapping[str, Any], labels: Sequence[str],
+                   colours: Mapping[str, str]) -> str:
+    probs = {lab: float(v) for lab, v in (r.get("probabilities") or {}).items()}
+    if not probs:
+        return ""
+    order = [lab for lab in labels if lab in probs] + [lab for lab in probs if lab not in labels]
+    seg = "".join(
+        f'<i style="width:{100 * max(probs[lab], 0):.2f}%;background:{colours.get(lab, "#999")}" '
+        f'title="{_esc(lab)} {100 * probs[lab]:.1f}%"></i>' for lab in order)
+    ranked = sorted(order, key=lambda lab: -probs[lab])
+    lines = "".join(
+        f'<tr><td>{_esc(lab)}</td><td class="num">{100 * probs[lab]:.1f}%</td><td>'
+        f'<span class="pbar" style="width:{80 * max(probs[lab], 0):.1f}px;'
+        f'background:{colours.get(lab, "#999")}"></span></td></tr>' for lab in ranked)
+    return (f'<details class="probs"><summary><span class="stack">{seg}</span>'
+            f'<span class="more">all {len(order)}</span></summary>'
+            f'<table class="plist">{lines}</table></details>')
+
+
+def _modalities(r: Mapping[str, Any]) -> str:
+    reasons = r.get("missing_reason") or {}
+    out = []
+    for m, present in (r.get("modalities") or {}).items():
+        if present:
+            out.append(f'<span class="mod">{_esc(m)}</span>')
+        else:
+            why = reasons.get(m)
+            out.append(f'<span class="mod miss">{_esc(m)} missing'
+                       + (f": {_esc(why)}" if why else "") + "</span>")
+    return " ".join(out)
+
+
+def _top_attended(att_row: np.ndarray, t: int, n: int = 3) -> list[list[float]]:
+    hist = np.nan_to_num(np.asarray(att_row[:t], dtype=float))
+    order = np.argsort(-hist, kind="stable")[:n]
+    return [[int(j), round(float(hist[j]), 4)] for j in order]
+
+
+def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
+             colours: dict[str, str]) -> tuple[str, dict]:
     rows = list(view["rows"])
+    name = view.get("title", f"dialogue {k + 1}")
     if not rows:
-        raise ValueError(f"render_report: dialogue {view.get('title', k)!r} has no utterances")
+        raise ValueError(f"render_report: dialogue {name!r} has no utterances")
     attention = np.asarray(view["attention"], dtype=float)
     if attention.shape != (len(rows), len(rows)):
         raise ValueError(f"render_report: attention of shape {attention.shape}, expected "
-                         f"({len(rows)}, {len(rows)}) for dialogue {view.get('title', k)!r}")
-    speakers = list(dict.fromkeys(r["speaker"] for r in rows))
+                         f"({len(rows)}, {len(rows)}) for dialogue {name!r}")
+    speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
+    counts = Counter(r["label"] for r in rows)
+    timed = _timed(rows)
+    dur = (f" · {_clock(min(r['start'] for r in rows))}–{_clock(max(r['end'] for r in rows))}"
+           if timed else "")
     body = [f'<section class="dialogue" data-dialogue="{k}" id="dialogue-{k}">',
-            f"<h2>{_esc(view.get('title', f'dialogue {k + 1}'))}</h2>",
+            f"<h2>{_esc(name)}</h2>",
+            (f'<p class="meta">{len(rows)} utterance{"s" if len(rows) != 1 else ""} · '
+            f'{len(speakers)} speaker{"s" if len(speakers) != 1 else ""}{dur}</p>'),
+            '<div class="summary">' + "".join(
+                f'<span>{_pill(lab, colours)} <span class="count">{counts[lab]}</span></span>'
+                for lab in labels if counts.get(lab)) + "</div>",
             "<h3>Dialogue</h3>",
-            '<label>Speaker: <select class="speaker-filter"><option value="">all</option>'
-            + "".join(f'<option value="{_esc(s)}">{_esc(s)}</option>' for s in speakers)
-            + "</select></label>",
-            ('<table class="dialogue-table"><thead><tr><th>#</th><th>speaker</th><th>time</th>'
-            "<th>text</th><th>emotion</th><th>confidence</th><th>modalities</th></tr>"
-            "</thead><tbody>")]
+            '<div class="toolbar"><label>Speaker: <select class="speaker-filter">'
+            '<option value="">all speakers</option>'
+            + "".join(f'<option value="{_esc(s)}">{_esc(_short(s, 40))}</option>'
+                      for s in speakers)
+            + '</select></label><button type="button" class="expand-all" '
+            'aria-pressed="false">show all probabilities</button></div>',
+            ('<div class="scroll"><table class="dialogue-table"><thead><tr>'
+             '<th class="num">#</th><th>speaker</th><th>emotion</th><th>text</th>'
+             '<th>all probabilities</th><th>modalities</th><th>time</th>'
+             "</tr></thead><tbody>")]
     for r in rows:
-        mods = " ".join(
-            f'<span class="{"" if p else "miss"}">{_esc(m)}{"" if p else " (missing)"}</span>'
-            for m, p in r["modalities"].items())
+        conf = float(r["confidence"])
         body.append(
-            f'<tr class="utt" data-turn="{r["turn"]}" data-speaker="{_esc(r["speaker"])}">'
-            f'<td>{r["turn"] + 1}</td><td>{_esc(r["speaker"])}</td>'
-            f'<td>{_time_span(r)}</td>'
-            f'<td>{_esc(r.get("text") or "")}</td>'
-            f'<td><span class="emo" style="background:{colours.get(r["label"], "#999")}">'
-            f'{_esc(r["label"])}</span></td>'
-            f'<td><span class="bar" style="width:{60 * r["confidence"]:.0f}px"></span> '
-            f'{r["confidence"]:.2f}</td><td>{mods}</td></tr>')
-    body.append("</tbody></table>")
-    body.append("<h3>Attention over the context history</h3>")
-    body.append('<p class="meta">Row t: weights of the attentive context module (forward '
-                "direction, eq. 9) of utterance t over utterances 1..t-1. Click a table row to "
-                'highlight it.</p><p class="attn-info meta"></p>')
-    body.append(attention_svg(attention, [r["speaker"] for r in rows], k))
-    if all(r.get("start") is not None and r.get("end") is not None for r in rows):
-        body.append("<h3>Emotion timeline per speaker</h3>")
-        body.append(timeline_svg(rows, colours, k))
-    else:
-        body.append("<h3>Emotion sequence per speaker</h3>")
-        body.append(timeline_svg([dict(r, start=float(r["turn"]), end=r["turn"] + 0.9)
-                                  for r in rows], colours, k))
+            f'<tr class="utt" tabindex="0" data-turn="{r["turn"]}" '
+            f'data-speaker="{_esc(r["speaker"])}">'
+            f'<td class="num">{r["turn"] + 1}</td><td class="spk"><div class="clamp" '
+            f'title="{_esc(r["speaker"])}">{_esc(r["speaker"])}</div></td>'
+            f'<td class="emo-cell">{_pill(r["label"], colours)}<span class="conf">{100 * conf:.0f}%</span></td>'
+            f'<td class="text">{_esc(r.get("text") or "")}</td>'
+            f'<td>{_probabilities(r, labels, colours)}</td><td class="mods">{_modalities(r)}</td>'
+            f'<td class="time">{_time_span(r)}</td></tr>')
+    body.append("</tbody></table></div>")
+    svg, heat = attention_svg(attention, k)
+    body.append("<h3>Which earlier utterances each utterance looked back at</h3>")
+    body.append('<div class="heat-wrap"><figure class="heat">'
+                '<div class="heat-grid">'
+                '<div class="ytitle">utterance being classified →</div>'
+                f"{svg}"
+                '<div class="xtitle">earlier utterance it looked back at →</div></div>'
+                '</figure><div class="heat-side">'
+                f"{_heat_legend()}{_heat_caption(len(rows), heat['block'])}"
+                '<p class="attn-info" aria-live="polite"></p></div></div>')
+    body.append("<h3>Emotions over time, per speaker</h3>" if timed
+                else "<h3>Emotions in order, per speaker</h3>")
+    body.append('<p class="caption">One lane per speaker; each bar is one utterance in the '
+                "colour of its predicted emotion (paler = less confident). Click a bar to find "
+                "it in the table.</p>")
+    body.append(timeline_html(rows, colours, k))
     body.append("</section>")
-    data = {"rows": [{"turn": r["turn"], "speaker": r["speaker"], "label": r["label"],
-                      "attention": [round(float(w), 4) for w in attention[i]]}
-                     for i, r in enumerate(rows)]}
+    data = {"rows": [{"speaker": str(r["speaker"]), "label": str(r["label"]),
+                      "text": None if r.get("text") is None else str(r["text"]),
+                      "top": _top_attended(attention[i], i)}
+                     for i, r in enumerate(rows)],
+            "heat": heat}
     return "\n".join(body), data
 
 
 def _time_span(r: Mapping[str, Any]) -> str:
-    if r.get("start") is None or r.get("end") is None:
-        return ""
-    return f'{format_time(r["start"])}–{format_time(r["end"])}'
+    a, b = _clock(r.get("start")), _clock(r.get("end"))
+    return f"{a}–{b}" if a and b else ""
+
+
+def embed_json(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script>`` element: ``<``, ``>``, ``&`` and every
+    non-ASCII character (U+2028/2029 included) escaped; non-finite numbers refused."""
+    text = json.dumps(data, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_report(dialogues: Sequence[Mapping[str, Any]], labels: Sequence[str], title: str,
@@ -261,27 +644,31 @@ def render_report(dialogues: Sequence[Mapping[str, Any]], labels: Sequence[str],
 
     ``dialogues``: one dict per dialogue with ``title``, ``rows`` and ``attention``. ``rows``:
     one dict per utterance in order, with ``turn`` (0-based), ``start``, ``end`` (seconds or
-    None), ``speaker``, ``text`` (or None), ``label``, ``confidence`` and ``modalities``
-    (modality -> present). ``attention``: (T, T) context attention weights.
+    None), ``speaker``, ``text`` (or None), ``label``, ``confidence``, ``modalities``
+    (modality -> present) and optionally ``probabilities`` (label -> probability) and
+    ``missing_reason`` (modality -> why it is missing). ``attention``: (T, T) context
+    attention weights (row t over the earlier utterances ``0..t-1``).
     ``meta``: shown under the title (run folder, models averaged, ...).
     """
     if not dialogues:
         raise ValueError("render_report: no dialogues")
     colours = label_colours(labels)
-    body = [f"<h1>{_esc(title)}</h1>"]
+    body = ['<main>', f"<h1>{_esc(title)}</h1>"]
     if meta:
         body.append('<p class="meta">' + " · ".join(
             f"{_esc(k)}: {_esc(v)}" for k, v in meta.items()) + "</p>")
-    body.append('<p class="legend">' + "".join(
-        f'<span><i class="sw" style="background:{c}"></i>{_esc(lab)}</span>'
-        for lab, c in colours.items()) + '</p><p id="js-status" class="meta"></p>')
-    data: dict[str, Any] = {"labels": list(labels), "dialogues": []}
+    body.append('<div class="legend" aria-label="emotion colours">'
+                + "".join(_pill(lab, colours) for lab in labels) + "</div>"
+                '<p id="js-status" class="meta"></p>')
+    data: dict[str, Any] = {"labels": [str(x) for x in labels], "dialogues": []}
     for k, view in enumerate(dialogues):
-        html_k, data_k = _section(k, view, colours)
+        html_k, data_k = _section(k, view, labels, colours)
         body.append(html_k)
         data["dialogues"].append(data_k)
-    data_js = json.dumps(data).replace("</", "<\\/")
+    body.append("</main>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(body)
-            + f"<script>var DATA={data_js};</script><script>{_JS}</script></body></html>\n")
+            + f'<script type="application/json" id="avafn-data">{embed_json(data)}</script>'
+            + f"<script>{_JS}</script></body></html>\n")

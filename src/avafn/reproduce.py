@@ -37,6 +37,7 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
               seeds: Sequence[int] = (0, 1, 2), *, meld_dir: str | os.PathLike | None = None,
               audio_model: str | os.PathLike | None = None, audio_layer: int | None = None,
               dan_checkpoint: str | os.PathLike, fps: float | None = None, device: str = "cpu",
+              precision: str | None = None,
               workers: int = 4, audio_batch_size: int | None = None,
               video_batch_size: int | None = None, rows: Sequence[str] | None = None,
               progress: bool = True, **train_overrides: Any) -> tuple[Path, list[ExtractReport]]:
@@ -44,7 +45,8 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
 
     ``meld_dir``: MELD's annotation CSVs (default: ``meld_root`` when it holds
     ``train_sent_emo.csv``, else ``$AVAFN_MELD_DIR`` / the download cache). Returns the path
-    of the markdown table and the extraction reports.
+    of the markdown table and the extraction reports. ``precision``: "fp32" or "bf16" for
+    both extractors (default: bf16 on CUDA, fp32 elsewhere).
     """
     from avafn.data import load_corpus
     from avafn.extract.job import extract_modality
@@ -59,7 +61,7 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
                                    ("video", dan_checkpoint, video_batch_size)):
         rep = extract_modality(modality, corpus, root, store, model=model,
                                layer=audio_layer if modality == "audio" else None,
-                               device=device, batch_size=batch,
+                               device=device, batch_size=batch, precision=precision,
                                fps=fps if modality == "video" else None, splits=list(SPLITS),
                                workers=workers, progress=progress)
         print(rep.summary(), flush=True)

@@ -109,9 +109,9 @@ def record_provenance(run: str | os.PathLike, prov: Provenance) -> dict:
     sha256 beside them."""
     d = prov.to_dict()
     ds = prov.dataset
-    if ds and ds != "meld":
+    if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
-        d["dataset_sha256"] = _sha256(Path(ds)) if Path(ds).is_file() else None
+        d["dataset_sha256"] = _sha256(Path(ds))
     for k in ("meld_dir", "store"):
         if d.get(k):
             d[k] = relative_to_run(run, d[k])
@@ -290,18 +290,24 @@ class Run:
         cfg = self.path / CONFIG
         if dataset is not None:
             ds = str(dataset)
-        elif self.provenance.dataset == "meld" or self.corpus_info.get("name") == "meld":
-            return "meld"
         elif self.provenance.dataset is None:
+            from avafn.data.registry import CORPORA, MANIFEST
+
+            name = self.corpus_info.get("name")
+            if name and name != MANIFEST and name in CORPORA:  # a registered corpus reader
+                return str(name)
             raise RunError(f"{cfg}: the run does not record which corpus it was trained on; "
                            "pass it (CLI: --dataset)")
         else:
             p = self._resolve(self.provenance.dataset)
+            if not p.is_file() and self.dataset_sha256 is None and \
+                    Path(self.provenance.dataset).suffix.lower() not in (".csv", ".jsonl"):
+                return self.provenance.dataset  # a registered corpus name
             if not p.is_file():
                 raise RunError(f"{cfg}: the run's dataset {self.provenance.dataset} (relative "
                                f"to the run folder) is not at {p}; pass it (CLI: --dataset)")
             ds = str(p)
-        if ds != "meld" and self.dataset_sha256 and Path(ds).is_file() and \
+        if self.dataset_sha256 and Path(ds).is_file() and \
                 _sha256(Path(ds)) != self.dataset_sha256:
             raise RunError(f"{ds}: not the manifest the run was trained on (sha256 differs "
                            f"from the one recorded in {cfg})")
@@ -395,11 +401,10 @@ def convert_run(path: str | os.PathLike) -> list[str]:
             train, _spec, _ = split_settings(flat)
         except ConfigError as e:
             raise RunError(f"{cfg}: {e}") from None
-        # a relative dataset was relative to where training ran; keep it if it resolves here
-        ds = prov.dataset
-        rec = record_provenance(run, prov) if (ds in (None, "meld") or Path(ds).is_file()) \
-            else {**prov.to_dict(), "store": relative_to_run(run, prov.store)}
-        d = {**d, "layout": LAYOUT, "train": train.to_dict(), "provenance": rec}
+        # a relative manifest path was relative to where training ran: recorded relative to
+        # the run if it is found from here, else kept as it was (then --dataset gives it)
+        d = {**d, "layout": LAYOUT, "train": train.to_dict(),
+             "provenance": record_provenance(run, prov)}
     for p, obj in loaded.items():
         sdir = p.parent
         if p.name == "model.pt":

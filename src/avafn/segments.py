@@ -1,36 +1,87 @@
-"""Segment lists for one conversation video: who speaks when (and, optionally, what).
+"""Segment lists for one conversation: who speaks when (and, optionally, what).
 
 Formats (chosen by file extension, or by sniffing the content when the extension says nothing):
 
 - **CSV** ``start,end,speaker[,text]``, with or without that header row; times in seconds
   (``12.5``) or clock time (``HH:MM:SS.mmm``, ``MM:SS.mmm``, ``,`` accepted as decimal mark).
-- **SRT** / **WebVTT** subtitles; every cue must name its speaker in one of the forms
-  ``Speaker: text``, ``<v Speaker>text`` (WebVTT voice span), ``[Speaker] text``,
-  ``(Speaker) text`` (an optional leading ``- `` is allowed).
+  An empty speaker cell means "speaker not known".
+- **SRT** / **WebVTT** subtitles as they come: a byte-order mark, CRLF line ends, a missing or
+  non-numeric SRT index, WebVTT header lines, ``NOTE`` / ``STYLE`` / ``REGION`` blocks and cue
+  settings are accepted; a file that is not UTF-8 is read as UTF-16 (with its BOM) or
+  Windows-1252, with a warning.
 - **RTTM** (diarizer output): ``SPEAKER file 1 start dur <NA> <NA> spk <NA> <NA>``; other
   record types (``SPKR-INFO``, ...) are ignored.
 
-:func:`read_segments` validates the list and raises :class:`SegmentError` naming the file and
-line for: an unknown format or speaker tag, ``end <= start``, unsorted or overlapping segments
-(naming both), and segments outside the video when its duration is given.
+What a subtitle cue may hold, and what becomes of it:
+
+- **Speaker tags** ``Name: text``, ``NAME (ON PHONE): text``, ``<v Name>text``, ``[Name] text``,
+  ``(Name) text``, each optionally after ``- `` or ``>>`` (broadcast captions). A cue whose
+  lines start with dialogue dashes (``- Hi.`` / ``- Hello.``) holds several speakers: it is
+  split, its time shared in proportion to the text lengths. A cue without a tag (or a bare
+  ``>>``) has speaker ``None``: :func:`assign_speakers` gives it one (from a diarizer's turns,
+  else :data:`UNKNOWN_SPEAKER`).
+- **One name per speaker**: spellings that differ only in case or spacing (``ALICE``,
+  ``Alice``, ``alice``) are one speaker, shown in a readable form (a mixed-case spelling when
+  the file has one, else the name in title case: ``DR. GREEN`` -> ``Dr. Green``).
+- **Dropped, each kind counted** (one warning line per kind, :class:`avafn.notices.Notices`):
+  markup (``<i>``, ``<font ...>``, ``{\\an8}``, WebVTT timestamps and classes), sound
+  descriptions (``[music]``, ``(laughs)``, ``(DOOR SLAMS)``, ``♪ ... ♪``) and the cues left
+  empty by that.
+
+:func:`read_segments` then tidies the list (:func:`tidy_segments`): unsorted segments are
+sorted, segments past the end of the media clipped (or dropped when they start after it),
+overlaps resolved by the ``overlaps`` policy, each with a counted warning. Still refused with a
+:class:`SegmentError` naming file and line: an unknown format, an unreadable time, a time or
+duration that is not a finite number, ``end <= start``, more segments than ``max_segments``
+(checked while reading, before anything else is done with them), and any overlap under the
+``error`` policy.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import html
 import io
 import itertools
 import math
 import os
 import re
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from avafn.errors import UserError
+from avafn.notices import Notices
 
 FORMATS = ("csv", "srt", "vtt", "rttm")
 _EXT = {".csv": "csv", ".tsv": "csv", ".srt": "srt", ".vtt": "vtt", ".webvtt": "vtt",
         ".rttm": "rttm"}
+#: what to do with two segments that overlap in time
+OVERLAP_POLICIES = ("trim", "merge", "error")
+#: segments one video may have, checked while the list is read (``max_segments`` raises it)
+DEFAULT_MAX_SEGMENTS = 5000
+#: the speaker of untagged cues when no diarizer is available
+UNKNOWN_SPEAKER = "unknown"
+#: a segment shorter than this (seconds) after trimming is dropped
+MIN_SEGMENT = 0.01
+
+# warning kinds (one line each, with a count)
+W_MARKUP = "markup dropped from cues (<i>, <font>, {\\an8}, ...)"
+W_SOUND = "sound descriptions dropped ([music], (laughs), ♪...♪)"
+W_SOUND_ONLY = "cues holding only sound descriptions dropped"
+W_EMPTY = "empty cues dropped"
+W_SPLIT = "cues with several speakers (dialogue dashes) split"
+W_SORTED = "segments out of time order, sorted"
+W_CLIPPED = "segments running past the end of the media, clipped"
+W_AFTER_END = "segments starting after the end of the media, dropped"
+W_BEFORE_START = "segments starting before 0 s, clipped"
+W_TRIMMED = "overlapping segments trimmed (the earlier one ends where the next starts)"
+W_MERGED = "overlapping segments merged into one"
+W_OVERLAP_DROPPED = "segments inside an earlier one, dropped by trimming"
+W_SPELLINGS = "speaker spellings merged (case / spacing)"
+W_ENCODING = "file is not UTF-8, decoded as"
 
 
 class SegmentError(UserError):
@@ -39,11 +90,14 @@ class SegmentError(UserError):
 
 @dataclass(frozen=True)
 class Segment:
-    """One utterance of the conversation: ``[start, end)`` seconds in the video."""
+    """One utterance of the conversation: ``[start, end)`` seconds in the media.
+
+    ``speaker`` is ``None`` when the file does not say (see :func:`assign_speakers`).
+    """
 
     start: float
     end: float
-    speaker: str
+    speaker: str | None
     text: str | None = None
     source: str = ""  # "file:line" the segment was read from
 
@@ -57,7 +111,8 @@ _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d+)?)$")
 
 
 def parse_time(s: str) -> float:
-    """Seconds from ``"12.5"``, ``"00:00:12.500"``, ``"00:12,5"``; raises ``ValueError``."""
+    """Seconds from ``"12.5"``, ``"00:00:12.500"``, ``"00:12,5"``; raises ``ValueError``
+    (also for ``nan``, ``inf`` and anything else that is not a finite number)."""
     s = s.strip()
     if not s:
         raise ValueError("empty time")
@@ -76,39 +131,213 @@ def parse_time(s: str) -> float:
     return v
 
 
+#: beyond this many seconds (about 31,700 years) a time is written in plain seconds
+_CLOCK_LIMIT = 1e12
+
+
 def format_time(t: float) -> str:
-    """``HH:MM:SS.mmm`` (for reports and messages)."""
-    ms = round(t * 1000)
+    """``HH:MM:SS.mmm`` (for reports and messages); never raises: a non-finite or absurdly
+    large value is written as it is (``nan s``, ``1e+300 s``)."""
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        return str(t)
+    if not math.isfinite(t) or abs(t) >= _CLOCK_LIMIT:
+        return f"{t:g} s"
+    sign = "-" if t < 0 else ""
+    ms = round(abs(t) * 1000)
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
     s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+    return f"{sign}{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
 
 
-# --------------------------------------------------------------------------- speaker tags
-_SPEAKER_NAME = r"[^\W\d_][\w .'\-]{0,39}|[\w\-]{1,40}"
-_TAG_FORMS = (
-    re.compile(r"^<v(?:\.[\w.\-]+)?\s+([^>]+)>\s*(.*?)(?:</v>)?\s*$", re.DOTALL),  # <v Speaker>text
-    re.compile(r"^\[([^\]\n]{1,40})\]\s*:?\s*(.*)$", re.DOTALL),  # [Speaker] text
-    re.compile(r"^\(([^)\n]{1,40})\)\s*:?\s*(.*)$", re.DOTALL),  # (Speaker) text
-    re.compile(rf"^({_SPEAKER_NAME})\s*:\s+(.*)$", re.DOTALL),  # Speaker: text
-    re.compile(rf"^({_SPEAKER_NAME})\s*:\s*$", re.DOTALL),  # Speaker:   (no text)
-)
+# --------------------------------------------------------------------------- speaker names
+def speaker_key(name: str) -> str:
+    """What makes two spellings one speaker: Unicode-normalised, spacing collapsed, case
+    folded (``" ALICE "``, ``"Alice"`` and ``"alice"`` share a key)."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
+def _display(spellings: Sequence[str]) -> str:
+    for s in spellings:  # the first spelling in mixed case
+        if s != s.upper() and s != s.lower():
+            return s
+    s = spellings[0]
+    if re.search(r"[\d_]", s):  # SPEAKER_01, A1, MAN #2 stay as they are
+        return s
+    return re.sub(r"[^\W\d_]+", lambda m: m.group(0).capitalize(), s.lower())  # Dr. Green
+
+
+def unify_speakers(segs: Sequence[Segment], notices: Notices | None = None) -> list[Segment]:
+    """One name per speaker (see the module docstring); ``None`` speakers stay ``None``."""
+    spellings: dict[str, list[str]] = {}
+    for s in segs:
+        if s.speaker is not None:
+            name = " ".join(unicodedata.normalize("NFKC", s.speaker).split())
+            forms = spellings.setdefault(speaker_key(name), [])
+            if name not in forms:
+                forms.append(name)
+    shown = {k: _display(v) for k, v in spellings.items()}
+    if notices is not None:
+        for k, forms in spellings.items():
+            if len(forms) > 1:
+                notices.warn(W_SPELLINGS, f"{' / '.join(forms)} -> {shown[k]}")
+    return [s if s.speaker is None else replace(s, speaker=shown[speaker_key(s.speaker)])
+            for s in segs]
+
+
+# --------------------------------------------------------------------------- cue text
+_SOUND_TEXT = """
+music musical song singing sings sung humming hums melody tune instrumental playing plays
+laugh laughs laughing laughter chuckle chuckles chuckling giggle giggles giggling snickers
+applause clapping claps cheer cheers cheering sigh sighs sighing gasp gasps gasping cough
+coughs coughing sneeze sneezes sniff sniffs sniffing sniffles sob sobs sobbing cry cries
+crying weeping scream screams screaming shout shouts shouting yell yells yelling whisper
+whispers whispering whispered groan groans groaning moan moans grunt grunts grunting murmur
+murmurs murmuring mumble mumbles mumbling inaudible indistinct unintelligible crosstalk
+chatter chattering noise noises silence static beep beeps beeping ring rings ringing ringtone
+phone door doorbell knock knocks knocking footsteps thud thunder explosion gunshot gunshots
+siren sirens wind rain engine horn honking bell bells bark barks barking howl howls meow
+background exhales inhales breathing breathes panting pants snoring snores clears throat
+kiss kisses kissing blank audio sound sounds sfx tv radio whistle whistles whistling
+upbeat dramatic suspenseful tense ominous soft loud continues continuing fades ends stops
+speaking speaks foreign language silent pause scoffs scoffing groaning slams slamming
+"""
+_SOUND_WORDS = frozenset(_SOUND_TEXT.split())
+_SOUND_SPAN = re.compile(r"[♪♫][^♪♫]*(?:[♪♫]|$)")
+_BRACKET = re.compile(r"\[[^\]\n]*\]")
+_PAREN = re.compile(r"\([^)\n]*\)")
+_ASS = re.compile(r"\{\\[^}]*\}")
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<\d{1,2}:\d{2}(?::\d{2})?[.,]\d{1,3}>")
+_VOICE = re.compile(r"^<v(?:\.[^\s>]+)*(?:\s+([^>]+))?>", re.IGNORECASE)
+_VOICE_END = re.compile(r"</v>", re.IGNORECASE)
+_DASH = re.compile(r"^[-\u2010-\u2015]\s*")
+_CHEVRONS = re.compile(r"^>{2,}\s*")
+_NAME_COLON = re.compile(
+    r"^([^\W\d_][\w .'&#\-]{0,39}?|[\w\-]{1,40}?)\s*(?:\([^()\n]{1,30}\))?\s*:(?:\s+(.*)|\s*)$",
+    re.DOTALL)
+_LEAD_BRACKET = re.compile(r"^[\[(]([^\])\n]{1,40})[\])]\s*(:?)\s*(.*)$", re.DOTALL)
+
+
+def _is_sound(desc: str) -> bool:
+    """Is the inside of ``[...]`` / ``(...)`` a sound description rather than a name?"""
+    words = re.findall(r"[^\W\d_]+", desc.lower())
+    if not words:
+        return True
+    if any(w in _SOUND_WORDS for w in words):
+        return True
+    first = desc.strip()[:1]
+    return first.islower()
+
+
+_PARTICLES = frozenset(("de", "van", "von", "der", "den", "da", "di", "du", "la", "le", "of",
+                        "the"))
+
+
+def _name_like(s: str, colon: bool) -> bool:
+    s = s.strip()
+    if not s or len(s) > 40 or len(s.split()) > (3 if colon else 4):
+        return False
+    words = s.split()
+    if colon:  # several words: each capitalised (or a particle); "It's simple:" is no name
+        return len(words) == 1 or (all(not w[0].islower() or w in _PARTICLES for w in words)
+                                   and not words[0][0].islower())
+    return s[0].isupper() and not _is_sound(s)
+
+
+@dataclass
+class _Turn:
+    speaker: str | None
+    text: str
+
+
+def _strip_markup(line: str) -> tuple[str, bool]:
+    out = _TAG.sub("", _ASS.sub("", line))
+    if "&" in out:
+        out = html.unescape(out)
+    return out, out != line
+
+
+def _tag(text: str) -> tuple[str | None, str]:
+    """``(speaker or None, rest)`` from a turn's text (dash and ``>>`` already removed)."""
+    m = _LEAD_BRACKET.match(text)
+    if m and (m.group(2) or m.group(3).strip()) and _name_like(m.group(1), bool(m.group(2))):
+        return m.group(1).strip(), m.group(3).strip()
+    m = _NAME_COLON.match(text)
+    if m and _name_like(m.group(1), True):
+        return m.group(1).strip(), (m.group(2) or "").strip()
+    return None, text
+
+
+def _drop_sounds(text: str) -> tuple[str, int]:
+    n = 0
+
+    def cut(m: re.Match) -> str:
+        nonlocal n
+        n += 1
+        return " "
+
+    text = _SOUND_SPAN.sub(cut, text)
+    text = _BRACKET.sub(cut, text)
+    text = _PAREN.sub(lambda m: cut(m) if _is_sound(m.group(0)[1:-1]) else m.group(0), text)
+    return " ".join(text.split()), n
+
+
+def parse_cue(lines: Sequence[str], where: str = "", notices: Notices | None = None
+              ) -> list[_Turn]:
+    """The turns of one subtitle cue (usually one): speaker (or ``None``) and clean text.
+    Markup and sound descriptions are removed and counted in ``notices``."""
+    # (voice, line, starts a turn): a WebVTT voice span or a dialogue dash starts a turn
+    entries: list[tuple[str | None, str, bool]] = []
+    markup = False
+    voice: str | None = None
+    for raw in lines:
+        line = raw.strip()
+        m = _VOICE.match(line)
+        if m:
+            line = line[m.end():]
+            if m.group(1) and m.group(1).strip():
+                voice = m.group(1).strip()
+        line, changed = _strip_markup(_VOICE_END.sub("", line))  # </v> closes a speaker tag
+        markup |= changed
+        line = line.strip()
+        if line:
+            entries.append((voice, line, voice is not None or bool(_DASH.match(line))))
+            voice = None
+    if markup and notices is not None:
+        notices.warn(W_MARKUP, where)
+    parts: list[tuple[str | None, list[str]]] = []
+    for i, (v, line, new) in enumerate(entries):
+        if i == 0 or new:
+            parts.append((v, [line]))
+        else:
+            parts[-1][1].append(line)
+    turns: list[_Turn] = []
+    sounds = 0
+    for v, part in parts:
+        text = _DASH.sub("", " ".join(part), count=1)
+        chev = _CHEVRONS.match(text)
+        if chev:
+            text = text[chev.end():]
+        speaker, text = (v, text) if v is not None else _tag(text)
+        text, n = _drop_sounds(text)
+        sounds += n
+        if speaker is None and text:  # a tag may follow a dropped sound: "[laughs] Bob: hi"
+            speaker, text = _tag(text)
+        if text or (speaker is not None and n == 0):
+            turns.append(_Turn(speaker, text))
+    if sounds and notices is not None:
+        notices.warn(W_SOUND, where, sounds)
+    return turns
 
 
 def split_speaker(cue_text: str) -> tuple[str, str] | None:
     """``(speaker, text)`` from a subtitle cue with a speaker tag, ``None`` if it has none."""
-    t = cue_text.strip()
-    t = re.sub(r"^-\s+", "", t)
-    for rx in _TAG_FORMS:
-        m = rx.match(t)
-        if m:
-            speaker = m.group(1).strip()
-            text = m.group(2).strip() if m.lastindex and m.lastindex >= 2 else ""
-            text = re.sub(r"</?[a-z][^>]*>", "", text).strip()  # drop <i>, </v>, ... markup
-            if speaker:
-                return speaker, text
-    return None
+    turns = parse_cue(cue_text.splitlines())
+    if not turns or turns[0].speaker is None:
+        return None
+    return turns[0].speaker, turns[0].text
 
 
 # --------------------------------------------------------------------------- readers
@@ -124,7 +353,7 @@ def detect_format(path: str | os.PathLike, content: str) -> str:
         return "vtt"
     if first.split()[0] in ("SPEAKER", "SPKR-INFO", "LEXEME", "NON-SPEECH"):
         return "rttm"
-    if len(lines) > 1 and re.match(r"^\d+$", first) and "-->" in lines[1]:
+    if "-->" in first or (len(lines) > 1 and re.match(r"^\d+$", first) and "-->" in lines[1]):
         return "srt"
     if "," in first:
         return "csv"
@@ -134,7 +363,22 @@ def detect_format(path: str | os.PathLike, content: str) -> str:
     )
 
 
-def _read_csv(path: str, content: str) -> list[Segment]:
+class _Limit:
+    """Counts segments while a file is read; raises past ``max_segments``."""
+
+    def __init__(self, path: str, max_segments: int | None) -> None:
+        self.path, self.max, self.n = path, max_segments, 0
+
+    def add(self, lineno: int) -> None:
+        self.n += 1
+        if self.max is not None and self.n > self.max:
+            raise SegmentError(
+                f"{self.path}:{lineno}: more than {self.max} segments; one video may have at "
+                f"most {self.max} utterances by default (split the media, or raise the limit "
+                "with --max-segments N)")
+
+
+def _read_csv(path: str, content: str, limit: _Limit) -> list[Segment]:
     first_line = content.splitlines()[0] if content.strip() else ""
     delim = "\t" if "\t" in first_line and "," not in first_line else ","
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delim)
@@ -165,30 +409,30 @@ def _read_csv(path: str, content: str) -> list[Segment]:
                         if k in head}
                 header = True
                 continue
-        need = max(cols["start"], cols["end"], cols["speaker"]) + 1
-        if len(row) < need:
+        need = max(cols["start"], cols["end"]) + 1
+        if len(row) < need or (len(row) <= cols["speaker"] and not header):
             raise SegmentError(
                 f"{path}:{lineno}: {len(row)} column(s), expected start,end,speaker[,text]: {row}")
+        limit.add(lineno)
         try:
             start, end = parse_time(row[cols["start"]]), parse_time(row[cols["end"]])
         except ValueError as e:
             raise SegmentError(f"{path}:{lineno}: {e}") from None
-        speaker = row[cols["speaker"]].strip()
-        if not speaker:
-            raise SegmentError(f"{path}:{lineno}: empty speaker")
+        speaker = row[cols["speaker"]].strip() if cols["speaker"] < len(row) else ""
         text = None
         if "text" in cols and cols["text"] < len(row):
             # without a header, an unquoted text may contain the delimiter: keep all of it
             parts = row[cols["text"]:] if not header else [row[cols["text"]]]
             text = delim.join(parts).strip() or None
-        out.append(Segment(start, end, speaker, text, f"{path}:{lineno}"))
+        out.append(Segment(start, end, speaker or None, text, f"{path}:{lineno}"))
     return out
 
 
-_ARROW = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)(?:\s+.*)?$")
+_ARROW = re.compile(r"^\s*(\S+)\s*-->\s*(\S+)(?:\s+.*)?$")
 
 
-def _read_subtitles(path: str, content: str, fmt: str) -> list[Segment]:
+def _read_subtitles(path: str, content: str, fmt: str, limit: _Limit,
+                    notices: Notices) -> list[Segment]:
     lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     out: list[Segment] = []
     i, n = 0, len(lines)
@@ -196,6 +440,8 @@ def _read_subtitles(path: str, content: str, fmt: str) -> list[Segment]:
         if not lines or not lines[0].lstrip("\ufeff").startswith("WEBVTT"):
             raise SegmentError(f"{path}:1: a WebVTT file must start with 'WEBVTT'")
         i = 1
+        while i < n and lines[i].strip() and "-->" not in lines[i]:
+            i += 1  # header lines (Kind:, Language:, X-TIMESTAMP-MAP=...) up to a blank line
     while i < n:
         line = lines[i].strip().lstrip("\ufeff")
         if not line:
@@ -221,34 +467,50 @@ def _read_subtitles(path: str, content: str, fmt: str) -> list[Segment]:
         except ValueError as e:
             raise SegmentError(f"{path}:{i + 1}: {e}") from None
         cue_line = i + 1
+        limit.add(cue_line)
         i += 1
         body: list[str] = []
         while i < n and lines[i].strip():
-            body.append(lines[i].strip())
+            if _ARROW.match(lines[i]) and "-->" in lines[i]:  # next cue without a blank line
+                if body and re.fullmatch(r"\d+", body[-1].strip()):
+                    body.pop()  # that cue's SRT index
+                break
+            body.append(lines[i])
             i += 1
-        if not body:
-            raise SegmentError(f"{path}:{cue_line}: cue without text (no speaker tag)")
-        tagged = split_speaker(body[0])
-        if tagged is None:
-            raise SegmentError(
-                f"{path}:{cue_line + 1}: unknown speaker format in cue {body[0]!r}; expected "
-                "'Speaker: text', '<v Speaker>text', '[Speaker] text' or '(Speaker) text'")
-        speaker, first_text = tagged
-        rest = [re.sub(r"</?[a-z][^>]*>", "", b).strip() for b in body[1:]]
-        text = " ".join([t for t in [first_text, *rest] if t]) or None
-        out.append(Segment(start, end, speaker, text, f"{path}:{cue_line}"))
+        where = f"{path}:{cue_line}"
+        turns = parse_cue(body, where, notices)
+        if not turns:
+            notices.warn(W_SOUND_ONLY if any(ln.strip() for ln in body) else W_EMPTY, where)
+            continue
+        if len(turns) > 1:
+            notices.warn(W_SPLIT, where)
+        out += _share_time(start, end, turns, where)
     return out
+
+
+def _share_time(start: float, end: float, turns: list[_Turn], where: str) -> list[Segment]:
+    """One segment per turn of a cue, its time shared in proportion to the text lengths."""
+    if len(turns) == 1 or end <= start:
+        t = turns[0] if len(turns) == 1 else _Turn(turns[0].speaker,
+                                                   " ".join(x.text for x in turns))
+        return [Segment(start, end, t.speaker, t.text or None, where)]
+    weights = [max(len(t.text), 1) for t in turns]
+    total = sum(weights)
+    bounds = [start + (end - start) * c / total for c in itertools.accumulate(weights)]
+    bounds = [start, *bounds[:-1], end]
+    return [Segment(a, b, t.speaker, t.text or None, where)
+            for a, b, t in zip(bounds, bounds[1:], turns)]
 
 
 _RTTM_TYPES = {"SPEAKER", "SPKR-INFO", "LEXEME", "NON-LEX", "NON-SPEECH", "FILLER", "NOSCORE",
                "NO_RT_METADATA", "SEGMENT", "A/P", "IP", "SU", "CB", "EDIT"}
 
 
-def _read_rttm(path: str, content: str, file_id: str | None) -> list[Segment]:
+def _read_rttm(path: str, content: str, file_id: str | None, limit: _Limit) -> list[Segment]:
     out: list[Segment] = []
     files: dict[str, int] = {}
     for lineno, raw in enumerate(content.splitlines(), 1):
-        line = raw.strip()
+        line = raw.strip().lstrip("\ufeff")
         if not line or line.startswith(("#", ";;")):
             continue
         f = line.split()
@@ -263,10 +525,18 @@ def _read_rttm(path: str, content: str, file_id: str | None) -> list[Segment]:
         if file_id is not None and f[1] != file_id:
             continue
         files.setdefault(f[1], lineno)
+        limit.add(lineno)
         try:
-            start, dur = parse_time(f[3]), float(f[4])
+            start = parse_time(f[3])
         except ValueError as e:
-            raise SegmentError(f"{path}:{lineno}: {e}") from None
+            raise SegmentError(f"{path}:{lineno}: start: {e}") from None
+        try:
+            dur = float(f[4])
+        except ValueError:
+            raise SegmentError(f"{path}:{lineno}: duration {f[4]!r} is not a number") from None
+        if not math.isfinite(dur) or not math.isfinite(start + dur):
+            raise SegmentError(f"{path}:{lineno}: duration {f[4]!r} is not a finite number of "
+                               "seconds")
         speaker = f[7]
         if speaker in ("<NA>", ""):
             raise SegmentError(f"{path}:{lineno}: RTTM SPEAKER line without a speaker name")
@@ -278,67 +548,233 @@ def _read_rttm(path: str, content: str, file_id: str | None) -> list[Segment]:
     return out
 
 
-def read_segments(path: str | os.PathLike, duration: float | None = None,
-                  fmt: str | None = None, file_id: str | None = None) -> list[Segment]:
-    """Read and validate the segment list of one video.
-
-    ``duration``: the video's length in seconds; segments ending after it are errors.
-    ``fmt``: force ``csv`` / ``srt`` / ``vtt`` / ``rttm`` instead of detecting it.
-    ``file_id``: RTTM only, which recording to take when the file holds several.
-    """
-    path = str(path)
+def _read_text(path: str, notices: Notices) -> str:
     try:
-        content = Path(path).read_text(encoding="utf-8-sig")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise SegmentError(f"{path}: segment file not found") from None
-    except UnicodeDecodeError as e:
-        raise SegmentError(f"{path}: not UTF-8 text ({e})") from None
+    except IsADirectoryError:
+        raise SegmentError(f"{path}: is a folder, not a segment file") from None
+    except OSError as e:
+        raise SegmentError(f"{path}: cannot read the segment file ({e.strerror})") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        notices.warn(f"{W_ENCODING} UTF-16", path)
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    if b"\x00" in data:
+        raise SegmentError(f"{path}: a binary file, not a segment list (text expected)")
+    try:
+        text = data.decode("cp1252")
+        notices.warn(f"{W_ENCODING} Windows-1252", path)
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+        notices.warn(f"{W_ENCODING} Latin-1", path)
+    return text
+
+
+def read_segments(path: str | os.PathLike, duration: float | None = None,
+                  fmt: str | None = None, file_id: str | None = None, *,
+                  overlaps: str = "trim", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
+                  notices: Notices | None = None) -> list[Segment]:
+    """Read, tidy and validate the segment list of one video (module docstring).
+
+    ``duration``: the media's length in seconds (segments are clipped to it).
+    ``fmt``: force ``csv`` / ``srt`` / ``vtt`` / ``rttm`` instead of detecting it.
+    ``file_id``: RTTM only, which recording to take when the file holds several.
+    ``overlaps``: ``trim`` / ``merge`` / ``error`` (see :func:`tidy_segments`).
+    ``max_segments``: refuse a list longer than this (``None``: no limit).
+    ``notices``: collects the warnings (one kind per line, with counts).
+    Untagged cues keep speaker ``None``: see :func:`assign_speakers`.
+    """
+    if overlaps not in OVERLAP_POLICIES:
+        raise SegmentError(f"unknown overlap policy {overlaps!r}; expected one of "
+                           f"{', '.join(OVERLAP_POLICIES)}")
+    if max_segments is not None and max_segments < 1:
+        raise SegmentError(f"--max-segments must be at least 1, got {max_segments}")
+    notices = notices if notices is not None else Notices()
+    path = str(path)
+    content = _read_text(path, notices)
     if fmt is None:
         fmt = detect_format(path, content)
     if fmt not in FORMATS:
         raise SegmentError(f"{path}: unknown segment format {fmt!r}; known: {FORMATS}")
+    limit = _Limit(path, max_segments)
     if fmt == "csv":
-        segs = _read_csv(path, content)
+        segs = _read_csv(path, content, limit)
     elif fmt == "rttm":
-        segs = _read_rttm(path, content, file_id)
+        segs = _read_rttm(path, content, file_id, limit)
     else:
-        segs = _read_subtitles(path, content, fmt)
-    validate_segments(segs, duration, where=path)
-    return segs
-
-
-def validate_segments(segs: list[Segment], duration: float | None = None,
-                      where: str = "segments", tol: float = 1e-6) -> None:
-    """Raise :class:`SegmentError` for an empty list, ``end <= start``, a segment outside
-    ``[0, duration]``, unsorted or overlapping segments (naming both lines)."""
+        segs = _read_subtitles(path, content, fmt, limit, notices)
     if not segs:
-        raise SegmentError(f"{where}: no segments")
+        raise SegmentError(f"{path}: no segments")
+    return tidy_segments(segs, duration, overlaps=overlaps, notices=notices, where=path)
+
+
+def tidy_segments(segs: Sequence[Segment], duration: float | None = None, *,
+                  overlaps: str = "trim", notices: Notices | None = None,
+                  where: str = "segments") -> list[Segment]:
+    """Check every segment, then sort, clip to ``[0, duration]``, resolve overlaps and unify
+    speaker spellings, counting each change in ``notices``.
+
+    Overlap policies: ``trim`` (the earlier segment ends where the later starts; a segment
+    starting with an earlier one starts where that one ends, and is dropped if nothing is
+    left), ``merge`` (overlapping segments become one utterance spanning both, texts joined,
+    attributed to the speaker who talks longer), ``error`` (refused, naming both).
+    Raises :class:`SegmentError` for a non-finite time, ``end <= start`` and an empty result.
+    """
+    if overlaps not in OVERLAP_POLICIES:
+        raise SegmentError(f"unknown overlap policy {overlaps!r}; expected one of "
+                           f"{', '.join(OVERLAP_POLICIES)}")
+    notices = notices if notices is not None else Notices()
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise SegmentError(f"{where}: the media's duration {duration!r} is not a positive "
+                           "finite number of seconds")
     for s in segs:
-        if s.start < 0:
-            raise SegmentError(f"{s.source}: segment starts before the video ({s.start:.3f} s)")
+        if not (math.isfinite(s.start) and math.isfinite(s.end)):
+            raise SegmentError(f"{s.source or where}: times must be finite numbers, got "
+                               f"{format_time(s.start)} - {format_time(s.end)}")
         if s.end <= s.start:
-            raise SegmentError(
-                f"{s.source}: end {format_time(s.end)} is not after start {format_time(s.start)}")
-        if duration is not None and s.end > duration + 0.05:
-            raise SegmentError(
-                f"{s.source}: segment {format_time(s.start)}-{format_time(s.end)} lies outside "
-                f"the video, which lasts {format_time(duration)}")
-    for a, b in itertools.pairwise(segs):
-        if b.start < a.start - tol:
-            raise SegmentError(
-                f"{b.source}: segments are not sorted by start time: this one starts at "
-                f"{format_time(b.start)}, before the previous one ({a.source}) at "
-                f"{format_time(a.start)}")
-        if b.start < a.end - tol:
-            raise SegmentError(
-                f"{b.source}: segment {format_time(b.start)}-{format_time(b.end)} ({b.speaker}) "
-                f"overlaps the previous one ({a.source}) {format_time(a.start)}-"
-                f"{format_time(a.end)} ({a.speaker}); one utterance at a time is expected")
+            raise SegmentError(f"{s.source or where}: end {format_time(s.end)} is not after "
+                               f"start {format_time(s.start)}")
+    out = list(segs)
+    order = sorted(range(len(out)), key=lambda k: (out[k].start, out[k].end))
+    unsorted = sum(1 for a, b in itertools.pairwise(order) if b < a)
+    if unsorted:
+        first = next(out[b].source for a, b in itertools.pairwise(order) if b < a)
+        notices.warn(W_SORTED, first, unsorted)
+        out = [out[k] for k in order]
+    clipped: list[Segment] = []
+    for s in out:
+        if s.start < 0:
+            if s.end <= MIN_SEGMENT:
+                notices.warn(W_BEFORE_START, s.source)
+                continue
+            notices.warn(W_BEFORE_START, s.source)
+            s = replace(s, start=0.0)
+        if duration is not None:
+            if s.start >= duration - MIN_SEGMENT:
+                notices.warn(W_AFTER_END, f"{s.source} ({format_time(s.start)}, the media "
+                                          f"lasts {format_time(duration)})")
+                continue
+            if s.end > duration:
+                notices.warn(W_CLIPPED, s.source)
+                s = replace(s, end=duration)
+        clipped.append(s)
+    if not clipped:
+        lasts = f" (which lasts {format_time(duration)})" if duration is not None else ""
+        raise SegmentError(f"{where}: no segment lies within the media{lasts}; is this the "
+                           "segment list of another video?")
+    out = _resolve_overlaps(clipped, overlaps, notices)
+    return unify_speakers(out, notices)
 
 
-def speaker_indices(segs: list[Segment]) -> dict[str, int]:
+def _resolve_overlaps(segs: list[Segment], policy: str, notices: Notices) -> list[Segment]:
+    out: list[Segment] = []
+    for b in segs:
+        if not out or b.start >= out[-1].end - 1e-9:
+            out.append(b)
+            continue
+        a = out[-1]
+        if policy == "error":
+            raise SegmentError(
+                f"{b.source}: segment {format_time(b.start)}-{format_time(b.end)} "
+                f"({b.speaker or 'no speaker'}) overlaps the previous one ({a.source}) "
+                f"{format_time(a.start)}-{format_time(a.end)} ({a.speaker or 'no speaker'}); "
+                "choose --overlaps trim or merge to accept overlapping segments")
+        if policy == "merge":
+            spk = a.speaker if a.speaker is not None else b.speaker
+            if a.speaker is not None and b.speaker is not None and \
+                    b.duration > a.duration and speaker_key(a.speaker) != speaker_key(b.speaker):
+                spk = b.speaker
+            text = " ".join(t for t in (a.text, b.text) if t) or None
+            out[-1] = Segment(a.start, max(a.end, b.end), spk, text, a.source)
+            notices.warn(W_MERGED, b.source)
+        elif b.start - a.start >= MIN_SEGMENT:
+            out[-1] = replace(a, end=b.start)
+            notices.warn(W_TRIMMED, b.source)
+            out.append(b)
+        else:  # starts with the previous one: it starts where that one ends
+            if b.end - a.end < MIN_SEGMENT:
+                notices.warn(W_OVERLAP_DROPPED, b.source)
+                continue
+            notices.warn(W_TRIMMED, b.source)
+            out.append(replace(b, start=a.end))
+    return out
+
+
+# --------------------------------------------------------------------------- untagged cues
+#: a diarizer: media path -> speaker turns (``Segment`` with a speaker, text ``None``)
+Diarizer = Callable[[str], Sequence[Segment]]
+W_UNKNOWN = f"segments without a speaker tag, given one speaker {UNKNOWN_SPEAKER!r}"
+W_DIARIZED = "segments without a speaker tag, speaker taken from diarization"
+
+
+def untagged(segs: Sequence[Segment]) -> int:
+    """How many segments have no speaker."""
+    return sum(1 for s in segs if s.speaker is None)
+
+
+def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = None,
+                    notices: Notices | None = None) -> list[Segment]:
+    """Give every segment without a speaker one.
+
+    With ``turns`` (a diarizer's speaker turns over the same media), an untagged segment takes
+    the speaker it overlaps most in time (the nearest turn when none overlaps); a diarized
+    speaker who overlaps tagged segments is named after the tagged name it overlaps most, so
+    that a half-tagged file keeps one name per person. Without turns, every untagged segment
+    is :data:`UNKNOWN_SPEAKER`. Each case is counted in ``notices``.
+    """
+    notices = notices if notices is not None else Notices()
+    missing = untagged(segs)
+    if not missing:
+        return list(segs)
+    first = next(s.source for s in segs if s.speaker is None)
+    turns = [t for t in (turns or ()) if t.speaker is not None and t.end > t.start]
+    if not turns:
+        notices.warn(W_UNKNOWN, first, missing)
+        return [replace(s, speaker=UNKNOWN_SPEAKER) if s.speaker is None else s for s in segs]
+
+    def overlaps(s: Segment) -> dict[str, float]:
+        acc: dict[str, float] = {}
+        for t in turns:
+            o = min(s.end, t.end) - max(s.start, t.start)
+            if o > 0:
+                acc[t.speaker] = acc.get(t.speaker, 0.0) + o
+        return acc
+
+    # diarized speaker -> the tagged name it overlaps most
+    votes: dict[str, dict[str, float]] = {}
+    for s in segs:
+        if s.speaker is not None:
+            for spk, o in overlaps(s).items():
+                key = speaker_key(s.speaker)
+                votes.setdefault(spk, {}).setdefault(key, 0.0)
+                votes[spk][key] += o
+    names = {speaker_key(s.speaker): s.speaker for s in segs if s.speaker is not None}
+    rename = {spk: names[max(v, key=v.get)] for spk, v in votes.items() if v}
+    out = []
+    for s in segs:
+        if s.speaker is None:
+            ov = overlaps(s)
+            if ov:
+                spk = max(ov, key=ov.get)
+            else:
+                mid = (s.start + s.end) / 2
+                spk = min(turns, key=lambda t: min(abs(t.start - mid), abs(t.end - mid))).speaker
+            s = replace(s, speaker=rename.get(spk, spk))
+        out.append(s)
+    notices.warn(W_DIARIZED, first, missing)
+    return unify_speakers(out)
+
+
+def speaker_indices(segs: Sequence[Segment]) -> dict[str, int]:
     """Party index of each speaker, in order of first appearance (the model's convention)."""
     idx: dict[str, int] = {}
     for s in segs:
+        if s.speaker is None:
+            raise SegmentError(f"{s.source}: segment without a speaker (call assign_speakers)")
         idx.setdefault(s.speaker, len(idx))
     return idx

@@ -46,7 +46,9 @@ def _add_extractor_args(p: argparse.ArgumentParser, kind: str) -> None:
     for name in names:
         before = {a.dest for a in p._actions}
         try:
-            EXTRACTORS.get(name).add_arguments(p)
+            add = getattr(EXTRACTORS.get(name), "add_arguments", None)
+            if add is not None:
+                add(p)
         except argparse.ArgumentError as e:
             print(f"avafn extract {kind}: warning: extractor {name!r} options not added ({e})",
                   file=sys.stderr)
@@ -71,7 +73,8 @@ def _build_extractor(kind: str, args: argparse.Namespace):
                      if owner != cls.name and getattr(args, d, None) != parser_defaults.get(d))
     if foreign:
         raise ExtractorError(f"{', '.join(foreign)}: not an option of extractor {cls.name!r}")
-    return cls.from_args(args, resolve_device(args.device))
+    build = getattr(cls, "from_args", None)
+    return build(args, resolve_device(args.device)) if build is not None else cls()
 
 
 #: default decoding processes: one core left free, at most 8
@@ -80,8 +83,11 @@ DEFAULT_WORKERS = min(8, max(1, (os.cpu_count() or 2) - 1))
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     """Options shared by every extractor: which corpus, which splits, which store."""
-    p.add_argument("--dataset", required=True, metavar="meld|MANIFEST",
-                   help="'meld' or the path of a manifest (.csv / .jsonl)")
+    from avafn.data.registry import named_corpora
+
+    p.add_argument("--dataset", required=True, metavar="NAME|MANIFEST",
+                   help=f"a registered corpus ({', '.join(named_corpora())}; plug-ins: entry "
+                        "point group avafn.corpora) or the path of a manifest (.csv / .jsonl)")
     p.add_argument("--meld-dir", default=None, metavar="DIR",
                    help="folder with MELD's CSVs (default: $AVAFN_MELD_DIR, else the download "
                         "cache, fetching the official files there if absent)")
@@ -194,7 +200,7 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
 def _run_media(modality: str, args: argparse.Namespace) -> int:
     from avafn.data.registry import corpus_reader
     from avafn.errors import UserError
-    from avafn.extract.job import merge, run_extraction
+    from avafn.extract.job import merge, outputs_of, run_extraction
 
     corpus = _load_corpus(args)
     if args.merge:
@@ -211,7 +217,7 @@ def _run_media(modality: str, args: argparse.Namespace) -> int:
                          "train_splits/, dev_splits_complete/, "
                          "output_repeated_splits_test/)")
     ext = _build_extractor(modality, args)
-    if ext.modality != modality and len(ext.outputs()) == 1:
+    if ext.modality != modality and len(outputs_of(ext)) == 1:
         ext.modality = modality
     report = run_extraction(
         corpus, args.media_root, args.store, ext, splits=_splits(args),

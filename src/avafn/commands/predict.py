@@ -17,13 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "model and each prediction is printed as it comes, with its latency.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
     src = p.add_argument_group("input (one of)")
-    src.add_argument("--video", default=None, help="the conversation's video file")
+    src.add_argument("--video", default=None,
+                     help="the conversation's video file (alone: utterances and speakers are "
+                          "found in its audio)")
     src.add_argument("--segments", default=None,
-                     help="its segment list: .csv (start,end,speaker[,text]), .srt / .vtt "
-                          "with speaker tags, or .rttm")
+                     help="its segment list: subtitles .srt / .vtt as they come, .csv "
+                          "(start,end,speaker[,text]) or .rttm; alone (no --video): a "
+                          "transcript, for a run trained on text only")
     src.add_argument("--clips", default=None, metavar="DIR", help="folder of per-utterance clips")
     src.add_argument("--manifest", default=None,
                      help="generic manifest of those clips (media relative to --clips)")
+    _add_subtitle_options(p, src)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (required offline; with --stream, stream.jsonl goes "
                         "there)")
@@ -44,30 +48,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (extraction and model loading)")
+    _add_audio_only_options(p)
     p.set_defaults(func=cmd_predict)
 
 
-def _input_errors() -> tuple[type[Exception], ...]:
-    from avafn.data.corpus import DataError
-    from avafn.errors import UserError
-    from avafn.inference import PredictError, StreamingError
-    from avafn.segments import SegmentError
-    from avafn.store import StoreError
+def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
+    from avafn.diarize import DiarizeOptions
 
-    return (PredictError, SegmentError, StreamingError, StoreError, DataError, FileNotFoundError,
-            UserError)
+    g = p.add_argument_group(
+        "video without segments", "--video alone: voice activity detection and speaker "
+        "diarization find the utterances, written to OUT/segments.rttm (correct it and rerun "
+        "with --segments); a run that uses text needs --asr-model then")
+    g.add_argument("--diarizer", default=DiarizeOptions.diarizer,
+                   help="resemblyzer (default, offline) or pyannote (your pyannote.audio "
+                        "pipeline folder as --diarizer-model), or an installed plug-in")
+    g.add_argument("--diarizer-model", default=None, metavar="DIR",
+                   help="the diarizer's weights (pyannote: the pipeline folder)")
+    g.add_argument("--num-speakers", type=int, default=None, metavar="N",
+                   help="the number of speakers, when known (else estimated)")
+    g.add_argument("--min-speakers", type=int, default=DiarizeOptions.min_speakers, metavar="N",
+                   help="bounds of the estimated number of speakers (default 1 to 8)")
+    g.add_argument("--max-speakers", type=int, default=DiarizeOptions.max_speakers, metavar="N")
+    g.add_argument("--asr-model", default=None, metavar="DIR",
+                   help="a local speech-recognition model (transformers, e.g. a Whisper "
+                        "checkpoint) that transcribes utterances without text")
+    g.add_argument("--asr-language", default=None, metavar="LANG",
+                   help="the spoken language for --asr-model (Whisper: en, fr, ...)")
+
+
+def _audio_only_kwargs(args: argparse.Namespace) -> dict:
+    from avafn.diarize import DiarizeOptions
+
+    opts = DiarizeOptions(diarizer=args.diarizer, model=args.diarizer_model,
+                          num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+                          max_speakers=args.max_speakers, device=args.device)
+    return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language}
+
+
+def _print_segmentation(res: dict) -> None:
+    seg = res["input"].get("segmentation")
+    if seg:
+        print(f"found {seg['utterances']} utterances of {seg['speakers']} speaker(s) "
+              f"({seg['diarizer']}) -> {seg['rttm']} (correct it and rerun with --segments)")
+    asr = res["input"].get("asr")
+    if asr:
+        print(f"transcribed {asr['transcribed']} utterance(s) with {asr['asr_model']}")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except _input_errors() as e:
-        print(f"avafn predict: error: {e}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Errors are reported by the CLI's one error policy (:func:`avafn.cli.main`)."""
     from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
+    from avafn.notices import Notices
     from avafn.segments import format_time
 
     models = {k: v for k, v in (("audio", args.audio_model), ("video", args.dan_checkpoint),
@@ -76,32 +107,43 @@ def _run(args: argparse.Namespace) -> int:
     clips_mode = args.clips is not None or args.manifest is not None
     if video_mode and clips_mode:
         raise PredictError("give --video/--segments or --clips/--manifest, not both")
-    if video_mode and (args.video is None or args.segments is None):
-        raise PredictError("--video and --segments go together")
     if clips_mode and (args.clips is None or args.manifest is None):
         raise PredictError("--clips and --manifest go together")
 
     if args.jsonl and not args.stream:
         raise PredictError("--jsonl prints streamed predictions: use it with --stream (offline, "
                            "predictions.json and .csv are written to --out)")
+    if args.videos is not None:
+        if video_mode or clips_mode or args.stream:
+            raise PredictError("--videos DIR goes alone (each video's subtitles sit beside it); "
+                               "not with --video/--segments, --clips/--manifest or --stream")
+        return _run_folder(args, models)
     if not args.stream:
         if not (video_mode or clips_mode):
-            raise PredictError("give --video FILE --segments FILE, or --clips DIR --manifest "
-                               "FILE (or --stream to read utterances from stdin)")
+            raise PredictError("give --video FILE [--segments FILE], --segments FILE alone (a "
+                               "transcript, for a text-only run), --videos DIR, or --clips DIR "
+                               "--manifest FILE (or --stream to read utterances from stdin)")
         if args.out is None:
             raise PredictError("--out DIR is required")
         res = predict(args.run_dir, video=args.video, segments=args.segments,
                       clips_dir=args.clips, manifest=args.manifest, out_dir=args.out,
                       device=args.device, extractor_models=models, html=not args.no_html,
-                      progress=not args.no_progress)
-        out = Path(args.out)
-        print(f"{len(res['utterances'])} utterances, {len(res['models']['seeds'])} seed(s) "
-              f"averaged -> {out / 'predictions.json'}, {out / 'predictions.csv'}"
-              + ("" if args.no_html else f", {out / 'report.html'}"))
+                      progress=not args.no_progress, **_segment_kwargs(args),
+                      **_audio_only_kwargs(args))
+        _print_segmentation(res)
+        _print_summary(res, Path(args.out), not args.no_html)
         return 0
 
+    if video_mode and args.segments is None:
+        raise PredictError("--stream with --video needs --segments (without --stream, predict "
+                           "finds them and writes OUT/segments.rttm for --segments)")
+    if video_mode and args.video is None:
+        raise PredictError("--stream with --segments needs --video (a transcript alone is "
+                           "predicted without --stream)")
+    notices = Notices()
     items = iter_stream_items(args.video, args.segments, args.clips, args.manifest,
-                              lines=None if (video_mode or clips_mode) else iter(sys.stdin))
+                              lines=None if (video_mode or clips_mode) else iter(sys.stdin),
+                              notices=notices, **_segment_kwargs(args))
     sink = None
     if args.out is not None:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -128,4 +170,58 @@ def _run(args: argparse.Namespace) -> int:
     if lat:
         print(f"{len(lat)} utterances streamed; latency per utterance: median "
               f"{sorted(lat)[len(lat) // 2]:.1f} ms, max {max(lat):.1f} ms", file=sys.stderr)
+    for line in notices.lines():
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+# ----------------------------------------------------------------------------- subtitles, folders
+def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGroup) -> None:
+    from avafn.segments import DEFAULT_MAX_SEGMENTS, OVERLAP_POLICIES
+
+    src.add_argument("--videos", default=None, metavar="DIR",
+                     help="a folder of videos, each with an optional subtitle file of the same "
+                          "stem beside it (.srt, .vtt, .csv, .rttm): one output folder per "
+                          "video under --out, plus index.html; videos whose outputs are "
+                          "complete are skipped")
+    g = p.add_argument_group("segments")
+    g.add_argument("--overlaps", choices=OVERLAP_POLICIES, default="trim",
+                   help="overlapping segments: trim (the earlier one ends where the next "
+                        "starts), merge (one utterance), or error (default: %(default)s)")
+    g.add_argument("--max-segments", type=int, default=DEFAULT_MAX_SEGMENTS, metavar="N",
+                   help="refuse a segment list longer than this, before any work "
+                        "(default: %(default)s)")
+
+
+def _segment_kwargs(args: argparse.Namespace) -> dict:
+    return {"overlaps": args.overlaps, "max_segments": args.max_segments,
+            "log": lambda line: print(line, file=sys.stderr, flush=True)}
+
+
+def _print_summary(res: dict, out: Path, html: bool) -> None:
+    from avafn.inference.summary import summary_lines
+
+    for line in summary_lines(res["summary"]):
+        print(line)
+    print(f"{len(res['models']['seeds'])} seed(s) averaged -> {out / 'predictions.json'}, "
+          f"{out / 'predictions.csv'}" + (f", {out / 'report.html'}" if html else ""))
+
+
+def _run_folder(args: argparse.Namespace, models: dict) -> int:
+    from avafn.inference import PredictError
+    from avafn.inference.batch import predict_folder
+
+    if args.out is None:
+        raise PredictError("--out DIR is required (one folder per video goes there)")
+    kw = _segment_kwargs(args)
+    kw["log"] = lambda line: print(f"  {line}", file=sys.stderr, flush=True)
+    index = predict_folder(
+        args.run_dir, args.videos, args.out, html_report=not args.no_html,
+        echo=lambda line: print(line, flush=True), device=args.device, extractor_models=models,
+        progress=not args.no_progress, **kw, **_audio_only_kwargs(args))
+    print(f"{index['total']} video(s): {index['done']} predicted, {index['skipped']} already "
+          f"complete, {index['failed']} failed -> {Path(args.out) / 'index.html'}")
+    for v in index["videos"]:
+        if v["status"] == "failed":
+            print(f"  failed: {v['video']}: {v['error']}")
+    return 1 if index["failed"] else 0

@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="DAN checkpoint (.pth, e.g. AffectNet-8 or RAF-DB)")
     p.add_argument("--fps", type=float, default=None, help="video frames per second (default 5)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+                   help="extraction precision (default: bf16 on CUDA, fp32 elsewhere; "
+                        "recorded in the store)")
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                    metavar="N", help="decoding processes")
     p.add_argument("--audio-batch-size", type=int, default=None, metavar="N")
@@ -60,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
         args.meld_root, args.store, args.out, seeds, meld_dir=args.meld_dir,
         audio_model=args.audio_model, audio_layer=args.audio_layer,
         dan_checkpoint=args.dan_checkpoint, fps=args.fps, device=args.device,
+        precision=args.precision,
         workers=args.workers, audio_batch_size=args.audio_batch_size,
         video_batch_size=args.video_batch_size,
         rows=args.rows.split(",") if args.rows else None, progress=not args.no_progress,

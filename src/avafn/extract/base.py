@@ -71,8 +71,9 @@ class Extractor:
     @classmethod
     def from_args(cls, args: argparse.Namespace, device: str) -> Extractor:
         """Build it from the parsed command line (the shared options: ``model``,
-        ``batch_size``, ``precision``)."""
-        raise NotImplementedError
+        ``batch_size``, ``precision``; its own from :meth:`add_arguments`). By default: with
+        no arguments (an extractor without options)."""
+        return cls()
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], device: str = "cpu",

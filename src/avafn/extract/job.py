@@ -252,7 +252,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     rank, world = dist_env(rank, world_size)
     if segments is None:
         segments = not getattr(corpus, "pre_cut", False)
-    outputs = extractor.outputs()
+    outputs = outputs_of(extractor)
     names = list(outputs)
     label = names[0] if len(names) == 1 else ",".join(names)
     store.root.mkdir(parents=True, exist_ok=True)
@@ -337,6 +337,14 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     except StoreError:  # another rank compacting right now: the count is only informative
         report.store_missing = -1
     return report
+
+
+def outputs_of(extractor: Any) -> dict[str, dict]:
+    """Output modality -> metadata; an extractor without ``outputs`` (the minimal interface:
+    ``modality``, ``meta``, ``loader``, ``process``) has one output."""
+    if hasattr(extractor, "outputs"):
+        return extractor.outputs()
+    return {extractor.modality: extractor.meta()}
 
 
 def _device(extractor: Any) -> str:

@@ -45,7 +45,7 @@ FINETUNE_FILE = "avafn_finetune.json"
 FINETUNE_KEYS = ("base_model", "settings", "corpus", "best_epoch", "fold")
 
 
-class TextModelError(UserError):
+class TextModelError(UserError, RuntimeError):
     """The text model cannot be found or loaded."""
 
 

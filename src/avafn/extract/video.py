@@ -98,7 +98,8 @@ class DANFacesExtractor(Extractor):
                  face_config: FaceConfig | None = None, detector: str = DEFAULT_DETECTOR,
                  modality: str = "video", unit_clips: int | None = None):
         if detector not in FACE_DETECTORS:
-            FACE_DETECTORS.get(detector)  # raises, listing the known detectors
+            raise ExtractorError(f"--face-detector {detector!r}: unknown face detector (known: "
+                                 f"{', '.join(FACE_DETECTORS.names())})")
         self.encoder = encoder
         self.fps = DEFAULT_FPS if fps is None else fps
         self.face_config = face_config or FaceConfig()

@@ -1,9 +1,12 @@
 """Conversations in: a video cut by a segment list, or a folder of clips with a manifest, as a
 :class:`~avafn.data.corpus.Corpus`; and the same inputs one utterance at a time for streaming.
 
-- a video plus a segment list (:mod:`avafn.segments`: CSV, SRT, WebVTT, RTTM), checked against
-  the video's duration, becomes one dialogue (split ``"predict"``) whose speakers are indexed
-  in order of first appearance;
+- a video plus a segment list (:mod:`avafn.segments`: CSV, SRT, WebVTT, RTTM as they come),
+  tidied against the video's duration, becomes one dialogue (split ``"predict"``) whose
+  speakers are indexed in order of first appearance; cues without a speaker tag take theirs
+  from a diarizer's turns (``speaker_turns``) or become one speaker ``unknown``;
+- a segment list alone (a transcript) is the same dialogue without media, for a run trained
+  on text only (:func:`media_needs` refuses it for a run that uses audio or video);
 - a folder of per-utterance clips plus a generic manifest (:mod:`avafn.data.manifest`;
   ``media`` relative to the clips folder) gives every dialogue of it.
 """
@@ -11,13 +14,25 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
 from avafn.errors import UserError
-from avafn.segments import Segment, SegmentError, read_segments, speaker_indices
+from avafn.notices import Notices
+from avafn.segments import (
+    DEFAULT_MAX_SEGMENTS,
+    UNKNOWN_SPEAKER,
+    Segment,
+    SegmentError,
+    assign_speakers,
+    read_segments,
+    speaker_indices,
+    untagged,
+)
 
 #: the split name of the utterances predict builds from a segment list
 SPLIT = "predict"
@@ -50,24 +65,75 @@ def media_duration(path: str | os.PathLike) -> float:
 
 
 # ----------------------------------------------------------------------------- conversations
-def video_segments(video: str | os.PathLike, segments: str | os.PathLike) -> list[Segment]:
-    """The segment list of ``video``, checked against the video's duration."""
+#: who speaks when in a media file, for cues without a speaker tag: called with the media path
+#: and the segments (their spans are the speech), returns speaker turns (objects with
+#: ``start``, ``end``, ``speaker``), e.g. a diarizer's
+SpeakerTurns = Callable[[str, Sequence[Segment]], Sequence[Any]]
+
+
+def video_segments(video: str | os.PathLike | None, segments: str | os.PathLike, *,
+                   overlaps: str = "trim", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
+                   notices: Notices | None = None, speaker_turns: SpeakerTurns | None = None,
+                   log: Callable[[str], None] | None = None) -> list[Segment]:
+    """The segment list of ``video`` (or of no media, ``None``: a transcript), tidied by
+    :func:`avafn.segments.read_segments` against the video's duration; cues without a speaker
+    tag get one from ``speaker_turns`` when there is media, else :data:`UNKNOWN_SPEAKER`."""
+    notices = notices if notices is not None else Notices()
+    duration = None
+    if video is not None:
+        if not Path(video).is_file():
+            raise PredictError(f"{video}: video not found")
+        duration = media_duration(video)
     try:
-        return read_segments(segments, duration=media_duration(video))
+        segs = read_segments(segments, duration=duration, overlaps=overlaps,
+                             max_segments=max_segments, notices=notices)
     except SegmentError as e:
         raise PredictError(str(e)) from None
+    n = untagged(segs)
+    if n:
+        turns = None
+        if video is not None and speaker_turns is not None:
+            turns = speaker_turns(str(video), segs)
+        elif log is not None:
+            why = "no media to diarize" if video is None else "no diarizer available"
+            log(f"note: {n} segment(s) without a speaker tag ({why}): one speaker "
+                f"{UNKNOWN_SPEAKER!r}")
+        segs = assign_speakers(segs, turns, notices)
+    return segs
 
 
-def corpus_from_segments(video: str | os.PathLike, segments: Sequence[Segment],
+def corpus_from_segments(video: str | os.PathLike | None, segments: Sequence[Segment],
                          labels: Sequence[str], dialogue_id: str | None = None) -> Corpus:
-    """One dialogue (split ``"predict"``) whose utterances cut ``video`` at the segments."""
-    video = str(Path(video).resolve())
-    dia = dialogue_id or Path(video).stem
+    """One dialogue (split ``"predict"``) whose utterances cut ``video`` at the segments
+    (``video=None``: a transcript, utterances without media)."""
+    seg_file = segments[0].source.rsplit(":", 1)[0]
+    media = str(Path(video).resolve()) if video is not None else None
+    dia = dialogue_id or Path(media or seg_file).stem
     idx = speaker_indices(list(segments))
-    utts = [Utterance(SPLIT, dia, t, s.speaker, idx[s.speaker], None, s.text, video, s.start,
+    utts = [Utterance(SPLIT, dia, t, s.speaker, idx[s.speaker], None, s.text, media, s.start,
                       s.end, s.source) for t, s in enumerate(segments)]
     return Corpus(f"predict:{dia}", list(labels), {SPLIT: [Dialogue(SPLIT, dia, utts)]},
-                  source={"video": video, "segments": segments[0].source.rsplit(":", 1)[0]})
+                  source={"video": media, "segments": seg_file})
+
+
+def media_needs(modalities: Sequence[str], video: str | os.PathLike | None,
+                log: Callable[[str], None] | None = None) -> dict[str, str]:
+    """Check that a run's modalities can come from the inputs; returns the modalities the
+    inputs hold but the run does not use (name -> why), saying so when a text-only run is
+    given a video. A run with audio or video and no media is a :class:`PredictError`."""
+    media = [m for m in modalities if m != "text"]
+    if video is None:
+        if media:
+            raise PredictError(
+                f"the run uses {', '.join(modalities)}: give the video (--video FILE) with the "
+                "segment list; a transcript alone (--segments FILE) serves only a run trained "
+                "on text alone")
+        return {}
+    ignored = {m: f"the run uses {', '.join(modalities)} only" for m in ("audio", "video")
+               if m not in modalities}
+    if not media and log is not None:
+        log("note: the run uses text only: predict ignores the video's audio and faces")
+    return ignored
 
 
 def corpus_from_clips(clips_dir: str | os.PathLike, manifest: str | os.PathLike,
@@ -119,14 +185,16 @@ def iter_stream_items(video: str | os.PathLike | None = None,
                       segments: str | os.PathLike | None = None,
                       clips_dir: str | os.PathLike | None = None,
                       manifest: str | os.PathLike | None = None,
-                      lines: Iterator[str] | None = None) -> Iterator[dict]:
+                      lines: Iterator[str] | None = None, **segment_options: Any
+                      ) -> Iterator[dict]:
     """Utterances one at a time for streaming, as ``{"clip" | "features", "speaker", "start",
     "end", "text", "source"}``: from a video + segment list, a clips folder + manifest (one
     dialogue after another, ``"new_dialogue": True`` at each start), or JSON lines
     (``{"clip": path, "speaker": ..., "start": s, "end": s, "text": ...}`` or
-    ``{"features": {"audio": [...], "video": null}, "speaker": ...}``)."""
+    ``{"features": {"audio": [...], "video": null}, "speaker": ...}``).
+    ``segment_options`` go to :func:`video_segments`."""
     if video is not None:
-        for s in video_segments(video, segments):
+        for s in video_segments(video, segments, **segment_options):
             yield {"clip": str(video), "speaker": s.speaker, "start": s.start, "end": s.end,
                    "text": s.text, "source": s.source}
         return
@@ -150,9 +218,15 @@ def iter_stream_items(video: str | os.PathLike | None = None,
                 ("clip" not in obj and "features" not in obj):
             raise PredictError(f"stdin:{lineno}: expected an object with 'speaker' and 'clip' "
                                "or 'features'")
+        for k in ("start", "end"):
+            v = obj.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or not math.isfinite(v)):
+                raise PredictError(f"stdin:{lineno}: {k!r} must be a finite number of "
+                                   f"seconds, got {v!r}")
         obj.setdefault("source", f"stdin:{lineno}")
         yield obj
 
 
-__all__ = ["SPLIT", "PredictError", "corpus_from_clips", "corpus_from_segments",
-           "iter_stream_items", "media_duration", "video_segments"]
+__all__ = ["SPLIT", "PredictError", "SpeakerTurns", "corpus_from_clips", "corpus_from_segments",
+           "iter_stream_items", "media_duration", "media_needs", "video_segments"]

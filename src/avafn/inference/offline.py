@@ -5,11 +5,16 @@
     from avafn.inference import predict
     predict("runs/av", video="talk.mp4", segments="talk.srt", out_dir="out/talk")
     predict("runs/av", clips_dir="clips/", manifest="clips.csv", out_dir="out/clips")
+    predict("runs/text", segments="talk.srt", out_dir="out/talk")  # a transcript alone
 
 Steps:
 
-1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, or a folder
-   of per-utterance clips plus a generic manifest.
+1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, a segment
+   list alone (text-only runs), or a folder of per-utterance clips plus a generic manifest; or
+   a video alone, whose utterances and speakers are found in its audio and written to
+   ``segments.rttm``, and whose text, when the run uses text, a local speech-recognition model
+   transcribes (:mod:`avafn.inference.from_audio`). Subtitle cues without a speaker tag take
+   their speaker from diarization of the video's audio.
 2. **Features** of exactly the modalities the run was trained on, with the extractors and
    settings recorded in the run (:class:`avafn.inference.featurizer.Featurizer`).
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
@@ -19,7 +24,11 @@ Steps:
    settings used and the per-utterance attention), ``predictions.csv`` (one row per
    utterance: times, speaker, label, confidence, one probability column per class, one
    presence column per modality), ``report.html`` (self-contained, :mod:`avafn.report_html`)
-   and ``features/`` (the extracted feature store).
+   and ``features/`` (the extracted feature store). ``predictions.json`` also holds the
+   warnings met on the way (grouped by kind, counted), the modalities the inputs had but the
+   run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).
+
+Many videos at once: :mod:`avafn.inference.batch`.
 """
 
 from __future__ import annotations
@@ -29,8 +38,9 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -39,15 +49,36 @@ from avafn.data.corpus import Dialogue
 from avafn.inference.featurizer import quiet_loading
 from avafn.inference.inputs import (
     PredictError,
+    SpeakerTurns,
     corpus_from_clips,
     corpus_from_segments,
+    media_needs,
     video_segments,
 )
+from avafn.inference.summary import summarize
+from avafn.notices import Notices
 from avafn.run import Run
+from avafn.segments import DEFAULT_MAX_SEGMENTS
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from avafn.diarize import DiarizeOptions
+    from avafn.segments import Segment
 
 
 # ----------------------------------------------------------------------------- the model
+def check_parties(models: Sequence[torch.nn.Module], dialogue: Dialogue) -> None:
+    """Refuse a dialogue with more speakers than the models know parties."""
+    n_parties = min(int(getattr(getattr(mod, "cfg", None), "n_parties", 10**9))
+                    for mod in models)
+    spk_idx = [u.speaker_idx for u in dialogue.utterances]
+    if max(spk_idx) >= n_parties:
+        raise PredictError(
+            f"dialogue {dialogue.dialogue_id} has {max(spk_idx) + 1} speakers, but the model "
+            f"knows at most {n_parties} parties per dialogue (speakers: "
+            f"{list(dict.fromkeys(u.speaker for u in dialogue.utterances))})")
+
+
 @torch.no_grad()
 def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: FeatureStore,
                modalities: Sequence[str], widths: Mapping[str, int], device: str = "cpu"
@@ -60,14 +91,8 @@ def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: Fea
         x, p = store.load(m, uids, int(widths[m]))
         feats[m] = torch.from_numpy(x).unsqueeze(0).to(device)
         present[m] = torch.from_numpy(p).unsqueeze(0).to(device)
-    n_parties = min(int(getattr(getattr(mod, "cfg", None), "n_parties", 10**9))
-                    for mod in models)
+    check_parties(models, dialogue)
     spk_idx = [u.speaker_idx for u in dialogue.utterances]
-    if max(spk_idx) >= n_parties:
-        raise PredictError(
-            f"dialogue {dialogue.dialogue_id} has {max(spk_idx) + 1} speakers, but the model "
-            f"knows at most {n_parties} parties per dialogue (speakers: "
-            f"{list(dict.fromkeys(u.speaker for u in dialogue.utterances))})")
     speaker = torch.tensor([spk_idx], dtype=torch.long, device=device)
     mask = torch.ones(1, len(uids), dtype=torch.bool, device=device)
     probs, atts = [], []
@@ -101,31 +126,64 @@ def _missing_reasons(store: FeatureStore, modalities: Sequence[str]) -> dict[str
     return {m: dict(store.missing(m)) for m in modalities}
 
 
-def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
+def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = None,
             segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
             manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
             device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
-            html: bool = True, progress: bool = False) -> dict:
+            html: bool = True, progress: bool = False, overlaps: str = "trim",
+            max_segments: int | None = DEFAULT_MAX_SEGMENTS,
+            speaker_turns: SpeakerTurns | None = None,
+            log: Callable[[str], None] | None = None,
+            diarization: DiarizeOptions | None = None,
+            asr_model: str | os.PathLike | None = None, asr_language: str | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
-    Give ``video`` + ``segments``, or ``clips_dir`` + ``manifest``. Returns what
-    ``predictions.json`` holds.
+    ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`, or
+    :class:`avafn.inference.batch.ReusedRun` to build its models once for many videos).
+    Give ``video`` + ``segments``, ``video`` alone (utterances and speakers found in its audio
+    with ``diarization``'s settings, written to ``out_dir/segments.rttm``), ``segments`` alone
+    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. ``asr_model``: a local
+    speech-recognition model folder that transcribes utterances without text when the run uses
+    text. ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
+    segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
+    progress and notes, one line each. Returns what ``predictions.json`` holds, including
+    ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
     """
-    if (video is None) != (segments is None) or (clips_dir is None) != (manifest is None) or \
-            (video is None) == (clips_dir is None):
-        raise PredictError("give either a video and its segment list, or a clips folder and "
-                           "its manifest")
-    run = Run.open(run_dir)
+    if (clips_dir is None) != (manifest is None) or \
+            (segments is None and clips_dir is None and video is None) or \
+            (clips_dir is not None and (video is not None or segments is not None)):
+        raise PredictError("give a video (with its segment list, if any), a segment list alone "
+                           "(a transcript), or a clips folder and its manifest")
+    say = log or (lambda _line: None)
+    notices = Notices()
+    run = Run.open(run_dir) if isinstance(run_dir, str | os.PathLike) else run_dir
     models = run.models(device)
     labels, modalities, widths = run.labels, run.modalities, run.widths
-    if video is not None:
-        if not Path(video).is_file():
+    ignored: dict[str, str] = {}
+    found: dict = {}
+    if segments is not None or video is not None:
+        if video is not None and not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
-        corpus = corpus_from_segments(video, video_segments(video, segments), labels)
+        ignored = media_needs(modalities, video, say)
+        if segments is not None and speaker_turns is None and video is not None:
+            speaker_turns = _diarized_turns(diarization, device)
+        segs, found = _video_input(
+            video, segments, out_dir, modalities, diarization, asr_model, asr_language, device,
+            lambda: video_segments(video, segments, overlaps=overlaps,
+                                   max_segments=max_segments, notices=notices,
+                                   speaker_turns=speaker_turns, log=say))
+        corpus = corpus_from_segments(video, segs, labels)
+        where = Path(segments).name if segments is not None else "the video's audio"
+        say(f"segments: {len(segs)} utterances, "
+            f"{len({s.speaker for s in segs})} speaker(s) from {where}")
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
+    for dias in corpus.splits.values():  # before any extraction
+        for d in dias:
+            check_parties(models, d)
     with quiet_loading(not progress):
         featurizer = run.featurizer(device, extractor_models)
+    say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +194,7 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
         missing = _missing_reasons(store, modalities)
         rows: list[dict] = []
         views: list[dict] = []
+        say(f"model: {len(models)} seed(s)")
         for dias in corpus.splits.values():
             for d in dias:
                 prob, att, present = run_models(models, d, store, modalities, widths, device)
@@ -165,8 +224,10 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
 
     result = {
         "run": str(run.path.resolve()), "labels": labels, "modalities": modalities,
-        "input": ({"video": str(Path(video).resolve()), "segments": str(Path(segments).resolve())}
-                  if video is not None else
+        "input": ({"video": str(Path(video).resolve()) if video is not None else None,
+                   "segments": str(Path(segments or found["segmentation"]["rttm"]).resolve()),
+                   **found}
+                  if segments is not None or video is not None else
                   {"clips_dir": str(Path(clips_dir).resolve()),
                    "manifest": str(Path(manifest).resolve())}),
         "models": {"seeds": run.finished_seeds(),
@@ -176,18 +237,68 @@ def predict(run_dir: str | os.PathLike, video: str | os.PathLike | None = None,
         "extractors": featurizer.metas,
         "extraction": reports,
         "utterances": rows,
+        "ignored_modalities": ignored,
+        "warnings": notices.to_dict(),
     }
+    result["summary"] = summarize(result)
     atomic_write_json(out / "predictions.json", result)
     atomic_write_bytes(out / "predictions.csv", _csv_text(rows, labels, modalities).encode())
     if html:
         from avafn.report_html import render_report
 
-        name = Path(video).name if video is not None else Path(manifest).name
+        name = Path(video if video is not None else segments if segments is not None
+                    else manifest).name
         meta = {"run": run.path.name, "seeds averaged": len(models),
                 "modalities": ", ".join(modalities), "utterances": len(rows)}
         atomic_write_bytes(out / "report.html", render_report(
             views, labels, f"Emotions in {name}", meta).encode())
     return result
+
+
+def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
+                 out_dir: str | os.PathLike, modalities: Sequence[str],
+                 diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
+                 asr_language: str | None, device: str,
+                 read_given: Callable[[], list[Segment]]) -> tuple[list[Segment], dict]:
+    """The segments of a video: read from ``segments``, or found in its audio; transcribed
+    when the run uses text, they have none and an ASR model is given. Also returns what
+    ``predictions.json`` records about it (``segmentation``, ``asr``)."""
+    from avafn.diarize import DiarizeOptions
+    from avafn.inference.from_audio import (
+        RTTM_NAME,
+        needs_text_error,
+        segmentation_meta,
+        segments_from_audio,
+        transcribe_segments,
+    )
+
+    found: dict = {}
+    if segments is not None:
+        segs = read_given()
+    else:
+        if "text" in modalities and asr_model is None:
+            raise needs_text_error()  # before minutes of diarization
+        options = diarization or DiarizeOptions(device=device)
+        segs = segments_from_audio(video, out_dir, options)
+        found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
+    if "text" in modalities and not all((s.text or "").strip() for s in segs):
+        if asr_model is not None:
+            segs, found["asr"] = transcribe_segments(video, segs, asr_model, device,
+                                                     asr_language)
+        elif not any((s.text or "").strip() for s in segs):
+            raise needs_text_error()
+    return segs, found
+
+
+def _diarized_turns(diarization: DiarizeOptions | None, device: str) -> SpeakerTurns:
+    """Speaker turns of a video by the diarizer, for subtitle cues without a speaker tag."""
+
+    def turns(media: str, _segments: Sequence[Segment]) -> list:
+        from avafn.diarize import DiarizeOptions, speaker_turns
+
+        return speaker_turns(media, diarization or DiarizeOptions(device=device))
+
+    return turns
 
 
 __all__ = ["predict", "run_models"]

@@ -79,9 +79,9 @@ def check_streamable(model_cfg: Mapping[str, Any], where: str = "the checkpoint"
         raise StreamingError(
             f"{where} was trained bidirectional (bidirectional=True): its predictions use the "
             "future of the dialogue, so it cannot stream. Train a causal (streaming) "
-            "checkpoint with TrainConfig(model_overrides={'bidirectional': False}) "
-            "(CLI: avafn train ... --model '{\"bidirectional\": false}'), or predict offline "
-            "without --stream.")
+            "checkpoint with the model setting bidirectional=False (CLI: avafn train ... "
+            "--model '{\"bidirectional\": false}'; API: ModelSpec(config={'bidirectional': "
+            "False})), or predict offline without --stream.")
 
 
 class Streamer:

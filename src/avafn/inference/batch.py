@@ -1,0 +1,225 @@
+"""Many videos at once: a folder of videos, each with an optional sidecar subtitle file of the
+same stem, into one output folder per video plus an index page.
+
+::
+
+    from avafn.inference.batch import predict_folder
+    predict_folder("runs/av", "talks/", "out/talks")
+
+``talks/a.mp4`` with ``talks/a.srt`` (or ``.vtt`` / ``.csv`` / ``.rttm``, first found in that
+order) gives ``out/talks/a/`` (``predictions.json`` / ``.csv``, ``report.html``); a video
+without a sidecar is predicted from the media alone (when predict can find the utterances
+itself) or listed as failed with the reason. ``out/talks/index.html`` links every report with
+its counts; ``index.json`` holds the same data.
+
+Resumable: a video whose outputs are complete (all files there, made from the same inputs,
+newer than them) is skipped; a failure is recorded and the next video goes on.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from avafn.errors import UserError
+from avafn.store import atomic_write_bytes, atomic_write_json
+
+VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+              ".ts", ".mts")
+SIDECAR_EXTS = (".srt", ".vtt", ".csv", ".rttm")
+OUTPUTS = ("predictions.json", "predictions.csv")
+
+
+@dataclass(frozen=True)
+class FolderItem:
+    """One video of the folder, its sidecar segment list (if any) and its output folder."""
+
+    video: Path
+    segments: Path | None
+    out: Path
+
+
+class ReusedRun:
+    """An opened run whose models and extractors are built once for all the videos of a folder
+    (:func:`avafn.inference.offline.predict` accepts it in place of a run folder)."""
+
+    def __init__(self, run: Any) -> None:
+        self._run = run
+        self._models: dict[str, list] = {}
+        self._featurizers: dict[tuple, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._run, name)
+
+    def models(self, device: str = "cpu") -> list:
+        if device not in self._models:
+            self._models[device] = self._run.models(device)
+        return self._models[device]
+
+    def featurizer(self, device: str = "cpu",
+                   extractor_models: Mapping[str, str] | None = None) -> Any:
+        key = (device, tuple(sorted((extractor_models or {}).items())))
+        if key not in self._featurizers:
+            self._featurizers[key] = self._run.featurizer(device, extractor_models)
+        return self._featurizers[key]
+
+
+def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[FolderItem]:
+    """The videos of ``folder`` (sorted by name) with their sidecars and output folders."""
+    from avafn.inference.inputs import PredictError
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise PredictError(f"{folder}: videos folder not found")
+    videos = sorted(p for p in root.iterdir()
+                    if p.is_file() and p.suffix.lower() in VIDEO_EXTS and
+                    not p.name.startswith("."))
+    if not videos:
+        raise PredictError(f"{folder}: no video files in it (looked for "
+                           f"{', '.join(VIDEO_EXTS)})")
+    stems = Counter(p.stem for p in videos)
+    items = []
+    for v in videos:
+        side = next((v.with_suffix(e) for e in SIDECAR_EXTS
+                     if v.with_suffix(e).is_file()), None)
+        name = v.stem if stems[v.stem] == 1 else v.name.replace(".", "_")
+        items.append(FolderItem(v, side, Path(out_dir) / name))
+    return items
+
+
+def outputs_complete(item: FolderItem, html_report: bool = True) -> dict | None:
+    """The stored result when ``item``'s outputs are complete and made from its current inputs,
+    else ``None``."""
+    need = OUTPUTS + (("report.html",) if html_report else ())
+    if not all((item.out / n).is_file() for n in need):
+        return None
+    try:
+        res = json.loads((item.out / "predictions.json").read_text())
+    except (OSError, ValueError):
+        return None
+    inp = res.get("input", {}) if isinstance(res, dict) else {}
+    if not isinstance(inp, dict) or inp.get("video") != str(item.video.resolve()):
+        return None
+    seg = inp.get("segments")
+    if item.segments is not None:
+        if seg != str(item.segments.resolve()):
+            return None
+    elif seg is not None and Path(seg).parent != item.out.resolve():
+        return None  # made from a sidecar since removed (segments found here are fine)
+    made = min((item.out / n).stat().st_mtime for n in need)
+    inputs = [item.video] + ([item.segments] if item.segments else [])
+    if any(p.stat().st_mtime > made for p in inputs):
+        return None
+    return res
+
+
+def _entry(item: FolderItem, status: str, res: Mapping[str, Any] | None = None,
+           error: str = "") -> dict:
+    from avafn.inference.summary import summarize
+
+    e: dict[str, Any] = {"video": item.video.name, "segments": item.segments.name
+                         if item.segments else None, "out": item.out.name, "status": status}
+    if res is not None:
+        s = res.get("summary") or summarize(res)
+        e.update({"utterances": s["utterances"], "speakers": len(s["speakers"]),
+                  "emotions": s["emotions"],
+                  "warnings": sum(w["count"] for w in s.get("warnings", []))})
+    if error:
+        e["error"] = error
+    return e
+
+
+def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
+                   out_dir: str | os.PathLike, *, html_report: bool = True,
+                   echo: Callable[[str], None] | None = None,
+                   predict_fn: Callable[..., dict] | None = None, **predict_kw: Any) -> dict:
+    """Predict every video of ``folder`` into ``out_dir/<stem>/`` (module docstring).
+
+    ``predict_kw`` go to :func:`avafn.inference.offline.predict` for each video; ``echo``
+    receives one progress line per video. Returns what
+    ``index.json`` holds: ``videos`` (one entry each: status ``done`` / ``skipped`` /
+    ``failed``, counts or the error) and the totals.
+    """
+    if predict_fn is None:
+        from avafn.inference.offline import predict as predict_fn
+    from avafn.run import Run
+
+    log = echo or (lambda _line: None)
+    out = Path(out_dir)
+    items = find_videos(folder, out)
+    run = ReusedRun(Run.open(run_dir))  # a bad run folder stops here, before any video
+    out.mkdir(parents=True, exist_ok=True)
+    entries: list[dict] = []
+    for k, item in enumerate(items, 1):
+        head = f"[{k}/{len(items)}] {item.video.name}"
+        done = outputs_complete(item, html_report)
+        if done is not None:
+            entries.append(_entry(item, "skipped", done))
+            log(f"{head}: outputs complete, skipped")
+        else:
+            log(f"{head}" + (f" + {item.segments.name}" if item.segments else
+                             " (no subtitle file beside it)"))
+            try:
+                res = predict_fn(run, video=item.video, segments=item.segments,
+                                 out_dir=item.out, html=html_report, **predict_kw)
+            except UserError as e:
+                entries.append(_entry(item, "failed", error=str(e)))
+                log(f"{head}: failed: {e}")
+            except (OSError, RuntimeError, ValueError) as e:  # one bad video stops nothing
+                entries.append(_entry(item, "failed", error=f"{type(e).__name__}: {e}"))
+                log(f"{head}: failed: {type(e).__name__}: {e}")
+            else:
+                entries.append(_entry(item, "done", res))
+                log(f"{head}: {entries[-1]['utterances']} utterances")
+        index = _index(run_dir, folder, entries, len(items))
+        atomic_write_json(out / "index.json", index)
+        atomic_write_bytes(out / "index.html", index_html(index).encode())
+    return index
+
+
+def _index(run_dir: str | os.PathLike, folder: str | os.PathLike, entries: list[dict],
+           total: int) -> dict:
+    st = Counter(e["status"] for e in entries)
+    return {"run": str(Path(run_dir).resolve()), "folder": str(Path(folder).resolve()),
+            "videos": entries, "total": total, "done": st["done"], "skipped": st["skipped"],
+            "failed": st["failed"], "pending": total - len(entries)}
+
+
+_CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:70rem;
+color:#1b1b1b}h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
+.failed{color:#a4000f}.wrap{overflow-x:auto}code{overflow-wrap:anywhere}"""
+
+
+def index_html(index: Mapping[str, Any]) -> str:
+    """A small self-contained page: one row per video, linking its report."""
+    esc = html.escape
+    rows = []
+    for e in index["videos"]:
+        link = f'<a href="{esc(quote(e["out"]))}/report.html">{esc(e["video"])}</a>' \
+            if e["status"] != "failed" else esc(e["video"])
+        emo = ", ".join(f"{esc(k)} {v}" for k, v in e.get("emotions", {}).items())
+        detail = f'<span class="failed">{esc(e["error"])}</span>' if e.get("error") else emo
+        rows.append(
+            f'<tr class="{esc(e["status"])}"><td>{link}</td><td>{esc(e["segments"] or "-")}</td>'
+            f'<td>{esc(e["status"])}</td><td>{e.get("utterances", "")}</td>'
+            f'<td>{e.get("speakers", "")}</td><td>{e.get("warnings", "")}</td>'
+            f"<td>{detail}</td></tr>")
+    head = (f'{index["total"]} video(s): {index["done"]} predicted, {index["skipped"]} already '
+            f'complete, {index["failed"]} failed' +
+            (f', {index["pending"]} pending' if index.get("pending") else ""))
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+            f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{_CSS}</style>"
+            f"</head><body><h1>Emotions in {esc(Path(index['folder']).name)}</h1>"
+            f"<p>{esc(head)}. Run: <code>{esc(index['run'])}</code></p><div class=\"wrap\">"
+            "<table><thead><tr><th>video</th><th>subtitles</th><th>status</th>"
+            "<th>utterances</th><th>speakers</th><th>warnings</th><th>emotions / error</th>"
+            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div></body></html>\n")

@@ -1,0 +1,59 @@
+"""A video without subtitles: its utterances and speakers found in its audio
+(:mod:`avafn.diarize`), written as ``segments.rttm`` beside the predictions, and their text
+transcribed by a local speech-recognition model when the run needs text."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from avafn.diarize import DiarizeError, DiarizeOptions
+from avafn.inference.inputs import PredictError
+from avafn.segments import Segment
+
+#: where the segmentation found is written, in the output folder
+RTTM_NAME = "segments.rttm"
+
+
+def needs_text_error() -> PredictError:
+    from avafn.diarize.asr import NEEDS_TEXT
+
+    return PredictError(NEEDS_TEXT)
+
+
+def segments_from_audio(video: str | os.PathLike, out_dir: str | os.PathLike,
+                        options: DiarizeOptions | None = None) -> list[Segment]:
+    """VAD + diarization of ``video``'s audio; the result is written to
+    ``out_dir/segments.rttm`` (correct it and pass it as ``--segments`` to rerun)."""
+    from avafn.diarize import find_segments
+
+    try:
+        return find_segments(video, options, rttm=Path(out_dir) / RTTM_NAME)
+    except DiarizeError as e:
+        raise PredictError(str(e)) from None
+
+
+def transcribe_segments(video: str | os.PathLike, segments: Sequence[Segment],
+                        asr_model: str | os.PathLike, device: str = "cpu",
+                        language: str | None = None) -> tuple[list[Segment], dict]:
+    """The segments with the text a local ASR model hears (segments with text keep it)."""
+    from avafn.diarize.asr import Transcriber
+    from avafn.diarize.segment import load_audio
+
+    try:
+        asr = Transcriber(asr_model, device=device, language=language)
+        out = asr.transcribe(load_audio(video), segments)
+    except DiarizeError as e:
+        raise PredictError(str(e)) from None
+    meta = {**asr.meta, "transcribed": sum(1 for a, b in zip(segments, out) if a.text != b.text)}
+    return out, meta
+
+
+def segmentation_meta(options: DiarizeOptions, segments: Sequence[Segment],
+                      rttm: str | os.PathLike) -> dict:
+    """What ``predictions.json`` records about the segmentation found."""
+    return {"rttm": str(Path(rttm).resolve()), "diarizer": options.diarizer,
+            "diarizer_model": options.model, "speakers": len({s.speaker for s in segments}),
+            "utterances": len(segments), "num_speakers": options.num_speakers,
+            "min_speakers": options.min_speakers, "max_speakers": options.max_speakers}

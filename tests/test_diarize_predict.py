@@ -1,0 +1,130 @@
+"""``avafn predict RUN --video X`` with no segments: utterances and speakers found in the
+audio of a generated three-voice conversation, written as segments.rttm, predictions made;
+text transcribed by a local ASR model when the run uses text, else a one-line error."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conversation_media import have_espeak, make_conversation, make_tiny_whisper
+from synthetic_media import make_tiny_wav2vec2
+
+from avafn import cli
+from avafn.data.corpus import Corpus, Dialogue, Utterance
+from avafn.extract.audio import Wav2Vec2Encoder
+from avafn.extract.text import TextEncoder
+from avafn.segments import read_segments
+from avafn.store import FeatureStore
+from avafn.train import train
+
+LABELS = ["neutral", "joy", "anger"]
+SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 6}
+
+
+def _corpus() -> Corpus:
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, k in (("train", 6), ("dev", 3)):
+        splits[split] = [Dialogue(split, str(d), [
+            Utterance(split, str(d), t, f"P{t % 3}", t % 3, LABELS[int(rng.integers(3))],
+                      f"words {t}") for t in range(5)]) for d in range(k)]
+    return Corpus("tiny", list(LABELS), splits)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    if not have_espeak():
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but Debian's espeak-ng is not installed")
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    root = tmp_path_factory.mktemp("nosubs")
+    video = root / "talk.mp4"
+    turns = make_conversation(video, seconds=18.0, speakers=3, seed=1)
+    w2v = make_tiny_wav2vec2(root / "w2v", layers=2)
+    metas = {"audio": Wav2Vec2Encoder(w2v).meta(), "text": TextEncoder().meta}
+    corpus = _corpus()
+    rng = np.random.default_rng(1)
+    store = FeatureStore(root / "store")
+    for m, meta in metas.items():
+        store.create_modality(m, meta)
+        with store.writer(m) as w:
+            for u in corpus.utterances():
+                w.add(u.uid, rng.normal(size=int(meta["width"])).astype(np.float32))
+    quick = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0, "model_overrides": SMALL}
+    audio_run = train(corpus, store, root / "run-audio", {"modalities": ("audio",), **quick},
+                      seeds=(0,), progress=False)
+    text_run = train(corpus, store, root / "run-text",
+                     {"modalities": ("audio", "text"), **quick}, seeds=(0,), progress=False)
+    return {"root": root, "video": video, "turns": turns, "audio": audio_run, "text": text_run}
+
+
+def test_video_alone_end_to_end(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["predict", str(env["audio"]), "--video", str(env["video"]), "--out",
+                   str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "found " in printed and "3 speaker(s)" in printed and "segments.rttm" in printed
+    res = json.loads((out / "predictions.json").read_text())
+    rttm = out / "segments.rttm"
+    segs = read_segments(rttm, duration=18.0)  # re-readable as --segments
+    assert res["input"]["segments"] == str(rttm.resolve())
+    assert res["input"]["segmentation"]["speakers"] == 3
+    utts = res["utterances"]
+    assert len(utts) == len(segs) >= len(env["turns"]) - 1
+    assert [(u["start"], u["speaker"]) for u in utts] == [(s.start, s.speaker) for s in segs]
+    assert len({u["speaker"] for u in utts}) == 3
+    assert utts[0]["source"] == f"{rttm}:1"
+    assert all(u["modalities"]["audio"] for u in utts)
+    # the RTTM, corrected or not, is a valid --segments for a rerun
+    rc = cli.main(["predict", str(env["audio"]), "--video", str(env["video"]), "--segments",
+                   str(rttm), "--out", str(tmp_path / "again"), "--no-html"])
+    assert rc == 0
+    again = json.loads((tmp_path / "again" / "predictions.json").read_text())
+    assert [u["label"] for u in again["utterances"]] == [u["label"] for u in utts]
+    # the speaker count can be imposed
+    rc = cli.main(["predict", str(env["audio"]), "--video", str(env["video"]), "--out",
+                   str(tmp_path / "two"), "--num-speakers", "2", "--no-html"])
+    assert rc == 0
+    two = json.loads((tmp_path / "two" / "predictions.json").read_text())
+    assert len({u["speaker"] for u in two["utterances"]}) == 2
+
+
+def test_text_run_needs_text_or_an_asr_model(env, tmp_path, capsys):
+    rc = cli.main(["predict", str(env["text"]), "--video", str(env["video"]), "--out",
+                   str(tmp_path / "a")])
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "no utterance has text" in err and "--segments" in err and "--asr-model DIR" in err
+    assert not (tmp_path / "a" / "segments.rttm").exists()  # refused before diarizing
+    whisper = make_tiny_whisper(tmp_path / "whisper")
+    out = tmp_path / "b"
+    rc = cli.main(["predict", str(env["text"]), "--video", str(env["video"]), "--out",
+                   str(out), "--asr-model", str(whisper), "--no-html", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "predictions.json").read_text())
+    assert res["input"]["asr"]["asr_model"] == str(whisper)
+    assert res["input"]["asr"]["transcribed"] == len(res["utterances"])
+    assert all(u["text"] and u["modalities"]["text"] for u in res["utterances"])
+    assert "transcribed" in capsys.readouterr().out
+
+
+def test_cli_errors(env, tmp_path, capsys):
+    cases = [
+        (["--video", str(env["video"]), "--out", str(tmp_path / "p"), "--diarizer", "pyannote"],
+         "--diarizer pyannote needs --diarizer-model DIR"),
+        (["--video", str(env["video"]), "--out", str(tmp_path / "q"), "--diarizer", "nope"],
+         "--diarizer 'nope': unknown"),
+        (["--video", str(env["video"]), "--out", str(tmp_path / "r"), "--min-speakers", "4",
+          "--max-speakers", "2"], "--min-speakers 4 / --max-speakers 2"),
+        (["--video", str(env["video"]), "--stream"], "--stream with --video needs --segments"),
+        (["--segments", str(tmp_path / "x.rttm"), "--out", str(tmp_path / "s")],
+         "the run uses audio: give the video (--video FILE)"),
+    ]
+    for extra, msg in cases:
+        rc = cli.main(["predict", str(env["audio"]), *extra])
+        assert rc == 1
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,365 @@
+"""The HTML report: readable heat map at any length, all probabilities, missing-modality
+reasons, round timeline ticks, label contrast, escaping of hostile names, and a check in
+headless chromium at 1400 and 400 px (no console error, no horizontal overflow, no clipped
+label, hover and click work)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chromium_page import DevTools
+from PIL import Image
+from report_fixtures import HOSTILE_SPEAKERS, LABELS, make_views
+
+from avafn.report_html import (
+    _EXTRA,
+    _TEXT_COLOURS,
+    HEATMAP_MAX_CELLS,
+    attention_svg,
+    contrast_ratio,
+    embed_json,
+    heat_colour,
+    heatmap_blocks,
+    label_colours,
+    nice_step,
+    nice_ticks,
+    render_report,
+    text_colour,
+)
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text of each <script>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in_script = True
+            self.scripts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts[-1] += data
+
+
+def _parse(page: str) -> _Tags:
+    p = _Tags()
+    p.feed(page)
+    return p
+
+
+# ----------------------------------------------------------------------------- colours
+def test_every_label_colour_meets_wcag_aa_with_its_text_colour():
+    labels = LABELS + [f"class{i}" for i in range(len(_EXTRA) + 3)]
+    colours = label_colours(labels)
+    assert len(set(colours.values())) >= len(LABELS) + len(_EXTRA) - 1
+    for lab, bg in colours.items():
+        fg = text_colour(bg)
+        assert fg in _TEXT_COLOURS
+        assert contrast_ratio(fg, bg) >= 4.5, (lab, bg, fg, contrast_ratio(fg, bg))
+    # the pills on the page use exactly those pairs
+    page = render_report(make_views(8, speakers=["A", "B", "C"]), labels, "t")
+    pills = re.findall(r'class="emo" style="background:(#[0-9a-f]{6});color:(#[0-9a-f]{6})"', page)
+    assert len(pills) >= len(labels) + 8
+    assert all(contrast_ratio(fg, bg) >= 4.5 for bg, fg in pills)
+    # WCAG reference values
+    assert contrast_ratio("#000000", "#ffffff") == pytest.approx(21.0)
+    assert contrast_ratio("#777777", "#ffffff") == pytest.approx(4.48, abs=0.01)
+
+
+# ----------------------------------------------------------------------------- escaping
+def test_embedded_json_escapes_markup_characters_and_line_separators():
+    data = {"s": "</script><!--<script>&\u2028\u2029\"'", "n": [1.5, None]}
+    text = embed_json(data)
+    assert not set(text) & set("<>&\u2028\u2029")
+    assert json.loads(text) == data
+    with pytest.raises(ValueError):
+        embed_json({"x": float("nan")})
+
+
+def test_hostile_names_and_texts_stay_text():
+    views = make_views(12)
+    page = render_report(views, LABELS, "</title><script>x()</script>",
+                         {"run": "<b>&amp;"})
+    parsed = _parse(page)
+    assert [t for t, _ in parsed.tags].count("script") == 2
+    assert not any(t in ("img", "b") and "onerror" in a for t, a in parsed.tags)
+    assert not any(k.startswith("on") for _, a in parsed.tags for k in a)
+    data = json.loads(parsed.scripts[0])
+    rows = views[0]["rows"]
+    assert [r["speaker"] for r in data["dialogues"][0]["rows"]] == [r["speaker"] for r in rows]
+    assert [r["text"] for r in data["dialogues"][0]["rows"]] == [r["text"] for r in rows]
+    # attributes round-trip to the exact names (the speaker filter compares them)
+    got = [a["data-speaker"] for t, a in parsed.tags if t == "tr" and "data-speaker" in a]
+    assert got == [r["speaker"] for r in rows]
+    assert "<title>&lt;/title&gt;&lt;script&gt;x()&lt;/script&gt;</title>" in page
+
+
+# ----------------------------------------------------------------------------- content
+def test_every_probability_and_missing_reason_is_shown():
+    views = make_views(9, speakers=["Ann", "Bo", "Cy"])
+    page = render_report(views, LABELS, "t")
+    rows = page.split('<tr class="utt"')[1:]
+    rows[-1] = rows[-1].split("</tbody>")[0]
+    assert len(rows) == 9
+    for html_row, r in zip(rows, views[0]["rows"]):
+        for lab, p in r["probabilities"].items():
+            assert f"<td>{lab}</td><td class=\"num\">{100 * p:.1f}%</td>" in html_row
+        if not r["modalities"]["video"]:
+            assert "video missing: no face detected" in html_row
+        else:
+            assert "missing" not in html_row
+
+
+def test_nice_ticks_are_round_and_cover_the_range():
+    for lo, hi in [(0.3, 5.8), (0, 169.7), (12.0, 1061.2), (0, 0.4), (3, 3.5), (0, 7200)]:
+        for max_ticks in (4, 8):
+            ticks = nice_ticks(lo, hi, max_ticks)
+            step = nice_step(hi - lo, max_ticks)
+            mant = step / 10 ** math.floor(math.log10(step))
+            assert round(mant, 6) in (1, 2, 5)
+            assert ticks[0] <= lo + 1e-9 and ticks[-1] >= hi - 1e-9
+            assert len(ticks) - 1 <= max_ticks + 1
+            assert all(abs(v / step - round(v / step)) < 1e-6 for v in ticks)
+    assert nice_ticks(0, 169.7, 8) == [0, 50, 100, 150, 200]
+
+
+def test_timeline_has_a_lane_per_speaker_and_round_second_ticks():
+    views = make_views(30, speakers=["Ann", "Bo", "Cy"])
+    page = render_report(views, LABELS, "t")
+    assert page.count('class="tl-lane"') == 3 + 1  # lanes + the axis title row
+    ticks = [float(x) for x in re.findall(r'class="tl-tick[^"]*" style="[^"]*">([\d.]+)<', page)]
+    end = max(r["end"] for r in views[0]["rows"])
+    assert ticks[0] == 0 and ticks[-1] >= end and len(ticks) >= 3
+    assert len({round(b - a, 6) for a, b in itertools.pairwise(ticks)}) == 1
+    # no times: lanes by utterance number
+    page = render_report(make_views(30, timed=False, speakers=["Ann", "Bo", "Cy"]), LABELS, "t")
+    assert "utterance number" in page and "time in the video" not in page
+
+
+# ----------------------------------------------------------------------------- heat map
+def _uniform(n: int) -> np.ndarray:
+    a = np.tril(np.ones((n, n)), -1)
+    return a / np.maximum(a.sum(1, keepdims=True), 1)
+
+
+def test_uniform_attention_reads_as_even_share_at_any_length():
+    for n in (5, 60, 450):
+        svg, _ = attention_svg(_uniform(n))
+        fills = set(re.findall(r'class="heat-cells" d="[^"]*" fill="(#[0-9a-f]{6})"', svg))
+        assert fills == {heat_colour(0.0)}, (n, fills)  # one even colour, not a fading triangle
+
+
+def test_focused_attention_is_the_darkest_red_and_others_blue():
+    n = 40
+    att = np.zeros((n, n))
+    for t in range(1, n):
+        att[t, :t] = 0.02 / t
+        att[t, t - 1] += 0.98
+    svg, _ = attention_svg(att)
+    paths = {f: d for d, f in re.findall(r'd="([^"]*)" fill="(#[0-9a-f]{6})"', svg)}
+    # row t puts ~t x an even share on the previous utterance: clipped red from t = 8 on
+    assert paths[heat_colour(3.0)].count("M") == n - 8
+    assert paths[heat_colour(-3.0)].count("M") == (n - 1) * (n - 2) // 2
+
+
+def test_long_dialogues_are_pooled_into_blocks_said_in_the_caption():
+    n = 2 * HEATMAP_MAX_CELLS + 50
+    att = _uniform(n)
+    b, share, even = heatmap_blocks(att)
+    assert b == 3 and share.shape == (math.ceil(n / 3),) * 2
+    # rows keep their total: every block row carries one unit of weight (the first block
+    # averages in utterance 1, which has none)
+    np.testing.assert_allclose(share.sum(1)[1:], 1.0, atol=1e-9)
+    assert share.sum(1)[0] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(share, even, atol=1e-12)
+    views = [{"title": "long", "rows": make_views(n, speakers=["A", "B", "C"])[0]["rows"],
+              "attention": att}]
+    page = render_report(views, LABELS, "t")
+    assert f"This conversation has {n} utterances" in page and "pools 3 neighbouring" in page
+    cells = sum(d.count("M") for d in re.findall(r'class="heat-cells" d="([^"]*)"', page))
+    nb = math.ceil(n / 3)
+    assert cells == nb * (nb + 1) // 2  # the diagonal blocks hold history too (b > 1)
+    assert len(page) < 4_000_000
+    small = render_report(make_views(20, speakers=["A", "B", "C"]), LABELS, "t")
+    assert "pools" not in small and "earlier utterance it looked back at" in small
+
+
+def test_block_pooling_matches_a_plain_loop():
+    rng = np.random.default_rng(1)
+    n, max_cells = 13, 4  # blocks of 4, the last holding one utterance
+    att = np.tril(rng.random((n, n)), -1)
+    att /= np.maximum(att.sum(1, keepdims=True), 1e-12)
+    att[5, 7] = 9.0  # weight on a later utterance is ignored
+    b, share, even = heatmap_blocks(att, max_cells)
+    assert b == 4 and share.shape == even.shape == (4, 4)
+    for bi in range(4):
+        ts = range(bi * b, min(n, (bi + 1) * b))
+        for bj in range(4):
+            ks = range(bj * b, min(n, (bj + 1) * b))
+            w = [sum(att[t, k] for k in ks if k < t) for t in ts]
+            e = [sum(1 / t for k in ks if k < t) for t in ts]
+            assert share[bi, bj] == pytest.approx(np.mean(w))
+            assert even[bi, bj] == pytest.approx(np.mean(e))
+
+
+def test_one_utterance_and_non_finite_times_render():
+    v = make_views(1, speakers=["Ann"])[0]
+    page = render_report([v], LABELS, "t")
+    assert page.count('class="heat-cells"') == 0 and "time in the video" in page
+    json.loads(_parse(page).scripts[0])
+    v = make_views(4, speakers=["Ann", "Bo"])[0]
+    v["rows"][2]["end"] = float("nan")
+    page = render_report([v], LABELS, "t")
+    assert "utterance number" in page and not re.search(r"\bnan\b", page, flags=re.IGNORECASE)
+
+
+def test_bad_attention_shape_is_refused():
+    v = make_views(4, speakers=["A", "B", "C"])[0]
+    with pytest.raises(ValueError, match=r"attention of shape \(3, 3\), expected \(4, 4\)"):
+        render_report([dict(v, attention=np.zeros((3, 3)))], LABELS, "t")
+
+
+# ----------------------------------------------------------------------------- in chromium
+#: evaluated in the loaded page: overflow, clipped labels, a hover on a heat-map cell, a click
+#: on the last table row and a speaker filter, as one JSON-able object
+_PROBE = """(() => {
+  const P = {}, de = document.documentElement;
+  P.width = window.innerWidth; P.scrollWidth = de.scrollWidth;
+  P.overflow = de.scrollWidth > de.clientWidth;
+  P.rendered = document.body.getAttribute('data-rendered');
+  P.jsErrors = document.body.getAttribute('data-js-errors');
+  P.pwned = document.body.getAttribute('data-pwned');
+  P.injected = document.querySelectorAll('img, iframe, object, embed').length
+    + document.scripts.length - 2;
+  P.clipped = [];
+  document.querySelectorAll('svg').forEach(svg => {
+    const vb = svg.viewBox.baseVal;
+    svg.querySelectorAll('text').forEach(t => { const b = t.getBBox();
+      if (b.x < vb.x - .5 || b.y < vb.y - .5 || b.x + b.width > vb.x + vb.width + .5 ||
+          b.y + b.height > vb.y + vb.height + .5) P.clipped.push('svg text ' + t.textContent);
+    });
+  });
+  document.querySelectorAll('.timeline').forEach(tl => {
+    const r = tl.getBoundingClientRect();
+    tl.querySelectorAll('.tl-tick').forEach(t => {
+      if (getComputedStyle(t).display === 'none') return;
+      const b = t.getBoundingClientRect();
+      if (b.left < r.left - .5 || b.right > r.right + .5) P.clipped.push('tick ' + t.textContent);
+    });
+  });
+  P.smallText = [...document.querySelectorAll('svg.attention text')].filter(
+    t => t.getBoundingClientRect().height < 7).length;
+  const sec = document.querySelector('section.dialogue'), svg = sec.querySelector('svg.attention');
+  const c = +svg.dataset.cell, i = Math.min(+svg.dataset.n - 1, 5), j = Math.max(0, i - 2);
+  let pt = svg.createSVGPoint();
+  pt.x = +svg.dataset.left + (j + .5) * c; pt.y = +svg.dataset.top + (i + .5) * c;
+  pt = pt.matrixTransform(svg.getScreenCTM());
+  svg.dispatchEvent(new MouseEvent('mousemove', {clientX: pt.x, clientY: pt.y, bubbles: true}));
+  const tip = document.querySelector('.tip');
+  P.hover = {i, j, block: +svg.dataset.block, text: tip.hidden ? null : tip.textContent};
+  const rows = sec.querySelectorAll('tr.utt');
+  rows[rows.length - 1].click();
+  P.info = sec.querySelector('.attn-info').textContent;
+  P.highlight = svg.querySelector('.attn-highlight').getAttribute('visibility');
+  const f = sec.querySelector('select.speaker-filter');
+  f.selectedIndex = 1; f.dispatchEvent(new Event('change'));
+  P.filtered = [f.value, [...rows].filter(r => r.style.display !== 'none').length];
+  f.selectedIndex = 0; f.dispatchEvent(new Event('change'));
+  sec.querySelector('button.expand-all').click();
+  P.opened = [...sec.querySelectorAll('details.probs')].filter(d => d.open).length;
+  P.overflowOpen = de.scrollWidth > de.clientWidth;
+  sec.querySelector('button.expand-all').click();
+  return P;
+})()"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with DevTools() as dt:
+        yield dt
+
+
+@pytest.mark.parametrize("n", [5, 60, 400])
+def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
+    views = make_views(n, seed=n)
+    if n == 5:  # a second conversation, without times (timeline by utterance number)
+        views += make_views(7, seed=1, timed=False, speakers=["Ann", "Bo", "Cy"])
+    rows = views[0]["rows"]
+    path = tmp_path / f"report-{n}.html"
+    path.write_text(render_report(views, LABELS, "Emotions in <talk>.mp4",
+                                  {"run": "r", "utterances": n}))
+    shots = os.environ.get("AVAFN_REPORT_SHOTS")  # keep the screenshots to look at them
+    for width in (1400, 400, 360):
+        browser.console.clear()
+        browser.open(path, width=width)
+        assert browser.console == [], browser.console  # no error, no warning, no log line
+        probe = browser.evaluate(_PROBE)
+        assert browser.console == [], browser.console
+        assert probe["rendered"] == str(sum(len(v["rows"]) for v in views))
+        assert probe["jsErrors"] is None
+        assert probe["pwned"] is None and probe["injected"] == 0
+        assert probe["width"] == width
+        assert not probe["overflow"], (width, probe["scrollWidth"])
+        assert probe["clipped"] == [], probe["clipped"]
+        assert probe["smallText"] == 0  # heat-map tick labels stay legible when scaled down
+        hover = probe["hover"]
+        assert hover["text"], "hovering a heat-map cell shows nothing"
+        if hover["block"] == 1:
+            for k in (hover["i"], hover["j"]):
+                assert f"#{k + 1} {rows[k]['speaker'][:30]}" in hover["text"]
+                assert (rows[k]["text"] or "")[:20] in hover["text"]
+        else:
+            b = hover["block"]  # cells of ~3 px: the integer mouse position may hit a neighbour
+            m = re.match(r"Utterances (\d+)\u2013(\d+) looked back at utterances (\d+)\u2013(\d+)",
+                         hover["text"])
+            a0, a1, c0, c1 = map(int, m.groups())
+            assert a1 - a0 == c1 - c0 == b - 1 and (a0 - 1) % b == 0 and c0 <= a0
+            assert abs((a0 - 1) // b - hover["i"]) <= 1 and abs((c0 - 1) // b - hover["j"]) <= 1
+        assert probe["info"].startswith(f"Utterance {n} (")
+        assert "looked back most at #" in probe["info"] and probe["highlight"] == "visible"
+        first = rows[0]["speaker"]  # option 1 = the first speaker to talk
+        assert probe["filtered"][0] == first and first in HOSTILE_SPEAKERS
+        assert probe["filtered"][1] == sum(r["speaker"] == first for r in rows)
+        assert probe["opened"] == n and not probe["overflowOpen"]  # "show all probabilities"
+        png = tmp_path / f"report-{n}-{width}.png"
+        browser.screenshot(png)
+        with Image.open(png) as im:
+            assert im.width == width
+            assert len(im.convert("RGB").getcolors(1 << 20) or []) > 50  # not a blank page
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            shutil.copy(png, Path(shots) / png.name)
+
+
+def test_a_console_error_and_an_overflow_are_caught(tmp_path, browser):
+    """The checks above can fail: a page that logs an error and is wider than the viewport."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><body><div style='width:900px'>wide</div>"
+                   "<script>console.error('boom');undefinedName();</script></body></html>")
+    browser.console.clear()
+    browser.open(bad, width=400)
+    probe = browser.evaluate("({o: document.documentElement.scrollWidth > "
+                             "document.documentElement.clientWidth})")
+    assert probe["o"] is True
+    levels = [lv for lv, _ in browser.console]
+    assert "error" in levels and "exception" in levels, browser.console
