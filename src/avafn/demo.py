@@ -47,9 +47,9 @@ def demo_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
 
 def predict_command(run: str | Path, out: str | Path) -> str:
-    """The command that predicts a new conversation with the demo's run."""
-    return (f"avafn predict {run} --video CONVERSATION.mp4 --segments CONVERSATION.srt "
-            f"--out {Path(out) / 'predict'}")
+    """The command that predicts a new conversation with the demo's (text-only) run: a
+    transcript with speakers (subtitles, CSV) is enough."""
+    return f"avafn predict {run} --segments CONVERSATION.srt --out {Path(out) / 'predict'}"
 
 
 def subset(corpus: Corpus, max_dialogues: int) -> Corpus:
