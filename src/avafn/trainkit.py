@@ -1,0 +1,78 @@
+"""Pieces every training loop of avafn shares: seeding, dev selection with early stopping,
+the weighted-F1 metric, per-epoch progress, and the RNG states of a resumable training state
+(written without pickle by :func:`avafn.checkpoint.save_state`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Weighted F1 in percent (scikit-learn), the field's headline number for MELD."""
+    return 100.0 * float(f1_score(y_true, y_pred, average="weighted", zero_division=0))
+
+
+def seed_all(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (initialisation, dropout) and return a generator seeded the
+    same way for the data order."""
+    torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(int(seed))
+
+
+@dataclass
+class DevSelection:
+    """Keeps the epoch with the best dev score; stops after ``patience`` epochs without one."""
+
+    patience: int
+    best_score: float = -float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record ``epoch``'s dev score; True when it is the best so far."""
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_epochs = float(score), int(epoch), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def epoch_bar(total: int, initial: int, desc: str, progress: bool):
+    """The per-epoch progress bar of a training loop."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=not progress, unit="epoch",
+                dynamic_ncols=True)
+
+
+# ------------------------------------------------------------------ resumable training state
+def rng_state(generator: torch.Generator, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The RNG states a resumed epoch needs (stored in a training state by
+    :func:`avafn.checkpoint.save_state`)."""
+    device = torch.device(device)
+    return {"torch_rng": torch.get_rng_state(), "data_rng": generator.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng(state: Mapping[str, Any], generator: torch.Generator,
+                device: torch.device | str = "cpu") -> None:
+    """Put back the RNG states :func:`rng_state` recorded."""
+    device = torch.device(device)
+    torch.set_rng_state(state["torch_rng"])
+    generator.set_state(state["data_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
