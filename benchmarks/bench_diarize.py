@@ -43,7 +43,12 @@ def main() -> None:
                     help="give the diarizer the true number of speakers")
     ap.add_argument("--timing", action="store_true",
                     help="per-stage timing of predict on one video instead")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (--timing)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.timing:
         print(json.dumps(stage_timing(args.seconds, args.speakers[0], args.seeds[0]), indent=1))
         return
@@ -173,12 +178,17 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
         t0 = time.perf_counter()
         res = predict(run, video=video, out_dir=root / "out")
         total = time.perf_counter() - t0
+        speech = sum(t.end - t.start for t in turns)
     return {"video_s": seconds, "speakers": speakers, "size": "1280x720 @ 24 fps",
-            "turns": len(turns), "utterances_found": len(res["utterances"]),
+            "turns": len(turns), "speech_s": round(speech, 2),
+            "utterances_found": len(res["utterances"]),
             "speakers_found": res["input"]["segmentation"]["speakers"],
             "extractors": {m: v["extractor"] for m, v in res["extractors"].items()},
             "stages_s": {k: round(v, 3) for k, v in times.items()},
-            "total_s": round(total, 2), "torch_threads": __import__("torch").get_num_threads(),
+            "total_s": round(total, 2),
+            "rtf_video": round(total / seconds, 3),  # compute seconds per second of video
+            "rtf_speech": round(total / speech, 3),  # ... per second of speech
+            "torch_threads": __import__("torch").get_num_threads(),
             "load": os.getloadavg()}
 
 

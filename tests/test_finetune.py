@@ -95,7 +95,10 @@ def test_manifest_finetune_extract_train_through_the_cli(manifest, tiny_bert, tm
                  "--out", str(ft), "--base-model", str(tiny_bert), "--lr", "1e-3",
                  "--batch-size", "16", "--max-epochs", "2", "--patience", "2",
                  "--no-progress"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    # --no-progress hides the libraries' bars too (model loading and saving)
+    assert "Loading weights" not in captured.err and "Writing model" not in captured.err
     rec = json.loads((ft / "model" / FINETUNE_FILE).read_text())
     # a self-describing model folder: weights, config, tokenizer, head, record
     for f in ("config.json", "model.safetensors", "tokenizer_config.json", "head.safetensors"):

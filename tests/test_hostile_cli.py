@@ -116,8 +116,11 @@ def test_missing_modality(data, capsys):
 
 
 @pytest.mark.parametrize("extra, needles", [
-    (["--max-epochs", "0"], ["max_epochs must be >= 1, got 0"]),
-    (["--batch-size", "-3"], ["batch_size must be >= 1"]),
+    (["--config", '{"max_epochs": 0}'], ["max_epochs must be >= 1, got 0"]),
+    (["--config", '{"max_epochs": "abc"}'], ["'max_epochs' must be an integer, got 'abc'"]),
+    (["--config", '{"lr": "fast"}'], ["'lr' must be a number, got 'fast'"]),
+    (["--config", '{"bucket": 1}'], ["'bucket' must be a bool, got 1"]),
+    (["--config", '{"batch_size": true}'], ["'batch_size' must be an integer, got True"]),
     (["--ablation", "no_such"], ["unknown ablation(s) ['no_such']"]),
     (["--modality-dropout", "video=0.5"], ["modality dropout for 'video'"]),
     (["--config", '{"max_epochs": 1, "nonsense": 2}'], ["unknown setting(s) ['nonsense']"]),
@@ -129,6 +132,39 @@ def test_invalid_training_values(data, capsys, extra, needles):
     assert rc == 1
     _one_line(err, "train", *needles)
     assert not (data["tmp"] / "run").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("argv, option, needle", [
+    (["train", "--max-epochs", "0"], "--max-epochs", "expected an integer >= 1, got 0"),
+    (["train", "--batch-size", "-3"], "--batch-size", "expected an integer >= 1, got -3"),
+    (["train", "--threads", "two"], "--threads", "expected an integer, got 'two'"),
+    (["extract", "text", "--max-length", "0"], "--max-length", "expected an integer >= 1, got 0"),
+    (["extract", "text", "--batch-size", "0"], "--batch-size", "expected an integer >= 1, got 0"),
+    (["extract", "audio", "--batch-size", "0"], "--batch-size", "expected an integer >= 1, got 0"),
+    (["extract", "video", "--workers", "-1"], "--workers", "expected an integer >= 0, got -1"),
+    (["extract", "audio", "--world-size", "0"], "--world-size", "expected an integer >= 1, got 0"),
+    (["finetune", "text", "--max-length", "0"], "--max-length", "expected an integer >= 1, got 0"),
+    (["finetune", "text", "--context-turns", "-2"], "--context-turns", "expected an integer >= 0, got -2"),
+    (["predict", "RUN", "--max-segments", "0"], "--max-segments", "expected an integer >= 1, got 0"),
+    (["predict", "RUN", "--num-speakers", "0"], "--num-speakers", "expected an integer >= 1, got 0"),
+    (["demo", "--max-dialogues", "0"], "--max-dialogues", "expected an integer >= 1, got 0"),
+])
+def test_count_options_refuse_zero_and_negatives(argv, option, needle, capsys):
+    """Counts are checked where they are parsed: exit 2, the option and the value named,
+    before any file is read (the other required options are not even needed)."""
+    rc, err = _run(argv, capsys)
+    assert rc == 2
+    assert f"argument {option}: {needle}" in err.strip().splitlines()[-1]
+
+
+def test_demo_settings_are_checked_before_any_work(tmp_path, capsys):
+    for part, setting, needle in [("finetune", {"lr": "x"}, "finetune setting 'lr'"),
+                                  ("train", {"patience": "x"}, "training setting 'patience'")]:
+        rc, err = _run(["demo", "--out", tmp_path / "d", "--meld-dir", tmp_path / "none",
+                        "--config", json.dumps({part: setting})], capsys)
+        assert rc == 1
+        _one_line(err, "demo", needle)
+        assert not (tmp_path / "d").exists()
 
 
 def test_unknown_setting_in_table(data, capsys):

@@ -10,10 +10,12 @@ else is a bug and prints its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 
 from avafn import __version__
 from avafn.errors import UserError, check_device, describe_environment_error
@@ -76,6 +78,46 @@ def error_line(exc: BaseException) -> str | None:
     return None if line is None else " ".join(x.strip() for x in line.splitlines() if x.strip())
 
 
+@contextlib.contextmanager
+def _library_bars(show: bool) -> Iterator[None]:
+    """--no-progress: no bar from the libraries either (transformers' "Loading weights" and
+    "Writing model shards", Hugging Face Hub downloads) while the command runs. Nothing is
+    imported for it: libraries not loaded yet read the environment variable when they are."""
+    if show:
+        yield
+        return
+    key, old = "HF_HUB_DISABLE_PROGRESS_BARS", os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    # restored afterwards: only the libraries loaded before (one loaded during the command
+    # keeps the variable's setting, which it read once)
+    shown = {"hub": False, "transformers": False}
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import utils as hub
+
+        shown["hub"] = not hub.are_progress_bars_disabled()
+        hub.disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        shown["transformers"] = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+        if shown["hub"] and "huggingface_hub" in sys.modules:
+            from huggingface_hub import utils as hub
+
+            hub.enable_progress_bars()
+        if shown["transformers"] and "transformers" in sys.modules:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "device", None) is not None:
             check_device(args.device)  # before reading or allocating anything
-        return int(args.func(args) or 0)
+        with _library_bars(not getattr(args, "no_progress", False)):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, run the same command again to resume",
               file=sys.stderr)

@@ -33,6 +33,31 @@ class ConfigError(UserError):
     """A setting with a wrong name, type or value."""
 
 
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_field_types(obj: Any, what: str) -> None:
+    """Raise ConfigError naming the first field of the dataclass ``obj`` whose value does not
+    have its declared type (int, float, bool, str, optionally ``| None``; containers are left
+    to the class's own checks). A bool is not accepted as a number."""
+    for f in dataclasses.fields(obj):
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        value = getattr(obj, f.name)
+        if value is None and "None" in kinds:
+            continue
+        scalar = [k for k in kinds if k in _SCALARS]
+        if not scalar or len(scalar) != len([k for k in kinds if k != "None"]):
+            continue
+        ok = any(isinstance(value, _SCALARS[k]) and (k == "bool" or not isinstance(value, bool))
+                 for k in scalar)
+        if not ok:
+            want = " or ".join(("a number" if k == "float" else f"a {k}" if k != "int"
+                                else "an integer") for k in scalar)
+            if "None" in kinds:
+                want += " or null"
+            raise ConfigError(f"{what} setting {f.name!r} must be {want}, got {value!r}")
+
+
 def _from_dict(cls: type, d: Mapping[str, Any], what: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
@@ -60,6 +85,7 @@ class TrainConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self) -> None:
+        check_field_types(self, "training")
         self.modalities = tuple(self.modalities)
         if not self.modalities or not all(isinstance(m, str) and m for m in self.modalities):
             raise ConfigError(f"at least one modality is needed, got {list(self.modalities)}")

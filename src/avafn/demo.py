@@ -84,12 +84,16 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
 
     ``settings`` overrides parts of :func:`demo_config`; ``max_epochs`` caps AVAFN's epochs
     (reduced budget); ``threads`` replaces the configured torch threads of every stage."""
+    from avafn.config import split_settings
     from avafn.data import load_corpus
     from avafn.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
     from avafn.table import run_table
 
     cfg = demo_config(settings)
     seeds = [int(s) for s in (cfg["seeds"] if seeds is None else seeds)]
+    # every setting checked before any work (a typo must not cost a fine-tuning epoch)
+    ft_cfg = None if cfg["finetune"] is None else FinetuneConfig.from_dict(cfg["finetune"])
+    split_settings({"modalities": ["text"], **cfg["train"]})
     out = Path(out)
     t0 = time.perf_counter()
     corpus = load_corpus("meld", meld_dir=meld_dir)
@@ -102,8 +106,7 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     _threads(threads or cfg["threads"].get("finetune"))
     t1 = time.perf_counter()
     alone = None
-    if cfg["finetune"] is not None:
-        ft_cfg = FinetuneConfig.from_dict(cfg["finetune"])
+    if ft_cfg is not None:
         rec = finetune_text(corpus, out / "text-encoder", ft_cfg, progress=progress,
                             device=device)
         if verbose:

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from avafn.checkpoint import load_state, save_state
+from avafn.config import check_field_types
 from avafn.data.corpus import Corpus, Dialogue
 from avafn.errors import UserError
 from avafn.extract.text import FINETUNE_FILE, TextEncoder, default_model_dir, dialogue_inputs
@@ -76,6 +77,7 @@ class FinetuneConfig:
     eval_batch_size: int = 128
 
     def __post_init__(self) -> None:
+        check_field_types(self, "finetune")
         for name in ("max_epochs", "patience", "batch_size", "max_length", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise FinetuneError(f"finetune setting {name} must be >= 1, got "

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+from avafn.argtypes import at_least
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -122,8 +124,8 @@ def _register_text(sp: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", metavar="ID_OR_DIR",
                    help="sentence-transformers / Hugging Face model id or local folder "
                         "(default: packaged all-MiniLM-L6-v2)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=at_least(1), default=64, metavar="N")
+    p.add_argument("--limit", type=at_least(1), default=None, metavar="N",
                    help="stop after N utterances (the rest is done by the next run)")
     _add_extractor_args(p, "text")
     p.set_defaults(func=_run_text, _defaults=_defaults_of(p))
@@ -178,18 +180,18 @@ def _register_media(sp: argparse._SubParsersAction) -> None:
         p.add_argument("--precision", default=None, choices=PRECISIONS,
                        help="network precision: fp32, or bf16 autocast (default: bf16 on CUDA, "
                             "fp32 elsewhere); recorded in the store, which never mixes them")
-        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+        p.add_argument("--workers", type=at_least(0), default=DEFAULT_WORKERS,
                        metavar="N", help="decoding processes (0: decode in this process)")
-        p.add_argument("--batch-size", type=int, default=None, metavar="N",
+        p.add_argument("--batch-size", type=at_least(1), default=None, metavar="N",
                        help="clips (audio, default 16) or faces (video, default 256) per forward")
         p.add_argument("--segments", action=argparse.BooleanOptionalAction, default=None,
                        help="cut each utterance's start/end out of its media file (default: "
                             "on, except for corpora whose clips are already cut, e.g. MELD)")
-        p.add_argument("--rank", type=int, default=None, help="this process's rank "
+        p.add_argument("--rank", type=at_least(0), default=None, help="this process's rank "
                        "(default: $RANK, else 0)")
-        p.add_argument("--world-size", type=int, default=None, help="number of processes "
+        p.add_argument("--world-size", type=at_least(1), default=None, help="number of processes "
                        "(default: $WORLD_SIZE, else 1)")
-        p.add_argument("--limit", type=int, default=None, metavar="N",
+        p.add_argument("--limit", type=at_least(1), default=None, metavar="N",
                        help="stop after N clips (the rest is done by the next run)")
         p.add_argument("--merge", action="store_true",
                        help="only merge the ranks' shards and report what is not extracted yet")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from avafn.argtypes import at_least
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,21 +34,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="encoder to start from (default: packaged all-MiniLM-L6-v2)")
     t.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
     t.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    t.add_argument("--batch-size", type=int, default=d.batch_size, help="utterances per step")
-    t.add_argument("--max-length", type=int, default=d.max_length, metavar="TOKENS")
-    t.add_argument("--max-epochs", type=int, default=d.max_epochs)
-    t.add_argument("--patience", type=int, default=d.patience,
+    t.add_argument("--batch-size", type=at_least(1), default=d.batch_size, help="utterances per step")
+    t.add_argument("--max-length", type=at_least(1), default=d.max_length, metavar="TOKENS")
+    t.add_argument("--max-epochs", type=at_least(1), default=d.max_epochs)
+    t.add_argument("--patience", type=at_least(1), default=d.patience,
                    help="epochs without a better dev weighted F1 before stopping")
     t.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
                    help="class weight = frequency ** -POWER (0: unweighted)")
-    t.add_argument("--context-turns", type=int, default=d.context_turns, metavar="N",
+    t.add_argument("--context-turns", type=at_least(0), default=d.context_turns, metavar="N",
                    help="give each utterance with its N preceding turns, speaker-tagged "
                         f"(default {d.context_turns})")
-    t.add_argument("--folds", type=int, default=d.folds, metavar="K",
+    t.add_argument("--folds", type=at_least(0), default=d.folds, metavar="K",
                    help="cross-fitting: embed each training utterance with an encoder trained "
                         f"without its dialogue (K folds; default {d.folds} = plain)")
     t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    t.add_argument("--threads", type=at_least(1), default=None, help="CPU threads for torch")
     t.add_argument("--no-extract", action="store_true",
                    help="only fine-tune (the store is left untouched)")
     t.set_defaults(func=_run_text)

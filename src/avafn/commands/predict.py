@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from avafn.argtypes import at_least
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -64,11 +66,11 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
                         "pipeline folder as --diarizer-model), or an installed plug-in")
     g.add_argument("--diarizer-model", default=None, metavar="DIR",
                    help="the diarizer's weights (pyannote: the pipeline folder)")
-    g.add_argument("--num-speakers", type=int, default=None, metavar="N",
+    g.add_argument("--num-speakers", type=at_least(1), default=None, metavar="N",
                    help="the number of speakers, when known (else estimated)")
-    g.add_argument("--min-speakers", type=int, default=DiarizeOptions.min_speakers, metavar="N",
+    g.add_argument("--min-speakers", type=at_least(1), default=DiarizeOptions.min_speakers, metavar="N",
                    help="bounds of the estimated number of speakers (default 1 to 8)")
-    g.add_argument("--max-speakers", type=int, default=DiarizeOptions.max_speakers, metavar="N")
+    g.add_argument("--max-speakers", type=at_least(1), default=DiarizeOptions.max_speakers, metavar="N")
     g.add_argument("--asr-model", default=None, metavar="DIR",
                    help="a local speech-recognition model (transformers, e.g. a Whisper "
                         "checkpoint) that transcribes utterances without text")
@@ -188,7 +190,7 @@ def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGro
     g.add_argument("--overlaps", choices=OVERLAP_POLICIES, default="trim",
                    help="overlapping segments: trim (the earlier one ends where the next "
                         "starts), merge (one utterance), or error (default: %(default)s)")
-    g.add_argument("--max-segments", type=int, default=DEFAULT_MAX_SEGMENTS, metavar="N",
+    g.add_argument("--max-segments", type=at_least(1), default=DEFAULT_MAX_SEGMENTS, metavar="N",
                    help="refuse a segment list longer than this, before any work "
                         "(default: %(default)s)")
 

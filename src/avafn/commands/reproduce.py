@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from avafn.argtypes import at_least
 from avafn.commands.extract import DEFAULT_WORKERS
 
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...")
     p.add_argument("--audio-model", default=None, metavar="ID_OR_DIR",
                    help="wav2vec 2.0 id or folder (default facebook/wav2vec2-large-lv60)")
-    p.add_argument("--audio-layer", type=int, default=None, metavar="N",
+    p.add_argument("--audio-layer", type=at_least(0), default=None, metavar="N",
                    help="wav2vec 2.0 layer (default: last = 24)")
     p.add_argument("--dan-checkpoint", required=True, metavar="PATH",
                    help="DAN checkpoint (.pth, e.g. AffectNet-8 or RAF-DB)")
@@ -37,14 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
                    help="extraction precision (default: bf16 on CUDA, fp32 elsewhere; "
                         "recorded in the store)")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    p.add_argument("--workers", type=at_least(0), default=DEFAULT_WORKERS,
                    metavar="N", help="decoding processes")
-    p.add_argument("--audio-batch-size", type=int, default=None, metavar="N")
-    p.add_argument("--video-batch-size", type=int, default=None, metavar="N")
+    p.add_argument("--audio-batch-size", type=at_least(1), default=None, metavar="N")
+    p.add_argument("--video-batch-size", type=at_least(1), default=None, metavar="N")
     p.add_argument("--rows", default=None, metavar="R1,R2,...",
                    help="table rows (default: all, e.g. audio,video,audio+video,"
                         "audio+video/no_acm)")
-    p.add_argument("--max-epochs", type=int, default=None, metavar="N",
+    p.add_argument("--max-epochs", type=at_least(1), default=None, metavar="N",
                    help="training epochs per run (default: the trainer's)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from avafn.argtypes import at_least
+
 
 def _ints(s: str) -> list[int]:
     try:
@@ -63,11 +65,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_ints, default=[0], help="e.g. 0,1,2 (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--patience", type=int, default=None,
+    p.add_argument("--max-epochs", type=at_least(1), default=None)
+    p.add_argument("--patience", type=at_least(1), default=None,
                    help="epochs without a better dev weighted F1 before stopping")
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="dialogues per batch")
+    p.add_argument("--batch-size", type=at_least(1), default=None, help="dialogues per batch")
     p.add_argument("--weight-decay", type=float, default=None, help="L2 weight")
     p.add_argument("--dropout", type=float, default=None)
     p.add_argument("--bucket", action="store_true", default=None,
@@ -79,7 +81,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=_json_file_or_text, default=None,
                    help="training settings (TrainConfig fields) as JSON text or file; "
                         "explicit options win")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=at_least(1), default=None,
                    help="CPU threads for torch (default: torch's; 1 is often fastest on a "
                         "busy machine)")
     p.add_argument("--no-progress", action="store_true")
@@ -286,8 +288,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "dev. Resumable: rerun after an interruption.")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--seeds", type=_ints, default=None, help="default: the config's (0,1,2)")
-    p.add_argument("--max-epochs", type=int, default=None, help="reduced budget (AVAFN epochs)")
-    p.add_argument("--max-dialogues", type=int, default=None,
+    p.add_argument("--max-epochs", type=at_least(1), default=None, help="reduced budget (AVAFN epochs)")
+    p.add_argument("--max-dialogues", type=at_least(1), default=None,
                    help="use only the first N dialogues of each split (reduced budget)")
     p.add_argument("--meld-dir", default=None)
     p.add_argument("--device", default="cpu")
@@ -296,7 +298,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "train; see --print-config)")
     p.add_argument("--print-config", action="store_true",
                    help="print the demo's settings (with the dev numbers behind them) and exit")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=at_least(1), default=None,
                    help="CPU threads for torch in every stage (default: the config's, 2 for "
                         "fine-tuning, 1 for AVAFN: measured fastest on a busy 2-core machine)")
     p.add_argument("--no-progress", action="store_true")

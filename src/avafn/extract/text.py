@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from avafn.argtypes import at_least
 from avafn.data.corpus import Corpus, Utterance
 from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result
@@ -150,7 +151,7 @@ class TextEncoder:
             except ImportError:  # sentence-transformers < 6
                 from sentence_transformers.models import Normalize
 
-            self._st = SentenceTransformer(path, device=device)
+            self._st = SentenceTransformer(path, device=device, trust_remote_code=False)
             if max_length:
                 self._st.max_seq_length = int(max_length)
             self.max_length = int(self._st.max_seq_length)
@@ -163,8 +164,8 @@ class TextEncoder:
             import torch
             from transformers import AutoModel, AutoTokenizer
 
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self._hf = AutoModel.from_pretrained(path).to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+            self._hf = AutoModel.from_pretrained(path, trust_remote_code=False).to(device).eval()
             limit = getattr(self._hf.config, "max_position_embeddings", 512) or 512
             tok_limit = self.tokenizer.model_max_length
             if not isinstance(tok_limit, int) or tok_limit > 100_000:
@@ -260,7 +261,7 @@ class TextExtractor(Extractor):
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("sentence-transformers / hf-mean-pool options")
-        g.add_argument("--max-length", type=int, default=None, metavar="TOKENS",
+        g.add_argument("--max-length", type=at_least(1), default=None, metavar="TOKENS",
                        help="truncate texts to this many tokens (default: the model's)")
         norm = g.add_mutually_exclusive_group()
         norm.add_argument("--normalize", dest="normalize", action="store_true", default=None,
