@@ -2,9 +2,11 @@
 ``avafn CMD: error: ...`` naming the problem and exit status 1 (2 for usage), no traceback;
 ``--debug`` / ``AVAFN_DEBUG=1`` show it; a real bug still prints its traceback."""
 
+import argparse
 import errno
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -308,3 +310,31 @@ def test_error_line_classification(tmp_path):
     p.write_bytes(b"\xff\xfe{}")
     with pytest.raises(ValueError, match="c.json: damaged JSON file"):
         read_json(p)
+
+
+def test_help_lists_every_command_without_loading_their_dependencies():
+    """``avafn --help`` is instant: the commands are listed from ``COMMANDS`` and no command
+    module (nor torch) is imported; naming a command builds exactly its parser."""
+    code = ("import sys, contextlib, io\n"
+            "from avafn.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('avafn.commands.')))\n"
+            "print(out.getvalue())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, listing = r.stdout.split("\n", 1)
+    assert loaded == "[]", loaded
+    from avafn.commands import COMMANDS
+
+    for name, (_, text) in COMMANDS.items():
+        assert f"    {name}" in listing and text.split()[0] in listing
+    # the full parser (no argv) and a named command's parser carry the same one-line help
+    full = cli.build_parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert helps == {name: text for name, (_, text) in COMMANDS.items()}
+    assert set(sub.choices) == set(COMMANDS)
+    for name in COMMANDS:  # every command's own parser is built when it is named
+        p = cli.build_parser([name])
+        named = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        assert len(named.choices[name]._actions) > 1, name  # more than a listed stub's -h

@@ -18,22 +18,16 @@ import traceback
 from collections.abc import Iterator
 
 from avafn import __version__
+from avafn.commands import COMMANDS
 from avafn.errors import UserError, check_device, describe_environment_error
-
-#: each module defines ``register(subparsers)`` and sets ``func`` on its parsers
-COMMAND_MODULES = [
-    "avafn.commands.extract",  # avafn extract text|audio|video
-    "avafn.commands.train",  # avafn train / evaluate / table / demo
-    "avafn.commands.predict",  # avafn predict
-    "avafn.commands.reproduce",  # avafn reproduce
-    "avafn.commands.store",  # avafn store check
-    "avafn.commands.finetune",  # avafn finetune text
-]
 
 DEBUG_ENV = "AVAFN_DEBUG"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser. With ``argv``, only the module of the command it names is imported
+    (``avafn --help`` imports none: the commands are listed from :data:`COMMANDS`); without,
+    every command is built in full."""
     parser = argparse.ArgumentParser(
         prog="avafn",
         description="Audio-visual emotion recognition in conversation (AVAFN): extract features, "
@@ -43,16 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help=f"show the traceback of an error (also: {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # command group not written yet
-                continue
-            raise
-        mod.register(sub)
+    if argv is None:
+        modules = dict.fromkeys(m for m, _ in COMMANDS.values())
+    else:
+        command = _command_word(argv)
+        modules = [COMMANDS[command][0]] if command in COMMANDS else []
+    for name in modules:
+        importlib.import_module(name).register(sub)
+    for command, (_, text) in COMMANDS.items():  # listed, built when named
+        if command not in sub.choices:
+            sub.add_parser(command, help=text)
     _name_commands(parser)
     return parser
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is not a top-level option)."""
+    for word in argv:
+        if word == "--debug":
+            continue
+        return None if word.startswith("-") else word
+    return None
 
 
 def _name_commands(parser: argparse.ArgumentParser) -> None:
@@ -119,7 +124,8 @@ def _library_bars(show: bool) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

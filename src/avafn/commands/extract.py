@@ -15,11 +15,12 @@ import os
 import sys
 
 from avafn.argtypes import at_least
+from avafn.commands import help_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "extract", help="extract per-utterance features into a feature store",
+        "extract", help=help_of("extract"),
         description="Extract per-utterance features of one modality into a feature store "
                     "(resumable: run the same command again to finish an interrupted job).")
     sp = p.add_subparsers(dest="modality", metavar="KIND")

@@ -6,11 +6,12 @@ import argparse
 import json
 
 from avafn.argtypes import at_least
+from avafn.commands import help_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "finetune", help="fine-tune a feature extractor on a corpus (text)",
+        "finetune", help=help_of("finetune"),
         description="Fine-tune a feature extractor on a corpus's training split, selected on "
                     "dev, and extract the store's features with it.")
     sp = p.add_subparsers(dest="modality", metavar="MODALITY")

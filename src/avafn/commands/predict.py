@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 from avafn.argtypes import at_least
+from avafn.commands import help_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "predict", help="predict the emotions of a new conversation (video + segments, or clips)",
+        "predict", help=help_of("predict"),
         description="Extract the run's features for a new conversation, predict every "
                     "utterance's emotion and write predictions.json / .csv and report.html. "
                     "With --stream, utterances are pushed one at a time through the causal "

@@ -7,12 +7,13 @@ import json
 import sys
 
 from avafn.argtypes import at_least
+from avafn.commands import help_of
 from avafn.commands.extract import DEFAULT_WORKERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "reproduce", help="MELD.Raw -> features -> the paper's Tables 2 and 3",
+        "reproduce", help=help_of("reproduce"),
         description="Extract wav2vec 2.0 audio and DAN video features of MELD's three splits "
                     "from the raw clips, then train and evaluate every row of the paper's "
                     "Tables 2 and 3 over several seeds; prints the markdown table beside the "

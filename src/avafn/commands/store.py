@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from avafn.commands import help_of
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("store", help="inspect and repair a feature store")
+    p = subparsers.add_parser("store", help=help_of("store"))
     sp = p.add_subparsers(dest="store_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     c = sp.add_parser(

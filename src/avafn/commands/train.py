@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from avafn.argtypes import at_least
+from avafn.commands import help_of
 
 
 def _ints(s: str) -> list[int]:
@@ -213,7 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train AVAFN on a feature store (one model per seed)",
+    p = subparsers.add_parser("train", help=help_of("train"),
                               description="Train with dev-based selection and early stopping; "
                                           "resumable: rerun the same command after an "
                                           "interruption. Evaluates on test at the end.")
@@ -227,7 +228,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser(
-        "evaluate", help="score a run: report.json, report.md, plots",
+        "evaluate", help=help_of("evaluate"),
         description="Score every finished seed of a run on dev and on --split (default test) "
                     "with the run's own corpus and feature store (found relative to the run "
                     "folder and checked by hash, or given with --dataset / --store) and write "
@@ -248,7 +249,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser(
-        "table", help="the paper's Tables 2 and 3 on a feature store",
+        "table", help=help_of("table"),
         description="Train and evaluate one run per row (modalities alone and fused, and the "
                     "ablations w/o ACM / SSM / ILM) over the given seeds into OUT/<row>, then "
                     "write OUT/table.md and table.json: test weighted F1, mean ± std over "
@@ -268,7 +269,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.set_defaults(func=cmd_table)
 
-    p = subparsers.add_parser("run", help="run folder tools (convert the earlier layout)")
+    p = subparsers.add_parser("run", help=help_of("run"))
     sub = p.add_subparsers(dest="run_command", metavar="ACTION", required=True)
     c = sub.add_parser(
         "convert", help="rewrite a run folder of the earlier layout (seed-*/model.pt)",
@@ -280,8 +281,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("run_dir", metavar="RUN_DIR")
     c.set_defaults(func=cmd_run_convert)
 
-    p = subparsers.add_parser("demo", help="MELD → fine-tuned text encoder → AVAFN → report, "
-                                           "on CPU",
+    p = subparsers.add_parser("demo", help=help_of("demo"),
                               description="Real MELD annotations; the offline MiniLM sentence "
                                           "encoder fine-tuned on the training utterances; AVAFN "
                                           "on its vectors over 3 seeds; every setting chosen on "
