@@ -5,6 +5,10 @@ chosen (``--diarizer pyannote --diarizer-model DIR``), and its absence is a one-
 The pipeline does its own voice activity detection: the speech regions avafn found are not
 passed to it. Overlapping speech is cut so that turns follow one another (the later turn
 starts where the earlier one ends).
+
+Trust: loading the pipeline is pyannote.audio's own code (its checkpoints are PyTorch files it
+may unpickle), so the folder is the user's explicit choice and is never taken from a run
+folder; everything avafn itself loads stays pickle-free.
 """
 
 from __future__ import annotations
