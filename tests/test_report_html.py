@@ -153,7 +153,7 @@ def test_timeline_has_a_lane_per_speaker_and_round_second_ticks():
     assert len({round(b - a, 6) for a, b in itertools.pairwise(ticks)}) == 1
     # no times: lanes by utterance number
     page = render_report(make_views(30, timed=False, speakers=["Ann", "Bo", "Cy"]), LABELS, "t")
-    assert "utterance number" in page and "time in the video" not in page
+    assert "utterance number" in page and "time in the conversation" not in page
 
 
 # ----------------------------------------------------------------------------- heat map
@@ -225,7 +225,7 @@ def test_block_pooling_matches_a_plain_loop():
 def test_one_utterance_and_non_finite_times_render():
     v = make_views(1, speakers=["Ann"])[0]
     page = render_report([v], LABELS, "t")
-    assert page.count('class="heat-cells"') == 0 and "time in the video" in page
+    assert page.count('class="heat-cells"') == 0 and "time in the conversation" in page
     json.loads(_parse(page).scripts[0])
     v = make_views(4, speakers=["Ann", "Bo"])[0]
     v["rows"][2]["end"] = float("nan")

@@ -319,7 +319,7 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
     out.append('<div class="tl-lane tl-axis"><div class="tl-name"></div>'
                f'<div class="tl-track">{"".join(labels)}</div></div>')
     out.append('<div class="tl-lane"><div class="tl-name"></div><div class="axis-title">'
-               + ("time in the video (seconds)" if timed else "utterance number")
+               + ("time in the conversation (seconds)" if timed else "utterance number")
                + "</div></div></div>")
     return "".join(out)
 
