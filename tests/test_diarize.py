@@ -10,7 +10,7 @@ import pytest
 import torch
 from conversation_media import have_espeak, make_conversation, make_tiny_whisper
 
-from avafn.diarize import DIARIZERS, DiarizeError, DiarizeOptions, assign_speakers, diarize
+from avafn.diarize import DIARIZERS, DiarizeError, DiarizeOptions, diarize
 from avafn.diarize.diarization import (
     ResemblyzerDiarizer,
     Turn,
@@ -23,7 +23,7 @@ from avafn.diarize.metrics import boundary_f1, diarization_error_rate
 from avafn.diarize.pyannote_pipeline import PyannoteDiarizer
 from avafn.diarize.segment import find_segments, load_audio, utterances_from_turns
 from avafn.diarize.vad import SileroVAD, _SileroNet
-from avafn.segments import Segment, read_segments
+from avafn.segments import UNKNOWN_SPEAKER, Segment, assign_speakers, read_segments
 
 
 def _need_espeak():
@@ -180,16 +180,16 @@ def test_label_turns_and_utterances():
     assert len(utterances_from_turns([Turn(0, 45, "A")], max_utterance=20.0)) == 3
 
 
-def test_assign_speakers_to_given_segments():
+def test_diarizer_turns_name_untagged_segments():
+    """A diarizer's turns (the same speaker-turn type both ways) give untagged segments their
+    speaker; a diarized speaker who overlaps a tagged one takes the tagged name."""
     turns = [Turn(0.0, 2.0, "SPEAKER_00"), Turn(2.2, 5.0, "SPEAKER_01"),
              Turn(6.0, 7.0, "SPEAKER_00")]
     segs = [Segment(0.1, 1.9, None), Segment(1.5, 4.0, None), Segment(5.2, 5.6, None),
             Segment(6.1, 6.9, "Alice")]
     got = assign_speakers(segs, turns)
-    assert [s.speaker for s in got] == ["SPEAKER_00", "SPEAKER_01", "SPEAKER_01", "Alice"]
-    assert assign_speakers(segs, turns, only_missing=False)[3].speaker == "SPEAKER_00"
-    with pytest.raises(DiarizeError, match="no speech found"):
-        assign_speakers(segs, [])
+    assert [s.speaker for s in got] == ["Alice", "SPEAKER_01", "SPEAKER_01", "Alice"]
+    assert [s.speaker for s in assign_speakers(segs, [])] == [UNKNOWN_SPEAKER] * 3 + ["Alice"]
 
 
 def test_metrics():

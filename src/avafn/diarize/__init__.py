@@ -4,7 +4,8 @@ their text (speech recognition) when a run needs text and no transcript is given
 - :mod:`avafn.diarize.vad`: Silero VAD (weights shipped by ``silero-vad``).
 - :mod:`avafn.diarize.diarization`: diarizers (``resemblyzer`` default, ``pyannote``
   plug-in for the user's own pipeline) in the ``DIARIZERS`` registry.
-- :mod:`avafn.diarize.segment`: the whole chain, RTTM output, speakers for given segments.
+- :mod:`avafn.diarize.segment`: the whole chain and RTTM output; speakers for given
+  segments come from :func:`avafn.segments.assign_speakers` with ``speaker_turns``.
 - :mod:`avafn.diarize.asr`: a transformers speech-recognition model from a local folder.
 """
 
@@ -12,12 +13,11 @@ from avafn.diarize.diarization import DIARIZERS, Turn
 from avafn.diarize.errors import DiarizeError
 from avafn.diarize.segment import (
     DiarizeOptions,
-    assign_speakers,
     diarize,
     find_segments,
     speaker_turns,
     write_rttm,
 )
 
-__all__ = ["DIARIZERS", "DiarizeError", "DiarizeOptions", "Turn", "assign_speakers", "diarize",
+__all__ = ["DIARIZERS", "DiarizeError", "DiarizeOptions", "Turn", "diarize",
            "find_segments", "speaker_turns", "write_rttm"]

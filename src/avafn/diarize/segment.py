@@ -15,7 +15,6 @@ its lines as their source.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,32 +195,5 @@ def find_segments(media: str | os.PathLike, options: DiarizeOptions | None = Non
 
 def speaker_turns(media: str | os.PathLike, options: DiarizeOptions | None = None
                   ) -> list[Turn]:
-    """Who speaks when in ``media`` (for :func:`assign_speakers`)."""
+    """Who speaks when in ``media`` (for :func:`avafn.segments.assign_speakers`)."""
     return diarize(load_audio(media), options).turns
-
-
-def assign_speakers(segments: Sequence[Segment], turns: Sequence[Turn],
-                    only_missing: bool = True) -> list[Segment]:
-    """Give each segment the speaker of the turns it overlaps most (the nearest turn when
-    it overlaps none); with ``only_missing``, segments that name a speaker keep it."""
-    if not turns:
-        raise DiarizeError("no speaker turns to take speakers from (no speech found)")
-    starts = np.array([t.start for t in turns])
-    ends = np.array([t.end for t in turns])
-    out = []
-    for s in segments:
-        if only_missing and s.speaker:
-            out.append(s)
-            continue
-        ov = np.minimum(ends, s.end) - np.maximum(starts, s.start)
-        by: dict[str, float] = {}
-        for t, o in zip(turns, ov):
-            if o > 0:
-                by[t.speaker] = by.get(t.speaker, 0.0) + float(o)
-        if by:
-            who = max(by, key=by.__getitem__)
-        else:
-            dist = np.maximum(starts - s.end, s.start - ends)
-            who = turns[int(np.argmin(dist))].speaker
-        out.append(dataclasses.replace(s, speaker=who))
-    return out
