@@ -645,7 +645,7 @@ def test_tied_directions_shapes_and_equals_untied_with_copied_weights():
     tied_cfg = small_cfg(tie_directions=True)
     tied = model_of(tied_cfg, seed=1)
     sd = tied.state_dict()
-    # the tied model has the pre-2026-11-25 layout: no direction axis, no second GRU_E
+    # the tied model has the single-set layout: no direction axis, no second GRU_E
     assert sd["rnn.gru_c.w_hh"].dim() == 2 and sd["rnn.v_missing"].dim() == 1
     assert not any("gru_e_b" in n for n in sd)
     assert AVAFNConfig.from_dict(tied_cfg.to_dict()) == tied_cfg

@@ -41,7 +41,8 @@ def check_field_types(obj: Any, what: str) -> None:
     have its declared type (int, float, bool, str, optionally ``| None``; containers are left
     to the class's own checks). A bool is not accepted as a number."""
     for f in dataclasses.fields(obj):
-        kinds = [k.strip() for k in str(f.type).split("|")]
+        t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        kinds = [k.strip() for k in t.split("|")]
         value = getattr(obj, f.name)
         if value is None and "None" in kinds:
             continue

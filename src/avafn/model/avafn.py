@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from avafn.config import check_field_types
+
 from .dialogue import DialogueRecurrence, listener_weights
 from .fusion import FUSION_WEIGHTS
 from .registry import FUSIONS, MODELS
@@ -32,7 +34,7 @@ class AVAFNConfig:
     input_dropout: float | None = None  # on raw features; None: same as dropout
     bidirectional: bool = True
     # bidirectional only: True shares the recurrence weights (GRU_C/S/L/E, ACM, v_missing)
-    # between the two directions (the model before 2026-11-25); False: one set per direction
+    # between the two directions; False: one set per direction
     tie_directions: bool = False
     listener_modality: str | None = None  # v_t of eq. 11; None: "video" if used, else first
     fusion: str = "cam"  # a name registered in avafn.model.registry.FUSIONS
@@ -44,6 +46,15 @@ class AVAFNConfig:
     no_ilm: bool = False  # no GRU_L: listeners keep their state
 
     def __post_init__(self) -> None:
+        check_field_types(self, "model")  # "x" for a width, "no" for a flag: refused
+        for name in ("n_classes", "n_parties", "d_model", "d_ff", "d_context", "d_party",
+                     "d_emotion", "d_att"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model setting {name!r} must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "input_dropout"):
+            p = getattr(self, name)
+            if p is not None and not 0.0 <= p < 1.0:
+                raise ValueError(f"model setting {name!r} must be in [0, 1), got {p}")
         self.modalities = tuple(self.modalities)
         self.input_dims = {str(k): int(v) for k, v in dict(self.input_dims).items()}
         if not self.modalities or len(set(self.modalities)) != len(self.modalities):
@@ -56,8 +67,6 @@ class AVAFNConfig:
         if self.listener_modality is not None and self.listener_modality not in self.modalities:
             raise ValueError(f"listener_modality {self.listener_modality!r} is not one of "
                              f"{self.modalities!r}")
-        if self.n_parties < 1 or self.n_classes < 1:
-            raise ValueError("n_parties and n_classes must be >= 1")
         if self.fusion_weights not in FUSION_WEIGHTS:
             raise ValueError(f"fusion_weights must be one of {list(FUSION_WEIGHTS)}, got "
                              f"{self.fusion_weights!r}")
