@@ -342,3 +342,22 @@ def test_help_lists_every_command_without_loading_their_dependencies():
         p = cli.build_parser([name])
         named = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
         assert len(named.choices[name]._actions) > 1, name  # more than a listed stub's -h
+
+
+@pytest.mark.parametrize("command, option", [(["extract", "text"], "--model"),
+                                             (["finetune", "text"], "--base-model")])
+def test_text_model_that_is_not_a_model_is_named(data, capsys, command, option):
+    """A path that is no model folder, or a name that is no hub id, is one line naming the
+    option and what is wrong, never a hub-validation traceback."""
+    tmp = data["tmp"]
+    (tmp / "empty").mkdir()
+    base = [*command, "--dataset", data["manifest"], "--store", tmp / "st", "--no-progress"]
+    if command[0] == "finetune":
+        base += ["--out", tmp / "ft"]
+    for model, needle in [(tmp / "nope", "no such model folder"),
+                          (data["manifest"], "a file, not a model folder"),
+                          (tmp / "empty", "not a model folder (no modules.json or config.json"),
+                          ("bad id!!", "bad id!!")]:
+        rc, err = _run([*base, option, model], capsys)
+        assert rc == 1, model
+        _one_line(err, " ".join(command), needle)

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +293,20 @@ def test_dataset_recorded_as_a_name_or_not_at_all(made):
         unknown.dataset_path()  # the synthetic corpus is no registered reader
     meld = dataclasses.replace(unknown, corpus_info={"name": "meld"})
     assert meld.dataset_path() == "meld"
+
+
+@pytest.mark.skipif(not os.environ.get("AVAFN_MELD_DIR"), reason="AVAFN_MELD_DIR not set")
+def test_meld_folder_read_through_the_environment_is_recorded(tmp_path, monkeypatch):
+    """A MELD run trained with $AVAFN_MELD_DIR records that folder, so that evaluating it
+    later needs neither the variable nor a download."""
+    from avafn.config import Provenance
+    from avafn.run import record_provenance
+
+    meld = os.environ["AVAFN_MELD_DIR"]
+    d = record_provenance(tmp_path / "run", Provenance(dataset="meld"))
+    assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()
+    monkeypatch.setenv("AVAFN_MELD_DIR", str(tmp_path / "elsewhere"))  # not a MELD folder
+    assert record_provenance(tmp_path / "run", Provenance(dataset="meld"))["meld_dir"] is None
+    # an explicit folder is recorded as given
+    d = record_provenance(tmp_path / "run", Provenance(dataset="meld", meld_dir=meld))
+    assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()

@@ -42,7 +42,13 @@ from avafn.checkpoint import load_state, save_state
 from avafn.config import check_field_types
 from avafn.data.corpus import Corpus, Dialogue
 from avafn.errors import UserError
-from avafn.extract.text import FINETUNE_FILE, TextEncoder, default_model_dir, dialogue_inputs
+from avafn.extract.text import (
+    FINETUNE_FILE,
+    TextEncoder,
+    default_model_dir,
+    dialogue_inputs,
+    resolve_text_model,
+)
 from avafn.store import FeatureStore, atomic_write_json
 from avafn.trainkit import DevSelection, epoch_bar, restore_rng, rng_state, seed_all, weighted_f1
 
@@ -115,8 +121,8 @@ def _base_path(base_model: str) -> tuple[str, str]:
         from avafn.extract.text import DEFAULT_MODEL_ID
 
         return str(default_model_dir()), DEFAULT_MODEL_ID
-    p = Path(base_model).expanduser()
-    return (str(p.resolve()), str(p.resolve())) if p.is_dir() else (base_model, base_model)
+    path = resolve_text_model(base_model, "--base-model")
+    return path, path
 
 
 def _examples(dialogues: Sequence[Dialogue], labels: Sequence[str], context_turns: int,

@@ -112,6 +112,12 @@ def record_provenance(run: str | os.PathLike, prov: Provenance) -> dict:
     if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
         d["dataset_sha256"] = _sha256(Path(ds))
+    if ds == "meld" and not d.get("meld_dir"):  # the folder read: $AVAFN_MELD_DIR or the cache
+        from avafn.data.download import is_complete, resolve_meld_dir
+
+        used = resolve_meld_dir(None, download=False)
+        if is_complete(used):
+            d["meld_dir"] = str(used.resolve())
     for k in ("meld_dir", "store"):
         if d.get(k):
             d[k] = relative_to_run(run, d[k])

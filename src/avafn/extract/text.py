@@ -67,6 +67,24 @@ def default_model_dir() -> Path:
     return path
 
 
+def resolve_text_model(model: str, option: str = "text model") -> str:
+    """``model`` as a resolved local folder, or as given (a Hugging Face id). A path that is no
+    model folder (missing, a file, a folder without ``config.json`` / ``modules.json``) is
+    refused naming ``option``."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not (p / "modules.json").is_file() and not (p / "config.json").is_file():
+            raise TextModelError(f"{option} {model}: not a model folder (no modules.json or "
+                                 "config.json in it)")
+        return str(p.resolve())
+    if p.exists():
+        raise TextModelError(f"{option} {model}: a file, not a model folder")
+    if model.startswith(("/", ".", "~", "\\")) or p.drive:
+        raise TextModelError(f"{option} {model}: no such model folder (give a local folder, or "
+                             "a Hugging Face id reachable from this machine)")
+    return model
+
+
 def _is_sentence_transformers(model: str) -> bool:
     """Whether ``model`` (a folder or a hub id) is a sentence-transformers model."""
     p = Path(model).expanduser()
@@ -77,7 +95,11 @@ def _is_sentence_transformers(model: str) -> bool:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    cached = try_to_load_from_cache(model, "modules.json")
+    try:
+        cached = try_to_load_from_cache(model, "modules.json")
+    except ValueError as e:  # not a valid hub id
+        raise TextModelError(f"text model {model!r}: neither a local folder nor a Hugging Face "
+                             f"id ({e})") from None
     if isinstance(cached, str):
         return True
     if cached is not None:  # the cache knows the repository has no modules.json
@@ -135,9 +157,7 @@ class TextEncoder:
         if model in (DEFAULT_MODEL, "", None):
             path, self.model_id = str(default_model_dir()), DEFAULT_MODEL_ID
         else:
-            p = Path(model).expanduser()
-            path = str(p.resolve()) if p.is_dir() else model
-            self.model_id = path
+            path = self.model_id = resolve_text_model(model)
         self.path, self.device = path, device
         rec = Path(path) / FINETUNE_FILE
         #: the fine-tuning record of a folder written by ``avafn finetune text``, else None
