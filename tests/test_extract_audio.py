@@ -4,6 +4,7 @@ import torch
 from synthetic_media import make_tiny_wav2vec2
 from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
+from avafn.errors import UserError
 from avafn.extract.audio import AudioTooShortError, Wav2Vec2Encoder
 
 
@@ -66,8 +67,11 @@ def test_long_clips_are_chunked_and_frame_weighted(tiny):
 def test_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="layer 4 out of range 0..3"):
         Wav2Vec2Encoder(tiny, layer=4)
-    with pytest.raises(OSError, match="nowhere"):
+    with pytest.raises(UserError, match="nowhere: no such model folder"):
         Wav2Vec2Encoder(tmp_path / "nowhere", local_files_only=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"empty: not a model folder \(no config.json"):
+        Wav2Vec2Encoder(tmp_path / "empty", local_files_only=True)
     with pytest.raises(AudioTooShortError):
         Wav2Vec2Encoder(tiny).encode([np.zeros(100, np.float32)])
 

@@ -180,6 +180,30 @@ def test_unknown_setting_in_table(data, capsys):
     _one_line(err, "table", "unknown setting(s) ['nonsense']")
 
 
+@pytest.mark.parametrize("rows, needle", [
+    ("nonsense", "no table row can run on"),
+    ("text/no_bad", "table row 'text/no_bad': unknown ablation(s) ['no_bad']"),
+    ("text@bad", "unknown fusion weights 'bad'"),
+    ("/no_acm", "names no modality"),
+])
+def test_table_rows_that_cannot_run_are_refused(data, capsys, rows, needle):
+    rc, err = _run(["table", *_train(data)[1:7], "--rows", rows], capsys)
+    assert rc == 1
+    _one_line(err, "table", needle)
+
+
+def test_seeds_and_demo_config_are_usage_errors(data, capsys, tmp_path):
+    rc, err = _run(_train(data, "--seeds", "-1"), capsys)
+    assert rc == 2 and "argument --seeds: expected integers >= 0" in err
+    rc, err = _run(["demo", "--config", tmp_path / "missing.json"], capsys)
+    assert rc == 2 and "argument --config: " in err and "missing.json" in err
+
+
+def test_print_config_shows_the_settings_config_gives(capsys):
+    assert cli.main(["demo", "--config", '{"seeds": [7]}', "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["seeds"] == [7]
+
+
 def test_truncated_config_file_is_a_usage_error_naming_it(data, capsys):
     cfg = data["tmp"] / "settings.json"
     cfg.write_text('{"max_epochs": 3, "lr": 0.')
@@ -243,7 +267,7 @@ def test_extraction_mistakes_name_the_option(data, capsys):
     _one_line(err, "extract video", "no.pth")
     rc, err = _run(["extract", "audio", *base, "--model", data["tmp"] / "no-model"], capsys)
     assert rc == 1
-    _one_line(err, "extract audio", "cannot load a wav2vec 2.0 model", "no-model")
+    _one_line(err, "extract audio", "wav2vec 2.0 model", "no-model: no such model folder")
 
 
 def test_missing_manifest_file(data, capsys):
@@ -345,6 +369,7 @@ def test_help_lists_every_command_without_loading_their_dependencies():
 
 
 @pytest.mark.parametrize("command, option", [(["extract", "text"], "--model"),
+                                             (["extract", "audio"], "--model"),
                                              (["finetune", "text"], "--base-model")])
 def test_text_model_that_is_not_a_model_is_named(data, capsys, command, option):
     """A path that is no model folder, or a name that is no hub id, is one line naming the
@@ -354,9 +379,11 @@ def test_text_model_that_is_not_a_model_is_named(data, capsys, command, option):
     base = [*command, "--dataset", data["manifest"], "--store", tmp / "st", "--no-progress"]
     if command[0] == "finetune":
         base += ["--out", tmp / "ft"]
+    if command[1] == "audio":
+        base += ["--workers", "0"]
     for model, needle in [(tmp / "nope", "no such model folder"),
                           (data["manifest"], "a file, not a model folder"),
-                          (tmp / "empty", "not a model folder (no modules.json or config.json"),
+                          (tmp / "empty", "not a model folder (no "),
                           ("bad id!!", "bad id!!")]:
         rc, err = _run([*base, option, model], capsys)
         assert rc == 1, model

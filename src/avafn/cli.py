@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             check_device(args.device)  # before reading or allocating anything
         with _library_bars(not getattr(args, "no_progress", False)):
             return int(args.func(args) or 0)
+    except BrokenPipeError:  # the reader went away (``avafn ... | head``): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted; finished work is kept, run the same command again to resume",
               file=sys.stderr)

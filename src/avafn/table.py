@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from avafn.config import ABLATIONS, split_settings
+from avafn.config import ABLATIONS, ConfigError, split_settings
 from avafn.data.corpus import Corpus
 from avafn.evaluate import evaluate, fmt
 from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
@@ -50,10 +50,10 @@ def parse_row(row: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     modalities = tuple(m.strip() for m in mods.split("+") if m.strip())
     ablations = tuple(a.strip() for a in abl.split(",") if a.strip())
     if not modalities:
-        raise ValueError(f"table row {row!r} names no modality")
+        raise ConfigError(f"table row {row!r} names no modality")
     bad = set(ablations) - set(ABLATIONS)
     if bad:
-        raise ValueError(f"table row {row!r}: unknown ablation(s) {sorted(bad)}; "
+        raise ConfigError(f"table row {row!r}: unknown ablation(s) {sorted(bad)}; "
                          f"known: {list(ABLATIONS)}")
     return modalities, ablations
 
@@ -65,7 +65,7 @@ def row_model(row: str) -> dict[str, Any]:
     if not at:
         return {}
     if weights not in FUSION_WEIGHT_NAMES:
-        raise ValueError(f"table row {row!r}: unknown fusion weights {weights!r}; known: "
+        raise ConfigError(f"table row {row!r}: unknown fusion weights {weights!r}; known: "
                          f"{list(FUSION_WEIGHT_NAMES)}")
     return {"fusion_weights": weights}
 
@@ -129,6 +129,10 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
     for k in ("modalities", "ablations", "store"):  # set by each row; the store is ``store``
         flat.pop(k, None)
     base, spec, prov = split_settings({**flat, "device": device})
+    if not any(all(m in stored for m in parse_row(row)[0]) for row in rows):
+        raise ConfigError(f"no table row can run on {store.root}: the rows need "
+                          f"{sorted({m for r in rows for m in parse_row(r)[0]})}, the store has "
+                          f"{sorted(stored) or 'no features'}")
     done, skipped = [], []
     for row in rows:
         mods, abl = parse_row(row)

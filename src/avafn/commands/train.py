@@ -17,6 +17,8 @@ def _ints(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
     if not out:
         raise argparse.ArgumentTypeError(f"expected at least one integer, got {s!r}")
+    if min(out) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {s!r}")
     return out
 
 
@@ -199,14 +201,14 @@ def cmd_run_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from avafn.demo import demo, demo_config
 
-    if args.print_config:
-        print(json.dumps(demo_config(), indent=2))
-        return 0
-    settings = _json_file_or_text(args.config) if args.config else None
+    settings = args.config  # parsed by _json_file_or_text
     try:
-        demo_config(settings)
+        cfg = demo_config(settings)
     except ValueError as e:
         raise SystemExit(f"avafn demo: error: --config: {e}") from None
+    if args.print_config:  # the settings this command would use, --config included
+        print(json.dumps(cfg, indent=2))
+        return 0
     demo(args.out, seeds=args.seeds, max_epochs=args.max_epochs, meld_dir=args.meld_dir,
          device=args.device, settings=settings, max_dialogues=args.max_dialogues,
          threads=args.threads, progress=not args.no_progress)
@@ -293,7 +295,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="use only the first N dialogues of each split (reduced budget)")
     p.add_argument("--meld-dir", default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--config", default=None, metavar="JSON_OR_FILE",
+    p.add_argument("--config", type=_json_file_or_text, default=None, metavar="JSON_OR_FILE",
                    help="replace parts of the demo's settings (keys seeds, threads, finetune, "
                         "train; see --print-config)")
     p.add_argument("--print-config", action="store_true",

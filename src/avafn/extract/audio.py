@@ -42,7 +42,13 @@ import numpy as np
 import torch
 
 from avafn.errors import UserError
-from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
+from avafn.extract.base import (
+    Extractor,
+    Result,
+    check_precision,
+    local_model_or_id,
+    recorded_precision,
+)
 from avafn.extract.media import decode_audio
 from avafn.extract.registry import ExtractorError, model_location, register_extractor
 
@@ -82,8 +88,9 @@ class Wav2Vec2Encoder:
             net = model
             fe = None
         else:
+            model = local_model_or_id(str(model), "wav2vec 2.0 model")
             try:
-                net = Wav2Vec2Model.from_pretrained(str(model), local_files_only=local_files_only)
+                net = Wav2Vec2Model.from_pretrained(model, local_files_only=local_files_only)
             except OSError as e:
                 raise OSError(
                     f"cannot load a wav2vec 2.0 model from {model!r}: {e}\nGive a local folder "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -104,3 +105,23 @@ def check_precision(precision: str | None, device: str) -> str:
 
         raise UserError(f"--precision {p!r}: expected one of {', '.join(PRECISIONS)}")
     return p
+
+
+def local_model_or_id(model: str, what: str, markers: tuple[str, ...] = ("config.json",)) -> str:
+    """``model`` as a resolved local folder, or as given (a Hugging Face id). A path that is no
+    model folder (missing, a file, a folder holding none of ``markers``) is refused in one line
+    naming ``what`` (e.g. ``"--model"``)."""
+    from avafn.errors import UserError
+
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if not any((p / m).is_file() for m in markers):
+            raise UserError(f"{what} {model}: not a model folder (no {' or '.join(markers)} "
+                            "in it)")
+        return str(p.resolve())
+    if p.exists():
+        raise UserError(f"{what} {model}: a file, not a model folder")
+    if model.startswith(("/", ".", "~", "\\")) or p.drive:
+        raise UserError(f"{what} {model}: no such model folder (give a local folder, or a "
+                        "Hugging Face id reachable from this machine)")
+    return model

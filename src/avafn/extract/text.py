@@ -31,7 +31,7 @@ import numpy as np
 from avafn.argtypes import at_least
 from avafn.data.corpus import Corpus, Utterance
 from avafn.errors import UserError
-from avafn.extract.base import Extractor, Result
+from avafn.extract.base import Extractor, Result, local_model_or_id
 from avafn.extract.registry import ExtractorError, model_location, register_extractor
 from avafn.store import FeatureStore
 
@@ -68,21 +68,11 @@ def default_model_dir() -> Path:
 
 
 def resolve_text_model(model: str, option: str = "text model") -> str:
-    """``model`` as a resolved local folder, or as given (a Hugging Face id). A path that is no
-    model folder (missing, a file, a folder without ``config.json`` / ``modules.json``) is
-    refused naming ``option``."""
-    p = Path(model).expanduser()
-    if p.is_dir():
-        if not (p / "modules.json").is_file() and not (p / "config.json").is_file():
-            raise TextModelError(f"{option} {model}: not a model folder (no modules.json or "
-                                 "config.json in it)")
-        return str(p.resolve())
-    if p.exists():
-        raise TextModelError(f"{option} {model}: a file, not a model folder")
-    if model.startswith(("/", ".", "~", "\\")) or p.drive:
-        raise TextModelError(f"{option} {model}: no such model folder (give a local folder, or "
-                             "a Hugging Face id reachable from this machine)")
-    return model
+    """A text model's local folder (resolved) or hub id; see :func:`local_model_or_id`."""
+    try:
+        return local_model_or_id(model, option, ("modules.json", "config.json"))
+    except UserError as e:
+        raise TextModelError(str(e)) from None
 
 
 def _is_sentence_transformers(model: str) -> bool:
