@@ -229,3 +229,48 @@ def test_a_model_with_remote_code_is_refused_without_running_it(manifest, tiny_b
     except (FinetuneError, ValueError):
         pass
     assert not marker.exists()
+
+
+def test_streaming_gives_a_context_encoder_the_same_input_as_extraction(manifest, tiny_bert,
+                                                                         tmp_path):
+    """A text encoder fine-tuned with preceding turns sees them when streaming too, so a
+    streamed utterance gets the vector extraction stored for it."""
+    from avafn.extract.text import TextExtractor
+    from avafn.inference.featurizer import Featurizer
+    from avafn.inference.streaming import Streamer
+    from avafn.model import AVAFN, AVAFNConfig
+
+    corpus = load_corpus(str(manifest))
+    finetune_text(corpus, tmp_path / "ft", _cfg(tiny_bert, max_epochs=1, context_turns=2),
+                  progress=False)
+    enc = TextEncoder(str(tmp_path / "ft" / "model"))
+    assert enc.context_turns == 2
+    ext = TextExtractor(enc)
+    fz = Featurizer({"text": ext}, {"text": ext.meta})
+    d = next(d for d in corpus.dialogues("test") if len(d.utterances) >= 3)
+    stored = [r[0] for r in ext.process(enc.inputs(d.utterances))]
+    streamed = [fz("", text=u.text, speaker=u.speaker,
+                   previous=[(v.speaker, v.text) for v in d.utterances[:i]])["text"]
+                for i, u in enumerate(d.utterances)]
+    for a, b in zip(stored, streamed):  # batched vs alone: float rounding only
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    alone = fz("", text=d.utterances[2].text)["text"]  # without the turns: another vector
+    assert not np.allclose(alone, stored[2], atol=1e-3)
+
+    # through the streamer: it hands the featurizer the turns pushed so far
+    seen = []
+
+    class Spy(Featurizer):
+        def __call__(self, *a, **kw):
+            seen.append(kw.get("previous"))
+            return super().__call__(*a, **kw)
+
+    model = AVAFN(AVAFNConfig(modalities=("text",), input_dims={"text": enc.width},
+                              n_classes=len(corpus.labels), bidirectional=False, d_model=8,
+                              d_ff=8, d_context=8, d_party=8, d_emotion=8, d_att=8))
+    s = Streamer(model, labels=corpus.labels,
+                 featurizer=Spy({"text": ext}, {"text": ext.meta}))
+    for u in d.utterances[:3]:
+        s.push("", u.speaker, text=u.text)
+    assert seen == [[], [(d.utterances[0].speaker, d.utterances[0].text)],
+                    [(u.speaker, u.text) for u in d.utterances[:2]]]

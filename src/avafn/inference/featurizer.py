@@ -11,8 +11,9 @@ cannot be extracted at all (text with no text in the input, an unknown extractor
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -133,7 +134,11 @@ class Featurizer:
 
     # ---- one clip (streaming) ----------------------------------------------------------------
     def __call__(self, path: str, start: float | None = None, end: float | None = None,
-                 text: str | None = None) -> dict[str, np.ndarray | None]:
+                 text: str | None = None, speaker: str | None = None,
+                 previous: Sequence[tuple[str, str | None]] = ()) -> dict[str, np.ndarray | None]:
+        """``previous``: the (speaker, text) of the dialogue's earlier turns, oldest first; a
+        text encoder fine-tuned with context (``context_turns``) is given them as in
+        extraction, so streamed vectors match the stored ones."""
         from avafn.extract.media import MediaError
 
         out: dict[str, np.ndarray | None] = {}
@@ -141,6 +146,11 @@ class Featurizer:
         for m, ext in self.extractors.items():
             if getattr(ext, "input", "media") == "text":
                 t = (text or "").strip()
+                encoder = getattr(ext, "encoder", None)
+                if t and getattr(encoder, "context_turns", 0):
+                    turns = [SimpleNamespace(speaker=s, text=x) for s, x in previous]
+                    turns.append(SimpleNamespace(speaker=speaker, text=t))
+                    t = encoder.inputs(turns)[-1]
                 vec, _, reason = ext.process([t])[0] if t else (None, 0, "no text")
             else:
                 try:

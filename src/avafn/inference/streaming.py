@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from avafn.errors import UserError
-from avafn.inference.featurizer import quiet_loading
+from avafn.inference.featurizer import Featurizer, quiet_loading
 from avafn.run import Run
 
 #: clip_featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
@@ -141,6 +141,7 @@ class Streamer:
         self.states = [m.init_state(1, self.device) for m in self.models]
         self.speakers: dict[str, int] = {}
         self.history: list[StreamResult] = []
+        self._turns: list[tuple[str, str | None]] = []  # (speaker, text) of the turns so far
 
     @property
     def featurizer(self) -> ClipFeaturizer:
@@ -200,7 +201,12 @@ class Streamer:
                 f"(seen: {list(self.speakers)})")
         reasons: dict[str, str] = {}
         if isinstance(item, (str, os.PathLike)):
-            feats = dict(self.featurizer(str(item), start, end, text))
+            fz = self.featurizer
+            if isinstance(fz, Featurizer):  # the run's own: earlier turns for context encoders
+                feats = dict(fz(str(item), start, end, text, speaker=speaker,
+                                previous=list(self._turns)))
+            else:
+                feats = dict(fz(str(item), start, end, text))
             reasons = dict(getattr(self.featurizer, "last_reasons", None) or {})
         else:
             feats = dict(item)
@@ -229,6 +235,7 @@ class Streamer:
                            missing_reason={m: r for m, r in reasons.items()
                                            if not present.get(m, True)})
         self.history.append(res)
+        self._turns.append((speaker, text))
         return res
 
 
