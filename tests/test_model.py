@@ -794,3 +794,31 @@ def test_weight_changes_are_seen_by_the_next_step():
                       mask[:, :1])["logits"][:, 0]
     assert not torch.allclose(before, after, atol=1e-4)
     torch.testing.assert_close(after, fresh, atol=1e-5, rtol=1e-4)
+
+
+def test_gru_cell_gives_fused_kernels_only_one_dimensional_biases(monkeypatch):
+    """Off the CPU the GRU update never hands per-row input gates to ``torch.gru_cell`` as its
+    bias (CUDA's fused cell accepts only 1-d biases: inference on a GPU crashed on it); on the
+    CPU the fused call and the explicit gate arithmetic agree."""
+    from avafn.model import dialogue
+
+    real = torch.gru_cell
+
+    def like_cuda(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
+        if h.device.type != "cpu" and any(b is not None and b.dim() != 1 for b in (b_ih, b_hh)):
+            raise RuntimeError("Expected 1-dimensional tensor for argument 'input_bias'")
+        return real(x, h, w_ih, w_hh, b_ih, b_hh)
+
+    monkeypatch.setattr(torch, "gru_cell", like_cuda)
+    g = torch.Generator().manual_seed(0)
+    for n_dir in (1, 2):
+        shape = (n_dir,) if n_dir == 2 else ()
+        x, h, gi = (torch.randn(4, k, generator=g) for k in (5, 3, 9))
+        w_ih, w_hh = torch.randn(*shape, 9, 5, generator=g), torch.randn(*shape, 9, 3, generator=g)
+        b_hh = torch.randn(*shape, 9, generator=g)
+        with torch.no_grad():
+            fused = dialogue.gru_cell(x, h, w_ih, w_hh, gi, b_hh)  # CPU: torch.gru_cell
+            on_meta = dialogue.gru_cell(*(t.to("meta") for t in (x, h, w_ih, w_hh, gi, b_hh)))
+        explicit = dialogue.gru_cell(x, h, w_ih, w_hh, gi, b_hh)  # gradients on: explicit
+        torch.testing.assert_close(fused, explicit.detach())
+        assert on_meta.shape == (4, 3)

@@ -10,7 +10,7 @@ Directions: with n_dir = 2 (bidirectional, untied) every recurrence weight has a
 direction axis, W (2, out, in), and is applied with one batched matmul (bmm / baddbmm) over
 the rows viewed as (2, N/2, in). With n_dir = 1 (forward-only, or weights tied between
 directions) the weights are plain (out, in) matrices. Without gradients (inference,
-streaming) each GRU update is one ``torch.gru_cell`` call per direction block.
+streaming) on the CPU each GRU update is one ``torch.gru_cell`` call per direction block.
 """
 
 from __future__ import annotations
@@ -38,9 +38,12 @@ def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) 
 def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
              gi: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
     """GRU cell h' = GRU(h, gates W_ih x + gi, W_hh h + b_hh): x (N, in), h (N, H), gi (N, 3H) the
-    input gates' part computed beforehand (bias included). One ``torch.gru_cell`` call (its
-    pointwise part runs in C++); w (D, 3H, *), b_hh (D, 3H): D direction-major row blocks."""
-    if torch.is_grad_enabled():  # training: fewer autograd nodes than gru_cell's (measured)
+    input gates' part computed beforehand (bias included). On the CPU without gradients: one
+    ``torch.gru_cell`` call (its pointwise part runs in C++). w (D, 3H, *), b_hh (D, 3H): D
+    direction-major row blocks."""
+    # explicit gate arithmetic while training (fewer autograd nodes than gru_cell's, measured)
+    # and off the CPU (CUDA's fused GRU cell takes only 1-d biases, not per-row input gates)
+    if torch.is_grad_enabled() or h.device.type != "cpu":
         if x.shape[-1]:
             gi = torch.baddbmm(gi.view(w_hh.shape[0], -1, gi.shape[-1]),
                                x.view(w_hh.shape[0], -1, x.shape[-1]), w_ih.transpose(-1, -2)
