@@ -140,13 +140,19 @@ def main(argv: list[str] | None = None) -> dict:
         res["decode_audio_clips_per_s_1core"] = round(n / t_dec_a, 2)
         res["sampled_frames_per_clip"] = round(float(np.mean(frames_per_clip)), 2)
 
-        # ---- face detection + crop (one core)
+        # ---- face detection + crop (one core: OpenCV's own threads off, as in the job's
+        # decoding workers)
+        import cv2
+
+        cv2_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
         det = HaarFaceDetector()
         crops, t_face = [], 0.0
         for fr in all_frames:
             c, dt = _timed(det.faces, fr)
             t_face += dt
             crops.append(c)
+        cv2.setNumThreads(cv2_threads)
         del all_frames
         n_faces = sum(len(c) for c in crops)
         res["faces_clips_per_s_1core"] = round(n / t_face, 2)

@@ -127,3 +127,25 @@ def test_largest_face_rule_and_crop():
     # a box at the border: square kept, padded
     edge = det.crop(img, np.array([290, 200, 40, 40]))
     assert edge.shape == (64, 64, 3)
+
+
+def test_a_decoding_worker_runs_opencv_on_its_own_threads_only(media):
+    """In the job's decoding workers (threads=1) face detection uses one OpenCV thread, so that
+    N worker processes do not each start a thread per core; in-process (threads=0) OpenCV keeps
+    its own setting. The faces found are the same either way."""
+    import cv2
+
+    from avafn.extract.faces import DEFAULT_DETECTOR, load_faces_segment
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(4)
+        in_process = load_faces_segment(5.0, None, 0, DEFAULT_DETECTOR, str(media["face"]),
+                                        None, None)
+        assert cv2.getNumThreads() == 4
+        worker = load_faces_segment(5.0, None, 1, DEFAULT_DETECTOR, str(media["face"]), None,
+                                    None)
+        assert cv2.getNumThreads() == 1
+        np.testing.assert_array_equal(in_process[0], worker[0])
+    finally:
+        cv2.setNumThreads(before)

@@ -175,6 +175,10 @@ def _detector(name: str, config: FaceConfig | None) -> FaceDetector:
 def load_faces_segment(fps: float | None, face_config: FaceConfig | None, threads: int,
                        detector: str, path: str, start: float | None, end: float | None
                        ) -> tuple[np.ndarray, int]:
-    """:func:`load_faces` with the job's argument order (a picklable partial for workers)."""
+    """:func:`load_faces` with the job's argument order (a picklable partial for workers).
+    ``threads`` > 0 (a decoding worker, one of several processes): OpenCV's own threads are
+    limited to it too, so that N workers run N threads of face detection, not N × cores."""
+    if threads > 0 and cv2.getNumThreads() != threads:
+        cv2.setNumThreads(threads)
     return load_faces(path, fps=fps, start=start, end=end, face_config=face_config,
                       threads=threads, detector=detector)
