@@ -34,6 +34,7 @@ class ConfigError(UserError):
 
 
 _SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+_SCALAR_NAMES = {"int": "an integer", "float": "a number", "bool": "a bool", "str": "a str"}
 
 
 def check_field_types(obj: Any, what: str) -> None:
@@ -52,8 +53,7 @@ def check_field_types(obj: Any, what: str) -> None:
         ok = any(isinstance(value, _SCALARS[k]) and (k == "bool" or not isinstance(value, bool))
                  for k in scalar)
         if not ok:
-            want = " or ".join(("a number" if k == "float" else f"a {k}" if k != "int"
-                                else "an integer") for k in scalar)
+            want = " or ".join(_SCALAR_NAMES[k] for k in scalar)
             if "None" in kinds:
                 want += " or null"
             raise ConfigError(f"{what} setting {f.name!r} must be {want}, got {value!r}")

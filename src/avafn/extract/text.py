@@ -76,11 +76,10 @@ def resolve_text_model(model: str, option: str = "text model") -> str:
 
 
 def _is_sentence_transformers(model: str) -> bool:
-    """Whether ``model`` (a folder or a hub id) is a sentence-transformers model."""
+    """Whether ``model`` (a folder checked by :func:`resolve_text_model`, or a hub id) is a
+    sentence-transformers model."""
     p = Path(model).expanduser()
     if p.is_dir():
-        if not (p / "modules.json").is_file() and not (p / "config.json").is_file():
-            raise TextModelError(f"{p}: not a model folder (no modules.json or config.json)")
         return (p / "modules.json").is_file()
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
