@@ -128,6 +128,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                "--manifest FILE (or --stream to read utterances from stdin)")
         if args.out is None:
             raise PredictError("--out DIR is required")
+        Path(args.out).mkdir(parents=True, exist_ok=True)  # an unwritable --out fails first
         res = predict(args.run_dir, video=args.video, segments=args.segments,
                       clips_dir=args.clips, manifest=args.manifest, out_dir=args.out,
                       device=args.device, extractor_models=models, html=not args.no_html,

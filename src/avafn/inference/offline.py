@@ -159,8 +159,6 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     run = Run.open(run_dir) if isinstance(run_dir, str | os.PathLike) else run_dir
     models = run.models(device)
     labels, modalities, widths = run.labels, run.modalities, run.widths
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)  # an --out that cannot be made fails before any work
     ignored: dict[str, str] = {}
     found: dict = {}
     if segments is not None or video is not None:
@@ -187,6 +185,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         featurizer = run.featurizer(device, extractor_models)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".features-", dir=out))
     try:
         store = FeatureStore(tmp)
