@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from avafn.model import AVAFN, AVAFNConfig
+from avafn.trainkit import adam
 
 
 def meld_shapes(meld_dir: str | None, seed: int) -> tuple[list[list[int]], str]:
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = AVAFN(cfg).to(device)
     if args.compile and device.startswith("cuda"):
         model.compile_recurrence()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=3e-4)
+    opt = adam(model.parameters(), 1e-4, 3e-4, device)  # what avafn train uses
     res: dict = {"device": device, "device_name": (torch.cuda.get_device_name(device)
                  if device.startswith("cuda") else platform.processor() or platform.machine()),
                  "threads": torch.get_num_threads(), "data": source,

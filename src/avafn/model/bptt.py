@@ -1,0 +1,297 @@
+"""The dialogue recurrence (eqs. 8-11) as one autograd function with a hand-written backward
+pass through time, used by the full pass while training.
+
+Why: through autograd, every step of the recurrence records about a hundred small operations
+and the backward pass replays them one node at a time, each weight's gradient accumulated
+step by step. Here the forward loop records nothing, keeps only what the backward pass reads
+(gate activations, states), and the backward loop computes the state gradients step by step
+and every weight's gradient once, in one matrix product over all steps
+(benchmarks/bench_model.py). The result is the gradient of the same function:
+``tests/test_model.py`` checks it against autograd through ``DialogueRecurrence.cell`` in
+float64 for every ablation and direction layout.
+
+The function is the step-row form of ``DialogueRecurrence.cell`` (PairParties) with the
+attention of eq. 9 written directly as a softmax over the earlier context states (the cell's
+online softmax computes the same sums); see ``cell`` for the equations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .dialogue import PartySteps
+
+# weights in the order the function takes them (None: removed by an ablation)
+WEIGHTS = ("c_in", "c_hh", "c_b", "att_w", "att_b", "att_v", "s_in", "s_hh", "s_b", "l_hh", "l_b")
+
+
+def _mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x (N,in) @ w^T; w (out,in), or (D,out,in) for D direction-major row blocks."""
+    if w.dim() == 2:
+        return x @ w.t()
+    d = w.shape[0]
+    return torch.bmm(x.view(d, -1, x.shape[-1]), w.transpose(1, 2)).view(-1, w.shape[1])
+
+
+def _mm_b(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x @ w^T + b (b (out,) or (D,out))."""
+    if w.dim() == 2:
+        return torch.addmm(b, x, w.t())
+    d = w.shape[0]
+    return torch.baddbmm(b.unsqueeze(1), x.view(d, -1, x.shape[-1]),
+                         w.transpose(1, 2)).view(-1, w.shape[1])
+
+
+def _mm_t(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """g (N,out) @ w: the gradient of _mm's input."""
+    if w.dim() == 2:
+        return g @ w
+    d = w.shape[0]
+    return torch.bmm(g.view(d, -1, g.shape[-1]), w).view(-1, w.shape[2])
+
+
+def _gru(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
+    """GRU update from both gates' pre-activations (PyTorch's gate order r, z, n) -> (h', saved)."""
+    k = h.shape[-1]
+    rz = torch.sigmoid(gi[:, : 2 * k] + gh[:, : 2 * k])
+    gh_n = gh[:, 2 * k:]
+    n = torch.tanh(torch.addcmul(gi[:, 2 * k:], rz[:, :k], gh_n))
+    return torch.lerp(n, h, rz[:, k:]), (rz, n, gh_n)
+
+
+def _gru_back(dh: torch.Tensor, saved, h: torch.Tensor):
+    """Gradients of _gru: -> (d gi, d gh, the direct part of d h)."""
+    rz, n, gh_n = saved
+    k = h.shape[-1]
+    r, z = rz[:, :k], rz[:, k:]
+    dn = dh - dh * z
+    dpre_n = dn * (1 - n * n)
+    drz = torch.cat([dpre_n * gh_n, dh * (h - n)], 1) * rz * (1 - rz)
+    return torch.cat([drz, dpre_n], 1), torch.cat([drz, dpre_n * r], 1), dh * z
+
+
+def _grow(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
+    """Block-major rows (blocks * m, ...) -> (blocks * k, ...), k >= m, zeros appended per block."""
+    m = x.shape[0] // blocks
+    if m == k:
+        return x
+    out = x.new_zeros(blocks, k, *x.shape[1:])
+    out[:, :m] = x.view(blocks, m, *x.shape[1:])
+    return out.view(blocks * k, *x.shape[1:])
+
+
+def _keep(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
+    """Block-major rows -> the first k rows of every block."""
+    m = x.shape[0] // blocks
+    if m == k:
+        return x
+    return x.view(blocks, m, *x.shape[1:])[:, :k].reshape(blocks * k, *x.shape[1:])
+
+
+class _Grads:
+    """Per-weight lists of (output gradient, input) per step; summed in one product at the end."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, tuple[list, list]] = {}
+
+    def add(self, name: str, g: torch.Tensor, x: torch.Tensor | None) -> None:
+        gs, xs = self.parts.setdefault(name, ([], []))
+        gs.append(g)
+        xs.append(x)
+
+    def weight(self, name: str, w: torch.Tensor) -> torch.Tensor | None:
+        if name not in self.parts:
+            return None
+        gs, xs = self.parts[name]
+        if w.dim() == 2:
+            return torch.cat(gs).t() @ torch.cat(xs)
+        d = w.shape[0]
+        g = torch.cat([z.view(d, -1, z.shape[-1]) for z in gs], 1)
+        x = torch.cat([z.view(d, -1, z.shape[-1]) for z in xs], 1)
+        return torch.bmm(g.transpose(1, 2), x)
+
+    def bias(self, name: str, b: torch.Tensor) -> torch.Tensor | None:
+        if name not in self.parts:
+            return None
+        gs, _ = self.parts[name]
+        if b.dim() == 1:
+            return torch.cat(gs).sum(0)
+        d = b.shape[0]
+        return torch.cat([z.view(d, -1, z.shape[-1]) for z in gs], 1).sum(1)
+
+
+class Recurrence(torch.autograd.Function):
+    """(spec, xc, xs, xl, *weights) -> (q_s, q_l, C, score) in step rows (C / score: empty
+    tensors without GRU_C / the attention). spec = (flags (has_context, has_att, has_ssm,
+    has_ilm), layout, parties, d_party, d_context)."""
+
+    @staticmethod
+    def forward(ctx, spec, xc, xs, xl, *weights):
+        (has_c, has_att, has_s, has_l), lay, parties, d_p, d_c = spec
+        w = dict(zip(WEIGHTS, weights))
+        blocks, sizes = lay.blocks, lay.batch_sizes
+        ref = xs if xs is not None else (xl if xl is not None else xc)
+        z = {"dtype": ref.dtype, "device": ref.device}
+        rows = [blocks * k for k in sizes]
+        n0 = sizes[0]
+        q = torch.zeros(parties.pairs[0], d_p, **z)
+        c = torch.zeros(blocks * n0, d_c, **z) if has_c else None
+        if has_att:
+            hist_c = torch.zeros(len(sizes), blocks, n0, d_c, **z)
+            hist_s = torch.zeros(len(sizes), blocks, n0, **z)
+        split = (lambda x: [None] * len(rows) if x is None else x.split(rows))
+        xcs, xss, xls = split(xc), split(xs), split(xl)
+        saved, out_s, out_l, out_c, out_sc = [], [], [], [], []
+        running = n0
+        for t, k in enumerate(sizes):
+            if k != running:
+                q = _keep(q, blocks, parties.pairs[t] // blocks)
+                c = _keep(c, blocks, k) if has_c else None
+                running = k
+            p = parties.steps[t]
+            sv: dict = {"q": q}
+            qp = q.index_select(0, p.speaker)
+            sv["qp"] = qp
+            if has_c:
+                gi = torch.addmm(xcs[t], qp, w["c_in"].t()) if w["c_in"].dim() == 2 else \
+                    xcs[t] + _mm(qp, w["c_in"])
+                c_new, sv["gc"] = _gru(gi, _mm_b(c, w["c_hh"], w["c_b"]), c)
+                sv["c"] = c
+                out_c.append(c_new)
+            ac = None
+            if has_att:
+                a = torch.tanh(_mm_b(c_new, w["att_w"], w["att_b"]))
+                s = _mm(a, w["att_v"])  # (N,1)
+                hist_c[t, :, :k] = c_new.view(blocks, k, d_c)
+                hist_s[t, :, :k] = s.view(blocks, k)
+                if t:
+                    alpha = torch.softmax(hist_s[:t, :, :k], 0)  # (t,blocks,k)
+                    ac = (alpha.unsqueeze(-1) * hist_c[:t, :, :k]).sum(0).view(blocks * k, d_c)
+                    sv["alpha"] = alpha
+                else:
+                    ac = c_new.new_zeros(c_new.shape)
+                sv["a"], sv["ac"], sv["c_new"] = a, ac, c_new
+                out_sc.append(s)
+            if has_s:
+                gi = xss[t] if ac is None else xss[t] + _mm(ac, w["s_in"])
+                q_spk, sv["gs"] = _gru(gi, _mm_b(qp, w["s_hh"], w["s_b"]), qp)
+            else:
+                q_spk = qp
+            q_new = torch.addcmul(q, p.spk, q_spk.index_select(0, p.row) - q)
+            if has_l:
+                q_lis, sv["gl"] = _gru(xls[t].index_select(0, p.row),
+                                       _mm_b(q, w["l_hh"], w["l_b"]), q)
+                q_new = torch.addcmul(q_new, p.lis, q_lis - q)
+            out_s.append(q_spk)
+            out_l.append(q.new_zeros(rows[t], d_p).index_add_(0, p.row, q_new * p.lis_w))
+            q = q_new
+            c = c_new if has_c else None
+            saved.append(sv)
+        ctx.spec, ctx.saved, ctx.w = spec, saved, w
+        ctx.hist = (hist_c, hist_s) if has_att else None
+        ctx.x_none = (xc is None, xs is None, xl is None)
+        empty = ref.new_zeros(0)
+        return (torch.cat(out_s), torch.cat(out_l),
+                torch.cat(out_c) if has_c else empty, torch.cat(out_sc) if has_att else empty)
+
+    @staticmethod
+    def backward(ctx, g_s, g_l, g_c, g_sc):
+        (has_c, has_att, has_s, has_l), lay, parties, d_p, d_c = ctx.spec
+        w, saved = ctx.w, ctx.saved
+        blocks, sizes = lay.blocks, lay.batch_sizes
+        rows = [blocks * k for k in sizes]
+        g_s, g_l = g_s.split(rows), g_l.split(rows)
+        g_c = g_c.split(rows) if has_c else None
+        g_sc = g_sc.split(rows) if has_att else None
+        if has_att:
+            hist_c, _ = ctx.hist
+            d_hc = torch.zeros_like(hist_c)
+            d_hs = hist_c.new_zeros(hist_c.shape[:-1])
+        grads = _Grads()
+        dxc, dxs, dxl = [], [], []
+        dq = dc = None
+        for t in range(len(sizes) - 1, -1, -1):
+            k, p, sv = sizes[t], parties.steps[t], saved[t]
+            q = sv["q"]
+            dq = q.new_zeros(q.shape) if dq is None else _grow(dq, blocks, q.shape[0] // blocks)
+            # q_l = sum over party rows of lis_w * Q_t
+            dq_new = torch.addcmul(dq, g_l[t].index_select(0, p.row), p.lis_w)
+            d_spk = g_s[t].index_add(0, p.row, dq_new * p.spk)
+            dq_prev = dq_new * (1 - p.spk - p.lis) if has_l else dq_new * (1 - p.spk)
+            if has_l:
+                dgi, dgh, dh = _gru_back(dq_new * p.lis, sv["gl"], q)
+                dq_prev = dq_prev + dh + _mm_t(dgh, w["l_hh"])
+                dxl.append(dgi.new_zeros(rows[t], dgi.shape[1]).index_add_(0, p.row, dgi))
+                grads.add("l", dgh, q)
+            qp = sv["qp"]
+            if has_s:
+                dgi, dgh, dh = _gru_back(d_spk, sv["gs"], qp)
+                dxs.append(dgi)
+                dqp = dh + _mm_t(dgh, w["s_hh"])
+                grads.add("s_hh", dgh, qp)
+                if has_att:
+                    grads.add("s_in", dgi, sv["ac"])
+                    if t:  # ac_t = sum_{j<t} alpha_j C_j
+                        dac = _mm_t(dgi, w["s_in"]).view(blocks, k, d_c)
+                        alpha = sv["alpha"]
+                        hc = hist_c[:t, :, :k]
+                        d_hc[:t, :, :k] += alpha.unsqueeze(-1) * dac
+                        d_alpha = (hc * dac).sum(-1)
+                        d_hs[:t, :, :k] += alpha * (d_alpha - (alpha * d_alpha).sum(0, keepdim=True))
+            else:
+                dqp = d_spk
+            if has_c:
+                c_prev = sv["c"]
+                dc = g_c[t] if dc is None else _grow(dc, blocks, k) + g_c[t]
+                if has_att:
+                    dc = dc + d_hc[t, :, :k].reshape(blocks * k, d_c)
+                    ds = g_sc[t] + d_hs[t, :, :k].reshape(blocks * k, 1)
+                    a = sv["a"]
+                    dpre = _mm_t(ds, w["att_v"]) * (1 - a * a)
+                    dc = dc + _mm_t(dpre, w["att_w"])
+                    grads.add("att_v", ds, a)
+                    grads.add("att", dpre, sv["c_new"])
+                dgi, dgh, dh = _gru_back(dc, sv["gc"], c_prev)
+                dxc.append(dgi)
+                dc = dh + _mm_t(dgh, w["c_hh"])
+                dqp = dqp + _mm_t(dgi, w["c_in"])
+                grads.add("c_hh", dgh, c_prev)
+                grads.add("c_in", dgi, qp)
+            dq = dq_prev.index_add(0, p.speaker, dqp)
+        cat = (lambda parts, none: None if none else torch.cat(parts[::-1]))
+        out = [None, cat(dxc, ctx.x_none[0]), cat(dxs, ctx.x_none[1]), cat(dxl, ctx.x_none[2])]
+        table = {"c_in": grads.weight("c_in", w["c_in"]) if has_c else None,
+                 "c_hh": grads.weight("c_hh", w["c_hh"]) if has_c else None,
+                 "c_b": grads.bias("c_hh", w["c_b"]) if has_c else None,
+                 "att_w": grads.weight("att", w["att_w"]) if has_att else None,
+                 "att_b": grads.bias("att", w["att_b"]) if has_att else None,
+                 "att_v": grads.weight("att_v", w["att_v"]) if has_att else None,
+                 "s_in": grads.weight("s_in", w["s_in"]) if has_att else None,
+                 "s_hh": grads.weight("s_hh", w["s_hh"]) if has_s else None,
+                 "s_b": grads.bias("s_hh", w["s_b"]) if has_s else None,
+                 "l_hh": grads.weight("l", w["l_hh"]) if has_l else None,
+                 "l_b": grads.bias("l", w["l_b"]) if has_l else None}
+        return (*out, *(table[name] for name in WEIGHTS))
+
+
+def run(rnn, xc, xs, xl, parties: PartySteps, layout) -> dict[str, torch.Tensor]:
+    """DialogueRecurrence.run_steps's outputs (without keep_parties) through Recurrence."""
+    has = (rnn.has_context, rnn.has_att, rnn.has_ssm, rnn.has_ilm)
+    g = {"c": rnn.gru_c if rnn.has_context else None, "s": rnn.gru_s if rnn.has_ssm else None,
+         "l": rnn.gru_l if rnn.has_ilm else None}
+    w = {"c_in": g["c"].w_in[1] if g["c"] else None, "c_hh": g["c"].w_hh if g["c"] else None,
+         "c_b": g["c"].b_hh if g["c"] else None,
+         "att_w": rnn.att_w.weight if rnn.has_att else None,
+         "att_b": rnn.att_w.bias if rnn.has_att else None,
+         "att_v": rnn.att_v.weight if rnn.has_att else None,
+         "s_in": g["s"].w_in[1] if rnn.has_att else None,
+         "s_hh": g["s"].w_hh if g["s"] else None, "s_b": g["s"].b_hh if g["s"] else None,
+         "l_hh": g["l"].w_hh if g["l"] else None, "l_b": g["l"].b_hh if g["l"] else None}
+    spec = (has, layout, parties, rnn.d_party, rnn.d_context)
+    q_s, q_l, c, score = Recurrence.apply(spec, xc, xs, xl, *(w[n] for n in WEIGHTS))
+    out = {"q_s": q_s, "q_l": q_l}
+    if rnn.has_context:
+        out["C"] = c
+    if rnn.has_att:
+        out["score"] = score
+    return out
