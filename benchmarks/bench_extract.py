@@ -40,16 +40,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def _clips(folder: Path, n: int, seconds: float) -> list[Path]:
+def _make(args: tuple) -> None:
     from synthetic_media import make_clip
 
+    path, seconds, i = args
+    make_clip(path, seconds=seconds, seed=i, tone_hz=150 + 7 * i)
+
+
+def _clips(folder: Path, n: int, seconds: float) -> list[Path]:
+    """n generated clips in folder (kept: cached between runs with the same --media-dir),
+    made by a process per core."""
+    from concurrent.futures import ProcessPoolExecutor
+
     folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i in range(n):
-        p = folder / f"dia{i}_utt0.mp4"
-        if not p.exists():  # cached between runs with the same --media-dir
-            make_clip(p, seconds=seconds, seed=i, tone_hz=150 + 7 * i)
-        out.append(p)
+    out = [folder / f"dia{i}_utt0.mp4" for i in range(n)]
+    todo = [(p, seconds, i) for i, p in enumerate(out) if not p.exists()]
+    if len(todo) > 1:
+        with ProcessPoolExecutor(min(len(todo), os.cpu_count() or 1)) as pool:
+            list(pool.map(_make, todo))
+    elif todo:
+        _make(todo[0])
     return out
 
 
@@ -92,6 +102,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=2,
                     help="timings compared side by side (precisions, layers): best of N, "
                          "alternated")
+    ap.add_argument("--reuse-clips", type=int, default=1,
+                    help="end to end only: each generated clip is K utterances (hard links), "
+                         "for a longer run without generating more media")
+    ap.add_argument("--concurrent-workers", default=None,
+                    help="AUDIO,VIDEO: also time the audio and the video job running at the "
+                         "same time (as two `avafn extract` commands would), with this many "
+                         "decoding workers each")
     ap.add_argument("--layers", default="12,18,24",
                     help="wav2vec 2.0 layers pooled in one pass, timed against one layer")
     args = ap.parse_args(argv)
@@ -235,22 +252,50 @@ def main(argv: list[str] | None = None) -> dict:
 
         # ---- end to end: the real job (audio, then video) over all clips
         if not args.skip_end_to_end:
-            utts = [Utterance("test", str(i), 0, "A", 0, None, None, p.name)
-                    for i, p in enumerate(paths)]
+            names = [p.name for p in paths]
+            for k in range(1, max(1, args.reuse_clips)):  # same media, more utterances
+                for p in paths:
+                    q = media / f"{p.stem}_r{k}.mp4"
+                    if not q.exists():
+                        os.link(p, q)
+                    names.append(q.name)
+            n_e2e = len(names)
+            utts = [Utterance("test", str(i), 0, "A", 0, None, None, name)
+                    for i, name in enumerate(names)]
             corpus = Corpus("bench", [], {"test": [Dialogue("test", str(i), [u])
                                                    for i, u in enumerate(utts)]})
+            audio_e2e = audio_s * n_e2e / n
             store = tmp / "store"
             rep_a, t_a = _timed(run_extraction, corpus, media, store, Wav2Vec2Extractor(w2v),
                                 workers=args.workers, progress=False)
             rep_v, t_v = _timed(run_extraction, corpus, media, store,
                                 DANFacesExtractor(dan_enc, fps=args.fps),
                                 workers=args.workers, progress=False)
-            res["end_to_end_audio_clips_per_s"] = round(n / t_a, 2)
-            res["end_to_end_video_clips_per_s"] = round(n / t_v, 2)
-            res["end_to_end_clips_per_s"] = round(n / (t_a + t_v), 2)
-            res["end_to_end_audio_s_per_s"] = round(audio_s / (t_a + t_v), 1)
+            res["end_to_end_utterances"] = n_e2e
+            res["end_to_end_audio_clips_per_s"] = round(n_e2e / t_a, 2)
+            res["end_to_end_video_clips_per_s"] = round(n_e2e / t_v, 2)
+            res["end_to_end_clips_per_s"] = round(n_e2e / (t_a + t_v), 2)
+            res["end_to_end_audio_s_per_s"] = round(audio_e2e / (t_a + t_v), 1)
             res["end_to_end_missing"] = len(rep_a.missing) + len(rep_v.missing)
-            res["meld_13708_clips_minutes"] = round(13708 / (n / (t_a + t_v)) / 60, 1)
+            res["meld_13708_clips_minutes"] = round(13708 / (n_e2e / (t_a + t_v)) / 60, 1)
+            if args.concurrent_workers:  # both jobs at once, each into its own store
+                from concurrent.futures import ThreadPoolExecutor
+
+                w_a, w_v = (int(x) for x in args.concurrent_workers.split(","))
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(2) as pool:
+                    jobs = [pool.submit(run_extraction, corpus, media, tmp / "store_a",
+                                        Wav2Vec2Extractor(w2v), workers=w_a, progress=False),
+                            pool.submit(run_extraction, corpus, media, tmp / "store_v",
+                                        DANFacesExtractor(dan_enc, fps=args.fps),
+                                        workers=w_v, progress=False)]
+                    reps = [j.result() for j in jobs]
+                t_both = time.perf_counter() - t0
+                res["concurrent_workers"] = [w_a, w_v]
+                res["concurrent_clips_per_s"] = round(n_e2e / t_both, 2)
+                res["concurrent_missing"] = sum(len(r.missing) for r in reps)
+                res["concurrent_meld_13708_clips_minutes"] = round(
+                    13708 / (n_e2e / t_both) / 60, 1)
         res.update(_rss_mb())
         if device.type == "cuda":
             res["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -63,11 +63,14 @@ def _gru_back(dh: torch.Tensor, saved, h: torch.Tensor):
     """Gradients of _gru: -> (d gi, d gh, the direct part of d h)."""
     rz, n, gh_n = saved
     k = h.shape[-1]
-    r, z = rz[:, :k], rz[:, k:]
-    dn = dh - dh * z
-    dpre_n = dn * (1 - n * n)
-    drz = torch.cat([dpre_n * gh_n, dh * (h - n)], 1) * rz * (1 - rz)
-    return torch.cat([drz, dpre_n], 1), torch.cat([drz, dpre_n * r], 1), dh * z
+    dh_z = dh * rz[:, k:]
+    dpre_n = _tanh_back(dh - dh_z, n)
+    drz = _sigmoid_back(torch.cat([dpre_n * gh_n, dh * (h - n)], 1), rz)
+    return torch.cat([drz, dpre_n], 1), torch.cat([drz, dpre_n * rz[:, :k]], 1), dh_z
+
+
+_tanh_back = torch.ops.aten.tanh_backward  # (g, y = tanh(x)) -> g (1 - y^2), one kernel
+_sigmoid_back = torch.ops.aten.sigmoid_backward  # (g, y = sigmoid(x)) -> g y (1 - y)
 
 
 def _grow(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
@@ -141,26 +144,47 @@ class Recurrence(torch.autograd.Function):
             hist_s = torch.zeros(len(sizes), blocks, n0, **z)
         split = (lambda x: [None] * len(rows) if x is None else x.split(rows))
         xcs, xss, xls = split(xc), split(xs), split(xl)
+        # products sharing their input, one matmul each: q_{i,t-1} feeds GRU_C's input and
+        # GRU_S's hidden gates; C_t feeds eq. 9's score and the next step's GRU_C hidden gates
+        g3c = 3 * d_c
+        w_qp = b_qp = w_cn = b_cn = None
+        if has_c and has_s:
+            w_qp = torch.cat([w["c_in"], w["s_hh"]], -2)
+            b_qp = torch.cat([torch.zeros_like(w["c_b"]), w["s_b"]], -1)
+        if has_att:
+            w_cn = torch.cat([w["att_w"], w["c_hh"]], -2)
+            b_cn = torch.cat([w["att_b"], w["c_b"]], -1)
+            d_a = w["att_w"].shape[-2]
         saved, out_s, out_l, out_c, out_sc = [], [], [], [], []
+        gh_c = None  # GRU_C's hidden gates for the next step (with the attention)
         running = n0
         for t, k in enumerate(sizes):
             if k != running:
                 q = _keep(q, blocks, parties.pairs[t] // blocks)
                 c = _keep(c, blocks, k) if has_c else None
+                gh_c = _keep(gh_c, blocks, k) if gh_c is not None else None
                 running = k
             p = parties.steps[t]
             sv: dict = {"q": q}
             qp = q.index_select(0, p.speaker)
             sv["qp"] = qp
+            gh_s = None
             if has_c:
-                gi = torch.addmm(xcs[t], qp, w["c_in"].t()) if w["c_in"].dim() == 2 else \
-                    xcs[t] + _mm(qp, w["c_in"])
-                c_new, sv["gc"] = _gru(gi, _mm_b(c, w["c_hh"], w["c_b"]), c)
+                if w_qp is not None:
+                    both = _mm_b(qp, w_qp, b_qp)
+                    gi, gh_s = xcs[t] + both[:, :g3c], both[:, g3c:]
+                else:
+                    gi = xcs[t] + _mm(qp, w["c_in"])
+                if gh_c is None:
+                    gh_c = _mm_b(c, w["c_hh"], w["c_b"])
+                c_new, sv["gc"] = _gru(gi, gh_c, c)
                 sv["c"] = c
                 out_c.append(c_new)
+                gh_c = None
             ac = None
             if has_att:
-                a = torch.tanh(_mm_b(c_new, w["att_w"], w["att_b"]))
+                both = _mm_b(c_new, w_cn, b_cn)
+                a, gh_c = torch.tanh(both[:, :d_a]), both[:, d_a:]
                 s = _mm(a, w["att_v"])  # (N,1)
                 hist_c[t, :, :k] = c_new.view(blocks, k, d_c)
                 hist_s[t, :, :k] = s.view(blocks, k)
@@ -174,7 +198,9 @@ class Recurrence(torch.autograd.Function):
                 out_sc.append(s)
             if has_s:
                 gi = xss[t] if ac is None else xss[t] + _mm(ac, w["s_in"])
-                q_spk, sv["gs"] = _gru(gi, _mm_b(qp, w["s_hh"], w["s_b"]), qp)
+                if gh_s is None:
+                    gh_s = _mm_b(qp, w["s_hh"], w["s_b"])
+                q_spk, sv["gs"] = _gru(gi, gh_s, qp)
             else:
                 q_spk = qp
             q_new = torch.addcmul(q, p.spk, q_spk.index_select(0, p.row) - q)
@@ -187,6 +213,7 @@ class Recurrence(torch.autograd.Function):
             q = q_new
             c = c_new if has_c else None
             saved.append(sv)
+        ctx.merged = (w_qp, w_cn)
         ctx.spec, ctx.saved, ctx.w = spec, saved, w
         ctx.hist = (hist_c, hist_s) if has_att else None
         ctx.x_none = (xc is None, xs is None, xl is None)
@@ -196,7 +223,7 @@ class Recurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_s, g_l, g_c, g_sc):
-        (has_c, has_att, has_s, has_l), lay, parties, d_p, d_c = ctx.spec
+        (has_c, has_att, has_s, has_l), lay, parties, _, d_c = ctx.spec
         w, saved = ctx.w, ctx.saved
         blocks, sizes = lay.blocks, lay.batch_sizes
         rows = [blocks * k for k in sizes]
@@ -209,7 +236,8 @@ class Recurrence(torch.autograd.Function):
             d_hs = hist_c.new_zeros(hist_c.shape[:-1])
         grads = _Grads()
         dxc, dxs, dxl = [], [], []
-        dq = dc = None
+        dq = dc = pending = None
+        w_qp, w_cn = ctx.merged
         for t in range(len(sizes) - 1, -1, -1):
             k, p, sv = sizes[t], parties.steps[t], saved[t]
             q = sv["q"]
@@ -217,7 +245,7 @@ class Recurrence(torch.autograd.Function):
             # q_l = sum over party rows of lis_w * Q_t
             dq_new = torch.addcmul(dq, g_l[t].index_select(0, p.row), p.lis_w)
             d_spk = g_s[t].index_add(0, p.row, dq_new * p.spk)
-            dq_prev = dq_new * (1 - p.spk - p.lis) if has_l else dq_new * (1 - p.spk)
+            dq_prev = dq_new * p.keep if has_l else dq_new * (1 - p.spk)
             if has_l:
                 dgi, dgh, dh = _gru_back(dq_new * p.lis, sv["gl"], q)
                 dq_prev = dq_prev + dh + _mm_t(dgh, w["l_hh"])
@@ -225,10 +253,10 @@ class Recurrence(torch.autograd.Function):
                 grads.add("l", dgh, q)
             qp = sv["qp"]
             if has_s:
-                dgi, dgh, dh = _gru_back(d_spk, sv["gs"], qp)
+                dgi, dgh_s, dh = _gru_back(d_spk, sv["gs"], qp)
                 dxs.append(dgi)
-                dqp = dh + _mm_t(dgh, w["s_hh"])
-                grads.add("s_hh", dgh, qp)
+                dqp = dh if w_qp is not None else dh + _mm_t(dgh_s, w["s_hh"])
+                grads.add("s_hh", dgh_s, qp)
                 if has_att:
                     grads.add("s_in", dgi, sv["ac"])
                     if t:  # ac_t = sum_{j<t} alpha_j C_j
@@ -247,14 +275,23 @@ class Recurrence(torch.autograd.Function):
                     dc = dc + d_hc[t, :, :k].reshape(blocks * k, d_c)
                     ds = g_sc[t] + d_hs[t, :, :k].reshape(blocks * k, 1)
                     a = sv["a"]
-                    dpre = _mm_t(ds, w["att_v"]) * (1 - a * a)
-                    dc = dc + _mm_t(dpre, w["att_w"])
+                    dpre = _tanh_back(_mm_t(ds, w["att_v"]), a)
                     grads.add("att_v", ds, a)
                     grads.add("att", dpre, sv["c_new"])
+                    if pending is None:
+                        dc = dc + _mm_t(dpre, w["att_w"])
+                    else:  # C_t's two readers: the score and the next step's hidden gates
+                        dc = dc + _mm_t(torch.cat([dpre, _grow(pending, blocks, k)], 1), w_cn)
                 dgi, dgh, dh = _gru_back(dc, sv["gc"], c_prev)
                 dxc.append(dgi)
-                dc = dh + _mm_t(dgh, w["c_hh"])
-                dqp = dqp + _mm_t(dgi, w["c_in"])
+                if has_att:  # multiplied by c_hh at the previous step, with that step's dpre
+                    dc, pending = dh, dgh
+                else:
+                    dc = dh + _mm_t(dgh, w["c_hh"])
+                if w_qp is not None:
+                    dqp = dqp + _mm_t(torch.cat([dgi, dgh_s], 1), w_qp)
+                else:
+                    dqp = dqp + _mm_t(dgi, w["c_in"])
                 grads.add("c_hh", dgh, c_prev)
                 grads.add("c_in", dgi, qp)
             dq = dq_prev.index_add(0, p.speaker, dqp)

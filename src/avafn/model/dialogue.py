@@ -153,13 +153,15 @@ class PairParties(NamedTuple):
     """Speaker and listeners of one utterance per row when the party states are one row per
     (dialogue, party of that dialogue), Q (M,Dp), block-major like the rows: only the parties
     a dialogue has are computed. speaker (N,) Q's row of each row's speaker; row (M,) each
-    party's row; spk, lis (M,1) 0/1 speaker / listener; lis_w (M,1) = lis / #listeners."""
+    party's row; spk, lis (M,1) 0/1 speaker / listener; lis_w (M,1) = lis / #listeners;
+    keep (M,1) = 1 - spk - lis, the parties whose state stays as it was."""
 
     speaker: torch.Tensor
     row: torch.Tensor
     spk: torch.Tensor
     lis: torch.Tensor
     lis_w: torch.Tensor
+    keep: torch.Tensor
 
     def speaker_state(self, q: torch.Tensor) -> torch.Tensor:
         return q.index_select(0, self.speaker)

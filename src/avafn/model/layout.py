@@ -117,7 +117,9 @@ class Layout:
         table[pr_row, pr_party] = local_pair
         speaker = table.gather(1, spk_s.argmax(1, keepdim=True)).squeeze(1)
         row = local_row[pr_row]
+        keep_s = 1 - spk_s - lis_s
         cols = [speaker.split(rows), row.split(pairs)] + [
-            z[pr_row, pr_party].unsqueeze(1).split(pairs) for z in (spk_s, lis_s, lis_w_s)]
+            z[pr_row, pr_party].unsqueeze(1).split(pairs)
+            for z in (spk_s, lis_s, lis_w_s, keep_s)]
         steps = [PairParties(*vals) for vals in zip(*cols)]
         return PartySteps(steps, pairs, list((row * p + pr_party).split(pairs)), p)
