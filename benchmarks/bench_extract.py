@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=2,
                     help="timings compared side by side (precisions, layers): best of N, "
                          "alternated")
+    ap.add_argument("--stage-clips", type=int, default=0,
+                    help="time the per-stage figures on the first N clips only (0: all); the "
+                         "end-to-end run uses all")
     ap.add_argument("--reuse-clips", type=int, default=1,
                     help="end to end only: each generated clip is K utterances (hard links), "
                          "for a longer run without generating more media")
@@ -136,9 +139,11 @@ def main(argv: list[str] | None = None) -> dict:
                  "workers": args.workers, "audio_batch_size": args.audio_batch_size,
                  "video_batch_size": args.video_batch_size, "weights": "random"}
     try:
-        paths, t_gen = _timed(_clips, media, args.clips, args.seconds)
+        all_paths, t_gen = _timed(_clips, media, args.clips, args.seconds)
         res["generate_s"] = round(t_gen, 2)
+        paths = all_paths[: args.stage_clips] if args.stage_clips > 0 else all_paths
         n = len(paths)
+        res["stage_clips"] = n
 
         # ---- decoding (one core)
         frames_per_clip, t_dec_v = [], 0.0
@@ -252,9 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
 
         # ---- end to end: the real job (audio, then video) over all clips
         if not args.skip_end_to_end:
-            names = [p.name for p in paths]
+            names = [p.name for p in all_paths]
             for k in range(1, max(1, args.reuse_clips)):  # same media, more utterances
-                for p in paths:
+                for p in all_paths:
                     q = media / f"{p.stem}_r{k}.mp4"
                     if not q.exists():
                         os.link(p, q)

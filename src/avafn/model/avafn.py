@@ -246,10 +246,12 @@ class AVAFN(nn.Module):
         if (torch.is_grad_enabled() and cell is None and not return_states
                 and not torch.is_autocast_enabled(u.device.type)):
             r = bptt.run(self.rnn, xc, xs, xl, parties, lay)  # training: hand-written backward
+            e = torch.cat([lay.from_steps(r["E"], k) for k in range(blocks)], -1)
         else:
             r = self.rnn.run_steps(xc, xs, xl, parties, lay, cell=cell,
                                    keep_parties=return_states)
-        e = self.rnn.emotion_steps(r.get("C"), r["q_s"], r["q_l"], lay)  # (n, blocks*De), eq. 12
+            e = self.rnn.emotion_steps(r.get("C"), r["q_s"], r["q_l"], lay)  # eq. 12
+        # e: (n, blocks*De), both directions' E_t of each utterance
         logits = lay.pad(self.classifier(self.drop(e)))  # eq. 13 (softmax in the loss / predict)
         # context_attention: forward-direction eq. 9 weights alpha_{t,k}, k < t
         if "score" not in r:  # no attention (w/o ACM, its attention, or SSM)

@@ -1,4 +1,4 @@
-"""The dialogue recurrence (eqs. 8-11) as one autograd function with a hand-written backward
+"""The dialogue recurrence (eqs. 8-12) as one autograd function with a hand-written backward
 pass through time, used by the full pass while training.
 
 Why: through autograd, every step of the recurrence records about a hundred small operations
@@ -22,24 +22,30 @@ import torch
 from .dialogue import PartySteps
 
 # weights in the order the function takes them (None: removed by an ablation)
-WEIGHTS = ("c_in", "c_hh", "c_b", "att_w", "att_b", "att_v", "s_in", "s_hh", "s_b", "l_hh", "l_b")
+WEIGHTS = ("c_in", "c_hh", "c_b", "att_w", "att_b", "att_v", "s_in", "s_hh", "s_b", "l_hh", "l_b",
+           "e_ih", "e_bih", "e_hh", "e_bhh")
 
 
-def _mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x (N,in) @ w^T; w (out,in), or (D,out,in) for D direction-major row blocks."""
-    if w.dim() == 2:
-        return x @ w.t()
-    d = w.shape[0]
-    return torch.bmm(x.view(d, -1, x.shape[-1]), w.transpose(1, 2)).view(-1, w.shape[1])
+def _t(w: torch.Tensor | None) -> torch.Tensor | None:
+    """w (out,in) or (D,out,in) -> its transpose, contiguous: small matrix products with a
+    contiguous right operand run up to twice as fast as with a transposed view."""
+    return None if w is None else w.transpose(-1, -2).contiguous()
 
 
-def _mm_b(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _mm(x: torch.Tensor, wt: torch.Tensor) -> torch.Tensor:
+    """x (N,in) @ w^T from wt = _t(w): (in,out), or (D,in,out) for D direction-major blocks."""
+    if wt.dim() == 2:
+        return x @ wt
+    d = wt.shape[0]
+    return torch.bmm(x.view(d, -1, x.shape[-1]), wt).view(-1, wt.shape[2])
+
+
+def _mm_b(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """x @ w^T + b (b (out,) or (D,out))."""
-    if w.dim() == 2:
-        return torch.addmm(b, x, w.t())
-    d = w.shape[0]
-    return torch.baddbmm(b.unsqueeze(1), x.view(d, -1, x.shape[-1]),
-                         w.transpose(1, 2)).view(-1, w.shape[1])
+    if wt.dim() == 2:
+        return torch.addmm(b, x, wt)
+    d = wt.shape[0]
+    return torch.baddbmm(b.unsqueeze(1), x.view(d, -1, x.shape[-1]), wt).view(-1, wt.shape[2])
 
 
 def _mm_t(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -91,6 +97,33 @@ def _keep(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
     return x.view(blocks, m, *x.shape[1:])[:, :k].reshape(blocks * k, *x.shape[1:])
 
 
+def _addmm(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
+    """x @ w^T + b with block k's weights (w (D,out,in), b (D,out)) or the shared ones."""
+    return torch.addmm(b[k], x, w[k].t()) if w.dim() == 3 else torch.addmm(b, x, w.t())
+
+
+def _by_block(fn, x: torch.Tensor, layout, untied: bool) -> torch.Tensor:
+    """fn(rows, block) applied to each block's step rows of x (S, ...) (one call for all rows
+    when the blocks share their weights) -> (S, ...) in step order."""
+    if not untied:
+        return fn(x, 0)
+    parts = [fn(x.index_select(0, rows), k) for k, rows in enumerate(layout.block_rows)]
+    out = parts[0].new_empty(x.shape[0], parts[0].shape[1])
+    for rows, part in zip(layout.block_rows, parts):
+        out.index_copy_(0, rows, part)
+    return out
+
+
+def _weight_by_block(g: torch.Tensor, x: torch.Tensor, layout, untied: bool):
+    """Gradients of w and b in g = x @ w^T + b, per block: (g^T x, sum g)."""
+    if not untied:
+        return g.t() @ x, g.sum(0)
+    gs = [g.index_select(0, rows) for rows in layout.block_rows]
+    xs = [x.index_select(0, rows) for rows in layout.block_rows]
+    return (torch.stack([a.t() @ b for a, b in zip(gs, xs)]),
+            torch.stack([a.sum(0) for a in gs]))
+
+
 class _Grads:
     """Per-weight lists of (output gradient, input) per step; summed in one product at the end."""
 
@@ -124,9 +157,9 @@ class _Grads:
 
 
 class Recurrence(torch.autograd.Function):
-    """(spec, xc, xs, xl, *weights) -> (q_s, q_l, C, score) in step rows (C / score: empty
-    tensors without GRU_C / the attention). spec = (flags (has_context, has_att, has_ssm,
-    has_ilm), layout, parties, d_party, d_context)."""
+    """(spec, xc, xs, xl, *weights) -> (E, score) in step rows (score: an empty tensor without
+    the attention). spec = (flags (has_context, has_att, has_ssm, has_ilm), layout, parties,
+    d_party, d_context)."""
 
     @staticmethod
     def forward(ctx, spec, xc, xs, xl, *weights):
@@ -155,7 +188,10 @@ class Recurrence(torch.autograd.Function):
             w_cn = torch.cat([w["att_w"], w["c_hh"]], -2)
             b_cn = torch.cat([w["att_b"], w["c_b"]], -1)
             d_a = w["att_w"].shape[-2]
-        saved, out_s, out_l, out_c, out_sc = [], [], [], [], []
+        wt = {name: _t(w[name]) for name in ("c_in", "c_hh", "att_v", "s_in", "s_hh", "l_hh",
+                                               "e_hh")}
+        wt_qp, wt_cn = _t(w_qp), _t(w_cn)
+        saved, x_e, out_sc = [], [], []
         gh_c = None  # GRU_C's hidden gates for the next step (with the attention)
         running = n0
         for t, k in enumerate(sizes):
@@ -171,21 +207,20 @@ class Recurrence(torch.autograd.Function):
             gh_s = None
             if has_c:
                 if w_qp is not None:
-                    both = _mm_b(qp, w_qp, b_qp)
+                    both = _mm_b(qp, wt_qp, b_qp)
                     gi, gh_s = xcs[t] + both[:, :g3c], both[:, g3c:]
                 else:
-                    gi = xcs[t] + _mm(qp, w["c_in"])
+                    gi = xcs[t] + _mm(qp, wt["c_in"])
                 if gh_c is None:
-                    gh_c = _mm_b(c, w["c_hh"], w["c_b"])
+                    gh_c = _mm_b(c, wt["c_hh"], w["c_b"])
                 c_new, sv["gc"] = _gru(gi, gh_c, c)
                 sv["c"] = c
-                out_c.append(c_new)
                 gh_c = None
             ac = None
             if has_att:
-                both = _mm_b(c_new, w_cn, b_cn)
+                both = _mm_b(c_new, wt_cn, b_cn)
                 a, gh_c = torch.tanh(both[:, :d_a]), both[:, d_a:]
-                s = _mm(a, w["att_v"])  # (N,1)
+                s = _mm(a, wt["att_v"])  # (N,1)
                 hist_c[t, :, :k] = c_new.view(blocks, k, d_c)
                 hist_s[t, :, :k] = s.view(blocks, k)
                 if t:
@@ -197,19 +232,20 @@ class Recurrence(torch.autograd.Function):
                 sv["a"], sv["ac"], sv["c_new"] = a, ac, c_new
                 out_sc.append(s)
             if has_s:
-                gi = xss[t] if ac is None else xss[t] + _mm(ac, w["s_in"])
+                gi = xss[t] if ac is None else xss[t] + _mm(ac, wt["s_in"])
                 if gh_s is None:
-                    gh_s = _mm_b(qp, w["s_hh"], w["s_b"])
+                    gh_s = _mm_b(qp, wt["s_hh"], w["s_b"])
                 q_spk, sv["gs"] = _gru(gi, gh_s, qp)
             else:
                 q_spk = qp
             q_new = torch.addcmul(q, p.spk, q_spk.index_select(0, p.row) - q)
             if has_l:
                 q_lis, sv["gl"] = _gru(xls[t].index_select(0, p.row),
-                                       _mm_b(q, w["l_hh"], w["l_b"]), q)
+                                       _mm_b(q, wt["l_hh"], w["l_b"]), q)
                 q_new = torch.addcmul(q_new, p.lis, q_lis - q)
-            out_s.append(q_spk)
-            out_l.append(q.new_zeros(rows[t], d_p).index_add_(0, p.row, q_new * p.lis_w))
+            q_l = q.new_zeros(rows[t], d_p).index_add_(0, p.row, q_new * p.lis_w)
+            # eq. 12's input [C_t ⊕] q_{i,t} ⊕ q_{j,t} (E never feeds back: run after the loop)
+            x_e.append(torch.cat([c_new, q_spk, q_l] if has_c else [q_spk, q_l], 1))
             q = q_new
             c = c_new if has_c else None
             saved.append(sv)
@@ -217,34 +253,65 @@ class Recurrence(torch.autograd.Function):
         ctx.spec, ctx.saved, ctx.w = spec, saved, w
         ctx.hist = (hist_c, hist_s) if has_att else None
         ctx.x_none = (xc is None, xs is None, xl is None)
-        empty = ref.new_zeros(0)
-        return (torch.cat(out_s), torch.cat(out_l),
-                torch.cat(out_c) if has_c else empty, torch.cat(out_sc) if has_att else empty)
+        # eq. 12: E_t = GRU_E(E_{t-1}, x_t), its input gates for every step in one product
+        x_e = torch.cat(x_e)
+        gi_e = _by_block(lambda x, k: _addmm(w["e_bih"], x, w["e_ih"], k), x_e, lay,
+                         w["e_ih"].dim() == 3)
+        e = torch.zeros(blocks * n0, w["e_hh"].shape[-1], **z)
+        out_e, saved_e = [], []
+        for t, (k, gi) in enumerate(zip(sizes, gi_e.split(rows))):
+            e = _keep(e, blocks, k)
+            e_new, sv_e = _gru(gi, _mm_b(e, wt["e_hh"], w["e_bhh"]), e)
+            saved_e.append((sv_e, e))
+            out_e.append(e_new)
+            e = e_new
+        ctx.x_e, ctx.saved_e = x_e, saved_e
+        return torch.cat(out_e), torch.cat(out_sc) if has_att else ref.new_zeros(0)
 
     @staticmethod
-    def backward(ctx, g_s, g_l, g_c, g_sc):
-        (has_c, has_att, has_s, has_l), lay, parties, _, d_c = ctx.spec
+    def backward(ctx, g_e, g_sc):
+        (has_c, has_att, has_s, has_l), lay, parties, d_p, d_c = ctx.spec
         w, saved = ctx.w, ctx.saved
         blocks, sizes = lay.blocks, lay.batch_sizes
         rows = [blocks * k for k in sizes]
-        g_s, g_l = g_s.split(rows), g_l.split(rows)
-        g_c = g_c.split(rows) if has_c else None
+        # eq. 12 first: its inputs are the recurrence's outputs
+        g_e = g_e.split(rows)
+        grads = _Grads()
+        dgi_e, de = [], None
+        for t in range(len(sizes) - 1, -1, -1):
+            sv_e, e = ctx.saved_e[t]
+            de = g_e[t] if de is None else _grow(de, blocks, sizes[t]) + g_e[t]
+            dgi, dgh, dh = _gru_back(de, sv_e, e)
+            de = dh + _mm_t(dgh, w["e_hh"])
+            grads.add("e_hh", dgh, e)
+            dgi_e.append(dgi)
+        dgi_e = torch.cat(dgi_e[::-1])
+        untied_e = w["e_ih"].dim() == 3
+        dx_e = _by_block(lambda g, k: g @ (w["e_ih"][k] if untied_e else w["e_ih"]), dgi_e, lay,
+                         untied_e)
+        e_ih_grads = _weight_by_block(dgi_e, ctx.x_e, lay, untied_e)
+        if has_c:
+            g_cs, g_ss, g_ls = dx_e.split([d_c, d_p, d_p], 1)
+        else:
+            g_cs, (g_ss, g_ls) = None, dx_e.split([d_p, d_p], 1)
+        g_ss, g_ls = g_ss.split(rows), g_ls.split(rows)
+        g_cs = g_cs.split(rows) if has_c else None
         g_sc = g_sc.split(rows) if has_att else None
         if has_att:
             hist_c, _ = ctx.hist
             d_hc = torch.zeros_like(hist_c)
             d_hs = hist_c.new_zeros(hist_c.shape[:-1])
-        grads = _Grads()
         dxc, dxs, dxl = [], [], []
         dq = dc = pending = None
         w_qp, w_cn = ctx.merged
         for t in range(len(sizes) - 1, -1, -1):
             k, p, sv = sizes[t], parties.steps[t], saved[t]
             q = sv["q"]
+            g_s, g_l, g_c = g_ss[t], g_ls[t], (g_cs[t] if has_c else None)
             dq = q.new_zeros(q.shape) if dq is None else _grow(dq, blocks, q.shape[0] // blocks)
             # q_l = sum over party rows of lis_w * Q_t
-            dq_new = torch.addcmul(dq, g_l[t].index_select(0, p.row), p.lis_w)
-            d_spk = g_s[t].index_add(0, p.row, dq_new * p.spk)
+            dq_new = torch.addcmul(dq, g_l.index_select(0, p.row), p.lis_w)
+            d_spk = g_s.index_add(0, p.row, dq_new * p.spk)
             dq_prev = dq_new * p.keep if has_l else dq_new * (1 - p.spk)
             if has_l:
                 dgi, dgh, dh = _gru_back(dq_new * p.lis, sv["gl"], q)
@@ -270,7 +337,7 @@ class Recurrence(torch.autograd.Function):
                 dqp = d_spk
             if has_c:
                 c_prev = sv["c"]
-                dc = g_c[t] if dc is None else _grow(dc, blocks, k) + g_c[t]
+                dc = g_c if dc is None else _grow(dc, blocks, k) + g_c
                 if has_att:
                     dc = dc + d_hc[t, :, :k].reshape(blocks * k, d_c)
                     ds = g_sc[t] + d_hs[t, :, :k].reshape(blocks * k, 1)
@@ -307,12 +374,14 @@ class Recurrence(torch.autograd.Function):
                  "s_hh": grads.weight("s_hh", w["s_hh"]) if has_s else None,
                  "s_b": grads.bias("s_hh", w["s_b"]) if has_s else None,
                  "l_hh": grads.weight("l", w["l_hh"]) if has_l else None,
-                 "l_b": grads.bias("l", w["l_b"]) if has_l else None}
+                 "l_b": grads.bias("l", w["l_b"]) if has_l else None,
+                 "e_ih": e_ih_grads[0], "e_bih": e_ih_grads[1],
+                 "e_hh": grads.weight("e_hh", w["e_hh"]), "e_bhh": grads.bias("e_hh", w["e_bhh"])}
         return (*out, *(table[name] for name in WEIGHTS))
 
 
 def run(rnn, xc, xs, xl, parties: PartySteps, layout) -> dict[str, torch.Tensor]:
-    """DialogueRecurrence.run_steps's outputs (without keep_parties) through Recurrence."""
+    """Eqs. 8-12 through Recurrence: {"E": (S,De) step rows, ["score": (S,1)]}."""
     has = (rnn.has_context, rnn.has_att, rnn.has_ssm, rnn.has_ilm)
     g = {"c": rnn.gru_c if rnn.has_context else None, "s": rnn.gru_s if rnn.has_ssm else None,
          "l": rnn.gru_l if rnn.has_ilm else None}
@@ -324,11 +393,14 @@ def run(rnn, xc, xs, xl, parties: PartySteps, layout) -> dict[str, torch.Tensor]
          "s_in": g["s"].w_in[1] if rnn.has_att else None,
          "s_hh": g["s"].w_hh if g["s"] else None, "s_b": g["s"].b_hh if g["s"] else None,
          "l_hh": g["l"].w_hh if g["l"] else None, "l_b": g["l"].b_hh if g["l"] else None}
+    e_f, e_b = rnn.gru_e, (rnn.gru_e_b if rnn.n_dir == 2 else None)
+    for name, attr in (("e_ih", "weight_ih_l0"), ("e_bih", "bias_ih_l0"),
+                       ("e_hh", "weight_hh_l0"), ("e_bhh", "bias_hh_l0")):
+        w[name] = getattr(e_f, attr) if e_b is None else torch.stack(
+            [getattr(e_f, attr), getattr(e_b, attr)])
     spec = (has, layout, parties, rnn.d_party, rnn.d_context)
-    q_s, q_l, c, score = Recurrence.apply(spec, xc, xs, xl, *(w[n] for n in WEIGHTS))
-    out = {"q_s": q_s, "q_l": q_l}
-    if rnn.has_context:
-        out["C"] = c
+    e, score = Recurrence.apply(spec, xc, xs, xl, *(w[n] for n in WEIGHTS))
+    out = {"E": e}
     if rnn.has_att:
         out["score"] = score
     return out
