@@ -13,7 +13,7 @@ from torch import nn
 
 from avafn.config import check_field_types
 
-from . import bptt
+from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
 from .fusion import FUSION_WEIGHTS
 from .layout import Layout
@@ -245,7 +245,7 @@ class AVAFN(nn.Module):
         parties = lay.party_steps(onehot, lis)
         if (torch.is_grad_enabled() and cell is None and not return_states
                 and not torch.is_autocast_enabled(u.device.type)):
-            r = bptt.run(self.rnn, xc, xs, xl, parties, lay)  # training: hand-written backward
+            r = run_recurrence(self.rnn, xc, xs, xl, parties, lay)  # training: own backward
             e = torch.cat([lay.from_steps(r["E"], k) for k in range(blocks)], -1)
         else:
             r = self.rnn.run_steps(xc, xs, xl, parties, lay, cell=cell,
