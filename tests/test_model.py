@@ -628,6 +628,25 @@ def test_hand_written_backward_equals_autograd(kw):
     assert checked >= 3  # the recurrence's own weights took part
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_hand_written_backward_with_empty_and_single_utterance_dialogues(bidirectional):
+    """Dialogues of length 0 (never running) and 1, one party each, beside longer ones."""
+    cfg = small_cfg(dropout=0.0, bidirectional=bidirectional)
+    model = model_of(cfg, seed=2, dtype=torch.float64).train()
+    feats, present, _, mask = make_batch(cfg, lengths=(0, 3, 1, 0, 2), seed=5,
+                                         dtype=torch.float64)
+    speaker = torch.tensor([[0, 0, 0], [0, 1, 0], [2, 0, 0], [0, 0, 0], [3, 3, 0]])
+    grads = []
+    for states in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = model(feats, present, speaker, mask, return_states=states)
+        (out["logits"][mask].pow(2).sum() + out["context_attention"].sum()).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name, g in grads[1].items():
+        torch.testing.assert_close(grads[0][name], g, atol=1e-12, rtol=1e-10, msg=name)
+
+
 def test_empty_batch_or_length():
     cfg = small_cfg(modalities=("text",))
     model = model_of(cfg)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .dialogue import PartySteps
+from .dialogue import PartySteps, keep_rows
 
 # weights in the order the function takes them (None: removed by an ablation)
 WEIGHTS = ("c_in", "c_hh", "c_b", "att_w", "att_b", "att_v", "s_in", "s_hh", "s_b", "l_hh", "l_b",
@@ -87,14 +87,6 @@ def _grow(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
     out = x.new_zeros(blocks, k, *x.shape[1:])
     out[:, :m] = x.view(blocks, m, *x.shape[1:])
     return out.view(blocks * k, *x.shape[1:])
-
-
-def _keep(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
-    """Block-major rows -> the first k rows of every block."""
-    m = x.shape[0] // blocks
-    if m == k:
-        return x
-    return x.view(blocks, m, *x.shape[1:])[:, :k].reshape(blocks * k, *x.shape[1:])
 
 
 def _addmm(b: torch.Tensor, x: torch.Tensor, w: torch.Tensor, k: int) -> torch.Tensor:
@@ -196,9 +188,9 @@ class Recurrence(torch.autograd.Function):
         running = n0
         for t, k in enumerate(sizes):
             if k != running:
-                q = _keep(q, blocks, parties.pairs[t] // blocks)
-                c = _keep(c, blocks, k) if has_c else None
-                gh_c = _keep(gh_c, blocks, k) if gh_c is not None else None
+                q = keep_rows(q, blocks, parties.pairs[t] // blocks)
+                c = keep_rows(c, blocks, k) if has_c else None
+                gh_c = keep_rows(gh_c, blocks, k) if gh_c is not None else None
                 running = k
             p = parties.steps[t]
             sv: dict = {"q": q}
@@ -260,7 +252,7 @@ class Recurrence(torch.autograd.Function):
         e = torch.zeros(blocks * n0, w["e_hh"].shape[-1], **z)
         out_e, saved_e = [], []
         for t, (k, gi) in enumerate(zip(sizes, gi_e.split(rows))):
-            e = _keep(e, blocks, k)
+            e = keep_rows(e, blocks, k)
             e_new, sv_e = _gru(gi, _mm_b(e, wt["e_hh"], w["e_bhh"]), e)
             saved_e.append((sv_e, e))
             out_e.append(e_new)

@@ -336,7 +336,7 @@ class DialogueRecurrence(nn.Module):
         running = sizes[0]
         for t, k in enumerate(sizes):
             if k != running:  # dialogues ended: keep the first k rows of every block
-                carry = {name: _keep_rows(z, blocks, parties.pairs[t] // blocks if name == "Q"
+                carry = {name: keep_rows(z, blocks, parties.pairs[t] // blocks if name == "Q"
                                           else k) for name, z in carry.items()}
                 running = k
             carry, o = cell(carry, xcs[t], xss[t], xls[t], parties.steps[t])
@@ -446,8 +446,10 @@ def _cat(ts: list[torch.Tensor], dim: int) -> torch.Tensor:
     return ts[0] if len(ts) == 1 else torch.cat(ts, dim=dim)
 
 
-def _keep_rows(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
+def keep_rows(x: torch.Tensor, blocks: int, k: int) -> torch.Tensor:
     """Rows (blocks * m, ...) in block-major order -> the first k rows of every block."""
+    if x.shape[0] == blocks * k:
+        return x
     if blocks == 1:
         return x[:k]
     return x.view(blocks, -1, *x.shape[1:])[:, :k].reshape(blocks * k, *x.shape[1:])
