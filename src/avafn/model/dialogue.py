@@ -1,16 +1,20 @@
 """Dialogue recurrence (eqs. 8-12): context GRU, attentive context (ACM), self-speaker GRU (SSM),
-intra-listener GRU (ILM) and emotion GRU, vectorised over batch, parties and directions.
+intra-listener GRU (ILM) and emotion GRU, vectorised over dialogues, parties and directions.
 
-Rows N of every tensor are dialogues (both directions stacked on this axis, direction-major:
-rows [0, N/2) forward, [N/2, N) the reversed dialogues); party states are a tensor (N, P, D_p);
-speaker/listener updates are masked blends. Only time is looped over. Everything that depends
-only on inputs (u_t, v_t) is projected for all t before the loop.
+Rows N of every tensor are dialogues; with two directions the rows are direction-major blocks
+(the full pass: the step rows of ``avafn.model.layout``, one chunk per step, block 0 forward,
+block 1 the reversed dialogues). Party states are one row per (dialogue, party it has) in the
+full pass (:class:`PairParties`) and a dense (N, P, D_p) tensor in the streaming step
+(:class:`DenseParties`); speaker/listener updates are masked blends. Only time is looped over.
+Everything that depends only on inputs (u_t, v_t) is projected for all t before the loop.
 
 Directions: with n_dir = 2 (bidirectional, untied) every recurrence weight has a leading
 direction axis, W (2, out, in), and is applied with one batched matmul (bmm / baddbmm) over
 the rows viewed as (2, N/2, in). With n_dir = 1 (forward-only, or weights tied between
 directions) the weights are plain (out, in) matrices. Without gradients (inference,
 streaming) on the CPU each GRU update is one ``torch.gru_cell`` call per direction block.
+Training's full pass runs the same equations through :mod:`avafn.model.bptt` (its own
+backward pass).
 """
 
 from __future__ import annotations
@@ -265,8 +269,9 @@ class DialogueRecurrence(nn.Module):
     def project_inputs(
         self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor, fused: dict | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """u (N,T,d_u), v (N,T,d_v), v_ok (N,T) -> gate inputs xc (N,T,3Dg), xs, xl (N,T,3Dp)
-        (None for a removed module). With n_dir = 2 the rows are direction-major."""
+        """The streaming step's gate inputs: u (N,...,d_u), v (N,...,d_v), v_ok (N,...) -> xc
+        (N,...,3Dg), xs, xl (N,...,3Dp) (None for a removed module). With n_dir = 2 the rows
+        are direction-major. The full pass uses :meth:`project_steps`."""
         fused = fused if fused is not None else self.fused()
         if isinstance(fused["u"], list):
             parts = [dir_linear(u, w, b) for w, b in zip(fused["u"], fused["b"])]

@@ -16,6 +16,10 @@ full pass and the streaming step (``AVAFN.step``) run the same code:
   allow (Tq,Tk) bool or None restricts which token a query may see (causal full pass) ->
   u (B,Tq,d) and the attention weights m -> (B,Tq,*) (may be empty). The streaming step calls it
   with Tq = 1 and every token seen so far, allow None; the full pass with Tq = Tk = T.
+- ``encode(feats, valid, layout, causal) -> u`` (optional): the full pass's entry, on the packed
+  rows of the batch's real utterances (:mod:`avafn.model.layout`). The default pads them and
+  calls ``forward`` (the three methods above); ``"cam"`` overrides it to run its per-utterance
+  layers on the packed rows.
 
 The built-in ``"cam"`` is the paper's: every modality m is projected to width d (H_m). With two
 or more modalities the queries of m attend over the keys/values of the *other* modalities'
