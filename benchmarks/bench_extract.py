@@ -14,10 +14,12 @@ face photo moving in the frame), builds random-weight models of the real archite
     (``--layers``) versus one.
 
 Per-stage figures are single-process (decode, faces: one core) or one device (models).
-Example (the target machine: one H100, 16 cores)::
+Example (the target machine: one H100 or H200, 16 cores; 1,024 utterances over 256 generated
+clips, the per-stage figures on 64 of them)::
 
-    python benchmarks/bench_extract.py --clips 256 --workers 15 --device cuda \\
-        --audio-batch-size 64 --video-batch-size 1024
+    python benchmarks/bench_extract.py --clips 256 --stage-clips 64 --reuse-clips 4 \\
+        --workers 15 --device cuda --audio-batch-size 64 --video-batch-size 1024 \\
+        --concurrent-workers 5,10
 """
 
 from __future__ import annotations
