@@ -6,7 +6,8 @@ face photo moving in the frame), builds random-weight models of the real archite
 4 heads) -- speed does not depend on weight values -- and prints one JSON line:
 
     clips/s per stage (decode video, decode audio, face detection, DAN, wav2vec) and end to end
-    (the real job, audio then video, with --workers decoding processes), audio-seconds/s,
+    (the real jobs, audio then video, and both in one job as ``avafn extract audio+video``
+    runs them, with --workers decoding processes), audio-seconds/s,
     faces/s, peak memory (RSS of the main process; CUDA when used), device;
     side by side on the same clips in this process: DAN faces/s and wav2vec2-large audio-s/s
     in fp32 and bf16 (with the cosine between the two precisions' vectors), openSMILE
@@ -285,6 +286,16 @@ def main(argv: list[str] | None = None) -> dict:
             res["end_to_end_audio_s_per_s"] = round(audio_e2e / (t_a + t_v), 1)
             res["end_to_end_missing"] = len(rep_a.missing) + len(rep_v.missing)
             res["meld_13708_clips_minutes"] = round(13708 / (n_e2e / (t_a + t_v)) / 60, 1)
+            # both in one job (`avafn extract audio+video`): one decoding pass, one pool
+            from avafn.extract.combined import CombinedExtractor
+
+            both = CombinedExtractor([Wav2Vec2Extractor(w2v),
+                                      DANFacesExtractor(dan_enc, fps=args.fps)])
+            rep_b, t_b = _timed(run_extraction, corpus, media, tmp / "store_both", both,
+                                workers=args.workers, progress=False)
+            res["combined_clips_per_s"] = round(n_e2e / t_b, 2)
+            res["combined_missing"] = len(rep_b.missing)
+            res["combined_meld_13708_clips_minutes"] = round(13708 / (n_e2e / t_b) / 60, 1)
             if args.concurrent_workers:  # both jobs at once, each into its own store
                 from concurrent.futures import ThreadPoolExecutor
 

@@ -217,6 +217,50 @@ def test_cli_errors_are_one_line(env, tmp_path):
     assert not Path(tmp_path / "s" / "audio").exists()
 
 
+def test_combined_job_writes_what_the_separate_jobs_write(env, tmp_path):
+    """Audio and video in one job (one decoding pool, one pass over the media): both
+    modalities as the separate jobs store them, each with its own missing reasons (a clip
+    without audio keeps its video vector, a clip without a face its audio vector)."""
+    from avafn.extract.combined import CombinedExtractor
+
+    for name, ext in (("audio", _audio(env)), ("video", _video(env))):
+        run_extraction(env["corpus"], env["media"], tmp_path / name, ext, progress=False)
+    both = CombinedExtractor([_audio(env), _video(env)])
+    rep = run_extraction(env["corpus"], env["media"], tmp_path / "both", both, workers=2,
+                         progress=False)
+    assert rep.n_written == len(CASES) and rep.merged
+    for name in ("audio", "video"):
+        _assert_same(_entries(tmp_path / "both", name), _entries(tmp_path / name, name))
+        assert FeatureStore(tmp_path / "both").meta(name) == FeatureStore(tmp_path / name).meta(name)
+    # an utterance counts as missing only when every modality is
+    assert len(rep.missing) == sum(1 for c in CASES if c[1] and c[2])
+    t_a, t_v = (FeatureStore(tmp_path / "both").table(m) for m in ("audio", "video"))
+    uids = [u.uid for u in env["corpus"].utterances()]
+    split = [uid for uid, c in zip(uids, CASES) if bool(c[1]) != bool(c[2])]
+    assert split  # the cases include clips that fail for one modality only
+    for uid in split:
+        assert bool(t_a.present[t_a.row[uid]]) != bool(t_v.present[t_v.row[uid]])
+
+
+def test_cli_audio_and_video_in_one_command(env, tmp_path):
+    from avafn.cli import main
+
+    manifest = write_manifest(env["corpus"], env["media"], tmp_path / "m.csv")
+    base = ["extract", "audio+video", "--dataset", str(manifest), "--store",
+            str(tmp_path / "s"), "--audio-model", str(env["w2v"]), "--video-model",
+            str(env["root"] / "dan.pth"), "--fps", "3", "--crop-size", "64", "--workers", "0",
+            "--audio-batch-size", "4", "--video-batch-size", "8", "--no-progress"]
+    assert main(base) == 0
+    run_extraction(env["corpus"], env["media"], tmp_path / "v", _video(env), progress=False)
+    _assert_same(_entries(tmp_path / "s", "video"), _entries(tmp_path / "v", "video"))
+    assert FeatureStore(tmp_path / "s").meta("audio")["width"] == 32
+    # another audio extractor's option is refused, naming it
+    assert main(base[:-1] + ["--feature-set", "ComParE_2016", "--no-progress"]) == 1
+    # the video extractor's model is required, as with `avafn extract video`
+    assert main([a for a in base if a not in ("--video-model", str(env["root"] / "dan.pth"))]
+                ) == 1
+
+
 def test_decoding_workers_do_not_import_torch(env):
     """What a spawned worker imports (the job module, the loaders) stays light: torch would
     cost each decoding process ~0.6 GB."""
@@ -226,7 +270,11 @@ def test_decoding_workers_do_not_import_torch(env):
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     import pickle
 
-    for payload in (pickle.dumps(loader), pickle.dumps(_audio(env).loader(workers=2))):
+    from avafn.extract.combined import CombinedExtractor
+
+    both = CombinedExtractor([_audio(env), ext]).loader(workers=2)
+    for payload in (pickle.dumps(loader), pickle.dumps(_audio(env).loader(workers=2)),
+                    pickle.dumps(both)):
         out = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True,
                              check=True, timeout=120)
         assert out.stdout.decode().split() == ["False", "False"]

@@ -24,7 +24,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 #: one utterance's outcome: vector (None = missing; a dict modality -> vector for extractors
-#: with several outputs), count (samples, frames with a face, tokens...), reason when missing
+#: with several outputs, or modality -> (vector | None, count, reason) when they differ per
+#: modality, as in a combined job), count (samples, frames with a face, tokens...), reason
+#: when missing
 Result = tuple["np.ndarray | dict[str, np.ndarray] | None", int, str]
 
 #: ``--precision`` choices: float32, or bfloat16 autocast of the network's forward

@@ -297,13 +297,18 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
 
             def put(uid: str, res: Result) -> None:
                 vec, count, reason = res
+                present, why = False, reason
                 for m, w in writers.items():
+                    v, c, r = (vec.get(m) if isinstance(vec, dict) else vec), count, reason
+                    if isinstance(v, tuple):  # per modality (vector | None, count, reason)
+                        v, c, r = v
+                    present = present or v is not None
+                    why = why or r
                     if uid not in done_in[m]:
-                        v = vec.get(m) if isinstance(vec, dict) else vec
-                        w.add(uid, v, count=count, reason=reason)
+                        w.add(uid, v, count=c, reason=r)
                 report.n_written += 1
-                if vec is None:
-                    report.missing.append((uid, reason))
+                if not present:
+                    report.missing.append((uid, why))
                 else:
                     report.n_present += 1
                 bar.update(1)
@@ -348,6 +353,8 @@ def outputs_of(extractor: Any) -> dict[str, dict]:
 
 
 def _device(extractor: Any) -> str:
+    if hasattr(extractor, "parts"):  # a combined job: its parts share the command's device
+        return _device(extractor.parts[0])
     return str(getattr(getattr(extractor, "encoder", None), "device", "cpu"))
 
 

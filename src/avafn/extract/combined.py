@@ -1,0 +1,83 @@
+"""Several media extractors in one extraction job (``avafn extract audio+video``).
+
+Each clip goes to one decoding process, which runs every part's loader on it (the audio
+decoding and the frames + faces of the same clip); the main process then runs every part's
+``process`` on the unit. So the media are read by one pool of workers in one pass, and the GPU
+models of the parts alternate on the same units, instead of two jobs each starting its own
+workers and reading every clip again. Every part writes its own modalities with its own
+metadata, exactly what the part writes alone; a clip that fails for one part (no audio
+stream, no face) is missing there only, with that part's reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .base import Result
+from .media import MediaError
+
+#: one part's payload of one clip: (payload, "") or (None, reason)
+PartPayload = tuple[Any, str]
+
+
+def load_parts(loaders: tuple[Callable, ...], path: str, start: float | None,
+               end: float | None) -> list[PartPayload]:
+    """Every part's loader on one clip (in a decoding process); a part's failure is its reason,
+    never the whole clip's (the job records it for that part's modalities only)."""
+    out: list[PartPayload] = []
+    for load in loaders:
+        try:
+            out.append((load(path, start, end), ""))
+        except MediaError as e:
+            out.append((None, e.reason))
+        except Exception as e:  # noqa: BLE001 - as the job does for a single extractor
+            out.append((None, f"{type(e).__name__}: {e}"[:300]))
+    return out
+
+
+class CombinedExtractor:
+    """The parts' outputs from one job: ``outputs()`` is the union of theirs (distinct
+    modality names), ``process`` returns per modality ``(vector | None, count, reason)``."""
+
+    input = "media"
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        from .job import outputs_of
+        from .registry import ExtractorError
+
+        if len(parts) < 2:
+            raise ExtractorError("a combined extraction needs at least two extractors")
+        outs: dict[str, dict] = {}
+        for part in parts:
+            if getattr(part, "input", "media") != "media":
+                raise ExtractorError(f"extractor {getattr(part, 'name', part)!r} does not read "
+                                     "media; only media extractors can share a job")
+            for m, meta in outputs_of(part).items():
+                if m in outs:
+                    raise ExtractorError(f"two extractors would write modality {m!r}")
+                outs[m] = meta
+        self.parts = list(parts)
+        self._outputs = outs
+        self._names = [list(outputs_of(p)) for p in self.parts]
+        self.unit_size = min(int(getattr(p, "unit_size", 32)) for p in self.parts)
+        self.modality = "+".join(outs)
+
+    def outputs(self) -> dict[str, dict]:
+        return dict(self._outputs)
+
+    def loader(self, workers: int) -> Callable:
+        return functools.partial(load_parts, tuple(p.loader(workers) for p in self.parts))
+
+    def process(self, payloads: list[list[PartPayload]]) -> list[Result]:
+        per_clip: list[dict[str, tuple]] = [{} for _ in payloads]
+        for k, (part, names) in enumerate(zip(self.parts, self._names)):
+            ok = [i for i, clip in enumerate(payloads) if not clip[k][1]]
+            done = dict(zip(ok, part.process([payloads[i][k][0] for i in ok]))) if ok else {}
+            for i, clip in enumerate(payloads):
+                vec, count, reason = done.get(i, (None, 0, clip[k][1]))
+                for m in names:
+                    v = vec.get(m) if isinstance(vec, dict) else vec
+                    per_clip[i][m] = (v, count, reason)
+        return [(vecs, 0, "") for vecs in per_clip]
