@@ -16,7 +16,8 @@ The extractor is any registered one (:mod:`avafn.extract.registry`; interface in
 - **Outputs.** An extractor may write several modalities at once (``outputs()``, e.g. three
   wav2vec 2.0 layers from one forward pass); an utterance is done when every output has it.
 - **Decoding** runs in ``workers`` processes (spawned; 0 = in this process) with at most
-  ``workers * prefetch`` clips in flight, so memory is bounded whatever the corpus size.
+  ``max(workers * prefetch, unit size)`` clips in flight, so memory is bounded whatever the
+  corpus size, and the workers decode the next unit while the models run on the current one.
 - **Inference** runs in the main process on pools of decoded clips (batched across clips).
 - **Failures** (unreadable, truncated, empty, audio-less or face-less clips, no media file)
   are stored as missing with the reason, counted and listed in the report; the job goes on.
@@ -188,9 +189,10 @@ def _call(loader: Callable, task: Task) -> tuple[str, Any, str]:
 CRASHED = "decoder process crashed"
 
 
-def _results(loader: Callable, tasks: list[Task], workers: int, prefetch: int
-             ) -> Iterator[tuple[str, Any, str]]:
-    """Decoded tasks in order; at most ``workers * prefetch`` in flight.
+def _results(loader: Callable, tasks: list[Task], workers: int, prefetch: int,
+             in_flight: int | None = None) -> Iterator[tuple[str, Any, str]]:
+    """Decoded tasks in order; at most ``in_flight`` (default ``workers * prefetch``) in
+    flight.
 
     A clip that kills its worker process (a crash inside FFmpeg, the OOM killer) breaks the
     pool: the tasks that were in flight are then retried one by one, each in a process of its
@@ -200,13 +202,14 @@ def _results(loader: Callable, tasks: list[Task], workers: int, prefetch: int
         for t in tasks:
             yield _call(loader, t)
         return
+    limit = in_flight if in_flight is not None else workers * prefetch
     queue: deque[Task] = deque(tasks)
     while queue:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
             pending: deque = deque()  # (task, future)
             try:
                 while queue or pending:
-                    while queue and len(pending) < workers * prefetch:
+                    while queue and len(pending) < limit:
                         t = queue.popleft()
                         pending.append((t, ex.submit(_call, loader, t)))
                     t, fut = pending[0]
@@ -287,8 +290,10 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     if getattr(extractor, "input", "media") == "text":
         results: Iterator[tuple[str, Any, str]] = _text_results(flat)
     else:
+        # at least a unit in flight: the workers decode the next unit while this process runs
+        # the models on the current one (with fewer, they idle once their few clips are done)
         results = _results(extractor.loader(workers), _tasks(corpus, media_root, flat, segments),
-                           workers, prefetch)
+                           workers, prefetch, in_flight=max(workers * prefetch, size))
     try:
         with contextlib.ExitStack() as stack:
             writers = {m: stack.enter_context(store.writer(m, tag=f"r{rank:03d}",
