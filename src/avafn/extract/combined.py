@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import Result
-from .media import MediaError
+from .job import _call, outputs_of
 
 #: one part's payload of one clip: (payload, "") or (None, reason)
 PartPayload = tuple[Any, str]
@@ -24,17 +24,10 @@ PartPayload = tuple[Any, str]
 
 def load_parts(loaders: tuple[Callable, ...], path: str, start: float | None,
                end: float | None) -> list[PartPayload]:
-    """Every part's loader on one clip (in a decoding process); a part's failure is its reason,
-    never the whole clip's (the job records it for that part's modalities only)."""
-    out: list[PartPayload] = []
-    for load in loaders:
-        try:
-            out.append((load(path, start, end), ""))
-        except MediaError as e:
-            out.append((None, e.reason))
-        except Exception as e:  # noqa: BLE001 - as the job does for a single extractor
-            out.append((None, f"{type(e).__name__}: {e}"[:300]))
-    return out
+    """Every part's loader on one clip (in a decoding process); a part's failure is its reason
+    (the job's own rule, ``_call``), never the whole clip's: the job records it for that part's
+    modalities only."""
+    return [_call(load, ("", path, start, end))[1:] for load in loaders]
 
 
 class CombinedExtractor:
@@ -44,7 +37,6 @@ class CombinedExtractor:
     input = "media"
 
     def __init__(self, parts: Sequence[Any]) -> None:
-        from .job import outputs_of
         from .registry import ExtractorError
 
         if len(parts) < 2:

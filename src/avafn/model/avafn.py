@@ -372,8 +372,7 @@ class AVAFN(nn.Module):
         kvalid = {m: torch.cat([state["key_valid"][m], present[m]], 1) for m in kn}
         u, _ = fu.fuse(h, present, keys, values, kvalid, None)
         rnn, lm = self.rnn, cfg.listener
-        fused = rnn.fused(concat=False)  # the parameters themselves: nothing copied, no cache
-        xc, xs, xl = rnn.project_inputs(u[:, 0], x[lm][:, 0], present[lm][:, 0], fused)
+        xc, xs, xl = rnn.project_inputs(u[:, 0], x[lm][:, 0], present[lm][:, 0])
         spk = nn.functional.one_hot(speaker_t.long(), cfg.n_parties).to(u.dtype)
         seen = torch.maximum(state["seen"], spk)
         lis = seen - spk  # seen * (1 - spk) for 0/1 values

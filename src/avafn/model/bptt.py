@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .dialogue import PartySteps, keep_rows
+from .dialogue import PartySteps, gru_gates, keep_rows
 
 # weights in the order the function takes them (None: removed by an ablation)
 WEIGHTS = ("c_in", "c_hh", "c_b", "att_w", "att_b", "att_v", "s_in", "s_hh", "s_b", "l_hh", "l_b",
@@ -56,17 +56,8 @@ def _mm_t(g: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.bmm(g.view(d, -1, g.shape[-1]), w).view(-1, w.shape[2])
 
 
-def _gru(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
-    """GRU update from both gates' pre-activations (PyTorch's gate order r, z, n) -> (h', saved)."""
-    k = h.shape[-1]
-    rz = torch.sigmoid(gi[:, : 2 * k] + gh[:, : 2 * k])
-    gh_n = gh[:, 2 * k:]
-    n = torch.tanh(torch.addcmul(gi[:, 2 * k:], rz[:, :k], gh_n))
-    return torch.lerp(n, h, rz[:, k:]), (rz, n, gh_n)
-
-
 def _gru_back(dh: torch.Tensor, saved, h: torch.Tensor):
-    """Gradients of _gru: -> (d gi, d gh, the direct part of d h)."""
+    """Gradients of dialogue.gru_gates: -> (d gi, d gh, the direct part of d h)."""
     rz, n, gh_n = saved
     k = h.shape[-1]
     dh_z = dh * rz[:, k:]
@@ -104,16 +95,6 @@ def _by_block(fn, x: torch.Tensor, layout, untied: bool) -> torch.Tensor:
     for rows, part in zip(layout.block_rows, parts):
         out.index_copy_(0, rows, part)
     return out
-
-
-def _weight_by_block(g: torch.Tensor, x: torch.Tensor, layout, untied: bool):
-    """Gradients of w and b in g = x @ w^T + b, per block: (g^T x, sum g)."""
-    if not untied:
-        return g.t() @ x, g.sum(0)
-    gs = [g.index_select(0, rows) for rows in layout.block_rows]
-    xs = [x.index_select(0, rows) for rows in layout.block_rows]
-    return (torch.stack([a.t() @ b for a, b in zip(gs, xs)]),
-            torch.stack([a.sum(0) for a in gs]))
 
 
 class _Grads:
@@ -205,7 +186,7 @@ class Recurrence(torch.autograd.Function):
                     gi = xcs[t] + _mm(qp, wt["c_in"])
                 if gh_c is None:
                     gh_c = _mm_b(c, wt["c_hh"], w["c_b"])
-                c_new, sv["gc"] = _gru(gi, gh_c, c)
+                c_new, sv["gc"] = gru_gates(gi, gh_c, c)
                 sv["c"] = c
                 gh_c = None
             ac = None
@@ -227,12 +208,12 @@ class Recurrence(torch.autograd.Function):
                 gi = xss[t] if ac is None else xss[t] + _mm(ac, wt["s_in"])
                 if gh_s is None:
                     gh_s = _mm_b(qp, wt["s_hh"], w["s_b"])
-                q_spk, sv["gs"] = _gru(gi, gh_s, qp)
+                q_spk, sv["gs"] = gru_gates(gi, gh_s, qp)
             else:
                 q_spk = qp
             q_new = torch.addcmul(q, p.spk, q_spk.index_select(0, p.row) - q)
             if has_l:
-                q_lis, sv["gl"] = _gru(xls[t].index_select(0, p.row),
+                q_lis, sv["gl"] = gru_gates(xls[t].index_select(0, p.row),
                                        _mm_b(q, wt["l_hh"], w["l_b"]), q)
                 q_new = torch.addcmul(q_new, p.lis, q_lis - q)
             q_l = q.new_zeros(rows[t], d_p).index_add_(0, p.row, q_new * p.lis_w)
@@ -253,7 +234,7 @@ class Recurrence(torch.autograd.Function):
         out_e, saved_e = [], []
         for t, (k, gi) in enumerate(zip(sizes, gi_e.split(rows))):
             e = keep_rows(e, blocks, k)
-            e_new, sv_e = _gru(gi, _mm_b(e, wt["e_hh"], w["e_bhh"]), e)
+            e_new, sv_e = gru_gates(gi, _mm_b(e, wt["e_hh"], w["e_bhh"]), e)
             saved_e.append((sv_e, e))
             out_e.append(e_new)
             e = e_new
@@ -269,19 +250,19 @@ class Recurrence(torch.autograd.Function):
         # eq. 12 first: its inputs are the recurrence's outputs
         g_e = g_e.split(rows)
         grads = _Grads()
-        dgi_e, de = [], None
+        dgi_e, de, x_e = [], None, ctx.x_e.split(rows)
         for t in range(len(sizes) - 1, -1, -1):
             sv_e, e = ctx.saved_e[t]
             de = g_e[t] if de is None else _grow(de, blocks, sizes[t]) + g_e[t]
             dgi, dgh, dh = _gru_back(de, sv_e, e)
             de = dh + _mm_t(dgh, w["e_hh"])
             grads.add("e_hh", dgh, e)
+            grads.add("e_ih", dgi, x_e[t])
             dgi_e.append(dgi)
         dgi_e = torch.cat(dgi_e[::-1])
         untied_e = w["e_ih"].dim() == 3
         dx_e = _by_block(lambda g, k: g @ (w["e_ih"][k] if untied_e else w["e_ih"]), dgi_e, lay,
                          untied_e)
-        e_ih_grads = _weight_by_block(dgi_e, ctx.x_e, lay, untied_e)
         if has_c:
             g_cs, g_ss, g_ls = dx_e.split([d_c, d_p, d_p], 1)
         else:
@@ -367,7 +348,7 @@ class Recurrence(torch.autograd.Function):
                  "s_b": grads.bias("s_hh", w["s_b"]) if has_s else None,
                  "l_hh": grads.weight("l", w["l_hh"]) if has_l else None,
                  "l_b": grads.bias("l", w["l_b"]) if has_l else None,
-                 "e_ih": e_ih_grads[0], "e_bih": e_ih_grads[1],
+                 "e_ih": grads.weight("e_ih", w["e_ih"]), "e_bih": grads.bias("e_ih", w["e_bih"]),
                  "e_hh": grads.weight("e_hh", w["e_hh"]), "e_bhh": grads.bias("e_hh", w["e_bhh"])}
         return (*out, *(table[name] for name in WEIGHTS))
 

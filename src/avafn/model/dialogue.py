@@ -63,15 +63,23 @@ def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.T
                       for k in range(d)])
 
 
-def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """GRU cell from both gates' pre-activations (..,3H) and h (..,H) (PyTorch's convention)."""
-    i_rz, i_n = gi.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
-    h_rz, h_n = gh.split([2 * h.shape[-1], h.shape[-1]], dim=-1)
-    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, dim=-1)
-    n = torch.tanh(torch.addcmul(i_n, r, h_n))
+def gru_gates(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor):
+    """GRU update from both gates' pre-activations (..,3H) and h (..,H) (PyTorch's gate order r,
+    z, n; gi may broadcast over gh's leading axes) -> (h', (rz, n, gh_n)), the activations a
+    backward pass needs (:mod:`avafn.model.bptt`)."""
+    k = h.shape[-1]
+    rz = torch.sigmoid(gi[..., : 2 * k] + gh[..., : 2 * k])
+    gh_n = gh[..., 2 * k:]
+    n = torch.tanh(torch.addcmul(gi[..., 2 * k:], rz[..., :k], gh_n))
+    z = rz[..., k:]
     if n.dtype != h.dtype:  # autocast: gates in low precision, the state as it was
-        return n + z * (h - n)
-    return torch.lerp(n, h, z)  # = (1 - z) * n + z * h
+        return n + z * (h - n), (rz, n, gh_n)
+    return torch.lerp(n, h, z), (rz, n, gh_n)  # = (1 - z) * n + z * h
+
+
+def _gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """GRU cell from both gates' pre-activations: the new state only."""
+    return gru_gates(gi, gh, h)[0]
 
 
 def add_dir(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -253,31 +261,15 @@ class DialogueRecurrence(nn.Module):
         return ([self.gru_c] if self.has_context else []) + (
             [self.gru_s] if self.has_ssm else []) + ([self.gru_l] if self.has_ilm else [])
 
-    def fused(self, concat: bool = True) -> dict:
-        """The weights applied to u_t: W, b of every u_t-side gate input (GRU_C, GRU_S, GRU_L),
-        read from the live parameters on every call (never cached, so any change to a weight
-        is seen). concat: one concatenated matrix (one matmul for a whole sequence; a copy of
-        the weights per call), else lists of the parameters themselves (one matmul each, no
-        copy: the streaming step)."""
-        grus = self._u_grus()
-        w, b = [g.w_in[0] for g in grus], [g.b_ih for g in grus]
-        if not concat:
-            return {"u": w, "b": b}
-        return {"u": _cat(w, -2), "b": _cat(b, -1)}
-
     # ---- inputs projected for all time steps at once -------------------------------------
-    def project_inputs(
-        self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor, fused: dict | None = None
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def project_inputs(self, u: torch.Tensor, v: torch.Tensor, v_ok: torch.Tensor
+                       ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The streaming step's gate inputs: u (N,...,d_u), v (N,...,d_v), v_ok (N,...) -> xc
         (N,...,3Dg), xs, xl (N,...,3Dp) (None for a removed module). With n_dir = 2 the rows
-        are direction-major. The full pass uses :meth:`project_steps`."""
-        fused = fused if fused is not None else self.fused()
-        if isinstance(fused["u"], list):
-            parts = [dir_linear(u, w, b) for w, b in zip(fused["u"], fused["b"])]
-        else:  # one (batched) matmul for every u_t side
-            x = dir_linear(u, fused["u"], fused["b"])
-            parts = list(x.split([g.gates for g in self._u_grus()], dim=-1))
+        are direction-major. Each weight is applied as it is (one matmul per GRU, no copy;
+        nothing derived from the weights is kept, so any change to one is seen). The full pass
+        uses :meth:`project_steps`."""
+        parts = [dir_linear(u, g.w_in[0], g.b_ih) for g in self._u_grus()]
         xc = parts.pop(0) if self.has_context else None
         xs = parts.pop(0) if self.has_ssm else None
         xl = None
@@ -328,8 +320,8 @@ class DialogueRecurrence(nn.Module):
         only the parties each dialogue has; a finished dialogue's state leaves the carry."""
         blocks, sizes = layout.blocks, layout.batch_sizes
         dtype = parties.steps[0].spk.dtype
-        carry = self.init_carry(blocks * sizes[0], 0, parties.steps[0].spk.device, dtype)
-        carry["Q"] = carry["Q"].new_zeros(parties.pairs[0], self.d_party)
+        carry = self.init_carry(blocks * sizes[0], parties.n_parties,
+                                parties.steps[0].spk.device, dtype, party_rows=parties.pairs[0])
         cell = cell or self.cell
         rows = [blocks * k for k in sizes]
 
@@ -374,11 +366,14 @@ class DialogueRecurrence(nn.Module):
         return dir_linear(torch.tanh(dir_linear(c, self.att_w.weight, self.att_w.bias)),
                           self.att_v.weight).squeeze(-1)
 
-    def init_carry(self, n: int, n_parties: int, device, dtype) -> dict[str, torch.Tensor]:
-        """Zero recurrent state for n rows: Q (n,P,Dp); C (n,Dg) with GRU_C; the online-softmax
-        sums of the ACM with the attention."""
+    def init_carry(self, n: int, n_parties: int, device, dtype,
+                   party_rows: int | None = None) -> dict[str, torch.Tensor]:
+        """Zero recurrent state for n rows: Q (n,P,Dp), or (party_rows,Dp) with one row per
+        (dialogue, party) (PairParties); C (n,Dg) with GRU_C; the online-softmax sums of the
+        ACM with the attention."""
         z = {"device": device, "dtype": dtype}
-        out = {"Q": torch.zeros(n, n_parties, self.d_party, **z)}
+        q_shape = (n, n_parties) if party_rows is None else (party_rows,)
+        out = {"Q": torch.zeros(*q_shape, self.d_party, **z)}
         if self.has_context:
             out["C"] = torch.zeros(n, self.d_context, **z)
         if self.has_att:

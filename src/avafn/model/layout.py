@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .dialogue import PairParties, PartySteps
+from .dialogue import PairParties, PartySteps, listener_weights
 
 
 class Layout:
@@ -30,7 +30,6 @@ class Layout:
         self.flat = mask.reshape(-1).nonzero().squeeze(1)  # packed row -> b * T + t
         self.n = int(self.flat.numel())
         lengths = mask.sum(1)
-        self.lengths = lengths
         start = torch.cumsum(lengths, 0) - lengths  # packed row of each dialogue's first utterance
         order = torch.argsort(lengths, descending=True, stable=True)
         len_s = lengths[order]
@@ -99,7 +98,7 @@ class Layout:
         has = (spk.amax(1) > 0)[:, None, :].expand(b, t, p)  # the dialogue's parties
         has_s = self.padded_to_steps(has)  # (S,P)
         spk_s, lis_s = self.padded_to_steps(spk), self.padded_to_steps(lis)
-        lis_w_s = lis_s / lis_s.sum(-1, keepdim=True).clamp_min(1.0)
+        lis_w_s = listener_weights(lis_s)
         rows = [self.blocks * k for k in self.batch_sizes]
         dev = spk.device
         step_of_row = torch.repeat_interleave(torch.arange(len(rows), device=dev),
