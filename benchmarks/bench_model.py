@@ -115,29 +115,38 @@ def avafn_epoch(model, opt, batches, device, train: bool) -> float:
 def stream_step_ms(cfg: AVAFNConfig, device: str, speakers, dims, n_dialogues: int = 8,
                    repeats: int = 5) -> dict[str, float]:
     """Milliseconds per step, batch 1, over the longest dialogues (the CAM history grows with
-    t), after one untimed pass: median, p95, min wall time and median thread-CPU time."""
+    t), after one untimed pass: median, p95, min wall time and median thread-CPU time of the
+    streaming session's step (``AVAFN.frozen_step``), and the same of ``AVAFN.step`` (keys
+    ``general_*``), the two alternating dialogue by dialogue in this process."""
     model = AVAFN(AVAFNConfig(**{**cfg.to_dict(), "bidirectional": False})).to(device).eval()
+    steps = {"": model.frozen_step(), "general_": model.step}
     g = torch.Generator().manual_seed(1)
     seqs = sorted(speakers, key=len)[-n_dialogues:]
     inputs = [[({m: torch.randn(1, d, generator=g).to(device) for m, d in dims.items()},
                 torch.tensor([s], device=device)) for s in seq] for seq in seqs]
-    times, cpu = [], []
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}
     with torch.inference_mode():
         for r in range(repeats + 1):
             for seq in inputs:
-                state = model.init_state(1, device)
-                for x, s in seq:
-                    sync(device)
-                    t0, c0 = time.perf_counter(), time.thread_time()
-                    _, state, _ = model.step(state, x, None, s)
-                    sync(device)
-                    if r:
-                        times.append(time.perf_counter() - t0)
-                        cpu.append(time.thread_time() - c0)
-    times.sort()
-    return {"median": round(1000 * statistics.median(times), 3),
-            "p95": round(1000 * times[int(0.95 * (len(times) - 1))], 3),
-            "min": round(1000 * times[0], 3), "cpu": round(1000 * statistics.median(cpu), 3)}
+                for key, step in steps.items():
+                    state = model.init_state(1, device)
+                    for x, s in seq:
+                        sync(device)
+                        t0, c0 = time.perf_counter(), time.thread_time()
+                        _, state, _ = step(state, x, None, s)
+                        sync(device)
+                        if r:
+                            times[key].append(time.perf_counter() - t0)
+                            cpu[key].append(time.thread_time() - c0)
+    out = {}
+    for key, ts in times.items():
+        ts.sort()
+        out.update({f"{key}median": round(1000 * statistics.median(ts), 3),
+                    f"{key}p95": round(1000 * ts[int(0.95 * (len(ts) - 1))], 3),
+                    f"{key}min": round(1000 * ts[0], 3),
+                    f"{key}cpu": round(1000 * statistics.median(cpu[key]), 3)})
+    return out
 
 
 def _spin(stop) -> None:  # keeps one core busy

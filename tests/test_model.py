@@ -168,6 +168,77 @@ def test_causal_and_step_equals_full_pass(mods):
                                    full["context_attention"][:, t, :t], atol=1e-5, rtol=1e-4)
 
 
+FROZEN_CASES = [{}, *({a: True} for a in ABLATIONS), {"fusion_weights": "per_utterance"},
+                {"modalities": ("audio", "video", "text")}, {"modalities": ("text",)},
+                {"listener_modality": "audio"}]
+
+
+@pytest.mark.parametrize("kw", FROZEN_CASES, ids=lambda kw: ",".join(map(str, kw)) or "full")
+def test_frozen_step_equals_step(kw):
+    """The streaming session's step (merged, pre-transposed weights) computes what step()
+    computes, state included, in float64 to rounding; a missing modality hands the utterance
+    and every later one to step(), and the two stay equal; rows of a batch are independent."""
+    cfg = small_cfg(bidirectional=False, **kw)
+    model = model_of(cfg, dtype=torch.float64)
+    with torch.no_grad():  # weights away from their initial values (zeros, ones)
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    frozen = model.frozen_step()
+    feats, present, speaker, _mask = make_batch(cfg, lengths=(8, 8, 8), dtype=torch.float64)
+    present = {m: torch.ones_like(v) for m, v in present.items()}
+    present[cfg.modalities[-1]][1, 5] = False  # dialogue 1, utterance 5: one modality missing
+    s_ref, s_fast = model.init_state(3, dtype=torch.float64), model.init_state(3,
+                                                                                dtype=torch.float64)
+    with torch.no_grad():
+        for t in range(8):
+            ft = {m: x[:, t] for m, x in feats.items()}
+            pt = {m: x[:, t] for m, x in present.items()}
+            ref = model.step(s_ref, ft, pt, speaker[:, t])
+            fast = frozen(s_fast, ft, pt, speaker[:, t])
+            (l_ref, s_ref, i_ref), (l_fast, s_fast, i_fast) = ref, fast
+            torch.testing.assert_close(l_fast, l_ref, atol=1e-12, rtol=1e-10)
+            torch.testing.assert_close(i_fast, i_ref, atol=1e-12, rtol=1e-10)
+            torch.testing.assert_close(s_fast, s_ref, atol=1e-12, rtol=1e-10)
+            assert s_fast["complete"] is (t < 5)
+    # the first utterances alone: dialogue 0's logits do not depend on the other rows
+    with torch.no_grad():
+        st = model.init_state(1, dtype=torch.float64)
+        for t in range(3):
+            one, st, _ = frozen(st, {m: x[:1, t] for m, x in feats.items()}, None, speaker[:1, t])
+    s_all = model.init_state(3, dtype=torch.float64)
+    with torch.no_grad():
+        for t in range(3):
+            many, s_all, _ = frozen(s_all, {m: x[:, t] for m, x in feats.items()}, None,
+                                    speaker[:, t])
+    torch.testing.assert_close(one[0], many[0], atol=1e-12, rtol=1e-10)
+
+
+def test_frozen_step_is_a_snapshot_and_hands_training_to_step():
+    cfg = small_cfg(bidirectional=False)
+    model = model_of(cfg)
+    feats, _present, speaker, _mask = make_batch(cfg, lengths=(4, 4))
+    ft = {m: x[:, 0] for m, x in feats.items()}
+    frozen = model.frozen_step()
+    with torch.no_grad():
+        before, _, _ = frozen(model.init_state(2), ft, None, speaker[:, 0])
+        for p in model.parameters():
+            p.add_(0.3)
+        stale, _, _ = frozen(model.init_state(2), ft, None, speaker[:, 0])
+        live, _, _ = model.step(model.init_state(2), ft, None, speaker[:, 0])
+        fresh, _, _ = model.frozen_step()(model.init_state(2), ft, None, speaker[:, 0])
+    torch.testing.assert_close(stale, before)  # the weights as they were when it was made
+    assert not torch.allclose(live, before, atol=1e-4)
+    torch.testing.assert_close(fresh, live, atol=1e-6, rtol=1e-5)
+    # with gradients (or in training mode) it is step() on the live weights
+    logits, _, _ = frozen(model.init_state(2), ft, None, speaker[:, 0])
+    assert logits.requires_grad
+    torch.testing.assert_close(logits.detach(), live, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        frozen(model.init_state(2), ft, None, torch.tensor([0, 9]))
+    with pytest.raises(ValueError, match="forward-only"):
+        model_of(small_cfg(bidirectional=True)).frozen_step()
+
+
 def test_streaming_requires_forward_only():
     model = model_of(small_cfg(bidirectional=True))
     with pytest.raises(ValueError, match="bidirectional"):

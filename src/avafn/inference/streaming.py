@@ -123,6 +123,9 @@ class Streamer:
             check_streamable({"bidirectional": cfg.bidirectional},
                              f"model {i}" if self.run_dir is None else f"run {self.run_dir}")
         self.models = [m.to(self.device).eval() for m in models]
+        # each model's step on a snapshot of its weights (merged, pre-transposed products)
+        self._steps = [m.frozen_step() if hasattr(m, "frozen_step") else m.step
+                       for m in self.models]
         cfg0 = self.models[0].cfg
         self.modalities: tuple[str, ...] = tuple(cfg0.modalities)
         self.widths: dict[str, int] = {m: int(cfg0.input_dims[m]) for m in self.modalities}
@@ -216,8 +219,8 @@ class Streamer:
         t1 = time.perf_counter()
         probs, attn = [], []
         new_states = []
-        for model, state in zip(self.models, self.states):
-            _, st, info = model.step(state, x, p, spk)
+        for step, state in zip(self._steps, self.states):
+            _, st, info = step(state, x, p, spk)
             new_states.append(st)
             probs.append(info["probs"][0].float())
             attn.append(info["context_attention"][0].float())

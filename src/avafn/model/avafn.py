@@ -5,6 +5,7 @@ Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -310,6 +311,7 @@ class AVAFN(nn.Module):
         st["key_valid"] = {m: torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
                            for m in st["keys"]}
         st["present"] = torch.ones(batch_size, 1, dtype=torch.bool, device=device)  # constant
+        st["complete"] = True  # every modality present at every utterance so far
         return st
 
     def step(
@@ -322,6 +324,14 @@ class AVAFN(nn.Module):
         """One utterance per dialogue: feats_t m->(B,D_m), present_t m->(B,), speaker_t (B,) ->
         (logits (B,C), new state, {"context_attention": (B,t) over earlier utterances,
         "probs": (B,C)}). The input state is not modified."""
+        f3, present, ok, t_idx = self._step_inputs(state, feats_t, present_t, speaker_t)
+        return self._step(state, f3, present, ok, speaker_t, t_idx)
+
+    def _step_inputs(self, state: dict[str, Any], feats_t: dict[str, torch.Tensor],
+                     present_t: dict[str, torch.Tensor] | None, speaker_t: torch.Tensor
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], bool, int]:
+        """The step's validation -> (feats m->(B,1,D_m), present m->(B,1), ok: every modality
+        present and finite with the right width and every speaker in range, t)."""
         cfg = self.cfg
         if cfg.bidirectional:
             raise ValueError("streaming needs a forward-only model (bidirectional=False)")
@@ -346,8 +356,10 @@ class AVAFN(nn.Module):
                 if tuple(pm.shape) != (b_sz,):
                     raise ValueError(f"present_t[{m!r}] must have shape ({b_sz},)")
                 p3[m] = pm.unsqueeze(1)
+            # a finite sum means every value is finite (a sum that overflows sends the
+            # utterance to the full check, which finds the values finite)
             ok = ok and x.shape[1] == cfg.input_dims[m] and (pm is None or (
-                pm.dtype == torch.bool and bool(pm.all()))) and bool(torch.isfinite(x).all())
+                pm.dtype == torch.bool and bool(pm.all()))) and math.isfinite(x.sum())
         if ok:
             spk_l = speaker_t.tolist()
             ok = not spk_l or (min(spk_l) >= 0 and max(spk_l) < cfg.n_parties)
@@ -359,6 +371,12 @@ class AVAFN(nn.Module):
                 present = self._check(f3, p3, speaker_t.unsqueeze(1), mask)
             except ValueError as err:  # the message names dialogue b; fix the utterance
                 raise ValueError(str(err).replace("utterance 0", f"utterance {t_idx}")) from None
+        return f3, present, ok, t_idx
+
+    def _step(self, state: dict[str, Any], f3: dict[str, torch.Tensor],
+              present: dict[str, torch.Tensor], ok: bool, speaker_t: torch.Tensor, t_idx: int
+              ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
+        cfg = self.cfg
         # eqs. 1-7 with the keys/values of the earlier utterances (causal CAM)
         fu, train = self.fusion, self.training
         x = {}
@@ -380,17 +398,68 @@ class AVAFN(nn.Module):
         carry, o = rnn.cell(carry, xc, xs, xl, DenseParties(spk, lis, listener_weights(lis)))
         e = rnn.emotion_step(state["E"], o.get("C"), o["q_s"], o["q_l"])
         logits = self.classifier(self.drop(e) if train else e)
-        if "score" in o and t_idx > 0:
-            att = torch.softmax(state["scores"], -1)
-        else:  # no attention (ablated), or nothing to attend to yet
-            att = state["scores"]  # (B,t) zeros: the scores of a model without attention
-        score = o["score"] if "score" in o else e.new_zeros(b_sz, 1)
-        scores = torch.cat([state["scores"], score], 1)
+        att, scores = _attention(state["scores"], o.get("score"))
+        complete = state.get("complete", False) and (ok or all(bool(p.all())
+                                                               for p in present.values()))
         new = dict(carry, E=e, seen=seen, scores=scores, keys=keys, values=values,
-                   key_valid=kvalid, present=state["present"])
+                   key_valid=kvalid, present=state["present"], complete=complete)
         return logits, new, {"context_attention": att, "probs": torch.softmax(logits, -1)}
+
+    def frozen_step(self) -> FrozenStep:
+        """:meth:`step` on a snapshot of the weights taken now (merged and pre-transposed
+        copies: fewer, faster matrix products; the streaming session uses it). Build it once the
+        weights are final: later changes to the model are not seen by its fast path."""
+        return FrozenStep(self)
 
     # ---- CUDA fast path ----------------------------------------------------------------------
     def compile_recurrence(self, mode: str = "max-autotune-no-cudagraphs") -> None:
         """Compile the per-utterance cell with torch.compile; used only for CUDA inputs."""
         self._compiled_cell = torch.compile(self.rnn.cell, mode=mode, dynamic=False)
+
+
+def _attention(scores: torch.Tensor, score: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 9's attention over the earlier utterances from their scores (B,t) and the new
+    score (B,1) (None: no attention) -> (context attention (B,t), scores (B,t+1)). Without
+    attention, or with nothing to attend to yet, the weights are the zeros of the scores."""
+    att = torch.softmax(scores, -1) if score is not None and scores.shape[1] else scores
+    if score is None:
+        score = scores.new_zeros(scores.shape[0], 1)
+    return att, torch.cat([scores, score], 1)
+
+
+class FrozenStep:
+    """:meth:`AVAFN.step` with the fusion's and the recurrence's ``frozen()`` snapshots of the
+    weights (:meth:`AVAFN.frozen_step`). Used without gradients, outside training, while every
+    modality of every utterance so far was present, in the weights' dtype; anything else (a
+    missing modality, a speaker out of range, training) goes to :meth:`AVAFN.step`, which
+    handles it and keeps the state interchangeable."""
+
+    def __init__(self, model: AVAFN) -> None:
+        if model.cfg.bidirectional:
+            raise ValueError("streaming needs a forward-only model (bidirectional=False)")
+        self.model = model
+        self.fusion = model.fusion.frozen()
+        self.rnn = model.rnn.frozen(model.cfg.n_parties)
+        w = model.classifier.weight
+        self.classifier = (w.detach().t().clone(memory_format=torch.contiguous_format),
+                           model.classifier.bias.detach().clone())
+        self.dtype = w.dtype
+
+    def __call__(self, state: dict[str, Any], feats_t: dict[str, torch.Tensor],
+                 present_t: dict[str, torch.Tensor] | None, speaker_t: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, Any], dict[str, torch.Tensor]]:
+        model = self.model
+        f3, present, ok, t_idx = model._step_inputs(state, feats_t, present_t, speaker_t)
+        if not (ok and state.get("complete", False)) or model.training or \
+                torch.is_grad_enabled() or any(x.dtype != self.dtype for x in f3.values()):
+            return model._step(state, f3, present, ok, speaker_t, t_idx)
+        x = {m: v.squeeze(1) for m, v in f3.items()}
+        u, keys, values, key_valid = self.fusion.step(x, state["keys"], state["values"],
+                                                      state["key_valid"])
+        carry, score = self.rnn.step(state, u, x[model.cfg.listener], speaker_t)
+        logits = torch.addmm(self.classifier[1], carry["E"], self.classifier[0])
+        att, scores = _attention(state["scores"], score)
+        new = dict(state, **carry, scores=scores, keys=keys, values=values,
+                   key_valid=key_valid)
+        return logits, new, {"context_attention": att, "probs": torch.softmax(logits, -1)}

@@ -382,6 +382,10 @@ class DialogueRecurrence(nn.Module):
             out["acm_acc"] = torch.zeros(n, self.d_context, **z)
         return out
 
+    def frozen(self, n_parties: int) -> FrozenRecurrence:
+        """A snapshot of the (forward-only) weights for the inference step."""
+        return FrozenRecurrence(self, n_parties)
+
     def cell(
         self,
         carry: dict[str, torch.Tensor],
@@ -439,6 +443,100 @@ class DialogueRecurrence(nn.Module):
         g = self.gru_e
         x = torch.cat([q_s, q_l] if c is None else [c, q_s, q_l], dim=-1)
         return torch.gru_cell(x, e, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+
+
+def _t(w: torch.Tensor) -> torch.Tensor:
+    """A detached, contiguous copy of w^T (the fastest layout for small products on the CPU)."""
+    return w.detach().t().clone(memory_format=torch.contiguous_format)
+
+
+class FrozenRecurrence:
+    """Eqs. 8-12 for one utterance per dialogue on a snapshot of a forward-only recurrence's
+    weights (:meth:`DialogueRecurrence.frozen`): the u_t sides of GRU_C/S/L in one product,
+    q_{i,t-1}'s products (GRU_C input, GRU_S hidden) in one, every weight pre-transposed, the
+    speaker and listener masks from a comparison instead of ``one_hot``. Dense party states
+    (N,P,Dp); same equations and state as :meth:`DialogueRecurrence.cell` with
+    :class:`DenseParties` and :meth:`DialogueRecurrence.emotion_step`."""
+
+    def __init__(self, rnn: DialogueRecurrence, n_parties: int) -> None:
+        if rnn.n_dir != 1:
+            raise ValueError("a frozen recurrence needs one set of weights (forward-only)")
+        self.has_context, self.has_att = rnn.has_context, rnn.has_att
+        self.has_ssm, self.has_ilm = rnn.has_ssm, rnn.has_ilm
+        grus = rnn._u_grus()
+        self.gates = [g.gates for g in grus]
+        self.w_u = _t(torch.cat([g.w_in[0] for g in grus]))
+        self.b_u = torch.cat([g.b_ih for g in grus]).detach().clone()
+        qp = ([rnn.gru_c.w_in[1]] if self.has_context else []) + (
+            [rnn.gru_s.w_hh] if self.has_ssm else [])
+        self.w_qp = _t(torch.cat(qp))  # q_{i,t-1} -> GRU_C input gates | GRU_S hidden gates
+        if self.has_context:
+            self.c_hh = (_t(rnn.gru_c.w_hh), rnn.gru_c.b_hh.detach().clone())
+        if self.has_att:
+            self.att = (_t(rnn.att_w.weight), rnn.att_w.bias.detach().clone(), _t(rnn.att_v.weight))
+            self.s_ac = _t(rnn.gru_s.w_in[1])
+        if self.has_ssm:
+            self.s_bhh = rnn.gru_s.b_hh.detach().clone()
+        if self.has_ilm:
+            self.l_v = _t(rnn.gru_l.w_in[1])
+            self.l_hh = (_t(rnn.gru_l.w_hh), rnn.gru_l.b_hh.detach().clone())
+        e = rnn.gru_e
+        self.e = (_t(e.weight_ih_l0), e.bias_ih_l0.detach().clone(), _t(e.weight_hh_l0),
+                  e.bias_hh_l0.detach().clone())
+        self.parties = torch.arange(n_parties, device=self.w_u.device)
+
+    def step(self, carry: dict[str, torch.Tensor], u: torch.Tensor, v: torch.Tensor,
+             speaker: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """carry (the streaming state's C, Q (N,P,Dp), acm_*, E, seen), u (N,d_u), v_t (N,d_v)
+        present, speaker (N,) in range -> (new carry, eq. 9's score (N,1) or None)."""
+        mm, addmm = torch.mm, torch.addmm
+        parts = list(addmm(self.b_u, u, self.w_u).split(self.gates, -1))
+        q = carry["Q"]
+        n, n_p, d_p = q.shape
+        spk = (self.parties == speaker[:, None]).to(q.dtype)  # (N,P)
+        seen = torch.maximum(carry["seen"], spk)
+        lis = seen - spk
+        q_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1}
+        qp = mm(q_prev, self.w_qp)
+        new = {"seen": seen}
+        score = c = None
+        if self.has_context:  # eq. 8
+            k = self.gates[0]
+            c_prev = carry["C"]
+            c = gru_gates(parts.pop(0) + qp[:, :k], addmm(self.c_hh[1], c_prev, self.c_hh[0]),
+                          c_prev)[0]
+            new["C"] = c
+            qp = qp[:, k:]
+        if self.has_att:  # eq. 9, the online softmax of DialogueRecurrence.cell
+            m_old, z_old, acc = carry["acm_max"], carry["acm_sum"], carry["acm_acc"]
+            ac = acc / z_old.clamp_min(1.0)
+            w_a, b_a, v_a = self.att
+            score = mm(torch.tanh(addmm(b_a, c, w_a)), v_a)
+            m_new = torch.maximum(m_old, score)
+            f_old, f_new = torch.exp(m_old - m_new), torch.exp(score - m_new)
+            new["acm_max"] = m_new
+            new["acm_sum"] = torch.addcmul(f_new, z_old, f_old)
+            new["acm_acc"] = torch.addcmul(acc * f_old, f_new, c)
+        if self.has_ssm:  # eq. 10
+            xs = parts.pop(0)
+            if self.has_att:
+                xs = addmm(xs, ac, self.s_ac)
+            q_spk = gru_gates(xs, qp + self.s_bhh, q_prev)[0]
+        else:
+            q_spk = q_prev
+        q_new = torch.addcmul(q, spk.unsqueeze(-1), q_spk.unsqueeze(1) - q)
+        if self.has_ilm:  # eq. 11, every party at once (the gates of x_t broadcast)
+            xl = addmm(parts.pop(0), v, self.l_v)
+            gh = addmm(self.l_hh[1], q.view(n * n_p, d_p), self.l_hh[0]).view(n, n_p, -1)
+            q_lis = gru_gates(xl.unsqueeze(1), gh, q)[0]
+            q_new = torch.addcmul(q_new, lis.unsqueeze(-1), q_lis - q)
+        new["Q"] = q_new
+        q_l = torch.bmm(listener_weights(lis).unsqueeze(1), q_new).squeeze(1)
+        x = torch.cat([q_spk, q_l] if c is None else [c, q_spk, q_l], -1)  # eq. 12
+        w_ih, b_ih, w_hh, b_hh = self.e
+        e = carry["E"]
+        new["E"] = gru_gates(addmm(b_ih, x, w_ih), addmm(b_hh, e, w_hh), e)[0]
+        return new, score
 
 
 def _cat(ts: list[torch.Tensor], dim: int) -> torch.Tensor:

@@ -20,6 +20,12 @@ full pass and the streaming step (``AVAFN.step``) run the same code:
   rows of the batch's real utterances (:mod:`avafn.model.layout`). The default pads them and
   calls ``forward`` (the three methods above); ``"cam"`` overrides it to run its per-utterance
   layers on the packed rows.
+- ``frozen() -> object with step(x, keys, values, key_valid) -> (u, keys, values, key_valid)``
+  (optional): a snapshot of the weights for inference (:meth:`AVAFN.frozen_step`), called only
+  without gradients, outside training, with every modality present at every utterance so far;
+  x m -> (B,D_m), the caches as in the streaming state, u (B,d). The default
+  (:class:`FrozenFusion`) runs the three methods above on the live module; ``"cam"`` returns
+  merged, pre-transposed copies of its weights (fewer and faster matrix products).
 
 The built-in ``"cam"`` is the paper's: every modality m is projected to width d (H_m). With two
 or more modalities the queries of m attend over the keys/values of the *other* modalities'
@@ -84,6 +90,117 @@ class Fusion(nn.Module):
         u = self.forward({m: layout.pad(x) for m, x in feats.items()},
                          {m: layout.pad(v) for m, v in valid.items()}, mask, causal)
         return layout.pack(u)
+
+
+    def frozen(self) -> FrozenFusion:
+        """The inference step's view of this fusion (see the module docstring)."""
+        return FrozenFusion(self)
+
+
+class FrozenFusion:
+    """A fusion's streaming step from project / keys_values / fuse (weights read live)."""
+
+    def __init__(self, fusion: Fusion) -> None:
+        self.fusion = fusion
+
+    def step(self, x: Tensors, keys: Tensors, values: Tensors, key_valid: Tensors
+             ) -> tuple[torch.Tensor, Tensors, Tensors, Tensors]:
+        """x m->(B,D_m), every modality present; the caches m->(B,t,*) -> (u (B,d), the caches
+        with this utterance appended)."""
+        fu = self.fusion
+        valid = {m: torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device)
+                 for m, v in x.items()}
+        h = fu.project({m: v.unsqueeze(1) for m, v in x.items()}, valid)
+        kn, vn = fu.keys_values(h)
+        keys = {m: torch.cat([keys[m], kn[m]], 1) for m in kn}
+        values = {m: torch.cat([values[m], vn[m]], 1) for m in vn}
+        key_valid = {m: torch.cat([key_valid[m], valid[m]], 1) for m in kn}
+        u, _ = fu.fuse(h, valid, keys, values, key_valid, None)
+        return u[:, 0], keys, values, key_valid
+
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+
+
+def _t(w: torch.Tensor) -> torch.Tensor:
+    """A detached, contiguous copy of w^T: (out, in) -> (in, out), the layout in which small
+    matrix products on the CPU run fastest (benchmarks/bench_model.py)."""
+    return w.detach().t().clone(memory_format=torch.contiguous_format)
+
+
+def _ln(ln: nn.LayerNorm) -> tuple:
+    return ln.normalized_shape, ln.weight.detach().clone(), ln.bias.detach().clone(), ln.eps
+
+
+class FrozenCAM:
+    """The CAM's streaming step on a snapshot of its weights: per modality one product for the
+    projection and one for q, k, v and the residual branch together (the attention scale folded
+    into q), every weight pre-transposed. Same equations as :class:`CrossModalFusion`."""
+
+    def __init__(self, fu: CrossModalFusion) -> None:
+        mods, d = fu.modalities, fu.proj[fu.modalities[0]].proj.out_features
+        self.mods, self.d, self.others = mods, d, fu._others
+        self.proj, self.qkvr, self.res_ln, self.ln1, self.ff, self.ln2 = {}, {}, {}, {}, {}, {}
+        for m in mods:
+            p, blk, res = fu.proj[m], fu.cam[m], fu.res[m]
+            self.proj[m] = (_t(p.proj.weight), p.proj.bias.detach().clone(), _ln(p.norm))
+            w = torch.cat([blk.q.weight * blk.scale, blk.k.weight, blk.v.weight, res[0].weight])
+            b = torch.cat([torch.zeros_like(res[0].bias).repeat(3), res[0].bias])
+            self.qkvr[m] = (_t(w), b.detach().clone())
+            self.res_ln[m] = _ln(res[1])
+            self.ln1[m], self.ln2[m] = _ln(blk.norm1), _ln(blk.norm2)
+            ff1, ff2 = blk.ff[0], blk.ff[3]
+            # GELU's factor 1/2 folded into the second layer (see step)
+            self.ff[m] = (_t(ff1.weight), ff1.bias.detach().clone(), _t(ff2.weight * 0.5),
+                          ff2.bias.detach().clone())
+        self.out = (_t(fu.out.weight), fu.out.bias.detach().clone())
+        if fu.weights == "global":  # all modalities present: constant weights
+            self.w = torch.softmax(fu.fusion_logits.detach().clone(), -1).tolist()
+            self.gate = None
+        else:
+            self.w, self.gate = None, (_t(fu.fusion_gate.weight), fu.fusion_gate.bias.detach().clone())
+
+    def step(self, x: Tensors, keys: Tensors, values: Tensors, key_valid: Tensors
+             ) -> tuple[torch.Tensor, Tensors, Tensors, Tensors]:
+        d, lay = self.d, F.layer_norm
+        z0 = x[self.mods[0]]
+        present = torch.ones(z0.shape[0], 1, dtype=torch.bool, device=z0.device)
+        h, q, res = {}, {}, {}
+        keys, values, key_valid = dict(keys), dict(values), dict(key_valid)
+        for m in self.mods:
+            wt, b, ln = self.proj[m]
+            h[m] = hm = lay(torch.addmm(b, x[m], wt), *ln)
+            z = torch.addmm(self.qkvr[m][1], hm, self.qkvr[m][0])  # q | k | v | res (B,4d)
+            q[m] = z[:, None, :d]
+            keys[m] = torch.cat([keys[m], z[:, None, d:2 * d]], 1)
+            values[m] = torch.cat([values[m], z[:, None, 2 * d:3 * d]], 1)
+            key_valid[m] = torch.cat([key_valid[m], present], 1)
+            res[m] = lay(z[:, 3 * d:], *self.res_ln[m])
+        h_c = []
+        for m in self.mods:
+            others = self.others[m]
+            k = keys[others[0]] if len(others) == 1 else torch.cat([keys[o] for o in others], 1)
+            v = values[others[0]] if len(others) == 1 else torch.cat([values[o] for o in others],
+                                                                     1)
+            attn = torch.softmax(torch.bmm(q[m], k.transpose(1, 2)), -1)  # eqs. 1-2
+            h_ln = lay(h[m] + torch.bmm(attn, v)[:, 0], *self.ln1[m])  # eqs. 3-4
+            w1, b1, w2, b2 = self.ff[m]
+            a = torch.addmm(b1, h_ln, w1)  # eq. 5; exact GELU x (1 + erf(x / sqrt 2)) / 2,
+            # written out: F.gelu's CPU kernel costs several times these three operations here
+            f = torch.addmm(b2, a * torch.erf(a * _SQRT1_2).add_(1.0), w2)
+            h_c.append(lay(h_ln + f, *self.ln2[m]))  # eq. 6
+        if self.gate is None:  # eq. 7
+            w = self.w
+        else:
+            w = torch.softmax(torch.addmm(self.gate[1], torch.cat(h_c, -1), self.gate[0]),
+                              -1).unsqueeze(-1).unbind(1)
+        h_wca = h_c[0] * w[0]
+        for i in range(1, len(h_c)):
+            h_wca = torch.addcmul(h_wca, h_c[i], w[i]) if self.gate is not None else \
+                h_wca.add_(h_c[i], alpha=w[i])
+        u = torch.addmm(self.out[1], torch.cat([res[m] for m in self.mods] + [h_wca], -1),
+                        self.out[0])
+        return u, keys, values, key_valid
 
 
 def causal_allow(mask: torch.Tensor, causal: bool) -> torch.Tensor | None:
@@ -240,6 +357,12 @@ class CrossModalFusion(Fusion):
             zeta, _ = blk.attend(layout.pad(F.linear(h[m], blk.q.weight)), k, v, ok)
             h_c[m] = blk.post(h[m], layout.pack(zeta))
         return self.combine(h, h_c, valid)
+
+    def frozen(self) -> FrozenFusion | FrozenCAM:
+        """A snapshot of the weights for the inference step (one modality: the default)."""
+        if len(self.modalities) == 1:
+            return FrozenFusion(self)
+        return FrozenCAM(self)
 
     def _tokens(self, m: str, keys: Tensors, values: Tensors, key_valid: Tensors,
                 allow: torch.Tensor | None) -> tuple:
