@@ -431,9 +431,10 @@ def _attention(scores: torch.Tensor, score: torch.Tensor | None
 class FrozenStep:
     """:meth:`AVAFN.step` with the fusion's and the recurrence's ``frozen()`` snapshots of the
     weights (:meth:`AVAFN.frozen_step`). Used without gradients, outside training, while every
-    modality of every utterance so far was present, in the weights' dtype; anything else (a
-    missing modality, a speaker out of range, training) goes to :meth:`AVAFN.step`, which
-    handles it and keeps the state interchangeable."""
+    modality of every utterance so far was present, in the weights' dtype and on their device;
+    anything else (a missing modality, a speaker out of range, training, inputs of another
+    dtype or device) goes to :meth:`AVAFN.step`, which handles it and keeps the state
+    interchangeable."""
 
     def __init__(self, model: AVAFN) -> None:
         if model.cfg.bidirectional:
@@ -444,7 +445,7 @@ class FrozenStep:
         w = model.classifier.weight
         self.classifier = (w.detach().t().clone(memory_format=torch.contiguous_format),
                            model.classifier.bias.detach().clone())
-        self.dtype = w.dtype
+        self.dtype, self.device = w.dtype, w.device
 
     def __call__(self, state: dict[str, Any], feats_t: dict[str, torch.Tensor],
                  present_t: dict[str, torch.Tensor] | None, speaker_t: torch.Tensor
@@ -452,7 +453,8 @@ class FrozenStep:
         model = self.model
         f3, present, ok, t_idx = model._step_inputs(state, feats_t, present_t, speaker_t)
         if not (ok and state.get("complete", False)) or model.training or \
-                torch.is_grad_enabled() or any(x.dtype != self.dtype for x in f3.values()):
+                torch.is_grad_enabled() or any(x.dtype != self.dtype or x.device != self.device
+                                               for x in f3.values()):
             return model._step(state, f3, present, ok, speaker_t, t_idx)
         x = {m: v.squeeze(1) for m, v in f3.items()}
         u, keys, values, key_valid = self.fusion.step(x, state["keys"], state["values"],
