@@ -869,6 +869,16 @@ def test_fusion_plugin_selected_by_name():
         logits, state, _ = model.step(state, {m: x[:, t] for m, x in feats.items()},
                                       {m: x[:, t] for m, x in present.items()}, speaker[:, t])
         torch.testing.assert_close(logits, full["logits"][:, t], atol=1e-5, rtol=1e-4)
+    # the streaming session's step runs a plug-in through its project / keys_values / fuse
+    frozen, state = model.frozen_step(), model.init_state(2)
+    present_all = {m: torch.ones_like(x) for m, x in present.items()}
+    full_all = model(feats, present_all, speaker, mask)
+    with torch.no_grad():
+        for t in range(5):
+            logits, state, _ = frozen(state, {m: x[:, t] for m, x in feats.items()}, None,
+                                      speaker[:, t])
+            torch.testing.assert_close(logits, full_all["logits"][:, t], atol=1e-5, rtol=1e-4)
+    assert state["complete"]
     with pytest.raises(RegistryError, match="cam"):
         AVAFN(small_cfg(fusion="no-such-fusion"))
 

@@ -194,10 +194,9 @@ class FrozenCAM:
         else:
             w = torch.softmax(torch.addmm(self.gate[1], torch.cat(h_c, -1), self.gate[0]),
                               -1).unsqueeze(-1).unbind(1)
-        h_wca = h_c[0] * w[0]
-        for i in range(1, len(h_c)):
-            h_wca = torch.addcmul(h_wca, h_c[i], w[i]) if self.gate is not None else \
-                h_wca.add_(h_c[i], alpha=w[i])
+        h_wca = h_c[0] * w[0]  # w: floats (global weights) or (B,1) tensors (per utterance)
+        for h_m, w_m in zip(h_c[1:], w[1:]):
+            h_wca = h_wca.add_(h_m * w_m)
         u = torch.addmm(self.out[1], torch.cat([res[m] for m in self.mods] + [h_wca], -1),
                         self.out[0])
         return u, keys, values, key_valid
