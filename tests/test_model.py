@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -168,7 +169,9 @@ def test_causal_and_step_equals_full_pass(mods):
                                    full["context_attention"][:, t, :t], atol=1e-5, rtol=1e-4)
 
 
-FROZEN_CASES = [{}, *({a: True} for a in ABLATIONS), {"fusion_weights": "per_utterance"},
+FROZEN_CASES = [{}, *({a: True} for a in ABLATIONS),
+                *({a: True, b: True} for a, b in itertools.combinations(ABLATIONS, 2)),
+                {"fusion_weights": "per_utterance"},
                 {"modalities": ("audio", "video", "text")}, {"modalities": ("text",)},
                 {"listener_modality": "audio"}]
 

@@ -466,7 +466,8 @@ class FrozenRecurrence:
         self.b_u = torch.cat([g.b_ih for g in grus]).detach().clone()
         qp = ([rnn.gru_c.w_in[1]] if self.has_context else []) + (
             [rnn.gru_s.w_hh] if self.has_ssm else [])
-        self.w_qp = _t(torch.cat(qp))  # q_{i,t-1} -> GRU_C input gates | GRU_S hidden gates
+        # q_{i,t-1} -> GRU_C input gates | GRU_S hidden gates (None: neither module exists)
+        self.w_qp = _t(torch.cat(qp)) if qp else None
         if self.has_context:
             self.c_hh = (_t(rnn.gru_c.w_hh), rnn.gru_c.b_hh.detach().clone())
         if self.has_att:
@@ -495,7 +496,7 @@ class FrozenRecurrence:
         seen = torch.maximum(carry["seen"], spk)
         lis = seen - spk
         q_prev = torch.bmm(spk.unsqueeze(1), q).squeeze(1)  # q_{i,t-1}
-        qp = mm(q_prev, self.w_qp)
+        qp = mm(q_prev, self.w_qp) if self.w_qp is not None else None
         new = {"seen": seen}
         score = c = None
         if self.has_context:  # eq. 8
