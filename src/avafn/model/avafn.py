@@ -5,7 +5,6 @@ Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -18,7 +17,7 @@ from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
 from .fusion import FUSION_WEIGHTS
 from .layout import Layout
-from .ops import Dropout, frozen_t
+from .ops import Dropout, frozen_t, sum_is_finite
 from .registry import FUSIONS, MODELS
 
 
@@ -192,9 +191,7 @@ class AVAFN(nn.Module):
             if tuple(pm.shape) != (b_sz, t_len) or pm.dtype != torch.bool:
                 raise ValueError(f"present[{m!r}] must be a bool tensor of shape {(b_sz, t_len)}")
             present[m] = pm
-            # one pass: a row's sum is finite when its values are (the exact test runs only
-            # when a sum is not, which may also be a finite row whose sum overflows)
-            if bool(torch.isfinite(x.sum(-1)).all()):
+            if sum_is_finite(x):  # else the exact test below
                 continue
             bad = (~torch.isfinite(x)).any(-1) & pm & mask
             if bad.any():
@@ -356,10 +353,8 @@ class AVAFN(nn.Module):
                 if tuple(pm.shape) != (b_sz,):
                     raise ValueError(f"present_t[{m!r}] must have shape ({b_sz},)")
                 p3[m] = pm.unsqueeze(1)
-            # a finite sum means every value is finite (a sum that overflows sends the
-            # utterance to the full check, which finds the values finite)
             ok = ok and x.shape[1] == cfg.input_dims[m] and (pm is None or (
-                pm.dtype == torch.bool and bool(pm.all()))) and math.isfinite(x.sum())
+                pm.dtype == torch.bool and bool(pm.all()))) and sum_is_finite(x)
         if ok:
             spk_l = speaker_t.tolist()
             ok = not spk_l or (min(spk_l) >= 0 and max(spk_l) < cfg.n_parties)
@@ -383,12 +378,8 @@ class AVAFN(nn.Module):
         for m in cfg.modalities:
             xm = f3[m] if ok else torch.where(present[m].unsqueeze(-1), f3[m], 0.0)
             x[m] = self.in_drop(xm) if train else xm
-        h = fu.project(x, present)
-        kn, vn = fu.keys_values(h)
-        keys = {m: torch.cat([state["keys"][m], kn[m]], 1) for m in kn}
-        values = {m: torch.cat([state["values"][m], vn[m]], 1) for m in vn}
-        kvalid = {m: torch.cat([state["key_valid"][m], present[m]], 1) for m in kn}
-        u, _ = fu.fuse(h, present, keys, values, kvalid, None)
+        u, keys, values, kvalid = fu.stream(x, present, state["keys"], state["values"],
+                                            state["key_valid"])
         rnn, lm = self.rnn, cfg.listener
         xc, xs, xl = rnn.project_inputs(u[:, 0], x[lm][:, 0], present[lm][:, 0])
         spk = nn.functional.one_hot(speaker_t.long(), cfg.n_parties).to(u.dtype)

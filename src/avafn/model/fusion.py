@@ -3,8 +3,8 @@
 **The interface a fusion implements** (registered in ``avafn.model.registry.FUSIONS`` and chosen
 by ``AVAFNConfig.fusion``; the model builds it as ``cls(cfg)`` with its ``AVAFNConfig``, whose
 ``d_model`` is the width of u_t). Shapes: B dialogues, T utterances, d = ``cfg.d_model``.
-Subclass :class:`Fusion`, which provides ``forward`` from the three methods below, so that the
-full pass and the streaming step (``AVAFN.step``) run the same code:
+Subclass :class:`Fusion`, which provides ``forward`` (the full pass) and ``stream`` (the
+streaming step, ``AVAFN.step``) from the three methods below, so both run the same code:
 
 - ``project(feats, valid) -> h``: feats m -> (B,T,D_m), valid m -> (B,T) bool (present and not
   padding; invalid rows must never be read) -> h m -> (B,T,*), the per-utterance encodings.
@@ -92,6 +92,19 @@ class Fusion(nn.Module):
                          {m: layout.pad(v) for m, v in valid.items()}, mask, causal)
         return layout.pack(u)
 
+    def stream(self, feats: Tensors, valid: Tensors, keys: Tensors, values: Tensors,
+               key_valid: Tensors) -> tuple[torch.Tensor, Tensors, Tensors, Tensors]:
+        """The streaming step's fusion, from the three methods above: one utterance per
+        dialogue, feats m->(B,1,D_m), valid m->(B,1) bool, the caches of the utterances seen so
+        far m->(B,t,*) -> (u (B,1,d), the caches with this utterance appended)."""
+        h = self.project(feats, valid)
+        kn, vn = self.keys_values(h)
+        keys = {m: torch.cat([keys[m], kn[m]], 1) for m in kn}
+        values = {m: torch.cat([values[m], vn[m]], 1) for m in vn}
+        key_valid = {m: torch.cat([key_valid[m], valid[m]], 1) for m in kn}
+        u, _ = self.fuse(h, valid, keys, values, key_valid, None)
+        return u, keys, values, key_valid
+
     def frozen(self) -> FrozenFusion:
         """The inference step's view of this fusion (see the module docstring)."""
         return FrozenFusion(self)
@@ -107,15 +120,10 @@ class FrozenFusion:
              ) -> tuple[torch.Tensor, Tensors, Tensors, Tensors]:
         """x m->(B,D_m), every modality present; the caches m->(B,t,*) -> (u (B,d), the caches
         with this utterance appended)."""
-        fu = self.fusion
         valid = {m: torch.ones(v.shape[0], 1, dtype=torch.bool, device=v.device)
                  for m, v in x.items()}
-        h = fu.project({m: v.unsqueeze(1) for m, v in x.items()}, valid)
-        kn, vn = fu.keys_values(h)
-        keys = {m: torch.cat([keys[m], kn[m]], 1) for m in kn}
-        values = {m: torch.cat([values[m], vn[m]], 1) for m in vn}
-        key_valid = {m: torch.cat([key_valid[m], valid[m]], 1) for m in kn}
-        u, _ = fu.fuse(h, valid, keys, values, key_valid, None)
+        u, keys, values, key_valid = self.fusion.stream(
+            {m: v.unsqueeze(1) for m, v in x.items()}, valid, keys, values, key_valid)
         return u[:, 0], keys, values, key_valid
 
 

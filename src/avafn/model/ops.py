@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -30,3 +32,10 @@ def frozen_t(w: torch.Tensor) -> torch.Tensor:
     matrix products on the CPU run fastest (up to 1.6x against a transposed view). Used by the
     inference step's weight snapshots (``frozen()``)."""
     return w.detach().t().clone(memory_format=torch.contiguous_format)
+
+
+def sum_is_finite(x: torch.Tensor) -> bool:
+    """The cheap finite test, one pass: True means every value of x is finite (a sum is finite
+    only when its terms are). False means a NaN / inf or finite values whose sum overflows, so
+    the caller runs the exact element-wise test then."""
+    return math.isfinite(x.sum())
