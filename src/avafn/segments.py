@@ -100,10 +100,34 @@ class Segment:
     speaker: str | None
     text: str | None = None
     source: str = ""  # "file:line" the segment was read from
+    #: where the speaker came from: "tag" (the input named it), "diarization" (guessed from
+    #: the audio), "unknown"; None = derived from ``speaker`` (see :attr:`speaker_origin`)
+    speaker_source: str | None = None
+    #: how sure the speaker assignment is, in [0, 1] (None: not measured, e.g. a tag)
+    speaker_confidence: float | None = None
+    #: where the text came from: "subtitle" (the input file), "asr" (speech recognition),
+    #: "none"; None = derived from ``text`` (see :attr:`text_origin`)
+    text_source: str | None = None
+    #: the dialogue window this utterance belongs to when a long input is split (0 = first)
+    window: int = 0
 
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    @property
+    def speaker_origin(self) -> str:
+        """``speaker_source``, or "tag" / "unknown" from whether a speaker is named."""
+        if self.speaker_source:
+            return self.speaker_source
+        return "unknown" if self.speaker in (None, UNKNOWN_SPEAKER) else "tag"
+
+    @property
+    def text_origin(self) -> str:
+        """``text_source``, or "subtitle" / "none" from whether there is text."""
+        if self.text_source:
+            return self.text_source
+        return "subtitle" if self.text else "none"
 
 
 # --------------------------------------------------------------------------- time parsing
