@@ -38,13 +38,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import re
 import secrets
-import socket
-import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +48,16 @@ import numpy as np
 
 from avafn.errors import ConfigFileError, UserError, read_json
 
+# the file helpers live in avafn.io; these names stay importable from here
+from avafn.io import (  # noqa: F401
+    _HOST,
+    STALE_TEMP_SECONDS,
+    atomic_write_bytes,
+    atomic_write_json,
+    config_hash,
+    temp_owner_alive,
+)
+
 try:
     import fcntl
 except ImportError:  # not POSIX: no locks (one writer at a time there)
@@ -60,71 +65,13 @@ except ImportError:  # not POSIX: no locks (one writer at a time there)
 
 FORMAT = "avafn-feature-store"
 VERSION = 1
-#: a temp file whose owner cannot be asked (another host) is stale after this many seconds
-STALE_TEMP_SECONDS = 3600.0
 #: the largest vector width a meta.json may declare
 MAX_WIDTH = 1 << 20
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
-_TEMP = re.compile(r"^\.tmp-.+~(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)~[^~]*$")
 _SHARD_KEYS = ("uid", "vector", "present", "count", "reason")
 
 
 class StoreError(UserError):
     """A store that is incomplete, inconsistent or does not match what was asked of it."""
-
-
-def config_hash(config: dict) -> str:
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one.
-
-    The temp file beside it is named after this process (see :func:`temp_owner_alive`); a
-    failure of the disk (full, read-only) is re-raised naming ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}~{os.getpid()}@{_HOST}~")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
-            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
-        raise
-
-
-def temp_owner_alive(path: Path, stale_after: float = STALE_TEMP_SECONDS) -> bool:
-    """Whether the temp file ``path`` may still belong to a live writer: its owner process
-    (named in the file name) runs on this host, or, when it cannot be asked (another host),
-    the file is younger than ``stale_after`` seconds. Temp files not named by an owner are
-    left over from before owners were named: never alive."""
-    m = _TEMP.match(path.name)
-    if m is None:
-        return False
-    if m["host"] != _HOST:
-        try:
-            return time.time() - path.stat().st_mtime < stale_after
-        except FileNotFoundError:
-            return False
-    try:
-        os.kill(int(m["pid"]), 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:
-        return True  # a process of another user holds that pid
-    return True
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
 def repair_hint(root: str | os.PathLike) -> str:

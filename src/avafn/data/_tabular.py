@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -12,17 +11,10 @@ import re
 from pathlib import Path
 
 from avafn.data.corpus import DataError
+from avafn.io import sha256_file  # noqa: F401  (importable from here too)
 
 #: "HH:MM:SS,mmm" (SRT style, as in MELD) or with "." as the decimal mark; hours may be 1+ digits
 _CLOCK = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d)(?:[,.](\d{1,6}))?$")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _decode(path: Path) -> str:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from avafn.data._tabular import sha256_file
 from avafn.errors import UserError
+from avafn.io import atomic_open, sha256_file
 
 #: file name of each split's CSV in MELD's ``data/MELD/`` folder
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -59,34 +58,25 @@ def is_complete(dest: str | os.PathLike) -> bool:
 
 def _fetch(url: str, target: Path, expected: str, timeout: float) -> None:
     """Stream ``url`` into a temp file beside ``target``, check its SHA-256, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}.")
     h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    for chunk in iter(lambda: resp.read(1 << 16), b""):
-                        h.update(chunk)
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", None) or e
-                raise DownloadError(
-                    f"could not download {url}: {reason}. Without network access, copy the MELD "
-                    "CSVs into a folder and pass --meld-dir DIR (or set $AVAFN_MELD_DIR)."
-                ) from e
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_open(target) as out:  # removed unless complete and checked
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                for chunk in iter(lambda: resp.read(1 << 16), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DownloadError(
+                f"could not download {url}: {reason}. Without network access, copy the MELD "
+                "CSVs into a folder and pass --meld-dir DIR (or set $AVAFN_MELD_DIR)."
+            ) from e
         got = h.hexdigest()
         if got != expected:
             raise DownloadError(
                 f"checksum mismatch for {url}: got sha256 {got}, expected {expected}; "
                 f"the file was not saved to {target}"
             )
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = None,
