@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 
 import pytest
 import torch
 
 from avafn.model import AVAFN, AVAFNConfig
+from avafn.model.backend import FastPaths, LiveStep, fast_paths, reference_forward
+from avafn.model.dialogue import DialogueRecurrence
+from avafn.model.fusion import CrossModalFusion
 
 DIMS = {"audio": 6, "video": 5, "text": 4}
 
@@ -179,7 +181,8 @@ FROZEN_CASES = [{}, *({a: True} for a in ABLATIONS),
 @pytest.mark.parametrize("kw", FROZEN_CASES, ids=lambda kw: ",".join(map(str, kw)) or "full")
 def test_frozen_step_equals_step(kw):
     """The streaming session's step (merged, pre-transposed weights) computes what step()
-    computes, state included, in float64 to rounding; a missing modality hands the utterance
+    computes, state included, in float64 to rounding, and both compute the reference
+    (logits, eq. 9's weights, the states C, Q, E); a missing modality hands the utterance
     and every later one to step(), and the two stay equal; rows of a batch are independent."""
     cfg = small_cfg(bidirectional=False, **kw)
     model = model_of(cfg, dtype=torch.float64)
@@ -193,6 +196,8 @@ def test_frozen_step_equals_step(kw):
     s_ref, s_fast = model.init_state(3, dtype=torch.float64), model.init_state(3,
                                                                                 dtype=torch.float64)
     with torch.no_grad():
+        want = reference_forward(model, feats, present, speaker, torch.ones(3, 8, dtype=bool),
+                                 return_states=True)
         for t in range(8):
             ft = {m: x[:, t] for m, x in feats.items()}
             pt = {m: x[:, t] for m, x in present.items()}
@@ -203,6 +208,15 @@ def test_frozen_step_equals_step(kw):
             torch.testing.assert_close(i_fast, i_ref, atol=1e-12, rtol=1e-10)
             torch.testing.assert_close(s_fast, s_ref, atol=1e-12, rtol=1e-10)
             assert s_fast["complete"] is (t < 5)
+            torch.testing.assert_close(l_fast, want["logits"][:, t], atol=1e-12, rtol=1e-10)
+            torch.testing.assert_close(i_fast["context_attention"],
+                                       want["context_attention"][:, t, :t])
+            for k in ("C", "E"):
+                if k in want:
+                    torch.testing.assert_close(s_fast[k], want[k][:, t], msg=k)
+            n_p = want["Q"].shape[2]  # the reference's parties: those the batch has
+            torch.testing.assert_close(s_fast["Q"][:, :n_p], want["Q"][:, t])
+            assert not s_fast["Q"][:, n_p:].any()
     # the first utterances alone: dialogue 0's logits do not depend on the other rows
     with torch.no_grad():
         st = model.init_state(1, dtype=torch.float64)
@@ -486,220 +500,115 @@ def test_bad_step_input_leaves_state_untouched():
             assert torch.equal(v, state[k]), k
 
 
-# ---- equivalence with a plain per-dialogue, per-step implementation ---------------------------
-def _lin(x, layer):
-    return layer.weight @ x + (layer.bias if layer.bias is not None else 0)
-
-
-def _ln(x, layer):
-    mu, var = x.mean(), x.var(unbiased=False)
-    return (x - mu) / torch.sqrt(var + layer.eps) * layer.weight + layer.bias
-
-
-def _gru(h, x, w_ih, b_ih, w_hh, b_hh):
-    gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
-    n_h = h.shape[0]
-    r = torch.sigmoid(gi[:n_h] + gh[:n_h])
-    z = torch.sigmoid(gi[n_h : 2 * n_h] + gh[n_h : 2 * n_h])
-    n = torch.tanh(gi[2 * n_h :] + r * gh[2 * n_h :])
-    return (1 - z) * n + z * h
-
-
-def _split_gru(g, k=0):
-    """(W_ih, b_ih, W_hh, b_hh) of direction k, as plain 2-d / 1-d tensors."""
-    pick = (lambda p: p[k]) if g.w_hh.dim() == 3 else (lambda p: p)
-    return torch.cat([pick(w) for w in g.w_in], dim=1), pick(g.b_ih), pick(g.w_hh), pick(g.b_hh)
-
-
-def reference_forward(model, feats, present, speaker, length, causal):
-    """One dialogue, written from the equations with plain loops (no batching)."""
-    cfg, fu, rnn = model.cfg, model.fusion, model.rnn
-    mods = cfg.modalities
-    # projections H_m (missing -> learned token)
-    h = {m: [(_ln(_lin(feats[m][t], fu.proj[m].proj), fu.proj[m].norm) if present[m][t]
-              else fu.proj[m].missing) for t in range(length)] for m in mods}
-    us = []
-    for t in range(length):
-        if len(mods) == 1:
-            us.append(h[mods[0]][t])
-            continue
-        hc = {}
-        for m in mods:
-            blk = fu.cam[m]
-            q = blk.q.weight @ h[m][t]
-            ks, vs = [], []
-            for n in mods:
-                if n == m:
-                    continue
-                for s in range(length):
-                    if present[n][s] and (s <= t or not causal):
-                        ks.append(fu.cam[n].k.weight @ h[n][s])
-                        vs.append(fu.cam[n].v.weight @ h[n][s])
-            if ks:
-                sc = torch.stack([q @ k for k in ks]) / math.sqrt(cfg.d_model)  # eqs. 1-2
-                zeta = (torch.softmax(sc, 0)[:, None] * torch.stack(vs)).sum(0)
-            else:
-                zeta = torch.zeros_like(q)
-            h_ln = _ln(h[m][t] + zeta, blk.norm1)  # eqs. 3-4
-            ff = _lin(torch.nn.functional.gelu(_lin(h_ln, blk.ff[0])), blk.ff[3])
-            hc[m] = _ln(h_ln + ff, blk.norm2)  # eqs. 5-6
-        pres = [m for m in mods if present[m][t]]
-        if cfg.fusion_weights == "global":  # eq. 7: one learned scalar per modality
-            logit = fu.fusion_logits
-        else:  # per utterance: a linear gate over H_1^c ⊕ ... ⊕ H_M^c
-            logit = _lin(torch.cat([hc[m] for m in mods]), fu.fusion_gate)
-        w = {m: math.exp(logit[mods.index(m)].item()) for m in pres}
-        tot = sum(w.values())
-        wca = sum((w[m] / tot) * hc[m] for m in pres) if pres else torch.zeros_like(hc[mods[0]])
-        res = [_ln(_lin(h[m][t], fu.res[m][0]), fu.res[m][1]) for m in mods]
-        us.append(_lin(torch.cat(res + [wca]), fu.out))
-    lm = cfg.listener
-    vs_ = [feats[lm][t] if present[lm][t] else None for t in range(length)]
-    parties = sorted({int(speaker[t]) for t in range(length)})
-
-    # which modules exist: w/o ACM removes GRU_C and the attention; w/o ACM attention the
-    # attention; w/o SSM GRU_S (and the attention, whose only reader is eq. 10); w/o ILM GRU_L
-    has_c = not cfg.no_acm
-    has_att = has_c and not cfg.no_acm_attention and not cfg.no_ssm
-    untied = hasattr(rnn, "gru_e_b")  # separate weights per direction: read direction k's
-
-    def direction(order, k):
-        pick = (lambda p: p[k]) if untied else (lambda p: p)
-        if has_att:
-            w_att, b_att = pick(rnn.att_w.weight), pick(rnn.att_w.bias)
-            v_att = pick(rnn.att_v.weight)
-        g = rnn.gru_e_b if untied and k == 1 else rnn.gru_e
-        c = torch.zeros(cfg.d_context, dtype=torch.float64)
-        q = {p: torch.zeros(cfg.d_party, dtype=torch.float64) for p in parties}
-        e = torch.zeros(cfg.d_emotion, dtype=torch.float64)
-        hist, es, alphas, seen = [], {}, {}, set()
-        for t in order:
-            i = int(speaker[t])
-            seen.add(i)
-            if has_c:
-                c = _gru(c, torch.cat([us[t], q[i]]), *_split_gru(rnn.gru_c, k))  # eq. 8
-            ac = torch.zeros_like(c)
-            if hist and has_att:  # eq. 9
-                sc = torch.stack([(v_att @ torch.tanh(w_att @ ck + b_att))[0] for ck in hist])
-                al = torch.softmax(sc, 0)
-                ac = (al[:, None] * torch.stack(hist)).sum(0)
-                alphas[t] = al
-            hist.append(c)
-            q_new = dict(q)
-            if not cfg.no_ssm:  # eq. 10 on u_t ⊕ ac_t, or on u_t alone without the attention
-                x = torch.cat([us[t], ac]) if has_att else us[t]
-                q_new[i] = _gru(q[i], x, *_split_gru(rnn.gru_s, k))
-            listeners = [j for j in parties if j != i and (j in seen or not causal)]
-            for j in listeners:
-                if not cfg.no_ilm:
-                    w_ih, b_ih, w_hh, b_hh = _split_gru(rnn.gru_l, k)
-                    if vs_[t] is not None:
-                        x = w_ih @ torch.cat([us[t], vs_[t]]) + b_ih
-                    else:
-                        x = w_ih[:, : us[t].shape[0]] @ us[t] + b_ih + pick(rnn.v_missing)
-                    q_new[j] = _gru_pre(q[j], x, w_hh @ q[j] + b_hh)  # eq. 11
-            q = q_new
-            ql = (torch.stack([q[j] for j in listeners]).mean(0) if listeners
-                  else torch.zeros(cfg.d_party, dtype=torch.float64))
-            e_in = torch.cat([c, q[i], ql] if has_c else [q[i], ql])  # eq. 12
-            e = _gru(e, e_in, g.weight_ih_l0, g.bias_ih_l0, g.weight_hh_l0, g.bias_hh_l0)
-            es[t] = e
-        return es, alphas
-
-    es_f, alphas = direction(range(length), 0)
-    if cfg.bidirectional:
-        es_b, _ = direction(range(length - 1, -1, -1), 1)
-        e_all = [torch.cat([es_f[t], es_b[t]]) for t in range(length)]
-    else:
-        e_all = [es_f[t] for t in range(length)]
-    logits = torch.stack([_lin(e, model.classifier) for e in e_all])  # eq. 13
-    return logits, alphas
-
-
-def _gru_pre(h, gi, gh):
-    n_h = h.shape[0]
-    r = torch.sigmoid(gi[:n_h] + gh[:n_h])
-    z = torch.sigmoid(gi[n_h : 2 * n_h] + gh[n_h : 2 * n_h])
-    n = torch.tanh(gi[2 * n_h :] + r * gh[2 * n_h :])
-    return (1 - z) * n + z * h
-
-
-@pytest.mark.parametrize("kw", [
-    {},
-    {"bidirectional": False},
-    {"modalities": ("text",)},
+# ---- every backend equals the reference (avafn.model.reference), float64 ---------------------
+REFERENCE_CASES = [
+    {}, {"bidirectional": False}, {"modalities": ("text",)},
     {"modalities": ("audio", "video", "text"), "bidirectional": False},
-    {"no_acm": True},
-    {"no_acm_attention": True},
-    {"no_ssm": True},
-    {"no_ilm": True},
-    {"no_acm": True, "no_ilm": True},
-    {"no_acm": True, "no_ssm": True},
+    *({a: True} for a in ABLATIONS),
+    *({a: True, "bidirectional": False} for a in ABLATIONS),
+    {"no_acm": True, "no_ilm": True}, {"no_acm": True, "no_ssm": True},
     {"no_acm_attention": True, "no_ssm": True, "no_ilm": True},
-    {"tie_directions": True},
-    {"tie_directions": True, "no_acm": True, "no_ilm": True},
+    {"no_ssm": True, "no_ilm": True, "bidirectional": False},
+    {"tie_directions": True}, {"tie_directions": True, "no_acm": True, "no_ilm": True},
     {"fusion_weights": "per_utterance"},
     {"fusion_weights": "per_utterance", "modalities": ("audio", "video", "text"),
      "bidirectional": False},
-])
-def test_equivalence_with_plain_loop(kw):
-    cfg = small_cfg(**kw)
-    model = model_of(cfg, seed=1, dtype=torch.float64)
+    {"listener_modality": "audio"},
+]
+_ids = lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "full"
+
+
+def reference_model(cfg: AVAFNConfig, seed: int, **train) -> AVAFN:
+    """A float64 model whose eq. 7 parameters (which start at "equal weights") matter."""
+    model = model_of(cfg, seed=seed, dtype=torch.float64)
     fu = model.fusion
-    with torch.no_grad():  # eq. 7's parameters start at "equal weights": make them matter
+    with torch.no_grad():
         for p in ([fu.fusion_logits] if hasattr(fu, "fusion_logits") else []) + (
                 list(fu.fusion_gate.parameters()) if hasattr(fu, "fusion_gate") else []):
             p.normal_(0, 0.5, generator=torch.Generator().manual_seed(5))
+    return model.train(train.get("train", False))
+
+
+def as_reference(model: AVAFN) -> AVAFN:
+    """The same weights under backend="reference"."""
+    ref = AVAFN(AVAFNConfig(**{**model.cfg.to_dict(), "backend": "reference"}))
+    ref.to(torch.float64).load_state_dict(model.state_dict())
+    return ref.train(model.training)
+
+
+def assert_states_equal(out: dict, ref: dict, mask: torch.Tensor, tol=1e-10) -> None:
+    """Every key; context_attention on the real utterances' rows (the full pass leaves
+    weights in the rows of padding, which nothing reads)."""
+    assert out.keys() == ref.keys()
+    for k, a in out.items():
+        b = ref[k]
+        if k == "Q":  # the reference's parties: the largest index in the batch + 1
+            a = a[..., : b.shape[2], :]
+        if k == "context_attention":
+            a, b = a[mask], b[mask]
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol * 100, msg=k)
+
+
+@pytest.mark.parametrize("kw", REFERENCE_CASES, ids=_ids)
+def test_full_pass_equals_reference(kw):
+    """The full pass (packed, vectorised; inference's recurrence) against the reference, one
+    dialogue at a time: logits, eq. 9's attention and every state return_states exposes."""
+    cfg = small_cfg(**kw)
+    model = reference_model(cfg, seed=1)
     feats, present, speaker, mask = make_batch(cfg, lengths=(5, 2, 4), seed=2,
                                                dtype=torch.float64, p_missing=0.3)
+    speaker[2] = torch.tensor([3, 1, 3, 0, 0])  # parties 0, 1, 3: a gap in the indices
     with torch.no_grad():
-        out = model(feats, present, speaker, mask)
-        for b, n in enumerate((5, 2, 4)):
-            logits, alphas = reference_forward(
-                model, {m: x[b] for m, x in feats.items()}, {m: x[b] for m, x in present.items()},
-                speaker[b], n, causal=not cfg.bidirectional)
-            torch.testing.assert_close(out["logits"][b, :n], logits, atol=1e-10, rtol=1e-8)
-            if model.rnn.has_att:
-                for t, al in alphas.items():
-                    torch.testing.assert_close(out["context_attention"][b, t, :t], al)
+        ref = reference_forward(model, feats, present, speaker, mask, return_states=True)
+        for states in (False, True):
+            out = model(feats, present, speaker, mask, return_states=states)
+            want = ref if states else {k: ref[k] for k in ("logits", "context_attention")}
+            assert_states_equal(out, want, mask)
+        via_config = as_reference(model)(feats, present, speaker, mask, return_states=True)
+    assert_states_equal(via_config, ref, mask, tol=0)
+    assert model.rnn.has_att == bool(ref["context_attention"].abs().sum() > 0)
 
 
-@pytest.mark.parametrize("kw", [
-    {}, {"bidirectional": False}, {"tie_directions": True}, {"no_acm": True},
-    {"no_acm_attention": True}, {"no_ssm": True}, {"no_ilm": True},
-    {"no_acm": True, "no_ilm": True}, {"no_acm": True, "no_ssm": True},
-    {"no_acm_attention": True, "no_ssm": True, "no_ilm": True},
-    {"bidirectional": False, "no_acm": True}, {"modalities": ("text",)},
-])
-def test_hand_written_backward_equals_autograd(kw):
-    """Training's recurrence (avafn.model.bptt, its own backward pass) against autograd through
-    DialogueRecurrence.cell (the path of return_states): same loss, same gradient for every
-    parameter, float64, dialogues of different lengths and party counts."""
+def _loss_and_grads(model, feats, present, speaker, mask, w, states=False):
+    model.zero_grad(set_to_none=True)
+    out = model(feats, present, speaker, mask, return_states=states)
+    loss = (out["logits"][mask] * w[mask]).sum() + (out["context_attention"][mask] ** 2).sum()
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
+
+
+def assert_same_gradients(got, want, tol=1e-10):
+    (l_got, g_got), (l_want, g_want) = got, want
+    torch.testing.assert_close(l_got, l_want, atol=tol, rtol=tol)
+    assert g_got.keys() == g_want.keys()
+    checked = 0
+    for name, g in g_want.items():
+        if g is None:  # a parameter this batch never reads (e.g. no utterance is missing)
+            assert g_got[name] is None or not g_got[name].any(), name
+            continue
+        other = g_got[name] if g_got[name] is not None else torch.zeros_like(g)
+        torch.testing.assert_close(other, g, atol=tol, rtol=tol * 100, msg=name)
+        checked += name.startswith("rnn.") and bool(g.abs().sum() > 0)
+    assert checked >= 3  # the recurrence's own weights took part
+
+
+@pytest.mark.parametrize("kw", REFERENCE_CASES, ids=_ids)
+def test_gradients_equal_reference(kw):
+    """Training's full pass (the recurrence with its hand-written backward, avafn.model.bptt)
+    and the autograd path (return_states: autograd through DialogueRecurrence.cell) against
+    autograd through the reference: the same loss and the same gradient for every parameter,
+    dialogues of different lengths and party counts."""
     cfg = small_cfg(**{"dropout": 0.0, **kw})
-    model = model_of(cfg, seed=3, dtype=torch.float64).train()
+    model = reference_model(cfg, seed=3, train=True)
     feats, present, speaker, mask = make_batch(cfg, lengths=(6, 1, 4, 6, 3), seed=4,
                                                dtype=torch.float64, p_missing=0.2)
     speaker[3] = torch.tensor([0, 3, 1, 3, 2, 0])  # four parties in one dialogue
     w = torch.randn(mask.shape + (cfg.n_classes,), generator=torch.Generator().manual_seed(6),
                     dtype=torch.float64)
-    grads, losses = [], []
-    for states in (False, True):  # False: hand-written backward; True: autograd
-        model.zero_grad(set_to_none=True)
-        out = model(feats, present, speaker, mask, return_states=states)
-        loss = (out["logits"][mask] * w[mask]).sum() + (out["context_attention"] ** 2).sum()
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append({n: p.grad for n, p in model.named_parameters()})
-    torch.testing.assert_close(losses[0], losses[1], atol=1e-12, rtol=1e-12)
-    assert grads[0].keys() == grads[1].keys()
-    checked = 0
-    for name, g in grads[1].items():
-        if g is None:  # a parameter this batch never reads (e.g. no utterance is missing)
-            assert grads[0][name] is None or not grads[0][name].any(), name
-            continue
-        torch.testing.assert_close(grads[0][name], g, atol=1e-10, rtol=1e-8, msg=name)
-        checked += name.startswith("rnn.") and bool(g.abs().sum() > 0)
-    assert checked >= 3  # the recurrence's own weights took part
+    args = (feats, present, speaker, mask, w)
+    ref = _loss_and_grads(as_reference(model), *args)
+    assert_same_gradients(_loss_and_grads(model, *args), ref)  # hand-written backward
+    assert_same_gradients(_loss_and_grads(model, *args, states=True), ref)  # autograd
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -710,15 +619,11 @@ def test_hand_written_backward_with_empty_and_single_utterance_dialogues(bidirec
     feats, present, _, mask = make_batch(cfg, lengths=(0, 3, 1, 0, 2), seed=5,
                                          dtype=torch.float64)
     speaker = torch.tensor([[0, 0, 0], [0, 1, 0], [2, 0, 0], [0, 0, 0], [3, 3, 0]])
-    grads = []
-    for states in (False, True):
-        model.zero_grad(set_to_none=True)
-        out = model(feats, present, speaker, mask, return_states=states)
-        (out["logits"][mask].pow(2).sum() + out["context_attention"].sum()).backward()
-        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
-    assert grads[0].keys() == grads[1].keys()
-    for name, g in grads[1].items():
-        torch.testing.assert_close(grads[0][name], g, atol=1e-12, rtol=1e-10, msg=name)
+    w = torch.ones(mask.shape + (cfg.n_classes,), dtype=torch.float64)
+    args = (feats, present, speaker, mask, w)
+    ref = _loss_and_grads(as_reference(model), *args)
+    assert_same_gradients(_loss_and_grads(model, *args), ref, tol=1e-12)
+    assert_same_gradients(_loss_and_grads(model, *args, states=True), ref, tol=1e-12)
 
 
 def test_empty_batch_or_length():
@@ -865,6 +770,8 @@ def test_fusion_plugin_selected_by_name():
     cfg = small_cfg(fusion="test-mean", bidirectional=False)
     model = model_of(cfg)
     assert isinstance(model.fusion, MeanFusion)
+    # its encode / frozen are Fusion's generic ones (through its methods): every fast path runs
+    assert fast_paths(model) == FastPaths(False, True, True, True)
     feats, present, speaker, mask = make_batch(cfg, lengths=(5, 5), p_missing=0.3)
     full = model(feats, present, speaker, mask)
     state = model.init_state(2)
@@ -963,3 +870,129 @@ def test_gru_cell_gives_fused_kernels_only_one_dimensional_biases(monkeypatch):
         explicit = dialogue.gru_cell(x, h, w_ih, w_hh, gi, b_hh)  # gradients on: explicit
         torch.testing.assert_close(fused, explicit.detach())
         assert on_meta.shape == (4, 3)
+
+
+# ---- backends: the reference on request; a changed equation drops the fast paths -------------
+def test_backend_setting():
+    cfg = small_cfg()
+    assert cfg.backend == "auto" and "backend" not in cfg.to_dict()  # saved configs unchanged
+    old = {k: v for k, v in cfg.to_dict().items()}  # a config written before the setting
+    assert AVAFNConfig.from_dict(old) == cfg
+    ref = small_cfg(backend="reference")
+    assert ref.to_dict()["backend"] == "reference"
+    assert AVAFNConfig.from_dict(ref.to_dict()) == ref
+    with pytest.raises(ValueError, match="backend"):
+        small_cfg(backend="fast")
+    model = model_of(ref)
+    assert fast_paths(model) == FastPaths(reference=True, encode=False, bptt=False, frozen=False)
+    assert fast_paths(model_of(cfg)) == FastPaths(False, True, True, True)
+    # streaming under the reference backend: step() itself, never a snapshot
+    step = model_of(small_cfg(backend="reference", bidirectional=False)).frozen_step()
+    assert isinstance(step, LiveStep)
+
+
+class TanhCAM(CrossModalFusion):
+    """The paper's CAM with one equation changed: u_t^CA = tanh(Linear(...))."""
+
+    def combine(self, h, h_c, valid):
+        return torch.tanh(super().combine(h, h_c, valid))
+
+
+class HalfListeners(DialogueRecurrence):
+    """Eq. 12 reads half the listeners' mean state."""
+
+    def cell(self, carry, xc, xs, xl, party):
+        new, out = super().cell(carry, xc, xs, xl, party)
+        return new, {**out, "q_l": 0.5 * out["q_l"]}
+
+
+class HalfListenersAVAFN(AVAFN):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.rnn.__class__ = HalfListeners
+
+
+def _same_weights(model, cls=AVAFN, **kw):
+    other = cls(AVAFNConfig(**{**model.cfg.to_dict(), **kw})).to(torch.float64)
+    other.load_state_dict(model.state_dict())
+    return other.train(model.training)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_fusion_subclass_changing_an_equation_runs_through_its_methods(bidirectional):
+    """A "cam" subclass overriding an equation method (combine) without its own fast path:
+    the packed encode and the frozen snapshot (which would compute the paper's CAM) are not
+    used; the full pass, its gradients and streaming compute the subclass's equations, equal
+    to the reference run through the fusion's own forward."""
+    from avafn.model.registry import FUSIONS
+
+    FUSIONS.register("test-tanh-cam", TanhCAM, replace=True)
+    cfg = small_cfg(fusion="test-tanh-cam", dropout=0.0, bidirectional=bidirectional)
+    model = reference_model(cfg, seed=1, train=True)
+    assert fast_paths(model) == FastPaths(False, encode=False, bptt=True, frozen=False)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(5, 2, 4), seed=2,
+                                               dtype=torch.float64, p_missing=0.3)
+    w = torch.randn(mask.shape + (cfg.n_classes,), generator=torch.Generator().manual_seed(6),
+                    dtype=torch.float64)
+    args = (feats, present, speaker, mask, w)
+    ref = _loss_and_grads(as_reference(model), *args)
+    assert_same_gradients(_loss_and_grads(model, *args), ref)
+    stock = _loss_and_grads(_same_weights(model, fusion="cam"), *args)
+    assert not torch.allclose(stock[0], ref[0])  # the change matters
+    model.eval()
+    with torch.no_grad():
+        out = model(feats, present, speaker, mask, return_states=True)
+        assert_states_equal(out, reference_forward(model, feats, present, speaker, mask, True),
+                            mask)
+        assert out["u"].abs().max() < 1  # tanh
+    if bidirectional:
+        return
+    frozen = model.frozen_step()
+    assert isinstance(frozen, LiveStep)
+    state = model.init_state(3, dtype=torch.float64)
+    full = torch.ones_like(mask)
+    with torch.no_grad():
+        want = model(feats, present, torch.where(mask, speaker, 0), full)["logits"]
+        for t in range(mask.shape[1]):
+            logits, state, _ = frozen(state, {m: x[:, t] for m, x in feats.items()},
+                                      {m: x[:, t] for m, x in present.items()}, speaker[:, t])
+            torch.testing.assert_close(logits, want[:, t])
+
+
+def test_recurrence_subclass_changing_an_equation_is_trained_through_autograd():
+    """A model whose recurrence overrides DialogueRecurrence.cell: training does not run the
+    hand-written backward (which computes the paper's equations) but autograd through the
+    override, and streaming runs step() (no frozen snapshot)."""
+    cfg = small_cfg(dropout=0.0)
+    model = _same_weights(reference_model(cfg, seed=3, train=True), HalfListenersAVAFN)
+    assert fast_paths(model) == FastPaths(False, encode=True, bptt=False, frozen=False)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(6, 1, 4), seed=4,
+                                               dtype=torch.float64, p_missing=0.2)
+    w = torch.randn(mask.shape + (cfg.n_classes,), generator=torch.Generator().manual_seed(6),
+                    dtype=torch.float64)
+    args = (feats, present, speaker, mask, w)
+    trained = _loss_and_grads(model, *args)
+    assert_same_gradients(trained, _loss_and_grads(model, *args, states=True))
+    stock = _loss_and_grads(_same_weights(model), *args)
+    assert not torch.allclose(trained[0], stock[0])  # the hand-written backward would give this
+    assert isinstance(HalfListenersAVAFN(small_cfg(bidirectional=False)).frozen_step(), LiveStep)
+
+
+def test_model_subclass_overriding_the_step_gets_no_snapshot():
+    class Custom(AVAFN):
+        def _step(self, *args):
+            logits, state, info = super()._step(*args)
+            return logits + 1, state, info
+
+    plain = model_of(small_cfg(bidirectional=False))
+    custom = Custom(plain.cfg).eval()
+    custom.load_state_dict(plain.state_dict())
+    assert isinstance(custom.frozen_step(), LiveStep)
+    assert not isinstance(plain.frozen_step(), LiveStep)
+    feats, _present, speaker, _mask = make_batch(plain.cfg, lengths=(2,))
+    with torch.no_grad():
+        a, _, _ = custom.frozen_step()(custom.init_state(1), {m: x[:, 0] for m, x in
+                                                               feats.items()}, None, speaker[:, 0])
+        b, _, _ = plain.frozen_step()(plain.init_state(1), {m: x[:, 0] for m, x in
+                                                             feats.items()}, None, speaker[:, 0])
+    torch.testing.assert_close(a, b + 1)

@@ -6,6 +6,7 @@ Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import torch
@@ -13,9 +14,10 @@ from torch import nn
 
 from avafn.config import check_field_types
 
+from .backend import BACKENDS, LiveStep, fast_paths, reference_forward
 from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
-from .fusion import FUSION_WEIGHTS
+from .fusion import FUSION_WEIGHTS, Fusion
 from .layout import Layout
 from .ops import Dropout, frozen_t, sum_is_finite
 from .registry import FUSIONS, MODELS
@@ -47,6 +49,9 @@ class AVAFNConfig:
     no_acm_attention: bool = False  # only eq. 9's attention: ac_t = 0, GRU_C and C_t kept
     no_ssm: bool = False  # no GRU_S: the speaker's state is carried over at its turn
     no_ilm: bool = False  # no GRU_L: listeners keep their state
+    # "auto": the fast paths; "reference": the equations of avafn.model.reference, one
+    # dialogue at a time (the same function, slowly; avafn.model.backend)
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         check_field_types(self, "model")  # "x" for a width, "no" for a flag: refused
@@ -76,6 +81,9 @@ class AVAFNConfig:
         if self.no_acm and self.no_ssm and self.no_ilm:
             raise ValueError("no_acm, no_ssm and no_ilm together leave no path from the "
                              "utterances to the emotion state")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"model setting 'backend' must be one of {list(BACKENDS)}, got "
+                             f"{self.backend!r}")
 
     @property
     def listener(self) -> str:
@@ -87,6 +95,8 @@ class AVAFNConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
+        if d["backend"] == "auto":  # the default leaves the saved config as it always was
+            del d["backend"]
         return d
 
     @classmethod
@@ -217,6 +227,9 @@ class AVAFN(nn.Module):
         dtype = feats[cfg.modalities[0]].dtype
         if not bool(mask.any()):  # nothing to do; keep the output contract
             return self._empty_output(b_sz, t_len, dtype, mask.device, return_states)
+        paths = fast_paths(self)  # the reference, or which fast paths (avafn.model.backend)
+        if paths.reference:
+            return reference_forward(self, feats, present, speaker, mask, return_states)
         # only the n real utterances are computed (avafn.model.layout): packed rows for every
         # per-utterance operation, step rows (longest dialogue first) for the recurrence
         blocks = 2 if cfg.bidirectional else 1  # block 1: each dialogue reversed in its length
@@ -227,7 +240,8 @@ class AVAFN(nn.Module):
              for m in cfg.modalities}  # missing rows are never read
         # eqs. 1-7: u_t^CA (n,d), the utterance encoder, shared by both directions (causal
         # when streaming); only the recurrence (eqs. 8-12) has per-direction weights
-        u = self.fusion.encode(x, valid, lay, causal=not cfg.bidirectional)
+        encode = self.fusion.encode if paths.encode else partial(Fusion.encode, self.fusion)
+        u = encode(x, valid, lay, causal=not cfg.bidirectional)
         spk = torch.where(mask, speaker, torch.zeros_like(speaker)).long()
         # parties beyond the largest index used in the batch never influence anything: drop them
         n_p = int(spk.max()) + 1
@@ -241,7 +255,7 @@ class AVAFN(nn.Module):
         xc, xs, xl = self.rnn.project_steps(u, x[cfg.listener], valid[cfg.listener], lay)
         cell = self._compiled_cell if (self._compiled_cell is not None and u.is_cuda) else None
         parties = lay.party_steps(onehot, lis)
-        if (torch.is_grad_enabled() and cell is None and not return_states
+        if (paths.bptt and torch.is_grad_enabled() and cell is None and not return_states
                 and not torch.is_autocast_enabled(u.device.type)):
             r = run_recurrence(self.rnn, xc, xs, xl, parties, lay)  # training: own backward
             e = torch.cat([lay.from_steps(r["E"], k) for k in range(blocks)], -1)
@@ -396,12 +410,13 @@ class AVAFN(nn.Module):
                    key_valid=kvalid, present=state["present"], complete=complete)
         return logits, new, {"context_attention": att, "probs": torch.softmax(logits, -1)}
 
-    def frozen_step(self) -> FrozenStep:
+    def frozen_step(self) -> FrozenStep | LiveStep:
         """:meth:`step` on a snapshot of the weights taken now (merged and pre-transposed
         copies: fewer, faster matrix products; the streaming session uses it). Build it once the
         weights are final: its fast path does not see later changes to the model (a fusion
-        plug-in without its own ``frozen()`` is read live)."""
-        return FrozenStep(self)
+        plug-in without its own ``frozen()`` is read live). A subclass that overrides the
+        equations, or ``backend="reference"``, gets :meth:`step` itself (avafn.model.backend)."""
+        return FrozenStep(self) if fast_paths(self).frozen else LiveStep(self)
 
     # ---- CUDA fast path ----------------------------------------------------------------------
     def compile_recurrence(self, mode: str = "max-autotune-no-cudagraphs") -> None:
