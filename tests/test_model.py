@@ -558,6 +558,8 @@ def test_full_pass_equals_reference(kw):
     feats, present, speaker, mask = make_batch(cfg, lengths=(5, 2, 4), seed=2,
                                                dtype=torch.float64, p_missing=0.3)
     speaker[2] = torch.tensor([3, 1, 3, 0, 0])  # parties 0, 1, 3: a gap in the indices
+    for p in present.values():
+        p[0, 1] = False  # an utterance with no modality at all
     with torch.no_grad():
         ref = reference_forward(model, feats, present, speaker, mask, return_states=True)
         for states in (False, True):

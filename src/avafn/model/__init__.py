@@ -1,4 +1,6 @@
-"""The AVAFN network: CAM fusion (fusion.py), dialogue recurrence (dialogue.py), whole model."""
+"""The AVAFN network. Its definition, equation by equation: reference.py; the fast
+implementations: CAM fusion (fusion.py), dialogue recurrence (dialogue.py, bptt.py), whole model
+(avafn.py); which one runs: backend.py."""
 
 from .avafn import AVAFN, AVAFNConfig
 

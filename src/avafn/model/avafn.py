@@ -1,5 +1,12 @@
 """AVAFN: CAM fusion (eqs. 1-7) -> dialogue recurrence (eqs. 8-12) -> classifier (eqs. 13-14).
 
+**Fast paths.** The model's definition is :mod:`avafn.model.reference` (one dialogue, plain
+loops); what this module computes must equal it. :meth:`AVAFN.forward` (the full pass):
+``tests/test_model.py::test_full_pass_equals_reference`` (logits, eq. 9's weights, every
+state of ``return_states``) and ``test_gradients_equal_reference``; :meth:`AVAFN.step` and
+:class:`FrozenStep`: ``test_frozen_step_equals_step``. ``AVAFNConfig.backend`` chooses
+(:mod:`avafn.model.backend`).
+
 Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n_parties.
 """
 

@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .fusion import CrossModalFusion, Fusion
+from .fusion import Fusion
+from .reference import dialogue
 
 BACKENDS = ("auto", "reference")
 
@@ -78,12 +79,6 @@ def parts_from(module: nn.Module, modules: tuple[str, ...]) -> bool:
                for m in module.modules())
 
 
-def builtin_fusion(fusion: nn.Module) -> bool:
-    """Whether ``fusion`` is the paper's CAM exactly (the reference writes out its equations);
-    any other fusion is defined by its own forward."""
-    return type(fusion) is CrossModalFusion and parts_from(fusion, _LIBRARY)
-
-
 def fast_paths(model: nn.Module) -> FastPaths:
     """The fast paths an AVAFN ``model`` (or an instance of a subclass) may use."""
     reference = getattr(model.cfg, "backend", "auto") == "reference"
@@ -113,8 +108,6 @@ def reference_forward(model: nn.Module, feats: dict[str, torch.Tensor],
                       mask: torch.Tensor, return_states: bool = False) -> dict[str, torch.Tensor]:
     """:meth:`AVAFN.forward`'s output computed by :func:`avafn.model.reference.dialogue`, one
     dialogue at a time (the same keys and shapes, zeros at padding)."""
-    from .reference import dialogue  # reference imports builtin_fusion from here
-
     cfg = model.cfg
     b_sz, t_len = mask.shape
     like = feats[cfg.modalities[0]]

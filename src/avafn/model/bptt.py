@@ -1,6 +1,13 @@
 """The dialogue recurrence (eqs. 8-12) as one autograd function with a hand-written backward
 pass through time, used by the full pass while training.
 
+**A fast path.** It must equal :func:`avafn.model.reference.recurrence` (the loss and every
+parameter's gradient): ``tests/test_model.py::test_gradients_equal_reference`` (float64,
+every ablation, both direction layouts) and
+``test_hand_written_backward_with_empty_and_single_utterance_dialogues``. It is used only for
+:class:`~avafn.model.dialogue.DialogueRecurrence` itself: a subclass that overrides an
+equation method trains through autograd instead (:mod:`avafn.model.backend`).
+
 Why: through autograd, every step of the recurrence records about a hundred small operations
 and the backward pass replays them one node at a time, each weight's gradient accumulated
 step by step. Here the forward loop records nothing, keeps only what the backward pass reads

@@ -1,6 +1,12 @@
 """Dialogue recurrence (eqs. 8-12): context GRU, attentive context (ACM), self-speaker GRU (SSM),
 intra-listener GRU (ILM) and emotion GRU, vectorised over dialogues, parties and directions.
 
+**A fast path.** It must equal :func:`avafn.model.reference.recurrence`:
+``tests/test_model.py::test_full_pass_equals_reference`` (``DialogueRecurrence.run_steps``,
+``emotion_steps``: every state, float64, every ablation), ``test_gradients_equal_reference``
+(autograd through ``cell``) and ``test_frozen_step_equals_step`` (``cell``,
+``emotion_step`` and the weight snapshot :class:`FrozenRecurrence`).
+
 Rows N of every tensor are dialogues; with two directions the rows are direction-major blocks
 (the full pass: the step rows of ``avafn.model.layout``, one chunk per step, block 0 forward,
 block 1 the reversed dialogues). Party states are one row per (dialogue, party it has) in the

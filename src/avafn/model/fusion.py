@@ -1,5 +1,12 @@
 """Fusion: how the per-modality vectors of each utterance become one vector u_t (eqs. 1-7).
 
+**The built-in ``"cam"`` is a fast path.** :class:`CrossModalFusion` (``encode``: packed rows;
+``fuse``: the padded and streaming form) and its weight snapshot :class:`FrozenCAM` must equal
+:func:`avafn.model.reference.fusion`: ``tests/test_model.py::test_full_pass_equals_reference``,
+``test_gradients_equal_reference`` and ``test_frozen_step_equals_step``. A subclass that
+overrides an interface method without its own ``encode`` / ``frozen`` runs through the
+generic ones (:mod:`avafn.model.backend`).
+
 **The interface a fusion implements** (registered in ``avafn.model.registry.FUSIONS`` and chosen
 by ``AVAFNConfig.fusion``; the model builds it as ``cls(cfg)`` with its ``AVAFNConfig``, whose
 ``d_model`` is the width of u_t). Shapes: B dialogues, T utterances, d = ``cfg.d_model``.

@@ -1,5 +1,8 @@
 """Where the real utterances of a padded batch live, in the two layouts of the full pass.
 
+Part of the full pass's fast path (must equal :mod:`avafn.model.reference`, one dialogue at a
+time: ``tests/test_model.py::test_full_pass_equals_reference``).
+
 A batch is B dialogues padded to T utterances (``mask`` (B,T), a prefix per dialogue). Only its
 n real utterances are computed:
 
