@@ -947,6 +947,14 @@ def test_fusion_subclass_changing_an_equation_runs_through_its_methods(bidirecti
         assert_states_equal(out, reference_forward(model, feats, present, speaker, mask, True),
                             mask)
         assert out["u"].abs().max() < 1  # tanh
+    stock = _same_weights(model, fusion="cam")
+    assert fast_paths(stock).encode  # decided once per model and classes; a new part is seen:
+    fu = TanhCAM(stock.cfg).to(torch.float64)
+    fu.load_state_dict(stock.fusion.state_dict())
+    stock.fusion = fu
+    assert fast_paths(stock) == FastPaths(False, encode=False, bptt=True, frozen=False)
+    with torch.no_grad():
+        torch.testing.assert_close(stock(feats, present, speaker, mask)["logits"], out["logits"])
     if bidirectional:
         return
     frozen = model.frozen_step()

@@ -80,8 +80,18 @@ def parts_from(module: nn.Module, modules: tuple[str, ...]) -> bool:
 
 
 def fast_paths(model: nn.Module) -> FastPaths:
-    """The fast paths an AVAFN ``model`` (or an instance of a subclass) may use."""
-    reference = getattr(model.cfg, "backend", "auto") == "reference"
+    """The fast paths an AVAFN ``model`` (or an instance of a subclass) may use. Decided from
+    the classes of the model, its fusion and its recurrence (and their parts) and the backend,
+    once for each combination of them (kept on the model)."""
+    key = (type(model), getattr(model.cfg, "backend", "auto"), type(model.fusion),
+           id(model.fusion), type(model.rnn), id(model.rnn))
+    cached = model.__dict__.get("_fast_paths")
+    if cached is None or cached[0] != key:
+        cached = model.__dict__["_fast_paths"] = (key, _decide(model, key[1] == "reference"))
+    return cached[1]
+
+
+def _decide(model: nn.Module, reference: bool) -> FastPaths:
     encode = written_for(model.fusion, "encode", FUSION_EQUATIONS, Fusion)
     bptt = written_for(model.rnn, "frozen", RECURRENCE_EQUATIONS)  # bptt: DialogueRecurrence's
     frozen = (bptt and written_for(model.fusion, "frozen", FUSION_EQUATIONS, Fusion)
