@@ -196,8 +196,7 @@ def test_frozen_step_equals_step(kw):
     s_ref, s_fast = model.init_state(3, dtype=torch.float64), model.init_state(3,
                                                                                 dtype=torch.float64)
     with torch.no_grad():
-        want = reference_forward(model, feats, present, speaker, torch.ones(3, 8, dtype=bool),
-                                 return_states=True)
+        want = reference_forward(model, feats, present, speaker, torch.ones(3, 8, dtype=bool))
         for t in range(8):
             ft = {m: x[:, t] for m, x in feats.items()}
             pt = {m: x[:, t] for m, x in present.items()}
@@ -561,7 +560,7 @@ def test_full_pass_equals_reference(kw):
     for p in present.values():
         p[0, 1] = False  # an utterance with no modality at all
     with torch.no_grad():
-        ref = reference_forward(model, feats, present, speaker, mask, return_states=True)
+        ref = reference_forward(model, feats, present, speaker, mask)
         for states in (False, True):
             out = model(feats, present, speaker, mask, return_states=states)
             want = ref if states else {k: ref[k] for k in ("logits", "context_attention")}
@@ -944,7 +943,7 @@ def test_fusion_subclass_changing_an_equation_runs_through_its_methods(bidirecti
     model.eval()
     with torch.no_grad():
         out = model(feats, present, speaker, mask, return_states=True)
-        assert_states_equal(out, reference_forward(model, feats, present, speaker, mask, True),
+        assert_states_equal(out, reference_forward(model, feats, present, speaker, mask),
                             mask)
         assert out["u"].abs().max() < 1  # tanh
     stock = _same_weights(model, fusion="cam")

@@ -236,7 +236,8 @@ class AVAFN(nn.Module):
             return self._empty_output(b_sz, t_len, dtype, mask.device, return_states)
         paths = fast_paths(self)  # the reference, or which fast paths (avafn.model.backend)
         if paths.reference:
-            return reference_forward(self, feats, present, speaker, mask, return_states)
+            out = reference_forward(self, feats, present, speaker, mask)
+            return out if return_states else {k: out[k] for k in ("logits", "context_attention")}
         # only the n real utterances are computed (avafn.model.layout): packed rows for every
         # per-utterance operation, step rows (longest dialogue first) for the recurrence
         blocks = 2 if cfg.bidirectional else 1  # block 1: each dialogue reversed in its length

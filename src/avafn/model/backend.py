@@ -115,9 +115,10 @@ class LiveStep:
 
 def reference_forward(model: nn.Module, feats: dict[str, torch.Tensor],
                       present: dict[str, torch.Tensor], speaker: torch.Tensor,
-                      mask: torch.Tensor, return_states: bool = False) -> dict[str, torch.Tensor]:
-    """:meth:`AVAFN.forward`'s output computed by :func:`avafn.model.reference.dialogue`, one
-    dialogue at a time (the same keys and shapes, zeros at padding)."""
+                      mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:meth:`AVAFN.forward`'s output with ``return_states=True`` computed by
+    :func:`avafn.model.reference.dialogue`, one dialogue at a time (the same keys and shapes,
+    zeros at padding)."""
     cfg = model.cfg
     b_sz, t_len = mask.shape
     like = feats[cfg.modalities[0]]
@@ -138,12 +139,11 @@ def reference_forward(model: nn.Module, feats: dict[str, torch.Tensor],
                 out["context_attention"] = out["context_attention"].index_put(
                     (torch.tensor([b], device=dev), torch.tensor([t], device=dev),
                      torch.arange(t, device=dev)), st["alpha"])
-            if return_states:
-                st = dict(st, Q=torch.stack([st["Q"].get(p, like.new_zeros(cfg.d_party))
-                                             for p in range(n_p)]))
-                for k, v in st.items():
-                    if k != "alpha":
-                        rows.setdefault(k, []).append((b, t, v))
+            st = dict(st, Q=torch.stack([st["Q"].get(p, like.new_zeros(cfg.d_party))
+                                         for p in range(n_p)]))
+            for k, v in st.items():
+                if k != "alpha":
+                    rows.setdefault(k, []).append((b, t, v))
     for k, vals in rows.items():
         z = like.new_zeros(b_sz, t_len, *vals[0][2].shape)
         idx = (torch.tensor([b for b, _, _ in vals], device=dev),

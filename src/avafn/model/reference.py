@@ -110,10 +110,12 @@ def fusion(model, x, n, causal):
     return us
 
 
-def recurrence(model, us, v, speaker, order, k, causal):
-    """Eqs. 8-12 over the utterances in ``order`` (forward, or the reversed dialogue) with
-    direction k's weights -> per utterance t its states {C, alpha, ac, q_s, q_l, Q, E}."""
-    cfg, rnn = model.cfg, model.rnn
+def recurrence(model, us, v, speaker, k):
+    """Eqs. 8-12 in direction k (0: forward, 1: the reversed dialogue) with its weights
+    -> per utterance t its states {C, alpha, ac, q_s, q_l, Q, E}."""
+    cfg, rnn, n = model.cfg, model.rnn, len(us)
+    causal = not cfg.bidirectional  # a forward-only (streaming) model sees only the past
+    order = range(n) if k == 0 else range(n - 1, -1, -1)
     untied = hasattr(rnn, "gru_e_b")  # a set of weights per direction
     pick = (lambda p: p[k]) if untied else (lambda p: p)
     g_e = rnn.gru_e_b if untied and k == 1 else rnn.gru_e
@@ -175,9 +177,9 @@ def dialogue(model, feats, present, speaker):
                                one, causal)[0])
     lm = cfg.listener  # v_t of eq. 11: the listener modality's vector
     v = [x[lm][t] if present[lm][t] else None for t in range(n)]
-    states = recurrence(model, us, v, spk, range(n), 0, causal)
+    states = recurrence(model, us, v, spk, 0)
     if cfg.bidirectional:  # the reversed dialogue's E_t joins the forward one
-        back = recurrence(model, us, v, spk, range(n - 1, -1, -1), 1, causal)
+        back = recurrence(model, us, v, spk, 1)
         for t in range(n):
             states[t]["E"] = torch.cat([states[t]["E"], back[t]["E"]])
     for t in range(n):
