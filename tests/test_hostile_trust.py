@@ -502,3 +502,72 @@ def test_store_shards_checked_before_use(tmp_path):
     np.savez(part, **arrays)
     with pytest.raises(StoreError, match=r"vector is float32 of shape \(2, 3\), expected"):
         FeatureStore(st.root).table("text")
+
+
+def test_run_convert_keeps_the_old_file_until_the_converted_run_loads(made, capsys):
+    """A model.pt whose weights do not fit the run's model: the conversion is refused and
+    model.pt is still there (it used to be deleted before the converted run was loaded)."""
+    sd = load_file(made / "seed-0" / "model" / "model.safetensors")
+    shutil.rmtree(made / "seed-0" / "model")
+    k = next(iter(sd))
+    torch.save({"model": {**sd, k: torch.zeros(1)}}, made / "seed-0" / "model.pt")
+    before = (made / "config.json").read_bytes()
+    assert cli.main(["run", "convert", str(made)]) == 1
+    err = capsys.readouterr().err
+    assert "the converted run does not load" in err and "nothing converted" in err
+    assert (made / "seed-0" / "model.pt").is_file()
+    assert (made / "config.json").read_bytes() == before
+    assert not (made / "seed-0" / "model").exists()
+    assert not [p for p in (made / "seed-0").iterdir() if "converting" in p.name]
+    torch.save({"model": sd}, made / "seed-0" / "model.pt")  # sound: converted, then deleted
+    assert cli.main(["run", "convert", str(made)]) == 0
+    assert not (made / "seed-0" / "model.pt").exists()
+    (model,) = Run.open(made).models()
+    assert all(torch.equal(model.state_dict()[n], sd[n]) for n in sd)
+
+
+# ------------------------------------------------------------ the model's hand-written backward
+def _model_and_batch(bidirectional: bool = True):
+    from avafn.model import AVAFN, AVAFNConfig
+
+    torch.manual_seed(0)
+    model = AVAFN(AVAFNConfig(modalities=("audio",), input_dims={"audio": 5}, n_classes=3,
+                              n_parties=2, bidirectional=bidirectional, dropout=0.0,
+                              **{k: v for k, v in CAUSAL.items() if k != "bidirectional"}))
+    model = model.double().train()
+    g = torch.Generator().manual_seed(1)
+    feats = {"audio": torch.randn(2, 4, 5, generator=g, dtype=torch.float64)}
+    present = {"audio": torch.ones(2, 4, dtype=torch.bool)}
+    speaker = torch.tensor([[0, 1, 0, 1], [1, 0, 0, 0]])
+    mask = torch.tensor([[True] * 4, [True, True, False, False]])  # dialogue 2: 2 turns
+    return model, (feats, present, speaker, mask)
+
+
+def test_double_backward_through_the_recurrence_raises():
+    model, batch = _model_and_batch()
+    out = model(*batch)["logits"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(out.pow(2).sum(), params, create_graph=True, allow_unused=True)
+    penalty = sum((g ** 2).sum() for g in grads if g is not None)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiate twice"):
+        penalty.backward()
+
+
+def test_weights_changed_in_place_before_backward_are_caught():
+    model, batch = _model_and_batch(bidirectional=False)
+    out = model(*batch)["logits"]
+    with torch.no_grad():
+        model.rnn.gru_e.weight_hh_l0.add_(0.5)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_context_attention_is_zero_at_padded_positions():
+    model, batch = _model_and_batch()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            att = model.eval()(*batch)["context_attention"]
+        assert torch.equal(att[1, 2:], torch.zeros_like(att[1, 2:]))  # padded rows
+        assert torch.equal(att[1, :, 2:], torch.zeros_like(att[1, :, 2:]))  # padded columns
+        assert torch.allclose(att[1, 1, :1].sum(), torch.tensor(1.0, dtype=att.dtype))
+        assert torch.allclose(att[0, 3].sum(), torch.tensor(1.0, dtype=att.dtype))

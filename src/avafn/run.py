@@ -469,14 +469,14 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
                 weights = obj.get("model") if isinstance(obj, dict) else None
                 if not isinstance(weights, dict):
                     raise RunError(f"{p}: holds no 'model' weights; refused, nothing converted")
+                staged.append((tmp, sdir / MODEL_DIR))
                 save_weights(tmp, d["model_name"], d["model"], weights)
                 from_pretrained(tmp)  # the converted weights load into the run's model
-                staged.append((tmp, sdir / MODEL_DIR))
             else:
                 tmp = sdir / f".{STATE}.converting"
+                staged.append((tmp, sdir / STATE))
                 save_state(tmp, obj)
                 load_state(tmp)
-                staged.append((tmp, sdir / STATE))
     except (CheckpointError, TypeError, ValueError, KeyError) as e:
         for tmp, _ in staged:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
@@ -484,20 +484,26 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
                        "converted") from None
     old_cfg = cfg.read_bytes()
     placed: list[Path] = []
+    aside = {p: p.with_name(f".{p.name}.converted") for p in loaded}
     try:
         for tmp, final in staged:
             if final.is_dir():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             placed.append(final)
+        for p, q in aside.items():  # kept, out of the way of the layout check
+            os.replace(p, q)
         from avafn.store import atomic_write_json
 
         atomic_write_json(cfg, d)
         Run.open(run, finished=False)
     except BaseException:
-        for final in placed:  # back as it was: the old files were never touched
+        for final in placed:  # back as it was
             shutil.rmtree(final, ignore_errors=True) if final.is_dir() else \
                 final.unlink(missing_ok=True)
+        for p, q in aside.items():
+            if q.exists():
+                os.replace(q, p)
         from avafn.store import atomic_write_bytes
 
         atomic_write_bytes(cfg, old_cfg)
@@ -505,8 +511,8 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
     done = [f"{p} -> {final}{'/' if final.name == MODEL_DIR else ''}"
             for p, (_, final) in zip(loaded, staged)]
     done.append(f"{cfg}: rewritten (layout {LAYOUT})")
-    for p in loaded:
-        p.unlink()
+    for q in aside.values():
+        q.unlink()
     return done
 
 
