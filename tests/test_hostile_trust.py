@@ -571,3 +571,18 @@ def test_context_attention_is_zero_at_padded_positions():
         assert torch.equal(att[1, :, 2:], torch.zeros_like(att[1, :, 2:]))  # padded columns
         assert torch.allclose(att[1, 1, :1].sum(), torch.tensor(1.0, dtype=att.dtype))
         assert torch.allclose(att[0, 3].sum(), torch.tensor(1.0, dtype=att.dtype))
+
+
+def test_check_finite_names_where_and_what():
+    from avafn.trainkit import check_finite
+
+    net = torch.nn.Linear(2, 2)
+    check_finite(torch.tensor(3.0), net, "seed 0, epoch 1")  # finite: nothing
+    check_finite(3.0, net, "seed 0, epoch 1")
+    with pytest.raises(NonFiniteError, match=r"^fold 2/3, epoch 4: the training loss became "
+                                             r"non-finite .*; lower --lr$"):
+        check_finite(torch.tensor(math.inf), net, "fold 2/3, epoch 4", "lower --lr")
+    with torch.no_grad():
+        net.bias[0] = math.nan
+    with pytest.raises(NonFiniteError, match=r"seed 1, epoch 2: the weights became non-finite"):
+        check_finite(1.0, net, "seed 1, epoch 2")

@@ -157,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for r in stream_predictions(args.run_dir, items, args.device, models,
                                     progress=not args.no_progress):
             lat.append(r["latency_ms"])
-            line = json.dumps(r)
+            line = json.dumps(r, allow_nan=False)  # never NaN: not JSON
             if sink is not None:
                 sink.write(line + "\n")
                 sink.flush()
