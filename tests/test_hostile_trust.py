@@ -586,3 +586,19 @@ def test_check_finite_names_where_and_what():
         net.bias[0] = math.nan
     with pytest.raises(NonFiniteError, match=r"seed 1, epoch 2: the weights became non-finite"):
         check_finite(1.0, net, "seed 1, epoch 2")
+
+
+def test_checked_loading_still_reads_a_tied_direction_checkpoint(tmp_path):
+    """The weight checks leave names and shapes to load_state_dict, after the model's hooks:
+    a checkpoint of the older tied-direction layout still loads into the untied model."""
+    from avafn.checkpoint import save_weights
+    from avafn.model import AVAFN, AVAFNConfig
+
+    kw = {"modalities": ("audio",), "input_dims": {"audio": 5}, "n_classes": 3,
+          "n_parties": 2, **{k: v for k, v in CAUSAL.items() if k != "bidirectional"}}
+    torch.manual_seed(0)
+    tied = AVAFN(AVAFNConfig(tie_directions=True, **kw))
+    untied = AVAFNConfig(tie_directions=False, **kw)
+    save_weights(tmp_path / "m", "avafn", untied.to_dict(), tied.state_dict())
+    model = from_pretrained(tmp_path / "m")
+    assert isinstance(model, AVAFN) and not model.cfg.tie_directions

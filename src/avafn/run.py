@@ -118,14 +118,17 @@ def relative_to_run(run: str | os.PathLike, path: str | os.PathLike | None) -> s
         return str(Path(path).resolve())
 
 
-def record_provenance(run: str | os.PathLike, prov: Provenance) -> dict:
+def record_provenance(run: str | os.PathLike, prov: Provenance, trained_here: bool = True
+                      ) -> dict:
     """The ``provenance`` entry of ``config.json``: paths relative to the run, the manifest's
-    sha256 beside them, the torch version and CPU thread count of this process."""
+    sha256 beside them; with ``trained_here`` (not for a converted run, whose training ran
+    elsewhere), the torch version and CPU thread count of this process."""
     import torch
 
     d = prov.to_dict()
-    d["torch_version"] = d.get("torch_version") or torch.__version__
-    d["threads"] = d.get("threads") or torch.get_num_threads()
+    if trained_here:
+        d["torch_version"] = d.get("torch_version") or torch.__version__
+        d["threads"] = d.get("threads") or torch.get_num_threads()
     ds = prov.dataset
     if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
@@ -446,7 +449,7 @@ def convert_run(path: str | os.PathLike) -> list[str]:
         # a relative manifest path was relative to where training ran: recorded relative to
         # the run if it is found from here, else kept as it was (then --dataset gives it)
         d = {**d, "layout": LAYOUT, "train": train.to_dict(),
-             "provenance": record_provenance(run, prov)}
+             "provenance": record_provenance(run, prov, trained_here=False)}
     return _replace_old_files(run, d, loaded)
 
 
