@@ -445,6 +445,8 @@ def test_repair_refuses_a_folder_that_is_not_a_store(tmp_path):
     assert json.loads((mine / "store.json").read_text()) == {"name": "my shop"}
     assert sorted(p.relative_to(mine) for p in mine.rglob("*") if p.name != "store.json") \
         == before
+    res = run_cli("store", "check", "", "--repair", cwd=mine)  # '' is not "here"
+    assert res.returncode == 2 and "expected a folder, got an empty path" in res.stderr
 
 
 # ------------------------------------------------------------ 7. bounds and leftovers
