@@ -215,8 +215,7 @@ def _broken_entry_point(monkeypatch, group: str, name: str) -> metadata.EntryPoi
     real = metadata.entry_points
 
     def entry_points(**kw):
-        found = list(real(**kw))
-        return found + [ep] if kw.get("group") == group else found
+        return [*real(**kw), ep] if kw.get("group") == group else real(**kw)
 
     monkeypatch.setattr(reg.metadata, "entry_points", entry_points)
     return ep
@@ -604,3 +603,31 @@ def test_checked_loading_still_reads_a_tied_direction_checkpoint(tmp_path):
     save_weights(tmp_path / "m", "avafn", untied.to_dict(), tied.state_dict())
     model = from_pretrained(tmp_path / "m")
     assert isinstance(model, AVAFN) and not model.cfg.tie_directions
+
+
+def test_a_broken_plug_in_leaves_the_built_in_extractors_and_diarizers(monkeypatch, caplog):
+    """What predict (rebuilding the run's extractor) and diarization look up."""
+    from avafn.diarize.diarization import DIARIZERS
+    from avafn.extract.registry import EXTRACTORS, extractor_class
+
+    for reg, group in ((EXTRACTORS, "avafn.extractors"), (DIARIZERS, "avafn.diarizers")):
+        monkeypatch.setattr(reg, "_items", dict(reg._items))
+        monkeypatch.setattr(reg, "_failed", {})
+        monkeypatch.setattr(reg, "_loaded", False)
+    import avafn.registry as reg_module
+
+    real = metadata.entry_points
+
+    def entry_points(**kw):
+        if kw.get("group") not in ("avafn.extractors", "avafn.diarizers"):
+            return real(**kw)
+        return [*real(**kw), metadata.EntryPoint(name="broken", group=kw["group"],
+                                                 value="no_such_plugin_module:Thing")]
+
+    monkeypatch.setattr(reg_module.metadata, "entry_points", entry_points)
+    with caplog.at_level(logging.WARNING, logger="avafn.registry"):
+        assert extractor_class("wav2vec2-mean").name == "wav2vec2-mean"
+        assert callable(DIARIZERS.get("resemblyzer"))
+    assert len(caplog.records) == 2  # one per broken entry point
+    with pytest.raises(RegistryError, match="diarizer plug-in 'broken'"):
+        DIARIZERS.get("broken")
