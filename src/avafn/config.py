@@ -18,6 +18,7 @@ error), ``model_overrides`` is the model config.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,21 @@ def check_field_types(obj: Any, what: str) -> None:
             raise ConfigError(f"{what} setting {f.name!r} must be {want}, got {value!r}")
 
 
+def check_number(value: float | None, name: str, what: str, minimum: float | None = None,
+                 above: float | None = None) -> None:
+    """Raise ConfigError unless ``value`` is a finite number ``>= minimum`` / ``> above``
+    (``None`` passes: the field is optional). NaN and inf never pass: a NaN learning rate
+    trains NaN weights that would still be saved and scored."""
+    if value is None:
+        return
+    bad = not math.isfinite(value) or (minimum is not None and value < minimum) or \
+        (above is not None and value <= above)
+    if bad:
+        bound = f" >= {minimum:g}" if minimum is not None else f" > {above:g}" \
+            if above is not None else ""
+        raise ConfigError(f"{what} setting {name} must be a finite number{bound}, got {value!r}")
+
+
 def _from_dict(cls: type, d: Mapping[str, Any], what: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
@@ -93,6 +109,9 @@ class TrainConfig:
         for name in ("max_epochs", "patience", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:  # 0 epochs would finish a seed without weights
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_number(self.lr, "lr", "training", above=0.0)
+        check_number(self.weight_decay, "weight_decay", "training", minimum=0.0)
+        check_number(self.grad_clip, "grad_clip", "training", above=0.0)
         for m, p in self.modality_dropout.items():
             if m not in self.modalities:
                 raise ConfigError(f"modality dropout for {m!r}, which is not trained "
@@ -147,12 +166,21 @@ class ModelSpec:
 
 @dataclass
 class Provenance:
-    """Where a run's inputs came from and where it ran (none of it changes the result)."""
+    """Where a run's inputs came from and where it ran: none of it changes the result on
+    the same software and thread count; those two are recorded beside it (the torch version
+    and the number of CPU threads decide the order of floating-point sums, so they decide
+    whether a rerun is bit-identical)."""
 
     dataset: str | None = None  # "meld" or a manifest path
     meld_dir: str | None = None
     store: str | None = None
     device: str = "cpu"
+    #: what bit-identical results also depend on (None in runs that did not record them)
+    torch_version: str | None = None
+    threads: int | None = None  # torch's CPU threads (reductions are split by thread)
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "provenance")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

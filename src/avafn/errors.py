@@ -45,16 +45,53 @@ _ENVIRONMENT = {
     errno.ENOTDIR: "not a folder",
     errno.EMFILE: "too many open files (raise `ulimit -n`)",
     errno.EIO: "input/output error (a failing disk or network mount)",
+    errno.EFBIG: "file too large (the file-size limit, see `ulimit -f`, or the file system's)",
+    errno.EEXIST: "already exists",
 }
+
+#: what the CPU allocators say when memory runs out (torch raises a RuntimeError)
+_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "Cannot allocate memory",
+                  "not enough memory")
+
+
+def _out_of_memory(exc: BaseException) -> BaseException | None:
+    """``exc`` or the exception it was raised from / while handling, when it is memory
+    running out (MemoryError, torch's OutOfMemoryError, the CPU allocator's RuntimeError)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.cuda
+            return e
+        if isinstance(e, RuntimeError) and any(s in str(e) for s in _OUT_OF_MEMORY):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def refuse_pickle(source: object, exc: BaseException) -> UserError:
+    """The error for model weights that ``torch.load(weights_only=True)`` refused: a pickle
+    that would run code to load (``source``: the folder or file given)."""
+    first = next((ln.strip() for ln in str(exc).splitlines()
+                  if "GLOBAL" in ln or "Unsupported" in ln), "")
+    return UserError(f"{source}: its weights are a pickle that would run code to load"
+                     + (f" ({first[:160]})" if first else "") + "; refused (nothing avafn "
+                     "loads may execute code): give the model saved as model.safetensors")
 
 
 def describe_environment_error(exc: BaseException) -> str | None:
     """One line for a failure of the machine (an :class:`OSError` with a known ``errno``,
     naming the file when the OS gives it; memory exhausted); ``None`` for anything else (a
     bug)."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch.cuda
-        return ("out of memory" + (f" ({str(exc).splitlines()[0][:200]})" if str(exc) else "")
+    oom = _out_of_memory(exc)
+    if oom is not None:
+        first = str(oom).strip().splitlines()[0] if str(oom).strip() else ""
+        if "DefaultCPUAllocator" in first:  # "[enforce fail at alloc_cpu.cpp:N] err == 0. ..."
+            first = first[first.index("DefaultCPUAllocator"):]
+        return ("out of memory" + (f" ({first[:200]})" if first else "")
                 + "; use a smaller --batch-size, or a machine with more memory")
+    if type(exc).__name__ == "UnpicklingError":  # torch.load(weights_only=True) refused it
+        return str(refuse_pickle("a model file", exc))
     if not isinstance(exc, OSError):
         return None
     if exc.errno is None and str(exc):  # raised by avafn with its own message

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from avafn.checkpoint import load_state, save_state
-from avafn.config import check_field_types
+from avafn.checkpoint import finetune_fields, resume_state, save_state
+from avafn.config import ConfigError, check_field_types, check_number
 from avafn.data.corpus import Corpus, Dialogue
 from avafn.errors import UserError
 from avafn.extract.text import (
@@ -50,7 +50,15 @@ from avafn.extract.text import (
     resolve_text_model,
 )
 from avafn.store import FeatureStore, atomic_write_json
-from avafn.trainkit import DevSelection, epoch_bar, restore_rng, rng_state, seed_all, weighted_f1
+from avafn.trainkit import (
+    DevSelection,
+    check_finite,
+    epoch_bar,
+    restore_rng,
+    rng_state,
+    seed_all,
+    weighted_f1,
+)
 
 FORMAT = "avafn-finetuned-text-encoder"
 #: settings an unfinished fine-tuning may be resumed with changed (how long it runs)
@@ -88,6 +96,12 @@ class FinetuneConfig:
             if int(getattr(self, name)) < 1:
                 raise FinetuneError(f"finetune setting {name} must be >= 1, got "
                                     f"{getattr(self, name)}")
+        try:
+            check_number(self.lr, "lr", "finetune", above=0.0)
+            check_number(self.weight_decay, "weight_decay", "finetune", minimum=0.0)
+            check_number(self.class_weight_power, "class_weight_power", "finetune", minimum=0.0)
+        except ConfigError as e:
+            raise FinetuneError(str(e)) from None
         if self.context_turns < 0:
             raise FinetuneError(f"context_turns must be >= 0, got {self.context_turns}")
         if self.folds == 1 or self.folds < 0:
@@ -234,13 +248,11 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     work = out / "train"
     sel, history, epoch = DevSelection(cfg.patience), [], 0
     if (work / STATE_FILE).is_file():
-        info = load_state(work / STATE_FILE)
+        info = resume_state(work / STATE_FILE, model, opt, finetune_fields())  # checked first
         old = {k: v for k, v in info["settings"].items() if k not in _FREE}
         if old and old != {k: v for k, v in cfg.to_dict().items() if k not in _FREE}:
             raise FinetuneError(f"{work} holds an unfinished fine-tuning with other settings; "
                                 "use another output folder (or delete it)")
-        model.load_state_dict(info["model"])
-        opt.load_state_dict(info["optimizer"])
         restore_rng(info, gen, device)
         sel, history, epoch = DevSelection(**info["selection"]), info["history"], info["epoch"]
         sel.patience = cfg.patience
@@ -260,6 +272,8 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
+        check_finite(loss_sum, model, f"{desc}, epoch {epoch + 1}",
+                     f"lower --lr (now {cfg.lr:g})")
         pred = _predict(model, tok, x_dev, cfg.max_length, cfg.eval_batch_size, device)
         epoch += 1
         rec = {"epoch": epoch, "train_loss": loss_sum / len(x_train),
@@ -308,6 +322,12 @@ def finetune_text(corpus: Corpus, out: str | Path, cfg: FinetuneConfig | None = 
     cfg = cfg or FinetuneConfig()
     out = Path(out)
     train, dev = corpus.dialogues("train"), corpus.dialogues("dev")
+    if cfg.folds > len(train):  # before any encoder is loaded or trained
+        raise FinetuneError(f"folds {cfg.folds}: cross-fitting holds out whole training "
+                            f"dialogues, and the corpus has {len(train)} (give --folds "
+                            f"2..{len(train)}, or 0 for none)" if len(train) >= 2 else
+                            f"folds {cfg.folds}: cross-fitting needs at least 2 training "
+                            f"dialogues, the corpus has {len(train)}")
     _, base_id = _base_path(cfg.base_model)
     fingerprint = corpus_fingerprint(corpus)
     record = {"base_model": base_id, "settings": cfg.to_dict(), "labels": list(corpus.labels),

@@ -102,9 +102,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as indented JSON with sorted keys (values JSON does not know: ``str()``),
-    written atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str)
-                              + "\n").encode())
+    written atomically. NaN and infinity are refused (``ValueError`` naming the file), never
+    written: they are not JSON, and other tools fail on them."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as e:
+        raise ValueError(f"{path}: not written, it would hold a non-finite number ({e})") from None
+    atomic_write_bytes(path, (text + "\n").encode())
 
 
 def temp_owner_alive(path: Path, stale_after: float = STALE_TEMP_SECONDS) -> bool:

@@ -21,12 +21,16 @@ declaring, in its own ``pyproject.toml``::
     my-extractor = "my_package.module:MyExtractor"
 
 The entry point's name is the registered name; loading it is enough (the object it points at
-is registered under that name if it did not register itself).
+is registered under that name if it did not register itself). A plug-in that fails to load
+(an import error, a missing dependency) is left out with one warning naming its distribution
+and entry point (logger ``avafn.registry``); every other choice keeps working, and only asking
+for that plug-in by name is an error.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Generic, TypeVar
@@ -34,6 +38,7 @@ from typing import Generic, TypeVar
 from avafn.errors import UserError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RegistryError(UserError):
@@ -49,6 +54,7 @@ class Registry(Generic[T]):
         self.group = entry_points
         self.builtin = tuple(builtin)
         self._items: dict[str, T] = {}
+        self._failed: dict[str, str] = {}  # plug-in name -> why it did not load
         self._loaded = False
 
     def register(self, name: str, obj: T | None = None, *, replace: bool = False
@@ -80,9 +86,11 @@ class Registry(Generic[T]):
                 continue
             try:
                 obj = ep.load()
-            except Exception as e:  # a broken plug-in must name itself, not crash avafn
-                raise RegistryError(f"{self.kind} plug-in {ep.name!r} ({ep.value}, entry point "
-                                    f"group {self.group}) failed to load: {e}") from e
+            except Exception as e:  # noqa: BLE001 - a broken plug-in names itself, once
+                self._failed[ep.name] = _failure(self.kind, ep, e)
+                log.warning("avafn: warning: %s; it is left out (every other %s works)",
+                            self._failed[ep.name], self.kind)
+                continue
             if ep.name not in self._items:
                 self._items[ep.name] = obj
 
@@ -92,6 +100,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
+            if name in self._failed:  # asked for by name: now it is an error
+                raise RegistryError(self._failed[name]) from None
             known = ", ".join(self.names()) or "none"
             raise RegistryError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
@@ -105,6 +115,18 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {sorted(self._items)})"
+
+
+def _failure(kind: str, ep: metadata.EntryPoint, exc: BaseException) -> str:
+    """One line: which plug-in (distribution, entry point) failed to load, and why."""
+    dist = getattr(ep, "dist", None)
+    name = getattr(dist, "name", None) or (dist.metadata["Name"] if dist is not None else None)
+    where = f"distribution {name} {dist.version}" if dist is not None and name else \
+        "an unknown distribution"
+    why = (str(exc).strip().splitlines() or [""])[0][:200]
+    return (f"{kind} plug-in {ep.name!r} (entry point {ep.name} = {ep.value} in group "
+            f"{ep.group}, from {where}) failed to load: {type(exc).__name__}"
+            + (f": {why}" if why else ""))
 
 
 def _describe(obj: object) -> str:

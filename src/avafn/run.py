@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,16 +70,29 @@ def seed_dir(run: str | os.PathLike, seed: int) -> Path:
     return Path(run) / f"seed-{int(seed)}"
 
 
+_SEED = re.compile(r"seed-(\d+)")
+
+
+def seed_dirs(run: str | os.PathLike) -> dict[int, Path]:
+    """The seed folders of ``run`` by seed: ``seed-<k>`` only (a copy beside them, such as
+    ``seed-0.bak``, is none of the run's)."""
+    root = Path(run)
+    if not root.is_dir():
+        return {}
+    found = {int(m[1]): p for p in root.iterdir()
+             if (m := _SEED.fullmatch(p.name)) is not None and p.is_dir()}
+    return dict(sorted(found.items()))
+
+
 def finished_seeds(run: str | os.PathLike) -> list[int]:
     """Seeds whose model folder is complete (its ``config.json`` is written last)."""
-    return sorted(int(p.parent.parent.name.split("-", 1)[1])
-                  for p in Path(run).glob(f"seed-*/{MODEL_DIR}/config.json"))
+    return [s for s, d in seed_dirs(run).items() if (d / MODEL_DIR / "config.json").is_file()]
 
 
 def old_layout_files(run: str | os.PathLike) -> list[Path]:
     """The pickle-based files of the earlier layout in ``run`` (none in a current run)."""
-    run = Path(run)
-    return sorted([*run.glob("seed-*/model.pt"), *run.glob("seed-*/state.pt")])
+    return sorted(d / name for d in seed_dirs(run).values() for name in ("model.pt", "state.pt")
+                  if (d / name).is_file())
 
 
 def refuse_old_layout(run: str | os.PathLike) -> None:
@@ -104,10 +118,17 @@ def relative_to_run(run: str | os.PathLike, path: str | os.PathLike | None) -> s
         return str(Path(path).resolve())
 
 
-def record_provenance(run: str | os.PathLike, prov: Provenance) -> dict:
+def record_provenance(run: str | os.PathLike, prov: Provenance, trained_here: bool = True
+                      ) -> dict:
     """The ``provenance`` entry of ``config.json``: paths relative to the run, the manifest's
-    sha256 beside them."""
+    sha256 beside them; with ``trained_here`` (not for a converted run, whose training ran
+    elsewhere), the torch version and CPU thread count of this process."""
+    import torch
+
     d = prov.to_dict()
+    if trained_here:
+        d["torch_version"] = d.get("torch_version") or torch.__version__
+        d["threads"] = d.get("threads") or torch.get_num_threads()
     ds = prov.dataset
     if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
@@ -196,6 +217,7 @@ class Run:
         modalities = _str_list(cfg, d, "modalities")
         model_name = _need(cfg, d, "model_name", str, "a registered model name")
         model = _need(cfg, d, "model", dict, "the model config (an object)")
+        _check_model_config(cfg, model_name, model)
         try:
             train = TrainConfig.from_dict(_need(cfg, d, "train", dict, "an object"))
             prov = dict(_need(cfg, d, "provenance", dict, "an object"))
@@ -205,8 +227,12 @@ class Run:
             raise RunError(f"{cfg}: {e}") from None
         store = _need(cfg, d, "store", dict, "the feature store's fingerprint (an object)")
         extractors = d.get("extractors") or {}
-        if not isinstance(extractors, dict):
-            raise RunError(f"{cfg}: 'extractors' must be an object")
+        if not isinstance(extractors, dict) or \
+                not all(isinstance(v, dict) for v in extractors.values()):
+            raise RunError(f"{cfg}: 'extractors' must be an object of objects (modality -> "
+                           "the extractor's record)")
+        if not isinstance(d.get("corpus") or {}, dict):
+            raise RunError(f"{cfg}: 'corpus' must be an object")
         if list(train.modalities) != modalities:
             raise RunError(f"{cfg}: modalities {modalities} differ from the training "
                            f"setting's {list(train.modalities)}")
@@ -235,7 +261,7 @@ class Run:
             except CheckpointError as e:
                 raise RunError(str(e)) from None
             n = mc["config"].get("n_classes")
-            if n is not None and int(n) != len(labels):
+            if n is not None and (not isinstance(n, int) or n != len(labels)):
                 raise RunError(f"{p / 'config.json'}: a model with {n} classes, but the run "
                                f"({cfg}) names {len(labels)} labels {labels}")
         return out
@@ -366,6 +392,22 @@ class Run:
         return store
 
 
+def _check_model_config(cfg: Path, name: str, model: dict) -> None:
+    """The run's model config, read by its registered model's config class (field types and
+    values checked there), so that a mistyped field is named here, not met later."""
+    from avafn.model.registry import MODELS
+    from avafn.registry import RegistryError
+
+    try:
+        config_class = MODELS.get(name).config_class
+    except RegistryError as e:
+        raise RunError(f"{cfg}: {e}") from None
+    try:
+        config_class.from_dict(model)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise RunError(f"{cfg}: invalid {name} model config ({e})") from None
+
+
 # ------------------------------------------------------------------ the earlier layout
 def convert_run(path: str | os.PathLike) -> list[str]:
     """Rewrite a run of the earlier layout (``seed-<k>/model.pt``, ``state.pt``, flat
@@ -375,8 +417,6 @@ def convert_run(path: str | os.PathLike) -> list[str]:
     pickle to load is refused (:class:`RunError` naming it) and nothing is changed.
     """
     import torch
-
-    from avafn.store import atomic_write_json
 
     run = Path(path)
     cfg = run / CONFIG
@@ -394,35 +434,88 @@ def convert_run(path: str | os.PathLike) -> list[str]:
                            "nothing converted") from None
 
     loaded = {p: load(p) for p in old}  # everything is read before anything is written
-    done = []
     if d.get("layout") != LAYOUT:
-        flat = dict(d.get("train") or {})
-        for k in ("device", "dataset", "meld_dir"):
-            flat.pop(k, None)
-        prov = Provenance(dataset=(d.get("train") or {}).get("dataset"),
-                          meld_dir=(d.get("train") or {}).get("meld_dir"),
-                          store=(d.get("store") or {}).get("root"),
-                          device=(d.get("train") or {}).get("device", "cpu"))
+        old_train = d.get("train") or {}
+        if not isinstance(old_train, dict):
+            raise RunError(f"{cfg}: 'train' must be an object")
+        flat = {k: v for k, v in old_train.items() if k not in ("device", "dataset", "meld_dir")}
         try:
+            prov = Provenance(dataset=old_train.get("dataset"), meld_dir=old_train.get("meld_dir"),
+                              store=(d.get("store") or {}).get("root"),
+                              device=old_train.get("device", "cpu"))
             train, _spec, _ = split_settings(flat)
-        except ConfigError as e:
+        except (ConfigError, AttributeError) as e:
             raise RunError(f"{cfg}: {e}") from None
         # a relative manifest path was relative to where training ran: recorded relative to
         # the run if it is found from here, else kept as it was (then --dataset gives it)
         d = {**d, "layout": LAYOUT, "train": train.to_dict(),
-             "provenance": record_provenance(run, prov)}
-    for p, obj in loaded.items():
-        sdir = p.parent
-        if p.name == "model.pt":
-            save_weights(sdir / MODEL_DIR, d["model_name"], d["model"], obj["model"])
-            done.append(f"{p} -> {sdir / MODEL_DIR}/")
-        else:
-            save_state(sdir / STATE, obj)
-            done.append(f"{p} -> {sdir / STATE}")
-    atomic_write_json(cfg, d)
+             "provenance": record_provenance(run, prov, trained_here=False)}
+    return _replace_old_files(run, d, loaded)
+
+
+def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[str]:
+    """Write the converted files beside the old ones, load each back, put them in place with
+    the new ``config.json``, open the converted run, and only then delete the old files; a
+    failure on the way leaves the old files and the old ``config.json`` as they were."""
+    import shutil
+
+    from avafn.checkpoint import load_state
+
+    cfg = run / CONFIG
+    staged: list[tuple[Path, Path]] = []  # (converted, its final place)
+    try:
+        for p, obj in loaded.items():
+            sdir = p.parent
+            if p.name == "model.pt":
+                tmp = sdir / f".{MODEL_DIR}.converting"
+                shutil.rmtree(tmp, ignore_errors=True)
+                weights = obj.get("model") if isinstance(obj, dict) else None
+                if not isinstance(weights, dict):
+                    raise RunError(f"{p}: holds no 'model' weights; refused, nothing converted")
+                staged.append((tmp, sdir / MODEL_DIR))
+                save_weights(tmp, d["model_name"], d["model"], weights)
+                from_pretrained(tmp)  # the converted weights load into the run's model
+            else:
+                tmp = sdir / f".{STATE}.converting"
+                staged.append((tmp, sdir / STATE))
+                save_state(tmp, obj)
+                load_state(tmp)
+    except (CheckpointError, TypeError, ValueError, KeyError) as e:
+        for tmp, _ in staged:
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        raise RunError(f"{run}: the converted run does not load ({e}); refused, nothing "
+                       "converted") from None
+    old_cfg = cfg.read_bytes()
+    placed: list[Path] = []
+    aside = {p: p.with_name(f".{p.name}.converted") for p in loaded}
+    try:
+        for tmp, final in staged:
+            if final.is_dir():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            placed.append(final)
+        for p, q in aside.items():  # kept, out of the way of the layout check
+            os.replace(p, q)
+        from avafn.store import atomic_write_json
+
+        atomic_write_json(cfg, d)
+        Run.open(run, finished=False)
+    except BaseException:
+        for final in placed:  # back as it was
+            shutil.rmtree(final, ignore_errors=True) if final.is_dir() else \
+                final.unlink(missing_ok=True)
+        for p, q in aside.items():
+            if q.exists():
+                os.replace(q, p)
+        from avafn.store import atomic_write_bytes
+
+        atomic_write_bytes(cfg, old_cfg)
+        raise
+    done = [f"{p} -> {final}{'/' if final.name == MODEL_DIR else ''}"
+            for p, (_, final) in zip(loaded, staged)]
     done.append(f"{cfg}: rewritten (layout {LAYOUT})")
-    for p in loaded:
-        p.unlink()
+    for q in aside.values():
+        q.unlink()
     return done
 
 

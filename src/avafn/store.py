@@ -482,7 +482,9 @@ class FeatureStore:
     def check(self, repair: bool = False) -> CheckReport:
         """Verify ``store.json``, every ``meta.json`` and every shard; list what is wrong.
 
-        ``repair`` moves damaged files to ``<modality>/damaged/`` (a damaged ``meta.json``
+        ``repair`` (only in a folder with the store's ``store.json`` marker: a folder without
+        it is refused, so that no user's file is ever moved) moves damaged files to
+        ``<modality>/damaged/`` (a damaged ``meta.json``
         takes its modality's shards with it: nothing tells what made them), shards holding
         the two differing copies of an utterance likewise, rewrites a damaged ``store.json``
         and removes temp files of dead writers; the same extraction run again then redoes
@@ -497,12 +499,19 @@ class FeatureStore:
         try:
             info = read_json(sj, "store.json")
             if not isinstance(info, dict) or info.get("format") != FORMAT:
-                raise ConfigFileError(f"{sj}: not an avafn feature store ({info!r:.80})")
+                # JSON of something else: a file of the user's, never rewritten
+                raise StoreError(f"{self.root}: not a feature store ({sj} is not an avafn "
+                                 f"feature store's marker: {info!r:.80})")
         except ConfigFileError as e:
             if not dirs:
                 raise StoreError(f"{self.root}: not a feature store ({e})") from None
+            if repair and not sj.is_file():
+                # the marker is what says avafn wrote this folder: without it, repair would
+                # move a user's own files (any meta.json, any part-*.npz) aside
+                raise StoreError(f"{self.root}: not a feature store (no store.json); --repair "
+                                 "refused, nothing moved") from None
             rep.problems.append(str(e))
-            if repair:
+            if repair:  # a damaged marker (truncated, not JSON) of a store
                 atomic_write_json(sj, {"format": FORMAT, "version": VERSION})
         for d in dirs:
             with self._lock(d.name, exclusive=True):

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
 from avafn import __version__
-from avafn.checkpoint import load_state, save_state, save_weights
+from avafn.checkpoint import resume_state, save_state, save_weights, training_fields
 from avafn.config import ABLATIONS, ConfigError, ModelSpec, Provenance, TrainConfig, split_settings
 from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
@@ -35,11 +35,13 @@ from avafn.run import (
     record_provenance,
     refuse_old_layout,
     seed_dir,
+    seed_dirs,
 )
 from avafn.store import FeatureStore, StoreError, atomic_write_json
 from avafn.trainkit import (
     DevSelection,
     adam,
+    check_finite,
     epoch_bar,
     restore_rng,
     rng_state,
@@ -184,26 +186,33 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
     refuse_old_layout(out)
     desc = run_description(corpus, store, cfg, spec, prov, out)
     cfg_path = out / "config.json"
+    # a folder that holds no training yet (a run stopped by a bad setting or bad data before
+    # its first epoch was saved) is taken over by the corrected command, not blocked by it
+    started = any((d / MODEL_DIR).is_dir() or (d / STATE).is_file()
+                  for d in seed_dirs(out).values())
+    desc["seeds"] = sorted(set(seeds))
     if cfg_path.exists():
         try:
             old = json.loads(cfg_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RunError(f"{cfg_path}: unreadable ({e}); use another --out folder") from None
-        _check_same_run(cfg_path, old, desc)
-        desc["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
-    else:
-        desc["seeds"] = sorted(set(seeds))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_path, desc)
+        if started or not isinstance(old, dict) or old.get("layout") != LAYOUT:
+            _check_same_run(cfg_path, old, desc)
+            desc["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
 
     # each seed once, in the order asked (``seeds=[0, 0]`` must not train seed 0 twice)
     done = set(finished_seeds(out))
     todo = [s for s in dict.fromkeys(seeds) if s not in done]
+    if todo:  # the data is checked (every utterance has its features) before config.json
+        widths = {m: int(w["width"]) for m, w in desc["store"]["modalities"].items()}
+        train_data = SplitData(corpus.dialogues("train"), store, cfg.modalities, corpus.labels,
+                               widths)
+        dev_data = SplitData(corpus.dialogues("dev"), store, cfg.modalities, corpus.labels,
+                             widths)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg_path, desc)
     if not todo:
         return out
-    widths = {m: int(w["width"]) for m, w in desc["store"]["modalities"].items()}
-    train_data = SplitData(corpus.dialogues("train"), store, cfg.modalities, corpus.labels, widths)
-    dev_data = SplitData(corpus.dialogues("dev"), store, cfg.modalities, corpus.labels, widths)
     for seed in todo:
         _train_seed(desc, cfg, prov.device, seed, train_data, dev_data, seed_dir(out, seed),
                     progress, on_epoch_end)
@@ -223,9 +232,7 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
     epoch, selection = 0, DevSelection(cfg.patience)
     state_path = sdir / STATE
     if state_path.exists():
-        st = load_state(state_path)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
+        st = resume_state(state_path, model, opt, training_fields(model))  # checked first
         restore_rng(st, gen, device)
         history, best, epoch = st["history"], st["best"], st["epoch"]
         selection = DevSelection(cfg.patience, best["dev_f1"], best["epoch"], st["bad_epochs"])
@@ -253,6 +260,8 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
             opt.step()
             loss_sum += float(loss.detach()) * n
             n_sum += n
+        check_finite(loss_sum, model, f"seed {seed}, epoch {epoch + 1}",
+                     f"lower --lr (now {cfg.lr:g}) or check the features")
         y, p, dev_loss = predict(model, dev_data, device_name, cfg.eval_batch_size)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_sum, 1), "dev_loss": dev_loss,
                "dev_f1": weighted_f1(y, p), "dev_acc": 100.0 * float(accuracy_score(y, p)),

@@ -5,6 +5,7 @@ the weighted-F1 metric, per-epoch progress, and the RNG states of a resumable tr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,6 +13,33 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
+
+from avafn.errors import UserError
+
+
+class NonFiniteError(UserError):
+    """Training diverged: its loss or its weights became NaN or infinite."""
+
+
+def check_finite(loss_sum: torch.Tensor | float, model: torch.nn.Module, where: str,
+                 hint: str = "") -> None:
+    """Raise :class:`NonFiniteError` (one line naming ``where``, e.g. ``"seed 0, epoch 3"``)
+    when ``loss_sum`` (the epoch's summed loss, a float or a tensor on any device) or any
+    weight of ``model`` is NaN or infinite. Called once per epoch, before its state is
+    saved: one host synchronisation, and non-finite weights are never written."""
+    flags = [torch.isfinite(p.detach()).all() for p in model.parameters()]
+    if isinstance(loss_sum, torch.Tensor):
+        loss_flag = torch.isfinite(loss_sum.detach()).all()
+    else:
+        loss_flag = torch.tensor(math.isfinite(float(loss_sum)))
+    ok = torch.stack([loss_flag.to(flags[0].device) if flags else loss_flag,
+                      *flags]).cpu().tolist()  # the one synchronisation
+    loss_ok, weights_ok = ok[0], all(ok[1:])
+    if loss_ok and weights_ok:
+        return
+    what = "training loss" if not loss_ok else "weights"
+    raise NonFiniteError(f"{where}: the {what} became non-finite (NaN/inf); training stopped "
+                         f"and nothing of this epoch was saved{'; ' + hint if hint else ''}")
 
 
 def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

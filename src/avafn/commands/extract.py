@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from avafn.argtypes import at_least
+from avafn.argtypes import at_least, folder
 from avafn.commands import help_of
 
 
@@ -55,9 +55,9 @@ def _add_extractor_args(p: argparse.ArgumentParser, kind: str, prefix: str = "")
             add = getattr(EXTRACTORS.get(name), "add_arguments", None)
             if add is not None:
                 add(p)
-        except argparse.ArgumentError as e:
-            print(f"avafn extract {kind}: warning: extractor {name!r} options not added ({e})",
-                  file=sys.stderr)
+        except Exception as e:  # noqa: BLE001 - a plug-in's own options must not take down the command
+            print(f"avafn extract {kind}: warning: extractor {name!r} options not added "
+                  f"({type(e).__name__}: {e})", file=sys.stderr)
             continue
         for a in p._actions:
             if a.dest not in before:
@@ -101,7 +101,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="label set and order (default: MELD's, or inferred from a manifest)")
     p.add_argument("--splits", default=None, metavar="train,dev,test",
                    help="only these splits (default: all)")
-    p.add_argument("--store", required=True, metavar="DIR", help="feature store folder")
+    p.add_argument("--store", required=True, type=folder, metavar="DIR", help="feature store folder")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

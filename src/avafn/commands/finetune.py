@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from avafn.argtypes import at_least
+from avafn.argtypes import at_least, finite, folder
 from avafn.commands import help_of
 
 
@@ -29,18 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "re-extracts new conversations with the same encoder). Resumable: run the "
                     "same command again after an interruption.")
     _add_dataset_args(t)
-    t.add_argument("--out", required=True, metavar="DIR",
+    t.add_argument("--out", required=True, type=folder, metavar="DIR",
                    help="fine-tuning folder (the encoder is saved in DIR/model)")
     t.add_argument("--base-model", default=d.base_model, metavar="ID_OR_DIR",
                    help="encoder to start from (default: packaged all-MiniLM-L6-v2)")
-    t.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
-    t.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    t.add_argument("--lr", type=finite(above=0), default=d.lr, help=f"AdamW learning rate ({d.lr})")
+    t.add_argument("--weight-decay", type=finite(0), default=d.weight_decay)
     t.add_argument("--batch-size", type=at_least(1), default=d.batch_size, help="utterances per step")
     t.add_argument("--max-length", type=at_least(1), default=d.max_length, metavar="TOKENS")
     t.add_argument("--max-epochs", type=at_least(1), default=d.max_epochs)
     t.add_argument("--patience", type=at_least(1), default=d.patience,
                    help="epochs without a better dev weighted F1 before stopping")
-    t.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
+    t.add_argument("--class-weight-power", type=finite(0), default=d.class_weight_power,
                    help="class weight = frequency ** -POWER (0: unweighted)")
     t.add_argument("--context-turns", type=at_least(0), default=d.context_turns, metavar="N",
                    help="give each utterance with its N preceding turns, speaker-tagged "

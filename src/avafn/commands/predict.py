@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from avafn.argtypes import at_least
+from avafn.argtypes import at_least, folder
 from avafn.commands import help_of
 
 
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument("--manifest", default=None,
                      help="generic manifest of those clips (media relative to --clips)")
     _add_subtitle_options(p, src)
-    p.add_argument("--out", default=None, metavar="DIR",
+    p.add_argument("--out", default=None, type=folder, metavar="DIR",
                    help="output folder (required offline; with --stream, stream.jsonl goes "
                         "there)")
     p.add_argument("--stream", action="store_true",
@@ -157,7 +157,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for r in stream_predictions(args.run_dir, items, args.device, models,
                                     progress=not args.no_progress):
             lat.append(r["latency_ms"])
-            line = json.dumps(r)
+            line = json.dumps(r, allow_nan=False)  # never NaN: not JSON
             if sink is not None:
                 sink.write(line + "\n")
                 sink.flush()

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from avafn.argtypes import at_least
+from avafn.argtypes import at_least, folder
 from avafn.commands import help_of
 from avafn.commands.extract import DEFAULT_WORKERS
 
@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--meld-dir", default=None, metavar="DIR",
                    help="MELD's annotation CSVs (default: --meld-root if it holds them, else "
                         "$AVAFN_MELD_DIR or the download cache)")
-    p.add_argument("--store", required=True, metavar="DIR", help="feature store folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="runs and table folder")
+    p.add_argument("--store", required=True, type=folder, metavar="DIR", help="feature store folder")
+    p.add_argument("--out", required=True, type=folder, metavar="DIR", help="runs and table folder")
     p.add_argument("--seeds", default="0,1,2", metavar="S1,S2,...")
     p.add_argument("--audio-model", default=None, metavar="ID_OR_DIR",
                    help="wav2vec 2.0 id or folder (default facebook/wav2vec2-large-lv60)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from avafn.argtypes import folder
 from avafn.commands import help_of
 
 
@@ -18,8 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "not match meta.json, utterances stored twice with different vectors, "
                     "temp files of killed writers. With --repair, damaged files are moved to "
                     "<modality>/damaged/; the same extraction command run again then redoes "
-                    "exactly what they held. Exit status 1 while problems remain.")
-    c.add_argument("store", metavar="STORE", help="feature store folder")
+                    "exactly what they held; a folder without the store's store.json is "
+                    "refused (nothing of it is moved). Exit status 1 while problems remain.")
+    c.add_argument("store", metavar="STORE", type=folder, help="feature store folder")
     c.add_argument("--repair", action="store_true",
                    help="move damaged files aside (<modality>/damaged/) and remove temp files "
                         "of dead writers")

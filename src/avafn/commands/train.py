@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from avafn.argtypes import at_least
+from avafn.argtypes import at_least, finite, folder, json_object
 from avafn.commands import help_of
 
 
@@ -43,18 +43,6 @@ def _fractions(s: str) -> dict[str, float]:
     return out
 
 
-def _json_file_or_text(s: str) -> dict:
-    p = Path(s)
-    text = p.read_text() if p.exists() else s
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"{s}: not a JSON object nor a JSON file ({e})") from e
-    if not isinstance(d, dict):
-        raise argparse.ArgumentTypeError(f"{s}: expected a JSON object")
-    return d
-
-
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True,
                    help="'meld' or the path of a manifest (.csv / .jsonl)")
@@ -62,7 +50,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="folder with the MELD CSVs (default: $AVAFN_MELD_DIR, then the cache)")
     p.add_argument("--labels", type=_names, default=None,
                    help="label set and order, comma-separated (default: the corpus's)")
-    p.add_argument("--store", required=True, help="feature store folder")
+    p.add_argument("--store", required=True, type=folder, help="feature store folder")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -71,17 +59,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=at_least(1), default=None)
     p.add_argument("--patience", type=at_least(1), default=None,
                    help="epochs without a better dev weighted F1 before stopping")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=finite(above=0), default=None, help="Adam learning rate")
     p.add_argument("--batch-size", type=at_least(1), default=None, help="dialogues per batch")
-    p.add_argument("--weight-decay", type=float, default=None, help="L2 weight")
+    p.add_argument("--weight-decay", type=finite(0), default=None, help="L2 weight")
     p.add_argument("--dropout", type=float, default=None)
     p.add_argument("--bucket", action="store_true", default=None,
                    help="length-bucketed batches (faster on CPU)")
     p.add_argument("--modality-dropout", type=_fractions, default=None,
                    help="e.g. audio=0.3,video=0.3: drop a modality per utterance in training")
-    p.add_argument("--model", dest="model_overrides", type=_json_file_or_text, default=None,
+    p.add_argument("--model", dest="model_overrides", type=json_object, default=None,
                    help="AVAFNConfig overrides, JSON text or file, e.g. '{\"d_model\": 128}'")
-    p.add_argument("--config", type=_json_file_or_text, default=None,
+    p.add_argument("--config", type=json_object, default=None,
                    help="training settings (TrainConfig fields) as JSON text or file; "
                         "explicit options win")
     p.add_argument("--threads", type=at_least(1), default=None,
@@ -201,7 +189,7 @@ def cmd_run_convert(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from avafn.demo import demo, demo_config
 
-    settings = args.config  # parsed by _json_file_or_text
+    settings = args.config  # parsed by json_object
     try:
         cfg = demo_config(settings)
     except ValueError as e:
@@ -225,7 +213,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated, e.g. audio,video or text (default audio,video)")
     p.add_argument("--ablation", type=_names, default=None,
                    help="any of no_acm,no_acm_attention,no_ssm,no_ilm")
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=True, type=folder, help="run folder")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -246,7 +234,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="plot weighted F1 vs removed fraction (0..100%%) for these modalities")
     p.add_argument("--dataset", default=None, help="default: the one the run records")
     p.add_argument("--meld-dir", default=None)
-    p.add_argument("--store", default=None, help="default: the one the run records")
+    p.add_argument("--store", default=None, type=folder, help="default: the one the run records")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
 
@@ -258,7 +246,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "seeds, beside the paper's numbers. Finished rows are reused, so an "
                     "interrupted table resumes.")
     _add_data_args(p)
-    p.add_argument("--out", required=True, help="folder: one run per row + table.md")
+    p.add_argument("--out", required=True, type=folder, help="folder: one run per row + table.md")
     p.add_argument("--rows", type=_names, default=None,
                    help="e.g. audio,video,audio+video,audio+video/no_acm (default: all rows "
                         "whose modalities are stored)")
@@ -288,14 +276,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "encoder fine-tuned on the training utterances; AVAFN "
                                           "on its vectors over 3 seeds; every setting chosen on "
                                           "dev. Resumable: rerun after an interruption.")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", type=folder)
     p.add_argument("--seeds", type=_ints, default=None, help="default: the config's (0,1,2)")
     p.add_argument("--max-epochs", type=at_least(1), default=None, help="reduced budget (AVAFN epochs)")
     p.add_argument("--max-dialogues", type=at_least(1), default=None,
                    help="use only the first N dialogues of each split (reduced budget)")
     p.add_argument("--meld-dir", default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--config", type=_json_file_or_text, default=None, metavar="JSON_OR_FILE",
+    p.add_argument("--config", type=json_object, default=None, metavar="JSON_OR_FILE",
                    help="replace parts of the demo's settings (keys seeds, threads, finetune, "
                         "train; see --print-config)")
     p.add_argument("--print-config", action="store_true",

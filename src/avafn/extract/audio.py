@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avafn.errors import UserError
+from avafn.errors import UserError, refuse_pickle
 from avafn.extract.base import (
     Extractor,
     Result,
@@ -91,6 +92,8 @@ class Wav2Vec2Encoder:
             model = local_model_or_id(str(model), "wav2vec 2.0 model")
             try:
                 net = Wav2Vec2Model.from_pretrained(model, local_files_only=local_files_only)
+            except pickle.UnpicklingError as e:
+                raise refuse_pickle(model, e) from None
             except OSError as e:
                 raise OSError(
                     f"cannot load a wav2vec 2.0 model from {model!r}: {e}\nGive a local folder "

@@ -22,6 +22,7 @@ import dataclasses
 import importlib
 import json
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ import numpy as np
 
 from avafn.argtypes import at_least
 from avafn.data.corpus import Corpus, Utterance
-from avafn.errors import UserError
+from avafn.errors import UserError, refuse_pickle
 from avafn.extract.base import Extractor, Result, local_model_or_id
 from avafn.extract.registry import ExtractorError, model_location, register_extractor
 from avafn.store import FeatureStore
@@ -174,7 +175,11 @@ class TextEncoder:
             from transformers import AutoModel, AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-            self._hf = AutoModel.from_pretrained(path, trust_remote_code=False).to(device).eval()
+            try:
+                self._hf = AutoModel.from_pretrained(path, trust_remote_code=False)
+            except pickle.UnpicklingError as e:
+                raise refuse_pickle(path, e) from None
+            self._hf = self._hf.to(device).eval()
             limit = getattr(self._hf.config, "max_position_embeddings", 512) or 512
             tok_limit = self.tokenizer.model_max_length
             if not isinstance(tok_limit, int) or tok_limit > 100_000:

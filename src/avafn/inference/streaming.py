@@ -170,7 +170,11 @@ class Streamer:
                 x[m] = torch.zeros(1, self.widths[m], device=self.device)
                 present[m] = False
             else:
-                arr = torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1)
+                try:
+                    arr = torch.as_tensor(np.asarray(v, dtype=np.float32)).reshape(-1)
+                except (TypeError, ValueError):
+                    raise StreamingError(f"utterance {turn}: {m} vector must be a list of "
+                                         f"numbers, got {str(v)[:80]}") from None
                 if arr.shape[0] != self.widths[m]:
                     raise StreamingError(f"utterance {turn}: {m} vector of width {arr.shape[0]}, "
                                          f"the model expects {self.widths[m]}")

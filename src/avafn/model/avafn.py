@@ -227,7 +227,9 @@ class AVAFN(nn.Module):
         return_states: bool = False,
     ) -> dict[str, torch.Tensor]:
         """feats m->(B,T,D_m), present m->(B,T) bool, speaker (B,T) long, mask (B,T) bool ->
-        {"logits": (B,T,C), "context_attention": (B,T,T)} (+ states if return_states)."""
+        {"logits": (B,T,C), "context_attention": (B,T,T)} (+ states if return_states).
+        ``context_attention[b, t, k]`` is eq. 9's weight of utterance k < t for utterance t;
+        it is zero for k >= t and in every row and column of a padded position."""
         cfg = self.cfg
         present = self._check(feats, present, speaker, mask)
         b_sz, t_len = mask.shape
@@ -278,7 +280,7 @@ class AVAFN(nn.Module):
             att = logits.new_zeros(b_sz, t_len, t_len)
         else:
             allow = torch.ones(t_len, t_len, dtype=torch.bool, device=u.device).tril(-1)
-            allow = allow[None] & mask[:, None, :]
+            allow = allow[None] & mask[:, None, :] & mask[:, :, None]  # padded rows: zeros
             score = lay.pad(lay.from_steps(r["score"]).squeeze(-1))
             att = score[:, None, :].expand(b_sz, t_len, t_len)
             att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow

@@ -15,7 +15,10 @@ step by step. Here the forward loop records nothing, keeps only what the backwar
 and every weight's gradient once, in one matrix product over all steps
 (benchmarks/bench_model.py). The result is the gradient of the same function:
 ``tests/test_model.py`` checks it against autograd through ``DialogueRecurrence.cell`` in
-float64 for every ablation and direction layout.
+float64 for every ablation and direction layout. It is first-order only (once
+differentiable: a double backward, e.g. a gradient penalty, raises instead of giving a wrong
+second derivative; use the autograd path for those), and weights changed in place between
+forward and backward are caught by autograd's version check.
 
 The function is the step-row form of ``DialogueRecurrence.cell`` (PairParties) with the
 attention of eq. 9 written directly as a softmax over the earlier context states (the cell's
@@ -25,6 +28,7 @@ online softmax computes the same sums); see ``cell`` for the equations.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .dialogue import PartySteps, gru_gates, keep_rows
 
@@ -230,7 +234,10 @@ class Recurrence(torch.autograd.Function):
             c = c_new if has_c else None
             saved.append(sv)
         ctx.merged = (w_qp, w_cn)
-        ctx.spec, ctx.saved, ctx.w = spec, saved, w
+        ctx.spec, ctx.saved = spec, saved
+        # the weights through save_for_backward: changed in place before backward, they fail
+        # autograd's version check instead of giving the gradient of other weights
+        ctx.save_for_backward(*weights)
         ctx.hist = (hist_c, hist_s) if has_att else None
         ctx.x_none = (xc is None, xs is None, xl is None)
         # eq. 12: E_t = GRU_E(E_{t-1}, x_t), its input gates for every step in one product
@@ -249,9 +256,10 @@ class Recurrence(torch.autograd.Function):
         return torch.cat(out_e), torch.cat(out_sc) if has_att else ref.new_zeros(0)
 
     @staticmethod
+    @once_differentiable  # the backward is not itself differentiable: double backward raises
     def backward(ctx, g_e, g_sc):
         (has_c, has_att, has_s, has_l), lay, parties, d_p, d_c = ctx.spec
-        w, saved = ctx.w, ctx.saved
+        w, saved = dict(zip(WEIGHTS, ctx.saved_tensors)), ctx.saved
         blocks, sizes = lay.blocks, lay.batch_sizes
         rows = [blocks * k for k in sizes]
         # eq. 12 first: its inputs are the recurrence's outputs
