@@ -97,12 +97,16 @@ def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[F
 def outputs_complete(item: FolderItem, html_report: bool = True) -> dict | None:
     """The stored result when ``item``'s outputs are complete and made from its current inputs,
     else ``None``."""
-    need = OUTPUTS + (("report.html",) if html_report else ())
-    if not all((item.out / n).is_file() for n in need):
+    if not (item.out / OUTPUTS[0]).is_file():
         return None
     try:
         res = json.loads((item.out / "predictions.json").read_text())
     except (OSError, ValueError):
+        return None
+    files = (res.get("outputs") or {}).get("files") if isinstance(res, dict) else None
+    need = tuple(files.values()) if isinstance(files, dict) else OUTPUTS
+    need += (("report.html",) if html_report and "report.html" not in need else ())
+    if not all((item.out / n).is_file() for n in need):
         return None
     inp = res.get("input", {}) if isinstance(res, dict) else {}
     if not isinstance(inp, dict) or inp.get("video") != str(item.video.resolve()):

@@ -111,7 +111,9 @@ def corpus_from_segments(video: str | os.PathLike | None, segments: Sequence[Seg
     dia = dialogue_id or Path(media or seg_file).stem
     idx = speaker_indices(list(segments))
     utts = [Utterance(SPLIT, dia, t, s.speaker, idx[s.speaker], None, s.text, media, s.start,
-                      s.end, s.source) for t, s in enumerate(segments)]
+                      s.end, s.source, speaker_source=s.speaker_origin,
+                      speaker_confidence=s.speaker_confidence, text_source=s.text_origin,
+                      window=s.window) for t, s in enumerate(segments)]
     return Corpus(f"predict:{dia}", list(labels), {SPLIT: [Dialogue(SPLIT, dia, utts)]},
                   source={"video": media, "segments": seg_file})
 

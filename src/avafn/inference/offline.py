@@ -33,8 +33,7 @@ Many videos at once: :mod:`avafn.inference.batch`.
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 import os
 import shutil
 import tempfile
@@ -55,11 +54,12 @@ from avafn.inference.inputs import (
     media_needs,
     video_segments,
 )
-from avafn.inference.summary import summarize
+from avafn.inference.outputs import FORMATS, parse_formats, save
+from avafn.inference.summary import row_warnings, summarize, warning_places
 from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS
-from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+from avafn.store import FeatureStore
 
 if TYPE_CHECKING:
     from avafn.diarize import DiarizeOptions
@@ -107,21 +107,6 @@ def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: Fea
 
 
 # ----------------------------------------------------------------------------- outputs
-def _csv_text(rows: list[dict], labels: Sequence[str], modalities: Sequence[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dialogue_id", "turn", "start", "end", "speaker", "text", "label", "confidence"]
-               + [f"p_{lab}" for lab in labels] + [f"present_{m}" for m in modalities])
-    for r in rows:
-        w.writerow([r["dialogue_id"], r["turn"],
-                    "" if r["start"] is None else f"{r['start']:.3f}",
-                    "" if r["end"] is None else f"{r['end']:.3f}", r["speaker"],
-                    r["text"] or "", r["label"], f"{r['confidence']:.6f}"]
-                   + [f"{r['probabilities'][lab]:.6f}" for lab in labels]
-                   + [int(r["modalities"][m]) for m in modalities])
-    return buf.getvalue()
-
-
 def _missing_reasons(store: FeatureStore, modalities: Sequence[str]) -> dict[str, dict[str, str]]:
     return {m: dict(store.missing(m)) for m in modalities}
 
@@ -135,7 +120,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             speaker_turns: SpeakerTurns | None = None,
             log: Callable[[str], None] | None = None,
             diarization: DiarizeOptions | None = None,
-            asr_model: str | os.PathLike | None = None, asr_language: str | None = None) -> dict:
+            asr_model: str | os.PathLike | None = None, asr_language: str | None = None,
+            formats: Sequence[str] | str | None = None, index_href: str | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
     ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`, or
@@ -146,16 +132,20 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     speech-recognition model folder that transcribes utterances without text when the run uses
     text. ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
     segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
-    progress and notes, one line each. Returns what ``predictions.json`` holds, including
-    ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
+    progress and notes, one line each. ``formats``: the output files
+    (:mod:`avafn.inference.outputs`; default all; ``html=False`` drops the report);
+    ``index_href``: a link from the report back to a batch index. Returns what
+    ``predictions.json`` holds, including ``warnings`` (grouped, counted, every place) and
+    ``summary`` (:mod:`avafn.inference.summary`).
     """
     if (clips_dir is None) != (manifest is None) or \
             (segments is None and clips_dir is None and video is None) or \
             (clips_dir is not None and (video is not None or segments is not None)):
         raise PredictError("give a video (with its segment list, if any), a segment list alone "
                            "(a transcript), or a clips folder and its manifest")
+    fmts = [f for f in parse_formats(formats) if html or f != "html"]
     say = log or (lambda _line: None)
-    notices = Notices()
+    notices = Notices(examples=10**9)  # every place in the files; the console shows a few
     run = Run.open(run_dir) if isinstance(run_dir, str | os.PathLike) else run_dir
     models = run.models(device)
     labels, modalities, widths = run.labels, run.modalities, run.widths
@@ -209,7 +199,12 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
                         "modalities": {m: bool(present[m][t]) for m in modalities},
                         "missing_reason": {m: missing[m][u.uid] for m in modalities
                                            if u.uid in missing[m]},
-                        "source": u.source, "context_attention": [
+                        "source": u.source,
+                        "speaker_source": u.speaker_source or (
+                            "unknown" if u.speaker in (None, "", "unknown") else "tag"),
+                        "speaker_confidence": u.speaker_confidence,
+                        "text_source": u.text_source or ("subtitle" if u.text else "none"),
+                        "window": u.window, "context_attention": [
                             float(a) for a in att[t, :t]],
                     })
                 rows += drows
@@ -239,20 +234,37 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         "utterances": rows,
         "ignored_modalities": ignored,
         "warnings": notices.to_dict(),
+        "dev_f1": _dev_f1(run.path, labels),
     }
+    places = warning_places(result["warnings"])
+    for r in rows:  # each row names the warnings that concern it
+        r["warnings"] = row_warnings(r, places)
     result["summary"] = summarize(result)
-    atomic_write_json(out / "predictions.json", result)
-    atomic_write_bytes(out / "predictions.csv", _csv_text(rows, labels, modalities).encode())
-    if html:
+    page = None
+    if "html" in fmts:
         from avafn.report_html import render_report
 
         name = Path(video if video is not None else segments if segments is not None
                     else manifest).name
         meta = {"run": run.path.name, "seeds averaged": len(models),
                 "modalities": ", ".join(modalities), "utterances": len(rows)}
-        atomic_write_bytes(out / "report.html", render_report(
-            views, labels, f"Emotions in {name}", meta).encode())
+        page = render_report(views, labels, f"Emotions in {name}", meta, extra={
+            "f1": result["dev_f1"], "bidirectional": run.bidirectional,
+            "warnings": result["warnings"], "index": index_href,
+            "csv": "predictions.csv" if "csv" in fmts else None,
+            "files": [f for f in fmts if f not in ("html", "json")]})
+    result["outputs"] = save(result, out, fmts, html=page)
     return result
+
+
+def _dev_f1(run_dir: Path, labels: Sequence[str]) -> dict[str, float] | None:
+    """The run's per-class dev F1 (percent, mean over seeds) from its ``report.json``, or
+    ``None`` when the run was not evaluated."""
+    try:
+        per = json.loads((Path(run_dir) / "report.json").read_text())["dev"]["per_class"]
+        return {lab: round(float(per[lab]["f1"]), 2) for lab in labels if lab in per}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
@@ -301,4 +313,4 @@ def _diarized_turns(diarization: DiarizeOptions | None, device: str) -> SpeakerT
     return turns
 
 
-__all__ = ["predict", "run_models"]
+__all__ = ["FORMATS", "predict", "run_models"]
