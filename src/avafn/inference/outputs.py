@@ -80,6 +80,13 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
+def _cell(value: Any) -> Any:
+    """:func:`safe_cell`, with carriage returns inside text made spaces (the writer's line end
+    is ``\\n``, so a bare ``\\r`` would not be quoted and would split the row)."""
+    value = safe_cell(value)
+    return value.replace("\r\n", "\n").replace("\r", " ") if isinstance(value, str) else value
+
+
 def _num(x: float | None, nd: int = 3) -> str:
     return "" if x is None else f"{float(x):.{nd}f}"
 
@@ -93,7 +100,7 @@ def csv_text(rows: Sequence[Mapping[str, Any]], labels: Sequence[str],
                + [f"p_{lab}" for lab in labels] + [f"present_{m}" for m in modalities]
                + list(PROVENANCE) + ["warnings"])
     for r in rows:
-        w.writerow([safe_cell(x) for x in (
+        w.writerow([_cell(x) for x in (
             [r["dialogue_id"], r["turn"], _num(r["start"]), _num(r["end"]), r["speaker"],
              r["text"] or "", r["label"], f"{r['confidence']:.6f}"]
             + [f"{r['probabilities'][lab]:.6f}" for lab in labels]

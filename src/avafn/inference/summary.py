@@ -128,7 +128,8 @@ def warning_lines(warnings: Sequence[Mapping[str, Any]], places: int = CONSOLE_P
     for w in warnings:
         where = list(w.get("where", []))
         shown = ", ".join(map(str, where[:places]))
-        more = f", ... ({w['count'] - places} more)" if w["count"] > places and shown else ""
+        rest = int(w["count"]) - min(places, len(where))
+        more = f", ... {rest} more" if rest > 0 and shown else ""
         out.append(f"{w['warning']}: {w['count']}" + (f" ({shown}{more})" if shown else ""))
     return out
 
