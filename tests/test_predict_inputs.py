@@ -398,3 +398,25 @@ def test_output_formats_and_provenance_in_every_file(env, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--output-format: unknown format docx" in err and err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_model_options_are_checked_before_diarization(env, tmp_path, monkeypatch, capsys):
+    import avafn.inference.from_audio as fa
+
+    def no_diarization(*a, **k):
+        raise AssertionError("diarization started before the model options were checked")
+
+    monkeypatch.setattr(fa, "segments_from_audio", no_diarization)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for bad in (tmp_path / "no-such-model", junk):
+        with pytest.raises(PredictError, match=rf"--asr-model {bad}: not a local speech-"):
+            predict(env["text"], video=env["video"], asr_model=bad, out_dir=tmp_path / "o")
+    rc = cli.main(["predict", str(env["text"]), "--video", str(env["video"]), "--asr-model",
+                   str(junk), "--out", str(tmp_path / "c"), "--no-progress"])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if not ln.startswith("note:")]
+    assert rc == 1 and len(errors) == 1 and "--asr-model" in errors[0]
+    with pytest.raises(UserError):  # an extractor location, too
+        predict(env["av"], video=env["video"], out_dir=tmp_path / "a",
+                extractor_models={"audio": str(tmp_path / "no-wav2vec")})

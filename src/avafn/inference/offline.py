@@ -155,6 +155,11 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         if video is not None and not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
         ignored = media_needs(modalities, video, say)
+        if video is not None:  # every model option checked before minutes of diarization
+            if asr_model is not None and "text" in modalities:
+                check_asr_model(asr_model)
+            with quiet_loading(not progress):
+                featurizer = run.featurizer(device, extractor_models)
         if segments is not None and speaker_turns is None and video is not None:
             speaker_turns = _diarized_turns(diarization, device)
         segs, found = _video_input(
@@ -171,8 +176,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     for dias in corpus.splits.values():  # before any extraction
         for d in dias:
             check_parties(models, d)
-    with quiet_loading(not progress):
-        featurizer = run.featurizer(device, extractor_models)
+    if video is None:
+        with quiet_loading(not progress):
+            featurizer = run.featurizer(device, extractor_models)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
@@ -255,6 +261,21 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             "files": [f for f in fmts if f not in ("html", "json")]})
     result["outputs"] = save(result, out, fmts, html=page)
     return result
+
+
+def check_asr_model(asr_model: str | os.PathLike) -> None:
+    """Refuse an ``--asr-model`` that is not a local transformers model folder, at once (its
+    configuration read, no weights loaded, no code run)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(asr_model), trust_remote_code=False,
+                                   local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PredictError(f"--asr-model {asr_model}: not a local speech-recognition model "
+                           f"folder (a transformers folder with config.json, e.g. a Whisper "
+                           f"checkpoint): {first}") from None
 
 
 def _dev_f1(run_dir: Path, labels: Sequence[str]) -> dict[str, float] | None:
