@@ -35,10 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output folder (required offline; with --stream, stream.jsonl goes "
                         "there)")
     p.add_argument("--stream", action="store_true",
-                   help="utterance by utterance through the causal model, from the segments, "
-                        "the manifest or, with no input, JSON lines on stdin "
-                        "({\"clip\": PATH, \"speaker\": S[, \"start\", \"end\", \"text\"]} or "
-                        "{\"features\": {\"audio\": [...]}, \"speaker\": S})")
+                   help="utterance by utterance through the causal model, from the segments "
+                        "(with --video, or alone for a text-only run), the manifest or, with "
+                        "no input, JSON lines on stdin ({\"clip\": PATH, \"speaker\": S[, "
+                        "\"start\", \"end\", \"text\"]}, {\"text\": T, \"speaker\": S} for a "
+                        "text-only run, or {\"features\": {\"audio\": [...]}, \"speaker\": S})")
     p.add_argument("--jsonl", action="store_true",
                    help="with --stream: print one JSON object per utterance")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

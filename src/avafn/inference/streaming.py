@@ -182,7 +182,7 @@ class Streamer:
         return x, p, present
 
     @torch.no_grad()
-    def push(self, item: Mapping[str, Any] | str | os.PathLike, speaker: str,
+    def push(self, item: Mapping[str, Any] | str | os.PathLike | None, speaker: str,
              start: float | None = None, end: float | None = None,
              text: str | None = None) -> StreamResult:
         """Predict the emotion of the next utterance, spoken by ``speaker``.
@@ -190,8 +190,17 @@ class Streamer:
         ``item``: features ``{modality: vector (D,) or None}`` (an absent modality counts as
         missing), or the path of a clip (with ``start`` / ``end`` seconds to cut a segment
         of a longer file, and ``text`` its transcript for a run that uses text), whose
-        features are extracted with the run's settings.
+        features are extracted with the run's settings; or ``None`` with ``text`` for a run
+        trained on text alone (no media at all).
         """
+        if item is None:
+            media = [m for m in self.modalities if m != "text"]
+            if media:
+                raise StreamingError(
+                    f"utterance {len(self.history)}: no clip, but the run uses "
+                    f"{', '.join(self.modalities)}: give a clip (or features); text alone "
+                    "serves only a run trained on text alone")
+            item = ""  # the text extractor reads ``text`` only
         if isinstance(item, (str, os.PathLike)):
             _ = self.featurizer  # built on first use; loading models is not part of latency
         t0 = time.perf_counter()
@@ -251,7 +260,7 @@ def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
     for n, it in enumerate(items):
         if it.get("new_dialogue") and n > 0:
             s.reset()
-        item = it["features"] if "features" in it else it["clip"]
+        item = it["features"] if "features" in it else it.get("clip")
         r = s.push(item, str(it["speaker"]), start=it.get("start"), end=it.get("end"),
                    text=it.get("text"))
         d = r.to_dict()
