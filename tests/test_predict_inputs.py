@@ -420,3 +420,52 @@ def test_model_options_are_checked_before_diarization(env, tmp_path, monkeypatch
     with pytest.raises(UserError):  # an extractor location, too
         predict(env["av"], video=env["video"], out_dir=tmp_path / "a",
                 extractor_models={"audio": str(tmp_path / "no-wav2vec")})
+
+
+def test_text_only_streaming_from_a_transcript_and_from_json_lines(env, tmp_path, capsys,
+                                                                   monkeypatch):
+    from avafn.demo import TWIN, stream_command, train_twin
+    from avafn.run import Run
+
+    corpus = _train_corpus(parties=4)
+    store = FeatureStore(env["root"] / "store")
+    # the demo's causal twin: the same settings, bidirectional=False, beside the run
+    kw = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0, "model_overrides": SMALL}
+    runs = tmp_path / "runs"
+    bi = train(corpus, store, runs / "text", {"modalities": ("text",), **kw}, seeds=(0,),
+               progress=False)
+    twin = train_twin(corpus, store, runs / TWIN, [0], kw)
+    assert Run.open(twin).bidirectional is False and Run.open(bi).bidirectional is True
+    assert (twin / "report-dev.json").is_file()  # (MELD: report.json, on test)
+    cfg = json.loads((twin / "config.json").read_text())
+    assert {k: cfg["model"][k] for k in SMALL} == SMALL
+    assert stream_command(twin) == f"avafn predict {twin} --stream --segments CONVERSATION.srt"
+    # the bidirectional run is refused, pointing at its twin
+    assert cli.main(["predict", str(bi), "--stream", "--segments", str(env["srt"])]) == 1
+    err = capsys.readouterr().err
+    assert f"its causal twin can: avafn predict {twin} --stream" in err
+    # a transcript alone, no video: the same as the causal run offline
+    assert cli.main(["predict", str(twin), "--stream", "--segments", str(env["srt"]),
+                     "--jsonl", "--no-progress"]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    off = predict(twin, segments=env["srt"], out_dir=tmp_path / "off", html=False)
+    assert [g["speaker"] for g in got] == [u["speaker"] for u in off["utterances"]]
+    for g, u in zip(got, off["utterances"]):
+        for lab in LABELS:
+            assert g["probabilities"][lab] == pytest.approx(u["probabilities"][lab], abs=1e-5)
+    # JSON lines with text and no clip
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        '{"text": "Hi Bob.", "speaker": "Alice"}\n{"text": "Hello!", "speaker": "Bob"}\n'))
+    assert cli.main(["predict", str(twin), "--stream", "--jsonl", "--no-progress"]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(g["turn"], g["speaker"], g["present"]) for g in got] == [
+        (0, "Alice", {"text": True}), (1, "Bob", {"text": True})]
+    # a run that uses audio / video still needs its media, said in one line
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "Hi.", "speaker": "A"}\n'))
+    causal_av = train(corpus, store, tmp_path / "cav", {
+        "modalities": ("audio", "video"), **kw,
+        "model_overrides": {**SMALL, "bidirectional": False}}, seeds=(0,), progress=False)
+    assert cli.main(["predict", str(causal_av), "--stream", "--no-progress"]) == 1
+    assert "no clip, but the run uses audio, video: give a clip" in capsys.readouterr().err
+    assert cli.main(["predict", str(causal_av), "--stream", "--segments", str(env["srt"])]) == 1
+    assert "give the video (--video FILE)" in capsys.readouterr().err

@@ -78,7 +78,7 @@ def train_twin(corpus: Corpus, store: FeatureStore, out: Path, seeds: Sequence[i
     kw["model_overrides"] = {**dict(kw.get("model_overrides") or {}), "bidirectional": False}
     run = train(corpus, store, out, {**kw, "modalities": ["text"], "device": device},
                 seeds=seeds, progress=progress)
-    evaluate(run, "test", corpus, store, device=device)
+    evaluate(run, "test" if "test" in corpus.splits else "dev", corpus, store, device=device)
     return run
 
 

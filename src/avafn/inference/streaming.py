@@ -84,6 +84,15 @@ def check_streamable(model_cfg: Mapping[str, Any], where: str = "the checkpoint"
             "False})), or predict offline without --stream.")
 
 
+def causal_twin(run_dir: str | os.PathLike) -> Path | None:
+    """The causal twin ``avafn demo`` trains beside its run (``runs/text-causal`` next to
+    ``runs/text``), when there is one."""
+    from avafn.demo import TWIN
+
+    twin = Path(run_dir).parent / TWIN
+    return twin if twin != Path(run_dir) and (twin / "config.json").is_file() else None
+
+
 class Streamer:
     """Utterance-by-utterance prediction with a forward-only AVAFN (see the module docstring).
 
@@ -109,7 +118,16 @@ class Streamer:
         if isinstance(run, (str, os.PathLike, Run)):
             self.run = run if isinstance(run, Run) else Run.open(run)
             self.run_dir = self.run.path
-            check_streamable({"bidirectional": self.run.bidirectional}, f"run {self.run_dir}")
+            try:
+                check_streamable({"bidirectional": self.run.bidirectional},
+                                 f"run {self.run_dir}")
+            except StreamingError as e:
+                twin = causal_twin(self.run_dir)
+                if twin is None:
+                    raise
+                raise StreamingError(f"run {self.run_dir} was trained bidirectional and cannot "
+                                     f"stream; its causal twin can: avafn predict {twin} "
+                                     "--stream ...") from e
             models = self.run.models(device)
             labels = labels or self.run.labels
         else:
