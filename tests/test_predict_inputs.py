@@ -450,6 +450,8 @@ def test_text_only_streaming_from_a_transcript_and_from_json_lines(env, tmp_path
     got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     off = predict(twin, segments=env["srt"], out_dir=tmp_path / "off", html=False)
     assert [g["speaker"] for g in got] == [u["speaker"] for u in off["utterances"]]
+    for k in ("speaker_source", "text_source", "source", "window"):  # provenance streams too
+        assert [g[k] for g in got] == [u[k] for u in off["utterances"]], k
     for g, u in zip(got, off["utterances"]):
         for lab in LABELS:
             assert g["probabilities"][lab] == pytest.approx(u["probabilities"][lab], abs=1e-5)

@@ -483,3 +483,39 @@ def test_report_shows_provenance_f1_direction_warnings_and_links():
     plain = render_report(views, LABELS, "t")
     assert 'class="warnings"' not in plain and 'class="legend"' in plain
     assert "<small>F1" not in plain and 'class="f1' not in plain
+
+
+def test_batch_index_fits_at_1400_400_and_360_px(tmp_path, browser):
+    from avafn.inference.batch import index_html
+
+    long = "a-rather-long-video-name-recorded-at-the-meeting-" * 2 + ".mp4"
+    page = index_html({"run": "/runs/" + "deep/" * 12 + "text", "folder": "/v/talks",
+                       "total": 3, "done": 2, "skipped": 0, "failed": 1, "videos": [
+                           {"video": long, "segments": "a.srt", "out": "a", "status": "done",
+                            "utterances": 412, "speakers": 6, "warnings": 17,
+                            "emotions": {lab: 50 + i for i, lab in enumerate(LABELS)}},
+                           {"video": "b.mp4", "segments": None, "out": "b", "status": "done",
+                            "utterances": 3, "speakers": 2, "warnings": 0,
+                            "emotions": {"joy": 3}},
+                           {"video": "c.mp4", "segments": "c.csv", "out": "c",
+                            "status": "failed", "error": "c.mp4: cannot open the video " * 3}]})
+    path = tmp_path / "index.html"
+    path.write_text(page)
+    for width in (1400, 400, 360):
+        browser.console.clear()
+        browser.open(path, width=width)
+        probe = browser.evaluate("""(() => {
+          const de = document.documentElement, out = [];
+          document.querySelectorAll('td').forEach(td => { const r = td.getBoundingClientRect();
+            if (r.right > de.clientWidth + .5 && r.width > 0) out.push(td.textContent); });
+          return {overflow: de.scrollWidth > de.clientWidth, offscreen: out,
+                  labels: [...document.querySelectorAll('tr.done td[data-label]')]
+                    .filter(td => getComputedStyle(td, '::before').content.includes(':')).length,
+                  links: [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))};
+        })()""")
+        assert browser.console == [], browser.console
+        assert not probe["overflow"] and probe["offscreen"] == [], (width, probe)
+        # narrow: each video is a card whose cells say what they are
+        assert (probe["labels"] > 0) == (width < 600), (width, probe["labels"])
+        assert "a/predictions.csv" in probe["links"] and "a/report.html" in probe["links"]
+        assert "c/report.html" not in probe["links"]

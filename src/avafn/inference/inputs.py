@@ -200,7 +200,9 @@ def iter_stream_items(video: str | os.PathLike | None = None,
     if video is not None or segments is not None:
         for s in video_segments(video, segments, **segment_options):
             item = {"speaker": s.speaker, "start": s.start, "end": s.end, "text": s.text,
-                    "source": s.source}
+                    "source": s.source, "speaker_source": s.speaker_origin,
+                    "speaker_confidence": s.speaker_confidence, "text_source": s.text_origin,
+                    "window": s.window}
             yield {"clip": str(video), **item} if video is not None else item
         return
     if clips_dir is not None:

@@ -20,13 +20,19 @@ Steps:
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
    probabilities are the **mean of the seeds' softmax probabilities** (the label is their
    argmax), and the context attention shown is the mean of the seeds' attention weights.
-4. **Outputs** in ``out_dir``: ``predictions.json`` (everything, including the extractor
-   settings used and the per-utterance attention), ``predictions.csv`` (one row per
-   utterance: times, speaker, label, confidence, one probability column per class, one
-   presence column per modality), ``report.html`` (self-contained, :mod:`avafn.report_html`)
-   and ``features/`` (the extracted feature store). ``predictions.json`` also holds the
-   warnings met on the way (grouped by kind, counted), the modalities the inputs had but the
-   run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).
+4. **Outputs** in ``out_dir`` (:mod:`avafn.inference.outputs`, ``formats``; default all):
+   ``predictions.json`` (everything, including the extractor settings used, the
+   per-utterance attention, the run's per-class dev F1 and the files written), and
+   ``predictions.csv`` / ``.jsonl`` (one row per utterance: times, speaker, label, confidence,
+   one probability column per class, one presence column per modality, and its provenance:
+   ``speaker_source``, ``speaker_confidence``, ``text_source``, ``source``, ``window``, plus
+   the ``warnings`` that concern it), emotion-tagged subtitles ``predictions.srt`` / ``.vtt``,
+   ``predictions.rttm``, ``report.html`` (self-contained, :mod:`avafn.report_html`) and
+   ``features/`` (the extracted feature store). ``predictions.json`` also holds the warnings
+   met on the way (grouped by kind, counted, every place), the modalities the inputs had but
+   the run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).
+   Every model option (``asr_model``, the extractor locations) is checked before any
+   diarization starts.
 
 Many videos at once: :mod:`avafn.inference.batch`.
 """

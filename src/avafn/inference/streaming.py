@@ -282,7 +282,9 @@ def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
         r = s.push(item, str(it["speaker"]), start=it.get("start"), end=it.get("end"),
                    text=it.get("text"))
         d = r.to_dict()
-        d.update({k: it.get(k) for k in ("start", "end", "text", "source", "dialogue_id")
+        d.update({k: it.get(k) for k in ("start", "end", "text", "source", "dialogue_id",
+                                          "speaker_source", "speaker_confidence",
+                                          "text_source", "window")
                   if it.get(k) is not None})
         yield d
 
