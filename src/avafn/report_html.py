@@ -392,6 +392,7 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
             f'<div class="tl-inner" style="min-width:{min_px}px">{tracks}'
             f'<div class="tl-axis">{"".join(labels)}</div>'
             f'<div class="axis-title">{title}</div></div></div></div>'
+            '<p class="tl-hint">scroll the lanes sideways for the rest →</p>'
             '<p class="tl-info" aria-live="polite"></p>')
 
 
@@ -489,6 +490,8 @@ b.red{color:#b0001a} b.blue{color:#04599a}
 .tl-info{min-height:1.4em;font-size:13px;background:#f6f8fa;border-radius:6px;padding:6px 8px;
   margin:6px 0}
 .tl-info:empty{display:none}
+.tl-hint{display:none;font-size:12px;color:#57606a;margin:2px 0;text-align:right}
+.timeline.scrolls+.tl-hint{display:block}
 .links{display:flex;flex-wrap:wrap;gap:4px 10px;margin:.2em 0 .4em;font-size:13.5px}
 a{color:#0b62c4}
 .f1{display:inline-flex;align-items:center;gap:3px}
@@ -500,7 +503,7 @@ a{color:#0b62c4}
 .badge.guess{background:#fff4cc;color:#5c4400;border:1px dashed #b08800}
 .guess-note{background:#fff8e1;border-left:4px solid #b08800;padding:6px 10px;margin:.4em 0;
   font-size:13px}
-td.source{min-width:11em;font-size:12px;color:#57606a}
+td.source{min-width:14em;font-size:12px;color:#57606a}
 .src{display:block;font-family:ui-monospace,monospace;font-size:11.5px}
 .prov{display:block}
 .warn-mark{display:block;color:#9b1c1c}
@@ -557,7 +560,9 @@ _JS = r"""
       b.classList.remove('tight','tighter');
       if(b.firstChild.offsetWidth>w){b.classList.add('tight');
         if(b.lastChild.offsetWidth>w)b.classList.add('tighter');}});}
-    fit(); window.addEventListener('resize',fit);
+    var tl=sec.querySelector('.timeline'), sc=sec.querySelector('.tl-scroll');
+    function fitAll(){fit();tl.classList.toggle('scrolls',sc.scrollWidth>sc.clientWidth+1);}
+    fitAll(); window.addEventListener('resize',fitAll);
     bars.forEach(function(b){b.addEventListener('click',function(e){
       e.preventDefault();
       var t=+b.dataset.turn, d=D.rows[t]; select(t);
@@ -664,9 +669,9 @@ def _source_cell(r: Mapping[str, Any]) -> str:
     parts = []
     if r.get("source"):
         parts.append(f'<span class="src">{_esc(r["source"])}</span>')
-    bits = []
-    for key in ("speaker_source", "text_source"):
-        if r.get(key):
+    bits = []  # only what is not the usual (a tagged speaker, the input's own text)
+    for key, usual in (("speaker_source", "tag"), ("text_source", "subtitle")):
+        if r.get(key) and r[key] != usual:
             bits.append(f'{"speaker" if key == "speaker_source" else "text"}: '
                         f'{_ORIGIN.get(r[key], r[key])}')
     if r.get("window"):
