@@ -283,6 +283,8 @@ _CLOCK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
 #: (narrower screens scroll the lanes inside their own box; the names stay put)
 _BAR_PX = 34
 _TIMELINE_MAX_PX = 24000
+#: at most one tick per this many px of a wide timeline
+_TICK_PX = 110
 
 
 def clock_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
@@ -344,16 +346,22 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
     if timed:
         spans = [(float(r["start"]), float(r["end"])) for r in rows]
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-        ticks = clock_ticks(0.0 if lo < hi - lo else lo, hi, 8)
-        a0, a1 = ticks[0], ticks[-1]
-        step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+        lo = 0.0 if lo < hi - lo else lo
     else:  # utterance u (1-based) drawn around u
         spans = [(r["turn"] + 0.55, r["turn"] + 1.45) for r in rows]
-        ticks = [float(v) for v in _tick_values(len(rows), 8)]
-        a0, a1, step = 0.5, len(rows) + 0.5, 1.0
-    span = max(a1 - a0, 1e-9)
+        lo, hi = 0.5, len(rows) + 0.5
     durs = sorted(max(e - s, 1e-3) for s, e in spans)
-    min_px = int(min(_TIMELINE_MAX_PX, max(0.0, _BAR_PX * span / durs[len(durs) // 2])))
+    min_px = int(min(_TIMELINE_MAX_PX,
+                     max(0.0, _BAR_PX * max(hi - lo, 1e-9) / durs[len(durs) // 2])))
+    n_ticks = max(8, min_px // _TICK_PX)  # a wide (scrolling) timeline keeps its ticks close
+    if timed:
+        ticks = clock_ticks(lo, hi, n_ticks)
+        a0, a1 = ticks[0], ticks[-1]
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    else:
+        ticks = [float(v) for v in _tick_values(len(rows), n_ticks)]
+        a0, a1, step = lo, hi, 1.0
+    span = max(a1 - a0, 1e-9)
     speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
     short = abbreviations(sorted({str(r["label"]) for r in rows}))
     lanes: dict[str, list[str]] = {s: [] for s in speakers}
