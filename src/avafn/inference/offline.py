@@ -162,8 +162,13 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             raise PredictError(f"{video}: video not found")
         ignored = media_needs(modalities, video, say)
         if video is not None:  # every model option checked before minutes of diarization
+            if "text" in modalities and segments is None and asr_model is None:
+                from avafn.inference.from_audio import needs_text_error
+
+                raise needs_text_error()  # before any model is loaded
             if asr_model is not None and "text" in modalities:
                 check_asr_model(asr_model)
+            _check_diarizer(diarization, device, build=segments is None)
             with quiet_loading(not progress):
                 featurizer = run.featurizer(device, extractor_models)
         if segments is not None and speaker_turns is None and video is not None:
@@ -267,6 +272,19 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             "files": [f for f in fmts if f not in ("html", "json")]})
     result["outputs"] = save(result, out, fmts, html=page)
     return result
+
+
+def _check_diarizer(diarization: DiarizeOptions | None, device: str, build: bool) -> None:
+    """The diarizer's options (and, when it will run, the diarizer itself: its model folder)
+    checked before any model is loaded."""
+    from avafn.diarize import DiarizeError, DiarizeOptions
+    from avafn.diarize.segment import make_diarizer
+
+    options = diarization or DiarizeOptions(device=device)
+    try:
+        make_diarizer(options) if build else options.check()
+    except DiarizeError as e:
+        raise PredictError(str(e)) from None
 
 
 def check_asr_model(asr_model: str | os.PathLike) -> None:
