@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict", help=help_of("predict"),
         description="Extract the run's features for a new conversation, predict every "
-                    "utterance's emotion and write predictions.json / .csv and report.html. "
+                    "utterance's emotion and write predictions.json / .csv / .jsonl, "
+                    "emotion-tagged subtitles (.srt / .vtt), .rttm and report.html, each row "
+                    "saying where its speaker and text came from (--output-format picks). "
                     "With --stream, utterances are pushed one at a time through the causal "
                     "model and each prediction is printed as it comes, with its latency.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
