@@ -303,13 +303,17 @@ def check_asr_model(asr_model: str | os.PathLike) -> None:
 
 
 def _dev_f1(run_dir: Path, labels: Sequence[str]) -> dict[str, float] | None:
-    """The run's per-class dev F1 (percent, mean over seeds) from its ``report.json``, or
-    ``None`` when the run was not evaluated."""
-    try:
-        per = json.loads((Path(run_dir) / "report.json").read_text())["dev"]["per_class"]
-        return {lab: round(float(per[lab]["f1"]), 2) for lab in labels if lab in per}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The run's per-class dev F1 (percent, mean over seeds) from its ``report.json`` (or a
+    ``report-<split>.json``: each holds the dev scores), or ``None`` when the run was not
+    evaluated."""
+    run_dir = Path(run_dir)
+    for path in [run_dir / "report.json", *sorted(run_dir.glob("report-*.json"))]:
+        try:
+            per = json.loads(path.read_text())["dev"]["per_class"]
+            return {lab: round(float(per[lab]["f1"]), 2) for lab in labels if lab in per}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,

@@ -105,20 +105,23 @@ def _counts(c: Mapping[str, int]) -> str:
 
 def _speaker_line(summary: Mapping[str, Any]) -> str | None:
     """Which speakers came from the audio or are unknown (None when all are tagged)."""
-    guessed, unknown = [], []
+    guessed, unknown, n_unknown = [], [], 0
     for spk, src in (summary.get("speaker_sources") or {}).items():
         if src.get("diarization"):
             guessed.append(spk)
         if src.get("unknown"):
             unknown.append(spk)
+            n_unknown += src["unknown"]
     if not guessed and not unknown:
         return None
     parts = []
     if guessed:
-        parts.append(f"guessed from the audio (diarization, check them): {', '.join(guessed)}")
+        parts.append(f"speakers guessed from the audio (diarization, check them): "
+                     f"{', '.join(guessed)}")
     if unknown:
-        parts.append(f"unknown: {', '.join(unknown)}")
-    return "speakers " + "; ".join(parts)
+        parts.append(f"speaker not known for {n_unknown} utterance(s) (shown as "
+                     f"{', '.join(unknown)})")
+    return "; ".join(parts)
 
 
 def warning_lines(warnings: Sequence[Mapping[str, Any]], places: int = CONSOLE_PLACES
