@@ -392,7 +392,10 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
         x = (v - a0) / span * 100
         txt = mss(v, step) if timed else str(int(v))
         edge = " first" if i == 0 else " last" if i == len(ticks) - 1 else ""
-        labels.append(f'<span class="tl-tick{edge}" style="left:{x:.3f}%">{txt}</span>')
+        # every other tick hidden on narrow screens (and the one beside the last, if shown)
+        odd = " odd" if not edge and (i % 2 or (len(ticks) % 2 == 0 and i == len(ticks) - 2)) \
+            else ""
+        labels.append(f'<span class="tl-tick{edge}{odd}" style="left:{x:.3f}%">{txt}</span>')
     title = "time in the conversation (m:ss)" if timed else "utterance number"
     return (f'<div class="timeline" id="timeline-{k_id}"><div class="tl-names">{names}'
             f'<div class="tl-name tl-axis-name"></div></div>'
@@ -523,7 +526,7 @@ details.warnings .places{max-height:9em;overflow:auto;font-family:ui-monospace,m
   font-size:12px;margin:.2em 0}
 @media (max-width:640px){
   main{padding:10px 8px 30px} section.dialogue{padding:12px 10px;margin:12px 0}
-  h1{font-size:1.25em} .tl-names{max-width:5.5em}
+  h1{font-size:1.25em} .tl-names{max-width:5.5em} .tl-tick.odd{display:none}
   th,td{padding:5px 6px} td.text{min-width:160px}
   svg.attention[data-scaled] text{font-size:21px}
 }
