@@ -53,6 +53,32 @@ def make_views(n: int, seed: int = 0, timed: bool = True,
             "probabilities": {lab: float(v) for lab, v in zip(LABELS, p)},
             "modalities": {"audio": True, "video": video, "text": True},
             "missing_reason": {} if video else {"video": "no face detected"},
+            # every 4th speaker guessed from the audio; sources one subtitle cue per 4 lines
+            "speaker_source": "diarization" if t % 4 == 1 else "tag",
+            "speaker_confidence": round(0.4 + 0.5 * float(rng.random()), 3) if t % 4 == 1
+            else None,
+            "text_source": "asr" if t % 9 == 4 else "subtitle",
+            "source": f"talk.srt:{4 * t + 1}", "window": 0,
+            "warnings": (["speaker guessed from the audio (diarization)"] if t % 4 == 1 else [])
+            + ([] if video else ["video missing: no face detected"]),
         })
         clock += dur + float(rng.uniform(0.05, 0.8))
     return [{"title": f"conversation <{n}> & co", "rows": rows, "attention": att}]
+
+
+#: per-class dev F1 (percent) of a model whose fear and disgust are rarely right
+DEV_F1 = {"neutral": 72.0, "joy": 55.1, "surprise": 48.0, "anger": 40.2, "sadness": 31.3,
+          "disgust": 12.0, "fear": 16.0}
+
+
+def report_extra(views: list[dict], bidirectional: bool = True) -> dict:
+    """What ``predict`` hands ``render_report`` besides the rows: dev F1, the run's direction,
+    the grouped warnings (every place), links to the CSV and the batch index."""
+    guessed = [r["source"] for v in views for r in v["rows"]
+               if r.get("speaker_source") == "diarization"]
+    return {"f1": DEV_F1, "bidirectional": bidirectional, "csv": "predictions.csv",
+            "index": "../index.html", "files": ["csv", "srt", "vtt"],
+            "warnings": [{"warning": "speakers of untagged cues guessed from the audio",
+                          "count": len(guessed), "where": guessed},
+                         {"warning": "markup dropped from cues (<i>, <font>, {\\an8}, ...)",
+                          "count": 2, "where": ["talk.srt:1", "talk.srt:9"]}]}

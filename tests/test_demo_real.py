@@ -58,6 +58,14 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
     assert "fine-tuned encoder alone" in out
     # it ends with the command that predicts with the run it made, naming the real folder
     assert out.rstrip().endswith(predict_command(run, tmp_path / "demo"))
+    # and its causal twin, for streaming: same settings and seeds, one direction
+    from avafn.demo import TWIN, stream_command
+
+    twin = tmp_path / "demo" / "runs" / TWIN
+    assert stream_command(twin) in out and res["stream_twin"]["run"] == str(twin)
+    twin_cfg = json.loads((twin / "config.json").read_text())
+    assert twin_cfg["model"]["bidirectional"] is False and twin_cfg["seeds"] == [0]
+    assert twin_cfg["train"] == json.loads((run / "config.json").read_text())["train"]
     assert f"avafn predict {run} " in out and (run / "config.json").is_file()
     # the majority-class baseline computed from the data itself
     corpus = subset(load_corpus("meld", meld_dir=MELD), N)

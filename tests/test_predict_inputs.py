@@ -1,6 +1,7 @@
 """predict from what people have: messy subtitles, a transcript alone, a folder of videos; and
 the console summary it ends with."""
 
+import csv
 import io
 import json
 import os
@@ -194,6 +195,12 @@ def test_a_folder_of_videos(env, tmp_path, capsys, monkeypatch):
     assert 'href="a/report.html"' in page and 'href="b/report.html"' in page
     assert "2 predicted, 0 already complete, 1 failed" in page
     assert "c.mp4: failed: " in cap.out + cap.err and "1 failed" in cap.out + cap.err
+    # each video's warnings are printed (count and first places); the report links back
+    n_warn = sum(w["count"] for w in json.loads((out / "a" / "predictions.json").read_text())
+                 ["warnings"])
+    assert f"  a.mp4: {n_warn} warning(s) (all in " in cap.out
+    assert f"    {W_TRIMMED}: 1 (" in cap.out and f"    {W_UNKNOWN}: 1 (" in cap.out
+    assert '<a href="../index.html">' in (out / "a" / "report.html").read_text()
     # resumed: complete outputs are skipped, the failure is tried again
     before = (out / "a" / "predictions.json").stat().st_mtime_ns
     assert cli.main(["predict", str(env["av"]), "--videos", str(vids), "--out", str(out),
@@ -238,8 +245,17 @@ def test_summary_lines_from_a_result():
         "emotions: neutral 1, joy 2",
         "modalities: audio 1/3 (missing: empty segment x2); text 3/3",
         "not used: video (the run does not use it)",
-        "warnings (4 in 1 kind(s)):",
-        "  sound descriptions dropped: 4 (t.srt:3, ...)"]
+        "warnings (4 in 1 kind(s); every place in predictions.json / .csv):",
+        "  sound descriptions dropped: 4 (t.srt:3, ... 3 more)"]
+    # a guessed speaker, text from speech recognition, many places, control characters
+    res["utterances"][1].update(speaker="Bo\x1b[2J\u202e", speaker_source="diarization",
+                                speaker_confidence=0.4, text_source="asr")
+    res["warnings"] = [{"warning": "k", "count": 5, "where": [f"t.srt:{i}" for i in range(5)]}]
+    lines = summary_lines(summarize(res))
+    assert "speakers guessed from the audio (diarization, check them): Bo [2J " in lines
+    assert "text from speech recognition: 1 utterance(s)" in lines
+    assert "  k: 5 (t.srt:0, t.srt:1, t.srt:2, ... 2 more)" in lines
+    assert not any(ch in "".join(lines) for ch in "\x1b\u202e")
 
 
 def test_untagged_cues_take_the_speaker_of_a_diarizer(env, tmp_path):
@@ -327,3 +343,131 @@ def test_outputs_complete_only_when_made_from_the_same_inputs(tmp_path):
     assert outputs_complete(alone) == res and outputs_complete(with_side) is None
     (out / "predictions.json").write_text("{truncated")
     assert outputs_complete(alone) is None
+
+
+def test_output_formats_and_provenance_in_every_file(env, tmp_path, capsys):
+    from avafn.inference.outputs import FILES
+    from avafn.segments import read_segments
+
+    out = tmp_path / "all"
+    assert cli.main(["predict", str(env["av"]), "--video", str(env["video"]), "--segments",
+                     str(env["srt"]), "--out", str(out), "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    for f in FILES.values():  # default: every format
+        assert (out / f).is_file(), f
+        assert str(out / f) in cap.out
+    res = json.loads((out / "predictions.json").read_text())
+    assert res["outputs"]["files"] == FILES and res["outputs"]["skipped"] == {}
+    utts = res["utterances"]
+    assert [u["speaker_source"] for u in utts] == ["tag", "tag", "tag", "unknown", "tag"]
+    assert [u["text_source"] for u in utts] == ["subtitle"] * 5
+    assert all(u["window"] == 0 and u["speaker_confidence"] is None for u in utts)
+    assert [u["source"] for u in utts] == [f"{env['srt']}:{n}" for n in (2, 10, 6, 14, 18)]
+    # the row warnings: every affected row names its warnings
+    assert "speaker unknown" in utts[3]["warnings"]
+    assert {W_TRIMMED, W_SOUND} <= set(utts[1]["warnings"]) and "markup" in utts[0]["warnings"][0]
+    assert "video missing: no face detected" in utts[3]["warnings"]
+    rows = list(csv.DictReader(io.StringIO((out / "predictions.csv").read_text())))
+    for r, u in zip(rows, utts):
+        assert r["speaker_source"] == u["speaker_source"] and r["source"] == u["source"]
+        assert r["text_source"] == "subtitle" and r["window"] == "0"
+        assert r["warnings"] == "; ".join(u["warnings"])
+    assert [json.loads(x)["turn"] for x in (out / "predictions.jsonl").read_text()
+            .splitlines()] == [0, 1, 2, 3, 4]
+    srt = (out / "predictions.srt").read_text()
+    lab, conf = utts[1]["label"], round(100 * utts[1]["confidence"])
+    assert f"2\n00:00:01,300 --> 00:00:02,500\nBob · {lab} {conf}%\nHello! What a day.\n" in srt
+    vtt = (out / "predictions.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n") and "00:00:01.300 --> 00:00:02.500" in vtt
+    back = read_segments(out / "predictions.rttm")  # RTTM out reads back in
+    assert [(s.speaker.lower(), round(s.start, 2), round(s.end, 2)) for s in back] == [
+        (u["speaker"].lower(), round(u["start"], 2), round(u["end"], 2)) for u in utts]
+    page = (out / "report.html").read_text()
+    assert '<a href="predictions.csv">predictions.csv</a>' in page and "../index.html" not in page
+    # a chosen subset; a typo is refused before any work
+    sub = tmp_path / "sub"
+    assert cli.main(["predict", str(env["av"]), "--video", str(env["video"]), "--segments",
+                     str(env["srt"]), "--out", str(sub), "--no-progress",
+                     "--output-format", "srt,vtt"]) == 0
+    assert sorted(p.name for p in sub.iterdir() if p.is_file()) == [
+        "predictions.json", "predictions.srt", "predictions.vtt"]
+    capsys.readouterr()
+    assert cli.main(["predict", str(env["av"]), "--video", str(env["video"]), "--segments",
+                     str(env["srt"]), "--out", str(tmp_path / "bad"), "--output-format",
+                     "csv,docx"]) == 1
+    err = capsys.readouterr().err
+    assert "--output-format: unknown format docx" in err and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_model_options_are_checked_before_diarization(env, tmp_path, monkeypatch, capsys):
+    import avafn.inference.from_audio as fa
+
+    def no_diarization(*a, **k):
+        raise AssertionError("diarization started before the model options were checked")
+
+    monkeypatch.setattr(fa, "segments_from_audio", no_diarization)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for bad in (tmp_path / "no-such-model", junk):
+        with pytest.raises(PredictError, match=rf"--asr-model {bad}: not a local speech-"):
+            predict(env["text"], video=env["video"], asr_model=bad, out_dir=tmp_path / "o")
+    rc = cli.main(["predict", str(env["text"]), "--video", str(env["video"]), "--asr-model",
+                   str(junk), "--out", str(tmp_path / "c"), "--no-progress"])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if not ln.startswith("note:")]
+    assert rc == 1 and len(errors) == 1 and "--asr-model" in errors[0]
+    with pytest.raises(UserError):  # an extractor location, too
+        predict(env["av"], video=env["video"], out_dir=tmp_path / "a",
+                extractor_models={"audio": str(tmp_path / "no-wav2vec")})
+
+
+def test_text_only_streaming_from_a_transcript_and_from_json_lines(env, tmp_path, capsys,
+                                                                   monkeypatch):
+    from avafn.demo import TWIN, stream_command, train_twin
+    from avafn.run import Run
+
+    corpus = _train_corpus(parties=4)
+    store = FeatureStore(env["root"] / "store")
+    # the demo's causal twin: the same settings, bidirectional=False, beside the run
+    kw = {"max_epochs": 1, "batch_size": 4, "dropout": 0.0, "model_overrides": SMALL}
+    runs = tmp_path / "runs"
+    bi = train(corpus, store, runs / "text", {"modalities": ("text",), **kw}, seeds=(0,),
+               progress=False)
+    twin = train_twin(corpus, store, runs / TWIN, [0], kw)
+    assert Run.open(twin).bidirectional is False and Run.open(bi).bidirectional is True
+    assert (twin / "report-dev.json").is_file()  # (MELD: report.json, on test)
+    cfg = json.loads((twin / "config.json").read_text())
+    assert {k: cfg["model"][k] for k in SMALL} == SMALL
+    assert stream_command(twin) == f"avafn predict {twin} --stream --segments CONVERSATION.srt"
+    # the bidirectional run is refused, pointing at its twin
+    assert cli.main(["predict", str(bi), "--stream", "--segments", str(env["srt"])]) == 1
+    err = capsys.readouterr().err
+    assert f"its causal twin can: avafn predict {twin} --stream" in err
+    # a transcript alone, no video: the same as the causal run offline
+    assert cli.main(["predict", str(twin), "--stream", "--segments", str(env["srt"]),
+                     "--jsonl", "--no-progress"]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    off = predict(twin, segments=env["srt"], out_dir=tmp_path / "off", html=False)
+    assert [g["speaker"] for g in got] == [u["speaker"] for u in off["utterances"]]
+    for k in ("speaker_source", "text_source", "source", "window"):  # provenance streams too
+        assert [g[k] for g in got] == [u[k] for u in off["utterances"]], k
+    for g, u in zip(got, off["utterances"]):
+        for lab in LABELS:
+            assert g["probabilities"][lab] == pytest.approx(u["probabilities"][lab], abs=1e-5)
+    # JSON lines with text and no clip
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        '{"text": "Hi Bob.", "speaker": "Alice"}\n{"text": "Hello!", "speaker": "Bob"}\n'))
+    assert cli.main(["predict", str(twin), "--stream", "--jsonl", "--no-progress"]) == 0
+    got = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [(g["turn"], g["speaker"], g["present"]) for g in got] == [
+        (0, "Alice", {"text": True}), (1, "Bob", {"text": True})]
+    # a run that uses audio / video still needs its media, said in one line
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"text": "Hi.", "speaker": "A"}\n'))
+    causal_av = train(corpus, store, tmp_path / "cav", {
+        "modalities": ("audio", "video"), **kw,
+        "model_overrides": {**SMALL, "bidirectional": False}}, seeds=(0,), progress=False)
+    assert cli.main(["predict", str(causal_av), "--stream", "--no-progress"]) == 1
+    assert "no clip, but the run uses audio, video: give a clip" in capsys.readouterr().err
+    assert cli.main(["predict", str(causal_av), "--stream", "--segments", str(env["srt"])]) == 1
+    assert "give the video (--video FILE)" in capsys.readouterr().err

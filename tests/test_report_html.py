@@ -5,6 +5,7 @@ label, hover and click work)."""
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import math
@@ -18,18 +19,21 @@ import numpy as np
 import pytest
 from chromium_page import DevTools
 from PIL import Image
-from report_fixtures import HOSTILE_SPEAKERS, LABELS, make_views
+from report_fixtures import DEV_F1, HOSTILE_SPEAKERS, LABELS, make_views, report_extra
 
 from avafn.report_html import (
     _EXTRA,
     _TEXT_COLOURS,
     HEATMAP_MAX_CELLS,
+    abbreviations,
     attention_svg,
+    clock_ticks,
     contrast_ratio,
     embed_json,
     heat_colour,
     heatmap_blocks,
     label_colours,
+    mss,
     nice_step,
     nice_ticks,
     render_report,
@@ -143,17 +147,49 @@ def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0, 169.7, 8) == [0, 50, 100, 150, 200]
 
 
-def test_timeline_has_a_lane_per_speaker_and_round_second_ticks():
+def _secs(tick: str) -> float:
+    m, sec = tick.split(":")[-2:]
+    return 60 * int(m) + float(sec)
+
+
+def test_timeline_has_a_lane_per_speaker_named_bars_and_mss_ticks():
     views = make_views(30, speakers=["Ann", "Bo", "Cy"])
     page = render_report(views, LABELS, "t")
-    assert page.count('class="tl-lane"') == 3 + 1  # lanes + the axis title row
-    ticks = [float(x) for x in re.findall(r'class="tl-tick[^"]*" style="[^"]*">([\d.]+)<', page)]
+    assert page.count('class="tl-lane"') == 3
+    first = list(dict.fromkeys(r["speaker"] for r in views[0]["rows"]))
+    assert re.findall(r'<div class="tl-name" title="([^"]*)"', page) == first
+    ticks = re.findall(r'class="tl-tick[^"]*" style="[^"]*">([\d:.]+)<', page)
+    assert all(re.fullmatch(r"\d+:\d\d", t) for t in ticks), ticks
+    secs = [_secs(t) for t in ticks]
     end = max(r["end"] for r in views[0]["rows"])
-    assert ticks[0] == 0 and ticks[-1] >= end and len(ticks) >= 3
-    assert len({round(b - a, 6) for a, b in itertools.pairwise(ticks)}) == 1
+    assert secs[0] == 0 and secs[-1] >= end and len(secs) >= 3
+    steps = {round(b - a, 6) for a, b in itertools.pairwise(secs)}
+    assert len(steps) == 1 and steps.pop() in (1, 2, 5, 10, 15, 30, 60, 120)
+    # every bar carries its emotion's name (and a short form), not its colour alone
+    bars = sorted((int(t), full, ab) for t, full, ab in re.findall(
+        r'<a class="tl-bar"[^>]*data-turn="(\d+)"[^>]*><span class="full">([^<]*)</span>'
+        r'<span class="abbr">([^<]*)</span></a>', page))
+    assert [b[1] for b in bars] == [r["label"] for r in views[0]["rows"]]
+    bars = [b[1:] for b in bars]
+    assert all(full.startswith(ab) and len(ab) >= 3 for full, ab in bars)
+    assert len({ab for _, ab in bars}) == len({full for full, _ in bars})
+    # each bar links to its row
+    hrefs = re.findall(r'<a class="tl-bar" href="#(u-0-\d+)"', page)
+    assert all(f'id="{h}"' in page for h in hrefs) and len(hrefs) == 30
     # no times: lanes by utterance number
     page = render_report(make_views(30, timed=False, speakers=["Ann", "Bo", "Cy"]), LABELS, "t")
     assert "utterance number" in page and "time in the conversation" not in page
+
+
+def test_clock_ticks_and_mss_labels():
+    assert clock_ticks(0, 67.5) == [0, 10, 20, 30, 40, 50, 60, 70]
+    assert clock_ticks(0, 600)[1] == 120 and clock_ticks(0, 5000)[1] == 900
+    assert [mss(x) for x in (0, 9.6, 70, 3725)] == ["0:00", "0:10", "1:10", "1:02:05"]
+    assert mss(1.5, 0.5) == "0:01.5"
+    assert abbreviations(LABELS) == {"neutral": "neu", "joy": "joy", "surprise": "sur",
+                                     "anger": "ang", "sadness": "sad", "disgust": "dis",
+                                     "fear": "fea"}
+    assert abbreviations(["sad", "sadder"]) == {"sad": "sad", "sadder": "sadd"}
 
 
 # ----------------------------------------------------------------------------- heat map
@@ -260,7 +296,7 @@ _PROBE = """(() => {
     });
   });
   document.querySelectorAll('.timeline').forEach(tl => {
-    const r = tl.getBoundingClientRect();
+    const r = tl.querySelector('.tl-inner').getBoundingClientRect();  // scrolls sideways
     tl.querySelectorAll('.tl-tick').forEach(t => {
       if (getComputedStyle(t).display === 'none') return;
       const b = t.getBoundingClientRect();
@@ -269,7 +305,33 @@ _PROBE = """(() => {
   });
   P.smallText = [...document.querySelectorAll('svg.attention text')].filter(
     t => t.getBoundingClientRect().height < 7).length;
+  // the first screen: the timeline comes before the table, every shown bar label fits its bar
   const sec = document.querySelector('section.dialogue'), svg = sec.querySelector('svg.attention');
+  const tlBox = sec.querySelector('.timeline').getBoundingClientRect();
+  P.timelineTop = tlBox.top + window.scrollY;
+  P.timelineBeforeTable = tlBox.bottom <= sec.querySelector('table').getBoundingClientRect().top;
+  P.labelsShown = 0; P.labelsCut = [];
+  sec.querySelectorAll('.tl-bar').forEach(b => {
+    b.querySelectorAll('span').forEach(sp => {
+      if (getComputedStyle(sp).display === 'none') return;
+      P.labelsShown++;
+      const sb = sp.getBoundingClientRect(), bb = b.getBoundingClientRect();
+      if (sb.left < bb.left - .5 || sb.right > bb.right + .5) P.labelsCut.push(sp.textContent);
+    });
+  });
+  P.barLabels = sec.querySelectorAll('.tl-bar').length;
+  const sc = sec.querySelector('.tl-scroll');
+  P.scrolls = sc.scrollWidth > sc.clientWidth + 1;
+  P.hint = getComputedStyle(sec.querySelector('.tl-hint')).display !== 'none';
+  const bar = sec.querySelectorAll('.tl-bar')[1] || sec.querySelector('.tl-bar');
+  bar.click();
+  P.barTurn = +bar.dataset.turn;
+  P.tlInfo = sec.querySelector('.tl-info').textContent;
+  P.barRowSelected = sec.querySelector('tr.utt.sel') ?
+    +sec.querySelector('tr.utt.sel').dataset.turn : null;
+  P.barHref = bar.getAttribute('href');
+  P.rowOfHref = !!document.getElementById(bar.getAttribute('href').slice(1));
+  P.hash = location.hash;
   const c = +svg.dataset.cell, i = Math.min(+svg.dataset.n - 1, 5), j = Math.max(0, i - 2);
   let pt = svg.createSVGPoint();
   pt.x = +svg.dataset.left + (j + .5) * c; pt.y = +svg.dataset.top + (i + .5) * c;
@@ -306,8 +368,9 @@ def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
         views += make_views(7, seed=1, timed=False, speakers=["Ann", "Bo", "Cy"])
     rows = views[0]["rows"]
     path = tmp_path / f"report-{n}.html"
+    extra = report_extra(views, bidirectional=n != 60)
     path.write_text(render_report(views, LABELS, "Emotions in <talk>.mp4",
-                                  {"run": "r", "utterances": n}))
+                                  {"run": "r", "utterances": n}, extra))
     shots = os.environ.get("AVAFN_REPORT_SHOTS")  # keep the screenshots to look at them
     for width in (1400, 400, 360):
         browser.console.clear()
@@ -335,6 +398,22 @@ def test_report_in_chromium_at_1400_400_and_360_px(n, tmp_path, browser):
             a0, a1, c0, c1 = map(int, m.groups())
             assert a1 - a0 == c1 - c0 == b - 1 and (a0 - 1) % b == 0 and c0 <= a0
             assert abs((a0 - 1) // b - hover["i"]) <= 1 and abs((c0 - 1) // b - hover["j"]) <= 1
+        # the first screen: the timeline, above the table, near the top even at 360 px
+        assert probe["timelineBeforeTable"] and probe["timelineTop"] < 700, probe["timelineTop"]
+        assert probe["labelsCut"] == [] and probe["labelsShown"] > 0
+        assert probe["hint"] == probe["scrolls"]  # "scroll sideways" shown when it does
+        if width == 360 and n >= 60:  # long: the lanes keep readable bars and scroll
+            assert probe["scrolls"]
+        if width == 1400 and n <= 60:  # most bars wide enough for their name or its short form
+            assert probe["labelsShown"] >= probe["barLabels"] // 2, probe
+        t = probe["barTurn"]
+        assert probe["barRowSelected"] == t and probe["barHref"] == f"#u-0-{t}"
+        assert probe["rowOfHref"]
+        r = rows[t]
+        assert probe["tlInfo"].startswith(f"#{t + 1} ") and r["label"] in probe["tlInfo"]
+        assert f"dev F1 {round(DEV_F1[r['label']])}" in probe["tlInfo"]
+        assert ("guessed from the audio" in probe["tlInfo"]) == \
+            (r["speaker_source"] == "diarization")
         assert probe["info"].startswith(f"Utterance {n} (")
         assert "looked back most at #" in probe["info"] and probe["highlight"] == "visible"
         first = rows[0]["speaker"]  # option 1 = the first speaker to talk
@@ -363,3 +442,86 @@ def test_a_console_error_and_an_overflow_are_caught(tmp_path, browser):
     assert probe["o"] is True
     levels = [lv for lv, _ in browser.console]
     assert "error" in levels and "exception" in levels, browser.console
+
+
+def test_report_shows_provenance_f1_direction_warnings_and_links():
+    views = make_views(12, speakers=["Ann", "Bo", "Cy"])
+    rows = views[0]["rows"]
+    page = render_report(views, LABELS, "t", {"run": "r"}, report_extra(views))
+    # the timeline comes before the table
+    assert page.index('class="timeline"') < page.index('class="dialogue-table"')
+    # every label beside its dev F1; fear and disgust read as weak
+    for lab in ("fear", "disgust"):
+        assert re.search(rf'<span class="f1 weak"[^>]*><span class="emo"[^>]*>{lab}</span>'
+                         rf"<small>F1 {DEV_F1[lab]:.0f} weak</small>", page)
+    assert re.search(r'<span class="f1"[^>]*><span class="emo"[^>]*>neutral</span>'
+                     r"<small>F1 72</small>", page)
+    # captions say what the run did
+    assert "This run is <b>bidirectional</b>" in page and "run direction: bidirectional" in page
+    causal = render_report(views, LABELS, "t", None, report_extra(views, bidirectional=False))
+    assert "This run is <b>causal</b>" in causal and "bidirectional</b>" not in causal
+    # the warnings panel: every kind, count and place
+    extra = report_extra(views)
+    panel = page[page.index('<details class="warnings"'):]
+    panel = panel[:panel.index("</details></details>") if "</details></details>" in panel
+                  else panel.index('<div class="summary">')]
+    for w in extra["warnings"]:
+        assert f"<b>{html.escape(w['warning'])}</b>: {w['count']}" in panel
+        assert html.escape(", ".join(w["where"])) in panel
+    # provenance in every row: a guessed speaker is marked with its confidence, ASR text too
+    for r in rows:
+        row = re.search(rf'<tr class="utt"[^>]*id="u-0-{r["turn"]}".*?</tr>\n', page,
+                        re.DOTALL).group(0)
+        assert html.escape(r["source"]) in row
+        if r["speaker_source"] == "diarization":
+            assert f"guessed {r['speaker_confidence']:.2f}" in row
+            assert "speaker: guessed from the audio" in row
+        else:
+            assert "guessed" not in row and "speaker:" not in row  # the usual goes unsaid
+        assert ("ASR" in row) == (r["text_source"] == "asr")
+        for w in r["warnings"]:
+            assert html.escape(w) in row
+    # links: the CSV, the other files and back to the batch index
+    assert '<a href="../index.html">← all videos</a>' in page
+    assert '<a href="predictions.csv">predictions.csv</a>' in page
+    assert '<a href="predictions.srt">srt</a>' in page
+    # without extra: no panel, no F1, the colour key alone
+    plain = render_report(views, LABELS, "t")
+    assert 'class="warnings"' not in plain and 'class="legend"' in plain
+    assert "<small>F1" not in plain and 'class="f1' not in plain
+
+
+def test_batch_index_fits_at_1400_400_and_360_px(tmp_path, browser):
+    from avafn.inference.batch import index_html
+
+    long = "a-rather-long-video-name-recorded-at-the-meeting-" * 2 + ".mp4"
+    page = index_html({"run": "/runs/" + "deep/" * 12 + "text", "folder": "/v/talks",
+                       "total": 3, "done": 2, "skipped": 0, "failed": 1, "videos": [
+                           {"video": long, "segments": "a.srt", "out": "a", "status": "done",
+                            "utterances": 412, "speakers": 6, "warnings": 17,
+                            "emotions": {lab: 50 + i for i, lab in enumerate(LABELS)}},
+                           {"video": "b.mp4", "segments": None, "out": "b", "status": "done",
+                            "utterances": 3, "speakers": 2, "warnings": 0,
+                            "emotions": {"joy": 3}},
+                           {"video": "c.mp4", "segments": "c.csv", "out": "c",
+                            "status": "failed", "error": "c.mp4: cannot open the video " * 3}]})
+    path = tmp_path / "index.html"
+    path.write_text(page)
+    for width in (1400, 400, 360):
+        browser.console.clear()
+        browser.open(path, width=width)
+        probe = browser.evaluate("""(() => {
+          const de = document.documentElement, out = [];
+          document.querySelectorAll('td').forEach(td => { const r = td.getBoundingClientRect();
+            if (r.right > de.clientWidth + .5 && r.width > 0) out.push(td.textContent); });
+          return {overflow: de.scrollWidth > de.clientWidth, offscreen: out,
+                  labels: [...document.querySelectorAll('tr.done td[data-label]')]
+                    .filter(td => getComputedStyle(td, '::before').content.includes(':')).length,
+                  links: [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))};
+        })()""")
+        assert browser.console == [], browser.console
+        assert not probe["overflow"] and probe["offscreen"] == [], (width, probe)
+        # narrow: each video is a card whose cells say what they are
+        assert (probe["labels"] > 0) == (width < 600), (width, probe["labels"])
+        assert "a/predictions.csv" in probe["links"] and "a/report.html" in probe["links"]
+        assert "c/report.html" not in probe["links"]

@@ -316,3 +316,20 @@ def test_csv_and_rttm_speakers_and_empty_speaker_cells(tmp_path):
     assert _rows(read_segments(r, notices=notes)) == [(0, 0.9, "SPK_A", None),
                                                       (0.9, 1.9, "SPK_A", None)]
     assert notes.count(W_TRIMMED) == 1 and notes.count(W_SPELLINGS) == 1
+
+
+def test_chevron_tag_in_capitals_without_a_colon():
+    from avafn.segments import parse_cue
+
+    def who(line):
+        return [(t.speaker, t.text) for t in parse_cue([line])]
+
+    assert who(">> JOHN Hello there.") == [("JOHN", "Hello there.")]
+    assert who(">> MARY JANE WATSON Hi.") == [("MARY JANE WATSON", "Hi.")]
+    assert who(">> DR. GREEN Take a seat.") == [("DR. GREEN", "Take a seat.")]
+    assert who(">> ANNA-MARIE \"Yes,\" she said.") == [("ANNA-MARIE", "\"Yes,\" she said.")]
+    assert who(">> JOHN SMITH: hi") == [("JOHN SMITH", "hi")]  # the colon form still works
+    # no tag: all capitals, a sentence starting with a capital word, a channel, no chevrons
+    for line in (">> WE ARE LIVE NOW", ">> OK let's go", ">> I think so.", ">> JOHN hello",
+                 ">> NBC News reports", "JOHN Hello there.", ">> Hello there"):
+        assert who(line)[0][0] is None, line

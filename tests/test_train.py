@@ -122,8 +122,16 @@ def test_resume_after_interruption_equals_uninterrupted(data, tmp_path):
 def test_resume_refuses_another_setting(data, tmp_path):
     corpus, store = data
     run = train(corpus, store, tmp_path / "r", cfg(max_epochs=1), progress=False)
-    with pytest.raises(ValueError, match="different train setting"):
+    with pytest.raises(ValueError, match=r"other settings \(train\.lr: [0-9.e-]+ -> 0\.5\)"):
         train(corpus, store, run, cfg(max_epochs=1, lr=0.5), progress=False)
+    # every setting that differs is named, with both values
+    with pytest.raises(ValueError) as e:
+        train(corpus, store, run, cfg(max_epochs=2, lr=0.5, model_overrides={"hidden": 8}),
+              progress=False)
+    msg = str(e.value)
+    assert "train.lr: " in msg and "-> 0.5" in msg and "train.max_epochs: 1 -> 2" in msg
+    assert "model.hidden: 16 -> 8" in msg, msg
+    assert msg.count("\n") == 0 and "Use another --out folder" in msg
 
 
 def test_width_mismatch_with_checkpoint(data, tmp_path):

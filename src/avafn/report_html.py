@@ -40,10 +40,13 @@ from typing import Any
 
 import numpy as np
 
-#: one colour per MELD emotion; other label sets cycle through _EXTRA
-_COLOURS = {"neutral": "#9e9e9e", "joy": "#f4b400", "surprise": "#8e24aa", "anger": "#c62828",
-            "sadness": "#1565c0", "disgust": "#2e7d32", "fear": "#ef6c00"}
-_EXTRA = ["#8d6e63", "#00897b", "#3949ab", "#d81b60", "#7cb342", "#ffa726", "#546e7a"]
+#: one colour per MELD emotion from the Okabe-Ito palette (told apart with the common forms
+#: of colour blindness); the bars and pills also carry the emotion's name, never colour alone
+_COLOURS = {"neutral": "#bbbbbb", "joy": "#f0e442", "surprise": "#56b4e9", "anger": "#d55e00",
+            "sadness": "#0072b2", "disgust": "#009e73", "fear": "#cc79a7"}
+_EXTRA = ["#e69f00", "#882255", "#44aa99", "#332288", "#999933", "#aa4499", "#661100"]
+#: a class whose dev F1 (percent) is below this is flagged as rarely right
+WEAK_F1 = 30.0
 #: text colours a label pill may take (the one with the higher contrast is used)
 _TEXT_COLOURS = ("#000000", "#ffffff")
 #: heat maps of longer dialogues pool neighbouring utterances into blocks
@@ -249,7 +252,17 @@ def _heat_legend() -> str:
             f"<span>{hi}× or more</span></span></div>")
 
 
-def _heat_caption(t_len: int, b: int) -> str:
+def _direction_note(bidirectional: bool | None) -> str:
+    if bidirectional is None:
+        return ""
+    if bidirectional:
+        return (" This run is <b>bidirectional</b>: every prediction also drew on the later "
+                "utterances (through the backward recurrence), which this map does not show.")
+    return (" This run is <b>causal</b>: each prediction drew only on its own utterance and the "
+            "earlier ones, as when streaming.")
+
+
+def _heat_caption(t_len: int, b: int, bidirectional: bool | None = None) -> str:
     pooled = (f" This conversation has {t_len} utterances: to stay readable, each cell pools "
               f"{b} neighbouring utterances (rows: their average; columns: their total)."
               if b > 1 else "")
@@ -258,12 +271,45 @@ def _heat_caption(t_len: int, b: int) -> str:
             "says how much weight an earlier utterance got compared with an even share "
             "(every earlier utterance counting the same): <b class=\"red\">red</b> = more, "
             "<b class=\"blue\">blue</b> = less, white = about even. Each row is scaled on its "
-            "own, so long and short rows read alike." + pooled
+            "own, so long and short rows read alike." + pooled + _direction_note(bidirectional)
             + " Hover or tap a cell to read both utterances; click a row of the table to mark "
             "its row here.</p>")
 
 
 # ----------------------------------------------------------------------------- timeline
+#: tick steps of the time axis (seconds): round on a clock
+_CLOCK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200)
+#: the timeline is drawn at least wide enough for its median utterance to get this many px
+#: (narrower screens scroll the lanes inside their own box; the names stay put)
+_BAR_PX = 34
+_TIMELINE_MAX_PX = 24000
+#: at most one tick per this many px of a wide timeline
+_TICK_PX = 110
+
+
+def clock_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
+    """Ticks covering ``[lo, hi]`` seconds at a step round on a clock (1, 2, 5, 10, 15, 30 s,
+    1, 2, 5, 10 ... min); under a second, :func:`nice_ticks`."""
+    span = max(hi - lo, 1e-9)
+    if span / max_ticks < 1:
+        return nice_ticks(lo, hi, max_ticks)
+    step = next((st for st in _CLOCK_STEPS if span / st <= max_ticks), None)
+    if step is None:
+        step = 3600 * nice_step(span / 3600, max_ticks)
+    a, b = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [float(k * step) for k in range(a, max(b, a + 1) + 1)]
+
+
+def mss(t: float, step: float = 1.0) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour; tenths when ``step`` is under a second)."""
+    nd = 0 if step >= 1 else max(1, -math.floor(math.log10(step) + 1e-9))
+    t = round(float(t), nd)
+    h, rest = divmod(t, 3600)
+    m, sec = divmod(rest, 60)
+    sec_s = f"{sec:0{3 + nd}.{nd}f}" if nd else f"{round(sec):02d}"
+    return f"{int(h)}:{int(m):02d}:{sec_s}" if h >= 1 else f"{int(m)}:{sec_s}"
+
+
 def _timed(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether every row has a finite start and end (else the report goes by utterance
     number)."""
@@ -271,57 +317,94 @@ def _timed(rows: Sequence[Mapping[str, Any]]) -> bool:
                for r in rows for k in ("start", "end"))
 
 
+def abbreviations(labels: Sequence[str], least: int = 3) -> dict[str, str]:
+    """The shortest prefix (at least ``least`` characters) that tells each label apart from
+    the others (``surprise`` -> ``sur``, ``sadness`` -> ``sad``)."""
+    out = {}
+    for lab in labels:
+        n = min(least, len(lab))
+        while n < len(lab) and any(o != lab and o.startswith(lab[:n]) for o in labels):
+            n += 1
+        out[lab] = lab[:n]
+    return out
+
+
+def _f1_note(label: str, f1: Mapping[str, float] | None) -> str:
+    if not f1 or label not in f1:
+        return ""
+    weak = " — rarely right" if f1[label] < WEAK_F1 else ""
+    return f" (this model's dev F1 for {label}: {f1[label]:.0f}{weak})"
+
+
 def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
-                  k_id: int = 0) -> str:
-    """One lane per speaker; each utterance is a bar from start to end in its emotion colour
-    (by utterance number when the rows have no times)."""
+                  k_id: int = 0, f1: Mapping[str, float] | None = None) -> str:
+    """One lane per speaker; each utterance is a bar from start to end in its emotion's
+    colour with the emotion's name on it (when it fits; else in its tooltip and in the line
+    under the timeline once clicked), a link to its table row; m:ss ticks (by utterance number
+    when the rows have no times)."""
     timed = _timed(rows)
     if timed:
         spans = [(float(r["start"]), float(r["end"])) for r in rows]
         lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-        ticks = nice_ticks(0.0 if lo < hi - lo else lo, hi, 8)
-        a0, a1 = ticks[0], ticks[-1]
-        step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+        lo = 0.0 if lo < hi - lo else lo
     else:  # utterance u (1-based) drawn around u
         spans = [(r["turn"] + 0.55, r["turn"] + 1.45) for r in rows]
-        ticks = [float(v) for v in _tick_values(len(rows), 8)]
-        a0, a1, step = 0.5, len(rows) + 0.5, 1.0
+        lo, hi = 0.5, len(rows) + 0.5
+    durs = sorted(max(e - s, 1e-3) for s, e in spans)
+    min_px = int(min(_TIMELINE_MAX_PX,
+                     max(0.0, _BAR_PX * max(hi - lo, 1e-9) / durs[len(durs) // 2])))
+    n_ticks = max(8, min_px // _TICK_PX)  # a wide (scrolling) timeline keeps its ticks close
+    if timed:
+        ticks = clock_ticks(lo, hi, n_ticks)
+        a0, a1 = ticks[0], ticks[-1]
+        step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    else:
+        ticks = [float(v) for v in _tick_values(len(rows), n_ticks)]
+        a0, a1, step = lo, hi, 1.0
     span = max(a1 - a0, 1e-9)
     speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
-    lanes = {s: [] for s in speakers}
+    short = abbreviations(sorted({str(r["label"]) for r in rows}))
+    lanes: dict[str, list[str]] = {s: [] for s in speakers}
     for r, (s, e) in zip(rows, spans):
         x = (s - a0) / span * 100
         w = max(e - s, 0.0) / span * 100
         col = colours.get(r["label"], "#999999")
         when = (f"{_clock(r['start'])}–{_clock(r['end'])}" if timed
                 else f"utterance {r['turn'] + 1}")
-        tip = (f"#{r['turn'] + 1} {r['speaker']}, {when}: {r['label']} "
-               f"({100 * float(r['confidence']):.0f}%)")
+        guess = " (speaker guessed from the audio)" if r.get("speaker_source") == \
+            "diarization" else ""
+        tip = (f"#{r['turn'] + 1} {r['speaker']}{guess}, {when}: {r['label']} "
+               f"{100 * float(r['confidence']):.0f}%{_f1_note(r['label'], f1)}")
         if r.get("text"):
             tip += f" — {_short(str(r['text']), 120)}"
         lanes[str(r["speaker"])].append(
-            f'<button type="button" class="tl-bar" data-turn="{r["turn"]}" '
-            f'style="left:{x:.3f}%;width:{w:.3f}%;background:{col};'
-            f'opacity:{0.45 + 0.55 * float(r["confidence"]):.2f}" title="{_esc(tip)}" '
-            f'aria-label="{_esc(tip)}"></button>')
+            f'<a class="tl-bar" href="#u-{k_id}-{r["turn"]}" data-turn="{r["turn"]}" '
+            f'style="left:{x:.3f}%;width:{w:.3f}%;background:{col};color:{text_colour(col)}" '
+            f'title="{_esc(tip)}" aria-label="{_esc(tip)}"><span class="full">'
+            f'{_esc(r["label"])}</span><span class="abbr">{_esc(short[r["label"]])}</span></a>')
     grid = "".join(f'<i class="tl-grid" style="left:{(v - a0) / span * 100:.3f}%"></i>'
                    for v in ticks)
-    out = [f'<div class="timeline" id="timeline-{k_id}">']
-    for s in speakers:
-        out.append(f'<div class="tl-lane"><div class="tl-name" title="{_esc(s)}">{_esc(s)}</div>'
-                   f'<div class="tl-track">{grid}{"".join(lanes[s])}</div></div>')
+    names = "".join(f'<div class="tl-name" title="{_esc(s)}">{_esc(s)}</div>' for s in speakers)
+    tracks = "".join(f'<div class="tl-lane" data-speaker="{_esc(s)}"><div class="tl-track">'
+                     f'{grid}{"".join(lanes[s])}</div></div>' for s in speakers)
     labels = []
     for i, v in enumerate(ticks):
         x = (v - a0) / span * 100
-        txt = _seconds(v, step) if timed else str(int(v))
-        cls = "tl-tick" + (" odd" if i % 2 else "")
-        labels.append(f'<span class="{cls}" style="left:{x:.3f}%">{txt}</span>')
-    out.append('<div class="tl-lane tl-axis"><div class="tl-name"></div>'
-               f'<div class="tl-track">{"".join(labels)}</div></div>')
-    out.append('<div class="tl-lane"><div class="tl-name"></div><div class="axis-title">'
-               + ("time in the conversation (seconds)" if timed else "utterance number")
-               + "</div></div></div>")
-    return "".join(out)
+        txt = mss(v, step) if timed else str(int(v))
+        edge = " first" if i == 0 else " last" if i == len(ticks) - 1 else ""
+        # every other tick hidden on narrow screens (and the one beside the last, if shown)
+        odd = " odd" if not edge and (i % 2 or (len(ticks) % 2 == 0 and i == len(ticks) - 2)) \
+            else ""
+        labels.append(f'<span class="tl-tick{edge}{odd}" style="left:{x:.3f}%">{txt}</span>')
+    title = "time in the conversation (m:ss)" if timed else "utterance number"
+    return (f'<div class="timeline" id="timeline-{k_id}"><div class="tl-names">{names}'
+            f'<div class="tl-name tl-axis-name"></div></div>'
+            f'<div class="tl-scroll" tabindex="0" aria-label="timeline, scrolls sideways">'
+            f'<div class="tl-inner" style="min-width:{min_px}px">{tracks}'
+            f'<div class="tl-axis">{"".join(labels)}</div>'
+            f'<div class="axis-title">{title}</div></div></div></div>'
+            '<p class="tl-hint">scroll the lanes sideways for the rest →</p>'
+            '<p class="tl-info" aria-live="polite"></p>')
 
 
 # ----------------------------------------------------------------------------- page
@@ -394,25 +477,57 @@ b.red{color:#b0001a} b.blue{color:#04599a}
 .tip{position:fixed;z-index:10;max-width:min(360px,90vw);background:#1f2328;color:#fff;
   font-size:12px;padding:6px 8px;border-radius:6px;pointer-events:none;white-space:pre-line;
   box-shadow:0 2px 8px rgba(0,0,0,.25)}
-.timeline{font-size:12px;margin-top:4px}
-.tl-lane{display:flex;align-items:center;gap:8px}
-.tl-name{flex:0 0 7.5em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
+.timeline{display:flex;font-size:12px;margin-top:4px;align-items:flex-start}
+.tl-names{flex:0 0 auto;max-width:8em;padding-right:6px}
+.tl-name{height:28px;line-height:28px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
   text-align:right;color:#333;overflow-wrap:normal}
-.tl-track{position:relative;flex:1 1 auto;min-width:0;height:24px;margin-right:18px;
-  border-bottom:1px solid #edf0f3}
+.tl-axis-name{height:36px}
+.tl-scroll{flex:1 1 auto;min-width:0;overflow-x:auto;overflow-y:hidden}
+.tl-inner{position:relative;padding-right:2px}
+.tl-track{position:relative;height:28px;border-bottom:1px solid #edf0f3}
 .tl-grid{position:absolute;top:0;bottom:0;border-left:1px solid #eef0f3}
-.tl-bar{position:absolute;top:4px;height:16px;min-width:2px;border:0;padding:0;
-  border-radius:2px;cursor:pointer}
-.tl-bar.sel{outline:2px solid #111;outline-offset:1px}
-.tl-axis .tl-track{height:18px;border-top:1px solid #999;border-bottom:0}
+.tl-bar{position:absolute;top:3px;height:22px;min-width:3px;border-radius:3px;cursor:pointer;
+  overflow:hidden;white-space:nowrap;font-size:11px;line-height:22px;font-weight:600;
+  text-align:center;text-decoration:none;padding:0 2px;box-shadow:inset 0 0 0 1px rgba(0,0,0,.25)}
+.tl-bar span{pointer-events:none} .tl-bar .abbr{display:none}
+.tl-bar.tight .full{display:none} .tl-bar.tight .abbr{display:inline}
+.tl-bar.tighter span{display:none!important}
+.tl-bar.sel,.tl-bar:focus-visible{outline:2px solid #111;outline-offset:1px;z-index:1}
+.tl-axis{position:relative;height:18px;border-top:1px solid #999}
 .tl-tick{position:absolute;top:2px;transform:translateX(-50%);color:#444;
   font-variant-numeric:tabular-nums;white-space:nowrap}
-.tl-tick::before{content:"";position:absolute;left:50%;top:-3px;height:4px;
-  border-left:1px solid #999}
-.axis-title{flex:1;text-align:center;color:#444;margin-right:18px}
+.tl-tick.first{transform:none} .tl-tick.last{transform:translateX(-100%)}
+.axis-title{text-align:center;color:#444;height:18px}
+.tl-info{min-height:1.4em;font-size:13px;background:#f6f8fa;border-radius:6px;padding:6px 8px;
+  margin:6px 0}
+.tl-info:empty{display:none}
+.tl-hint{display:none;font-size:12px;color:#57606a;margin:2px 0;text-align:right}
+.timeline.scrolls+.tl-hint{display:block}
+.links{display:flex;flex-wrap:wrap;gap:4px 10px;margin:.2em 0 .4em;font-size:13.5px}
+a{color:#0b62c4}
+.f1{display:inline-flex;align-items:center;gap:3px}
+.f1 small,.f1c{font-size:11px;color:#57606a;font-variant-numeric:tabular-nums}
+.f1.weak small,.f1c.weak{color:#9b1c1c;font-weight:600}
+.f1c{margin-left:4px}
+.badge{display:inline-block;font-size:11px;padding:0 5px;border-radius:4px;background:#eef1f4;
+  color:#333;margin-top:2px}
+.badge.guess{background:#fff4cc;color:#5c4400;border:1px dashed #b08800}
+.guess-note{background:#fff8e1;border-left:4px solid #b08800;padding:6px 10px;margin:.4em 0;
+  font-size:13px}
+td.source{min-width:14em;font-size:12px;color:#57606a}
+.src{display:block;font-family:ui-monospace,monospace;font-size:11.5px}
+.prov{display:block}
+.warn-mark{display:block;color:#9b1c1c}
+details.warnings{background:#fff8e1;border:1px solid #e7d49a;border-radius:8px;
+  padding:8px 12px;margin:.6em 0}
+details.warnings>summary{cursor:pointer;font-weight:600}
+details.warnings ul{margin:.4em 0;padding-left:1.2em}
+details.warnings .places{max-height:9em;overflow:auto;font-family:ui-monospace,monospace;
+  font-size:12px;margin:.2em 0}
 @media (max-width:640px){
   main{padding:10px 8px 30px} section.dialogue{padding:12px 10px;margin:12px 0}
-  h1{font-size:1.25em} .tl-name{flex-basis:5em} .tl-tick.odd{display:none}
+  h1{font-size:1.25em} .tl-names{max-width:5.5em} .tl-tick.odd{display:none}
+  th,td{padding:5px 6px} td.text{min-width:160px}
   svg.attention[data-scaled] text{font-size:21px}
 }
 """
@@ -422,7 +537,7 @@ _JS = r"""
   var errors=[];
   window.addEventListener('error',function(e){errors.push(String(e.message));
     document.body.setAttribute('data-js-errors',errors.join(' | '));});
-  var DATA=JSON.parse(document.getElementById('avafn-data').textContent);
+  var DATA=JSON.parse(document.getElementById('avafn-data').textContent), WEAK=__WEAK__;
   var tip=document.createElement('div');tip.className='tip';tip.hidden=true;
   function pct(x){return (100*x).toFixed(x<0.1?1:0)+'%';}
   function short(s,n){s=s||'';return s.length>n?s.slice(0,n-1)+'\u2026':s;}
@@ -451,10 +566,25 @@ _JS = r"""
       if(e.target.closest('details'))return; select(+r.dataset.turn);});
       r.addEventListener('keydown',function(e){
         if(e.key==='Enter'&&e.target===r){e.preventDefault();select(+r.dataset.turn);}});});
-    bars.forEach(function(b){b.addEventListener('click',function(){
-      var t=+b.dataset.turn; select(t);
+    var tlInfo=sec.querySelector('.tl-info');
+    function fit(){bars.forEach(function(b){var w=b.clientWidth-4;
+      b.classList.remove('tight','tighter');
+      if(b.firstChild.offsetWidth>w){b.classList.add('tight');
+        if(b.lastChild.offsetWidth>w)b.classList.add('tighter');}});}
+    var tl=sec.querySelector('.timeline'), sc=sec.querySelector('.tl-scroll');
+    function fitAll(){fit();tl.classList.toggle('scrolls',sc.scrollWidth>sc.clientWidth+1);}
+    fitAll(); window.addEventListener('resize',fitAll);
+    bars.forEach(function(b){b.addEventListener('click',function(e){
+      e.preventDefault();
+      var t=+b.dataset.turn, d=D.rows[t]; select(t);
+      var f1=DATA.f1[d.label];
+      tlInfo.textContent='#'+(t+1)+' '+short(d.speaker,40)+(d.guess?' (guessed from the audio)':'')+
+        ', '+d.when+': '+d.label+' '+pct(d.conf)+
+        (f1!=null?' (dev F1 '+Math.round(f1)+(f1<WEAK?', weak':'')+')':'')+
+        (d.text?' \u2014 \u201c'+short(d.text,160)+'\u201d':'');
       var row=sec.querySelector('tr.utt[data-turn="'+t+'"]');
-      if(row&&row.style.display!=='none'){row.scrollIntoView({block:'nearest'});}});});
+      if(row&&row.style.display!=='none'){row.scrollIntoView({block:'nearest'});
+        row.focus({preventScroll:true});}});});
     function cellAt(ev){
       var m=svg.getScreenCTM(); if(!m)return null;
       var p=svg.createSVGPoint(); p.x=ev.clientX; p.y=ev.clientY; p=p.matrixTransform(m.inverse());
@@ -504,7 +634,7 @@ _JS = r"""
     document.querySelectorAll('section.dialogue').forEach(function(sec){n+=initSection(sec);});
     document.body.setAttribute('data-rendered',String(n));
     document.getElementById('js-status').textContent=
-      'Interactive: hover the heat map, click a row or a timeline bar ('+n+' utterances).';
+      'Interactive: click a timeline bar or a row, hover the heat map ('+n+' utterances).';
   }
   if(document.readyState==='loading'){document.addEventListener('DOMContentLoaded',init);}
   else{init();}
@@ -512,10 +642,58 @@ _JS = r"""
 """
 
 
-def _pill(label: str, colours: Mapping[str, str]) -> str:
+def _pill(label: str, colours: Mapping[str, str], f1: Mapping[str, float] | None = None) -> str:
+    """The label in its colour; with ``f1``, this model's dev F1 for it beside it (a class
+    under :data:`WEAK_F1` is marked weak)."""
     bg = colours.get(label, "#999999")
-    return (f'<span class="emo" style="background:{bg};color:{text_colour(bg)}">'
+    pill = (f'<span class="emo" style="background:{bg};color:{text_colour(bg)}">'
             f"{_esc(label)}</span>")
+    if not f1 or label not in f1:
+        return pill
+    weak = f1[label] < WEAK_F1
+    return (f'<span class="f1{" weak" if weak else ""}" title="this model\'s F1 for '
+            f'{_esc(label)} on the dev split: {f1[label]:.1f}'
+            f'{" (rarely right: read such labels with care)" if weak else ""}">'
+            f'{pill}<small>F1 {f1[label]:.0f}{" weak" if weak else ""}</small></span>')
+
+
+_ORIGIN = {"tag": "named in the input", "diarization": "guessed from the audio",
+           "unknown": "not known", "subtitle": "from the input file",
+           "asr": "from speech recognition", "none": "no text"}
+
+
+def _speaker_cell(r: Mapping[str, Any]) -> str:
+    src = r.get("speaker_source")
+    badge = ""
+    if src == "diarization":
+        conf = r.get("speaker_confidence")
+        badge = ('<span class="badge guess" title="speaker guessed from the audio '
+                 '(diarization)">guessed' + (f" {float(conf):.2f}" if conf is not None else "")
+                 + "</span>")
+    elif src == "unknown":
+        badge = '<span class="badge guess">unknown</span>'
+    return (f'<div class="clamp" title="{_esc(r["speaker"])}">{_esc(r["speaker"])}</div>'
+            + badge)
+
+
+def _source_cell(r: Mapping[str, Any]) -> str:
+    parts = []
+    if r.get("source"):
+        parts.append(f'<span class="src">{_esc(r["source"])}</span>')
+    bits = []  # only what is not the usual (a tagged speaker, the input's own text)
+    for key, usual in (("speaker_source", "tag"), ("text_source", "subtitle")):
+        if r.get(key) and r[key] != usual:
+            bits.append(f'{"speaker" if key == "speaker_source" else "text"}: '
+                        f'{_ORIGIN.get(r[key], r[key])}')
+    if r.get("window"):
+        bits.append(f"window {int(r['window']) + 1}")
+    if bits:
+        parts.append(f'<span class="prov">{_esc("; ".join(bits))}</span>')
+    warns = r.get("warnings") or []
+    if warns:
+        parts.append(f'<span class="warn-mark" title="{_esc("; ".join(warns))}">'
+                     f'⚠ {_esc("; ".join(warns))}</span>')
+    return "".join(parts)
 
 
 def _probabilities(r: Mapping[str, Any], labels: Sequence[str],
@@ -557,7 +735,7 @@ def _top_attended(att_row: np.ndarray, t: int, n: int = 3) -> list[list[float]]:
 
 
 def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
-             colours: dict[str, str]) -> tuple[str, dict]:
+             colours: dict[str, str], extra: Mapping[str, Any]) -> tuple[str, dict]:
     rows = list(view["rows"])
     name = view.get("title", f"dialogue {k + 1}")
     if not rows:
@@ -566,7 +744,10 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
     if attention.shape != (len(rows), len(rows)):
         raise ValueError(f"render_report: attention of shape {attention.shape}, expected "
                          f"({len(rows)}, {len(rows)}) for dialogue {name!r}")
+    f1 = extra.get("f1")
     speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
+    guessed = list(dict.fromkeys(str(r["speaker"]) for r in rows
+                                 if r.get("speaker_source") == "diarization"))
     counts = Counter(r["label"] for r in rows)
     timed = _timed(rows)
     dur = (f" · {_clock(min(r['start'] for r in rows))}–{_clock(max(r['end'] for r in rows))}"
@@ -574,32 +755,49 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
     body = [f'<section class="dialogue" data-dialogue="{k}" id="dialogue-{k}">',
             f"<h2>{_esc(name)}</h2>",
             (f'<p class="meta">{len(rows)} utterance{"s" if len(rows) != 1 else ""} · '
-            f'{len(speakers)} speaker{"s" if len(speakers) != 1 else ""}{dur}</p>'),
-            '<div class="summary">' + "".join(
-                f'<span>{_pill(lab, colours)} <span class="count">{counts[lab]}</span></span>'
-                for lab in labels if counts.get(lab)) + "</div>",
-            "<h3>Dialogue</h3>",
-            '<div class="toolbar"><label>Speaker: <select class="speaker-filter">'
-            '<option value="">all speakers</option>'
-            + "".join(f'<option value="{_esc(s)}">{_esc(_short(s, 40))}</option>'
-                      for s in speakers)
-            + '</select></label><button type="button" class="expand-all" '
-            'aria-pressed="false">show all probabilities</button></div>',
-            ('<div class="scroll"><table class="dialogue-table"><thead><tr>'
-             '<th class="num">#</th><th>speaker</th><th>emotion</th><th>text</th>'
-             '<th>all probabilities</th><th>modalities</th><th>time</th>'
-             "</tr></thead><tbody>")]
+             f'{len(speakers)} speaker{"s" if len(speakers) != 1 else ""}{dur}</p>')]
+    if guessed:
+        body.append(f'<p class="guess-note">Speakers guessed from the audio (diarization; '
+                    f'check them): {_esc(", ".join(guessed))}</p>')
+    body += [("<h3>Who felt what when</h3>" if timed
+              else "<h3>Who felt what, in order</h3>"),
+             timeline_html(rows, colours, k, f1),
+             ('<p class="caption">Each bar is one utterance, named and coloured by its '
+              "predicted emotion; tap one to read it and jump to its row.</p>"),
+             '<div class="summary">' + "".join(
+                 f'<span>{_pill(lab, colours, f1)} <span class="count">{counts[lab]}</span></span>'
+                 for lab in labels if counts.get(lab)) + "</div>"
+             + ('<p class="meta">F1: how often this model got the class right on the dev split '
+                f"(percent); under {WEAK_F1:.0f} = weak, read such labels with care.</p>"
+                if f1 else ""),
+             "<h3>Dialogue</h3>",
+             '<div class="toolbar"><label>Speaker: <select class="speaker-filter">'
+             '<option value="">all speakers</option>'
+             + "".join(f'<option value="{_esc(s)}">{_esc(_short(s, 40))}</option>'
+                       for s in speakers)
+             + '</select></label><button type="button" class="expand-all" '
+             'aria-pressed="false">show all probabilities</button></div>',
+             ('<div class="scroll"><table class="dialogue-table"><thead><tr>'
+              '<th class="num">#</th><th>time</th><th>speaker</th><th>emotion</th><th>text</th>'
+              '<th>all probabilities</th><th>modalities</th><th>source</th>'
+              "</tr></thead><tbody>")]
     for r in rows:
         conf = float(r["confidence"])
+        weak = bool(f1) and r["label"] in f1 and f1[r["label"]] < WEAK_F1
+        f1_txt = (f'<small class="f1c{" weak" if weak else ""}">F1 {f1[r["label"]]:.0f}'
+                  f'{" weak" if weak else ""}</small>' if f1 and r["label"] in f1 else "")
+        asr = (' <span class="badge" title="text from speech recognition">ASR</span>'
+               if r.get("text_source") == "asr" else "")
         body.append(
-            f'<tr class="utt" tabindex="0" data-turn="{r["turn"]}" '
+            f'<tr class="utt" tabindex="0" id="u-{k}-{r["turn"]}" data-turn="{r["turn"]}" '
             f'data-speaker="{_esc(r["speaker"])}">'
-            f'<td class="num">{r["turn"] + 1}</td><td class="spk"><div class="clamp" '
-            f'title="{_esc(r["speaker"])}">{_esc(r["speaker"])}</div></td>'
-            f'<td class="emo-cell">{_pill(r["label"], colours)}<span class="conf">{100 * conf:.0f}%</span></td>'
-            f'<td class="text">{_esc(r.get("text") or "")}</td>'
+            f'<td class="num">{r["turn"] + 1}</td><td class="time">{_time_span(r)}</td>'
+            f'<td class="spk">{_speaker_cell(r)}</td>'
+            f'<td class="emo-cell">{_pill(r["label"], colours)}<span class="conf">'
+            f'{100 * conf:.0f}%</span>{f1_txt}</td>'
+            f'<td class="text">{_esc(r.get("text") or "")}{asr}</td>'
             f'<td>{_probabilities(r, labels, colours)}</td><td class="mods">{_modalities(r)}</td>'
-            f'<td class="time">{_time_span(r)}</td></tr>')
+            f'<td class="source">{_source_cell(r)}</td></tr>')
     body.append("</tbody></table></div>")
     svg, heat = attention_svg(attention, k)
     body.append("<h3>Which earlier utterances each utterance looked back at</h3>")
@@ -609,21 +807,41 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
                 f"{svg}"
                 '<div class="xtitle">earlier utterance it looked back at →</div></div>'
                 '</figure><div class="heat-side">'
-                f"{_heat_legend()}{_heat_caption(len(rows), heat['block'])}"
+                f"{_heat_legend()}"
+                f"{_heat_caption(len(rows), heat['block'], extra.get('bidirectional'))}"
                 '<p class="attn-info" aria-live="polite"></p></div></div>')
-    body.append("<h3>Emotions over time, per speaker</h3>" if timed
-                else "<h3>Emotions in order, per speaker</h3>")
-    body.append('<p class="caption">One lane per speaker; each bar is one utterance in the '
-                "colour of its predicted emotion (paler = less confident). Click a bar to find "
-                "it in the table.</p>")
-    body.append(timeline_html(rows, colours, k))
     body.append("</section>")
     data = {"rows": [{"speaker": str(r["speaker"]), "label": str(r["label"]),
                       "text": None if r.get("text") is None else str(r["text"]),
+                      "conf": _num(r["confidence"], 4),
+                      "when": _time_span(r) if timed else f"utterance {r['turn'] + 1}",
+                      "guess": r.get("speaker_source") == "diarization",
                       "top": _top_attended(attention[i], i)}
                      for i, r in enumerate(rows)],
             "heat": heat}
     return "\n".join(body), data
+
+
+def _warnings_panel(warnings: Sequence[Mapping[str, Any]], csv_href: str | None) -> str:
+    """Every warning kind with its count and every place (file:line) it was met."""
+    if not warnings:
+        return '<p class="meta warn-none">No warnings.</p>'
+    total = sum(int(w["count"]) for w in warnings)
+    items = []
+    for w in warnings:
+        where = [str(x) for x in w.get("where", [])]
+        places = (f'<details><summary>{len(where)} place{"s" if len(where) != 1 else ""}'
+                  f'</summary><p class="places">{_esc(", ".join(where))}</p></details>'
+                  if where else "")
+        items.append(f'<li><b>{_esc(w["warning"])}</b>: {int(w["count"])}{places}</li>')
+    rows_note = (f' Each affected row says which in the table\'s source column and in '
+                 f'<a href="{_esc(csv_href)}">the CSV</a>.' if csv_href else
+                 " Each affected row says which in the table's source column.")
+    kinds = "; ".join(f"{w['warning']} ({int(w['count'])})" for w in warnings[:2])
+    more = f"; {len(warnings) - 2} more kind(s)" if len(warnings) > 2 else ""
+    return (f'<details class="warnings"><summary>⚠ {total} warning'
+            f'{"s" if total != 1 else ""}: {_esc(kinds)}{_esc(more)}</summary>'
+            f'<ul>{"".join(items)}</ul><p class="meta">{rows_note}</p></details>')
 
 
 def _time_span(r: Mapping[str, Any]) -> str:
@@ -639,30 +857,56 @@ def embed_json(data: Any) -> str:
 
 
 def render_report(dialogues: Sequence[Mapping[str, Any]], labels: Sequence[str], title: str,
-                  meta: Mapping[str, Any] | None = None) -> str:
+                  meta: Mapping[str, Any] | None = None,
+                  extra: Mapping[str, Any] | None = None) -> str:
     """The report page as a string.
 
     ``dialogues``: one dict per dialogue with ``title``, ``rows`` and ``attention``. ``rows``:
     one dict per utterance in order, with ``turn`` (0-based), ``start``, ``end`` (seconds or
     None), ``speaker``, ``text`` (or None), ``label``, ``confidence``, ``modalities``
-    (modality -> present) and optionally ``probabilities`` (label -> probability) and
-    ``missing_reason`` (modality -> why it is missing). ``attention``: (T, T) context
-    attention weights (row t over the earlier utterances ``0..t-1``).
-    ``meta``: shown under the title (run folder, models averaged, ...).
+    (modality -> present) and optionally ``probabilities`` (label -> probability),
+    ``missing_reason`` (modality -> why it is missing), the provenance (``speaker_source``,
+    ``speaker_confidence``, ``text_source``, ``source``, ``window``) and ``warnings`` (what a
+    reader of the row must know). ``attention``: (T, T) context attention weights (row t over
+    the earlier utterances ``0..t-1``). ``meta``: shown under the title (run folder, models
+    averaged, ...). ``extra`` (all optional): ``f1`` (label -> this model's dev F1 in percent,
+    shown beside every label), ``bidirectional`` (the run's direction, said in the captions),
+    ``warnings`` (the grouped warnings of the input: a panel at the top), ``csv`` / ``index``
+    (links to the CSV and back to a batch index), ``files`` (the other files written).
     """
     if not dialogues:
         raise ValueError("render_report: no dialogues")
+    extra = dict(extra or {})
     colours = label_colours(labels)
+    f1 = extra.get("f1")
+    links = []
+    if extra.get("index"):
+        links.append(f'<a href="{_esc(extra["index"])}">← all videos</a>')
+    if extra.get("csv"):
+        links.append(f'<a href="{_esc(extra["csv"])}">predictions.csv</a>')
+    for fmt in extra.get("files") or ():
+        if fmt != "csv":
+            links.append(f'<a href="predictions.{_esc(fmt)}">{_esc(fmt)}</a>')
     body = ['<main>', f"<h1>{_esc(title)}</h1>"]
-    if meta:
+    if links:
+        body.append('<nav class="links">' + " · ".join(links) + "</nav>")
+    info = dict(meta or {})
+    bidi = extra.get("bidirectional")
+    if bidi is not None:
+        info["run direction"] = "bidirectional" if bidi else "causal"
+    if info:
         body.append('<p class="meta">' + " · ".join(
-            f"{_esc(k)}: {_esc(v)}" for k, v in meta.items()) + "</p>")
-    body.append('<div class="legend" aria-label="emotion colours">'
-                + "".join(_pill(lab, colours) for lab in labels) + "</div>"
-                '<p id="js-status" class="meta"></p>')
-    data: dict[str, Any] = {"labels": [str(x) for x in labels], "dialogues": []}
+            f"{_esc(k)}: {_esc(v)}" for k, v in info.items()) + "</p>")
+    if "warnings" in extra:
+        body.append(_warnings_panel(extra.get("warnings") or [], extra.get("csv")))
+    if not f1:  # the colour key (with the F1 it sits in every dialogue's summary)
+        body.append('<div class="legend" aria-label="emotion colours">'
+                    + "".join(_pill(lab, colours) for lab in labels) + "</div>")
+    body.append('<p id="js-status" class="meta"></p>')
+    data: dict[str, Any] = {"labels": [str(x) for x in labels], "dialogues": [],
+                            "f1": {str(k): _num(v, 2) for k, v in (f1 or {}).items()}}
     for k, view in enumerate(dialogues):
-        html_k, data_k = _section(k, view, labels, colours)
+        html_k, data_k = _section(k, view, labels, colours, extra)
         body.append(html_k)
         data["dialogues"].append(data_k)
     body.append("</main>")
@@ -671,4 +915,4 @@ def render_report(dialogues: Sequence[Mapping[str, Any]], labels: Sequence[str],
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
             + "\n".join(body)
             + f'<script type="application/json" id="avafn-data">{embed_json(data)}</script>'
-            + f"<script>{_JS}</script></body></html>\n")
+            + f"<script>{_JS.replace('__WEAK__', repr(WEAK_F1))}</script></body></html>\n")

@@ -15,7 +15,8 @@ Formats (chosen by file extension, or by sniffing the content when the extension
 What a subtitle cue may hold, and what becomes of it:
 
 - **Speaker tags** ``Name: text``, ``NAME (ON PHONE): text``, ``<v Name>text``, ``[Name] text``,
-  ``(Name) text``, each optionally after ``- `` or ``>>`` (broadcast captions). A cue whose
+  ``(Name) text``, each optionally after ``- `` or ``>>`` (broadcast captions), where a name
+  in capitals needs no colon (``>> JOHN Hello there.``). A cue whose
   lines start with dialogue dashes (``- Hi.`` / ``- Hello.``) holds several speakers: it is
   split, its time shared in proportion to the text lengths. A cue without a tag (or a bare
   ``>>``) has speaker ``None``: :func:`assign_speakers` gives it one (from a diarizer's turns,
@@ -294,6 +295,31 @@ def _tag(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+#: ``>> JOHN SMITH Hello.``: a broadcast caption's speaker in capitals, without a colon
+_CAPS_NAME = re.compile(r"^((?:[A-Z][A-Z.'\-]+)(?: [A-Z][A-Z.'\-]+){0,2}) (?=\S)(.*)$", re.DOTALL)
+#: capitalised words that start a sentence, not a name
+_NOT_NAMES = frozenset(("OK", "OKAY", "NO", "YES", "HEY", "HI", "OH", "WOW", "WELL", "SO",
+                        "AND", "BUT", "THE", "WE", "YOU", "IT", "IS", "AS", "AT", "IN", "ON"))
+
+
+def _caps_tag(text: str) -> tuple[str | None, str]:
+    """``(speaker, rest)`` from a turn after ``>>`` whose speaker is written in capitals
+    without a colon (``>> JOHN Hello there.``); the rest must be ordinary sentence case, so
+    an all-capitals caption (``>> WE ARE LIVE``) or ``>> OK let's go`` is no tag."""
+    m = _CAPS_NAME.match(text)
+    if not m:
+        return None, text
+    name, rest = m.group(1), m.group(2).strip()
+    words = name.split()
+    if words[0] in _NOT_NAMES or not (rest[:1].isupper() or rest[:1] in "\"'¿¡"):
+        return None, text
+    if not all(re.search(r"[AEIOUY]", w) or w.endswith(".") for w in words):  # NBC: no name
+        return None, text
+    if not any(c.islower() for c in rest):
+        return None, text
+    return name, rest
+
+
 def _drop_sounds(text: str) -> tuple[str, int]:
     n = 0
 
@@ -345,6 +371,8 @@ def parse_cue(lines: Sequence[str], where: str = "", notices: Notices | None = N
         if chev:
             text = text[chev.end():]
         speaker, text = (v, text) if v is not None else _tag(text)
+        if speaker is None and chev:
+            speaker, text = _caps_tag(text)
         text, n = _drop_sounds(text)
         sounds += n
         if speaker is None and text:  # a tag may follow a dropped sound: "[laughs] Bob: hi"

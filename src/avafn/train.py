@@ -129,27 +129,59 @@ def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
     }
 
 
-def _check_same_run(path: Path, old: dict, new: dict) -> None:
-    """A run folder may only be resumed with the same setting and the same features."""
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b": v}`` for nested mappings (lists and scalars are leaves)."""
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def setting_changes(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 12
+                    ) -> list[str]:
+    """``name: old -> new`` for each setting that differs between two run descriptions
+    (model, labels, modalities, training settings, corpus size, store features)."""
     # compare both as JSON (what config.json holds): a tuple equals the list it was saved as
     old, new = (json.loads(json.dumps(d, default=str)) for d in (old, new))
-    keys = ("model_name", "model", "labels", "modalities")
-    diffs = [k for k in keys if old.get(k) != new.get(k)]
     free = ("eval_batch_size",)  # does not change the result
-    ot = {k: v for k, v in old.get("train", {}).items() if k not in free}
-    nt = {k: v for k, v in new.get("train", {}).items() if k not in free}
-    if ot != nt:
-        diffs.append("train setting")
-    if old.get("corpus", {}).get("n_utterances") != new.get("corpus", {}).get("n_utterances"):
-        diffs.append("corpus")
-    om = {m: v.get("content_sha256") for m, v in old.get("store", {}).get("modalities", {}).items()}
-    nm = {m: v.get("content_sha256") for m, v in new.get("store", {}).get("modalities", {}).items()}
-    if om != nm:
-        diffs.append("store features")
+
+    def view(d: dict) -> dict[str, Any]:
+        return _flat({
+            **{k: d.get(k) for k in ("model_name", "model", "labels", "modalities")},
+            "train": {k: v for k, v in (d.get("train") or {}).items() if k not in free},
+            "corpus": {"n_utterances": (d.get("corpus") or {}).get("n_utterances")},
+            "store features": {m: (v or {}).get("content_sha256") for m, v in
+                               ((d.get("store") or {}).get("modalities") or {}).items()}})
+
+    a, b = view(old), view(new)
+    missing = object()
+    out = []
+    for k in dict.fromkeys([*a, *b]):
+        x, y = a.get(k, missing), b.get(k, missing)
+        if x != y:
+            def show(v: Any) -> str:
+                return "(not set)" if v is missing else _short_json(v)
+            out.append(f"{k}: {show(x)} -> {show(y)}")
+    if len(out) > limit:
+        out = out[:limit] + [f"... {len(out) - limit} more"]
+    return out
+
+
+def _short_json(v: Any, n: int = 60) -> str:
+    t = json.dumps(v)
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _check_same_run(path: Path, old: dict, new: dict) -> None:
+    """A run folder may only be resumed with the same setting and the same features; the
+    refusal names every setting that differs, with both values."""
+    diffs = setting_changes(old, new)
     if diffs:
         raise RunError(
-            f"{path} belongs to a run with a different {', '.join(diffs)}; resuming it would mix "
-            "two experiments. Use another --out folder (or delete this one).")
+            f"{path} belongs to a run with other settings ({'; '.join(diffs)}); resuming it "
+            "would mix two experiments. Use another --out folder (or delete this one).")
 
 
 def _layers(cfg: TrainConfig | Mapping[str, Any], model: ModelSpec | str | None,

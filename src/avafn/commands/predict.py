@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "predict", help=help_of("predict"),
         description="Extract the run's features for a new conversation, predict every "
-                    "utterance's emotion and write predictions.json / .csv and report.html. "
+                    "utterance's emotion and write predictions.json / .csv / .jsonl, "
+                    "emotion-tagged subtitles (.srt / .vtt), .rttm and report.html, each row "
+                    "saying where its speaker and text came from (--output-format picks). "
                     "With --stream, utterances are pushed one at a time through the causal "
                     "model and each prediction is printed as it comes, with its latency.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
@@ -35,10 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="output folder (required offline; with --stream, stream.jsonl goes "
                         "there)")
     p.add_argument("--stream", action="store_true",
-                   help="utterance by utterance through the causal model, from the segments, "
-                        "the manifest or, with no input, JSON lines on stdin "
-                        "({\"clip\": PATH, \"speaker\": S[, \"start\", \"end\", \"text\"]} or "
-                        "{\"features\": {\"audio\": [...]}, \"speaker\": S})")
+                   help="utterance by utterance through the causal model, from the segments "
+                        "(with --video, or alone for a text-only run), the manifest or, with "
+                        "no input, JSON lines on stdin ({\"clip\": PATH, \"speaker\": S[, "
+                        "\"start\", \"end\", \"text\"]}, {\"text\": T, \"speaker\": S} for a "
+                        "text-only run, or {\"features\": {\"audio\": [...]}, \"speaker\": S})")
     p.add_argument("--jsonl", action="store_true",
                    help="with --stream: print one JSON object per utterance")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -48,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the run's DAN checkpoint is on this machine")
     p.add_argument("--text-model", default=None, metavar="ID|DIR",
                    help="where the run's text encoder is on this machine")
+    p.add_argument("--output-format", default="all", metavar="FORMATS",
+                   help="the files written to --out: all (default) or a comma list of csv "
+                        "(predictions.csv), jsonl (one JSON object per utterance), srt and "
+                        "vtt (emotion-tagged subtitles to overlay on the video: speaker, "
+                        "emotion, confidence per cue), rttm (who spoke when), html "
+                        "(report.html); predictions.json (everything) is always written")
     p.add_argument("--no-html", action="store_true", help="skip report.html")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (extraction and model loading)")
@@ -101,8 +110,12 @@ def _print_segmentation(res: dict) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Errors are reported by the CLI's one error policy (:func:`avafn.cli.main`)."""
     from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
+    from avafn.inference.outputs import parse_formats
+    from avafn.inference.summary import printable
     from avafn.notices import Notices
     from avafn.segments import format_time
+
+    parse_formats(args.output_format)  # a typo fails before any work
 
     models = {k: v for k, v in (("audio", args.audio_model), ("video", args.dan_checkpoint),
                                 ("text", args.text_model)) if v}
@@ -132,18 +145,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
         res = predict(args.run_dir, video=args.video, segments=args.segments,
                       clips_dir=args.clips, manifest=args.manifest, out_dir=args.out,
                       device=args.device, extractor_models=models, html=not args.no_html,
+                      formats=parse_formats(args.output_format),
                       progress=not args.no_progress, **_segment_kwargs(args),
                       **_audio_only_kwargs(args))
         _print_segmentation(res)
-        _print_summary(res, Path(args.out), not args.no_html)
+        _print_summary(res, Path(args.out))
         return 0
 
     if video_mode and args.segments is None:
         raise PredictError("--stream with --video needs --segments (without --stream, predict "
                            "finds them and writes OUT/segments.rttm for --segments)")
     if video_mode and args.video is None:
-        raise PredictError("--stream with --segments needs --video (a transcript alone is "
-                           "predicted without --stream)")
+        from avafn.inference.inputs import media_needs
+        from avafn.run import Run
+
+        media_needs(Run.open(args.run_dir).modalities, None)  # a transcript: text runs only
     notices = Notices()
     items = iter_stream_items(args.video, args.segments, args.clips, args.manifest,
                               lines=None if (video_mode or clips_mode) else iter(sys.stdin),
@@ -166,7 +182,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 when = (f"{format_time(r['start'])}-{format_time(r['end'])} "
                         if r.get("start") is not None and r.get("end") is not None else "")
-                print(f"#{r['turn'] + 1:<3d} {when}{r['speaker']:<12s} {r['label']:<10s} "
+                print(f"#{r['turn'] + 1:<3d} {when}{printable(r['speaker']):<12s} "
+                      f"{r['label']:<10s} "
                       f"{r['confidence']:.2f}  {r['latency_ms']:7.1f} ms", flush=True)
     finally:
         if sink is not None:
@@ -202,13 +219,16 @@ def _segment_kwargs(args: argparse.Namespace) -> dict:
             "log": lambda line: print(line, file=sys.stderr, flush=True)}
 
 
-def _print_summary(res: dict, out: Path, html: bool) -> None:
-    from avafn.inference.summary import summary_lines
+def _print_summary(res: dict, out: Path) -> None:
+    from avafn.inference.summary import printable, summary_lines
 
     for line in summary_lines(res["summary"]):
         print(line)
-    print(f"{len(res['models']['seeds'])} seed(s) averaged -> {out / 'predictions.json'}, "
-          f"{out / 'predictions.csv'}" + (f", {out / 'report.html'}" if html else ""))
+    files = res.get("outputs", {}).get("files", {"json": "predictions.json"})
+    print(printable(f"{len(res['models']['seeds'])} seed(s) averaged -> "
+                    + ", ".join(str(out / f) for f in files.values())))
+    for fmt, why in res.get("outputs", {}).get("skipped", {}).items():
+        print(f"not written: {fmt} ({why})")
 
 
 def _run_folder(args: argparse.Namespace, models: dict) -> int:
@@ -217,15 +237,38 @@ def _run_folder(args: argparse.Namespace, models: dict) -> int:
 
     if args.out is None:
         raise PredictError("--out DIR is required (one folder per video goes there)")
+    from avafn.inference.outputs import parse_formats
+    from avafn.inference.summary import printable
+
+    formats = parse_formats(args.output_format)
     kw = _segment_kwargs(args)
     kw["log"] = lambda line: print(f"  {line}", file=sys.stderr, flush=True)
     index = predict_folder(
         args.run_dir, args.videos, args.out, html_report=not args.no_html,
-        echo=lambda line: print(line, flush=True), device=args.device, extractor_models=models,
-        progress=not args.no_progress, **kw, **_audio_only_kwargs(args))
+        echo=lambda line: print(printable(line), flush=True), device=args.device,
+        extractor_models=models, progress=not args.no_progress, formats=formats,
+        index_href="../index.html", **kw, **_audio_only_kwargs(args))
     print(f"{index['total']} video(s): {index['done']} predicted, {index['skipped']} already "
           f"complete, {index['failed']} failed -> {Path(args.out) / 'index.html'}")
     for v in index["videos"]:
         if v["status"] == "failed":
-            print(f"  failed: {v['video']}: {v['error']}")
+            print(printable(f"  failed: {v['video']}: {v['error']}"))
+        elif v.get("warnings"):
+            _print_video_warnings(Path(args.out) / v["out"], v["video"])
     return 1 if index["failed"] else 0
+
+
+def _print_video_warnings(out: Path, video: str) -> None:
+    """A video's warnings (count and first places of each kind), read from its
+    predictions.json."""
+    from avafn.inference.summary import printable, warning_lines
+
+    try:
+        res = json.loads((out / "predictions.json").read_text())
+        warns = res["summary"]["warnings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    print(printable(f"  {video}: {sum(w['count'] for w in warns)} warning(s) "
+                    f"(all in {out / 'predictions.json'}):"))
+    for line in warning_lines(warns):
+        print(printable(f"    {line}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 from avafn.argtypes import at_least, finite, folder, json_object
@@ -186,6 +187,32 @@ def cmd_run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_help() -> str:
+    steps = [
+        "the real MELD annotations (--meld-dir, $AVAFN_MELD_DIR or the download cache);",
+        ("the offline all-MiniLM-L6-v2 sentence encoder fine-tuned on the training utterances "
+        "(OUT/text-encoder);"),
+        "its text features (OUT/store);",
+        ("AVAFN on them over 3 seeds, each selected on dev weighted F1 (OUT/runs/text: "
+        "report.md, plots; OUT/runs/table.md beside the paper's rows);"),
+        ("its causal twin, the same settings with bidirectional=False, so that `avafn predict "
+        "OUT/runs/text-causal --stream` works (skip it: --no-stream-twin);"),
+        ("OUT/demo.json (timings, machine, settings, numbers); the console ends with the "
+        "predict commands.")]
+    lines = [("The main job, on CPU. Resumable: rerun the same command after an interruption; "
+             "finished steps are reused.")]
+    lines += [textwrap.fill(f"{k}. {t}", 88, initial_indent="  ", subsequent_indent="     ")
+              for k, t in enumerate(steps, 1)]
+    lines.append("Every setting comes from the package's configs/demo.json, chosen on dev only "
+                 "(--print-config shows them with the dev numbers behind them). About 5 min "
+                 "on a 2-core CPU, and about 1 min more for the causal twin.")
+    return "\n".join(x if x.startswith("  ") else textwrap.fill(x, 88, break_on_hyphens=False)
+                     for x in lines)
+
+
+_DEMO_HELP = _demo_help()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from avafn.demo import demo, demo_config
 
@@ -199,7 +226,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     demo(args.out, seeds=args.seeds, max_epochs=args.max_epochs, meld_dir=args.meld_dir,
          device=args.device, settings=settings, max_dialogues=args.max_dialogues,
-         threads=args.threads, progress=not args.no_progress)
+         threads=args.threads, progress=not args.no_progress,
+         stream_twin=not args.no_stream_twin)
     return 0
 
 
@@ -272,24 +300,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_run_convert)
 
     p = subparsers.add_parser("demo", help=help_of("demo"),
-                              description="Real MELD annotations; the offline MiniLM sentence "
-                                          "encoder fine-tuned on the training utterances; AVAFN "
-                                          "on its vectors over 3 seeds; every setting chosen on "
-                                          "dev. Resumable: rerun after an interruption.")
-    p.add_argument("--out", default="runs/demo", type=folder)
-    p.add_argument("--seeds", type=_ints, default=None, help="default: the config's (0,1,2)")
-    p.add_argument("--max-epochs", type=at_least(1), default=None, help="reduced budget (AVAFN epochs)")
-    p.add_argument("--max-dialogues", type=at_least(1), default=None,
-                   help="use only the first N dialogues of each split (reduced budget)")
-    p.add_argument("--meld-dir", default=None)
-    p.add_argument("--device", default="cpu")
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description=_DEMO_HELP)
+    p.add_argument("--out", default="runs/demo", metavar="DIR", type=folder,
+                   help="output folder (default: %(default)s)")
+    p.add_argument("--seeds", type=_ints, default=None, metavar="S1,S2",
+                   help="AVAFN seeds, e.g. 0 or 0,1,2 (default: the config's, 0,1,2)")
+    p.add_argument("--max-epochs", type=at_least(1), default=None, metavar="N",
+                   help="reduced budget: at most N AVAFN epochs per seed (default: the "
+                        "config's, with early stopping on dev)")
+    p.add_argument("--max-dialogues", type=at_least(1), default=None, metavar="N",
+                   help="reduced budget: only the first N dialogues of each split")
+    p.add_argument("--meld-dir", default=None, metavar="DIR",
+                   help="the MELD annotation CSVs (default: $AVAFN_MELD_DIR, else the "
+                        "download cache)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--config", type=json_object, default=None, metavar="JSON_OR_FILE",
                    help="replace parts of the demo's settings (keys seeds, threads, finetune, "
                         "train; see --print-config)")
     p.add_argument("--print-config", action="store_true",
                    help="print the demo's settings (with the dev numbers behind them) and exit")
-    p.add_argument("--threads", type=at_least(1), default=None,
-                   help="CPU threads for torch in every stage (default: the config's, 2 for "
-                        "fine-tuning, 1 for AVAFN: measured fastest on a busy 2-core machine)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=at_least(1), default=None, metavar="N",
+                   help="CPU threads for torch in every stage (default: the config's, 1 for "
+                        "fine-tuning and for AVAFN: measured fastest on a busy 2-core machine)")
+    p.add_argument("--no-stream-twin", action="store_true",
+                   help="do not train the causal twin (OUT/runs/text-causal) that "
+                        "`avafn predict ... --stream` needs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)

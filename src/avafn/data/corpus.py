@@ -42,6 +42,13 @@ class Utterance:
     start: float | None = None  # seconds
     end: float | None = None  # seconds
     source: str | None = None  # "file:row" the utterance was read from, for error messages
+    #: provenance (see :class:`avafn.segments.Segment`): where the speaker came from ("tag",
+    #: "diarization", "unknown"), how sure its assignment is, where the text came from
+    #: ("subtitle", "asr", "none") and the dialogue window (0 = first)
+    speaker_source: str | None = None
+    speaker_confidence: float | None = None
+    text_source: str | None = None
+    window: int = 0
 
     @property
     def uid(self) -> str:

@@ -97,12 +97,16 @@ def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[F
 def outputs_complete(item: FolderItem, html_report: bool = True) -> dict | None:
     """The stored result when ``item``'s outputs are complete and made from its current inputs,
     else ``None``."""
-    need = OUTPUTS + (("report.html",) if html_report else ())
-    if not all((item.out / n).is_file() for n in need):
+    if not (item.out / OUTPUTS[0]).is_file():
         return None
     try:
         res = json.loads((item.out / "predictions.json").read_text())
     except (OSError, ValueError):
+        return None
+    files = (res.get("outputs") or {}).get("files") if isinstance(res, dict) else None
+    need = tuple(files.values()) if isinstance(files, dict) else OUTPUTS
+    need += (("report.html",) if html_report and "report.html" not in need else ())
+    if not all((item.out / n).is_file() for n in need):
         return None
     inp = res.get("input", {}) if isinstance(res, dict) else {}
     if not isinstance(inp, dict) or inp.get("video") != str(item.video.resolve()):
@@ -192,26 +196,43 @@ def _index(run_dir: str | os.PathLike, folder: str | os.PathLike, entries: list[
             "failed": st["failed"], "pending": total - len(entries)}
 
 
-_CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:70rem;
-color:#1b1b1b}h1{font-size:1.4rem}table{border-collapse:collapse;width:100%}
+_CSS = """*{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:70rem;
+color:#1b1b1b}h1{font-size:1.4rem}td.name,code{overflow-wrap:anywhere}
+th,td.nw{white-space:nowrap}table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
-.failed{color:#a4000f}.wrap{overflow-x:auto}code{overflow-wrap:anywhere}"""
+td.n{text-align:right;font-variant-numeric:tabular-nums}.failed{color:#a4000f}
+code{overflow-wrap:anywhere}.files a{margin-right:.5em}
+@media (max-width:600px){body{padding:.6rem}thead{display:none}
+table,tbody,tr,td{display:block;width:100%}tr{border:1px solid #ddd;border-radius:8px;
+margin:.5rem 0;padding:.3rem .5rem}td{border:0;padding:.15rem 0}td.n{text-align:left}
+td[data-label]::before{content:attr(data-label) ": ";font-weight:600;color:#555}}"""
 
 
 def index_html(index: Mapping[str, Any]) -> str:
-    """A small self-contained page: one row per video, linking its report."""
+    """A small self-contained page: one row per video (its report and CSV, status, emotions
+    or error, warnings, counts); from 600 px down, each video is a card (no sideways
+    scrolling)."""
     esc = html.escape
     rows = []
     for e in index["videos"]:
-        link = f'<a href="{esc(quote(e["out"]))}/report.html">{esc(e["video"])}</a>' \
+        href = esc(quote(e["out"]))
+        link = f'<a href="{href}/report.html">{esc(e["video"])}</a>' \
             if e["status"] != "failed" else esc(e["video"])
+        files = (f'<span class="files"><a href="{href}/report.html">report</a>'
+                 f'<a href="{href}/predictions.csv">csv</a></span>'
+                 if e["status"] != "failed" else "")
         emo = ", ".join(f"{esc(k)} {v}" for k, v in e.get("emotions", {}).items())
         detail = f'<span class="failed">{esc(e["error"])}</span>' if e.get("error") else emo
         rows.append(
-            f'<tr class="{esc(e["status"])}"><td>{link}</td><td>{esc(e["segments"] or "-")}</td>'
-            f'<td>{esc(e["status"])}</td><td>{e.get("utterances", "")}</td>'
-            f'<td>{e.get("speakers", "")}</td><td>{e.get("warnings", "")}</td>'
-            f"<td>{detail}</td></tr>")
+            f'<tr class="{esc(e["status"])}"><td class="name">{link}</td>'
+            f'<td class="nw" data-label="status">{esc(e["status"])}</td>'
+            f'<td class="name" data-label="{"error" if e.get("error") else "emotions"}">'
+            f'{detail}</td>'
+            f'<td class="n" data-label="warnings">{e.get("warnings", "")}</td>'
+            f'<td class="n" data-label="utterances">{e.get("utterances", "")}</td>'
+            f'<td class="n" data-label="speakers">{e.get("speakers", "")}</td>'
+            f'<td class="name" data-label="subtitles">{esc(e["segments"] or "-")}</td>'
+            f'<td class="nw" data-label="files">{files}</td></tr>')
     head = (f'{index["total"]} video(s): {index["done"]} predicted, {index["skipped"]} already '
             f'complete, {index["failed"]} failed' +
             (f', {index["pending"]} pending' if index.get("pending") else ""))
@@ -219,7 +240,7 @@ def index_html(index: Mapping[str, Any]) -> str:
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
             f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{_CSS}</style>"
             f"</head><body><h1>Emotions in {esc(Path(index['folder']).name)}</h1>"
-            f"<p>{esc(head)}. Run: <code>{esc(index['run'])}</code></p><div class=\"wrap\">"
-            "<table><thead><tr><th>video</th><th>subtitles</th><th>status</th>"
-            "<th>utterances</th><th>speakers</th><th>warnings</th><th>emotions / error</th>"
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div></body></html>\n")
+            f"<p>{esc(head)}. Run: <code>{esc(index['run'])}</code></p>"
+            "<table><thead><tr><th>video</th><th>status</th><th>emotions / error</th>"
+            "<th>warnings</th><th>utterances</th><th>speakers</th><th>subtitles</th>"
+            f"<th>files</th></tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n")

@@ -111,7 +111,9 @@ def corpus_from_segments(video: str | os.PathLike | None, segments: Sequence[Seg
     dia = dialogue_id or Path(media or seg_file).stem
     idx = speaker_indices(list(segments))
     utts = [Utterance(SPLIT, dia, t, s.speaker, idx[s.speaker], None, s.text, media, s.start,
-                      s.end, s.source) for t, s in enumerate(segments)]
+                      s.end, s.source, speaker_source=s.speaker_origin,
+                      speaker_confidence=s.speaker_confidence, text_source=s.text_origin,
+                      window=s.window) for t, s in enumerate(segments)]
     return Corpus(f"predict:{dia}", list(labels), {SPLIT: [Dialogue(SPLIT, dia, utts)]},
                   source={"video": media, "segments": seg_file})
 
@@ -188,15 +190,20 @@ def iter_stream_items(video: str | os.PathLike | None = None,
                       lines: Iterator[str] | None = None, **segment_options: Any
                       ) -> Iterator[dict]:
     """Utterances one at a time for streaming, as ``{"clip" | "features", "speaker", "start",
-    "end", "text", "source"}``: from a video + segment list, a clips folder + manifest (one
+    "end", "text", "source"}``: from a video + segment list, a segment list alone (a
+    transcript, for a text-only run: items without ``clip``), a clips folder + manifest (one
     dialogue after another, ``"new_dialogue": True`` at each start), or JSON lines
-    (``{"clip": path, "speaker": ..., "start": s, "end": s, "text": ...}`` or
+    (``{"clip": path, "speaker": ..., "start": s, "end": s, "text": ...}``,
+    ``{"text": ..., "speaker": ...}`` for a text-only run, or
     ``{"features": {"audio": [...], "video": null}, "speaker": ...}``).
     ``segment_options`` go to :func:`video_segments`."""
-    if video is not None:
+    if video is not None or segments is not None:
         for s in video_segments(video, segments, **segment_options):
-            yield {"clip": str(video), "speaker": s.speaker, "start": s.start, "end": s.end,
-                   "text": s.text, "source": s.source}
+            item = {"speaker": s.speaker, "start": s.start, "end": s.end, "text": s.text,
+                    "source": s.source, "speaker_source": s.speaker_origin,
+                    "speaker_confidence": s.speaker_confidence, "text_source": s.text_origin,
+                    "window": s.window}
+            yield {"clip": str(video), **item} if video is not None else item
         return
     if clips_dir is not None:
         corpus = corpus_from_clips(clips_dir, manifest, [])
@@ -215,9 +222,12 @@ def iter_stream_items(video: str | os.PathLike | None = None,
         except json.JSONDecodeError as e:
             raise PredictError(f"stdin:{lineno}: not a JSON object ({e})") from None
         if not isinstance(obj, dict) or "speaker" not in obj or \
-                ("clip" not in obj and "features" not in obj):
-            raise PredictError(f"stdin:{lineno}: expected an object with 'speaker' and 'clip' "
-                               "or 'features'")
+                not any(k in obj for k in ("clip", "features", "text")):
+            raise PredictError(f"stdin:{lineno}: expected an object with 'speaker' and 'clip', "
+                               "'text' (a text-only run) or 'features'")
+        if "text" in obj and obj["text"] is not None and not isinstance(obj["text"], str):
+            raise PredictError(f"stdin:{lineno}: 'text' must be a string, got "
+                               f"{type(obj['text']).__name__}")
         for k in ("start", "end"):
             v = obj.get(k)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)

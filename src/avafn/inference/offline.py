@@ -20,21 +20,26 @@ Steps:
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
    probabilities are the **mean of the seeds' softmax probabilities** (the label is their
    argmax), and the context attention shown is the mean of the seeds' attention weights.
-4. **Outputs** in ``out_dir``: ``predictions.json`` (everything, including the extractor
-   settings used and the per-utterance attention), ``predictions.csv`` (one row per
-   utterance: times, speaker, label, confidence, one probability column per class, one
-   presence column per modality), ``report.html`` (self-contained, :mod:`avafn.report_html`)
-   and ``features/`` (the extracted feature store). ``predictions.json`` also holds the
-   warnings met on the way (grouped by kind, counted), the modalities the inputs had but the
-   run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).
+4. **Outputs** in ``out_dir`` (:mod:`avafn.inference.outputs`, ``formats``; default all):
+   ``predictions.json`` (everything, including the extractor settings used, the
+   per-utterance attention, the run's per-class dev F1 and the files written), and
+   ``predictions.csv`` / ``.jsonl`` (one row per utterance: times, speaker, label, confidence,
+   one probability column per class, one presence column per modality, and its provenance:
+   ``speaker_source``, ``speaker_confidence``, ``text_source``, ``source``, ``window``, plus
+   the ``warnings`` that concern it), emotion-tagged subtitles ``predictions.srt`` / ``.vtt``,
+   ``predictions.rttm``, ``report.html`` (self-contained, :mod:`avafn.report_html`) and
+   ``features/`` (the extracted feature store). ``predictions.json`` also holds the warnings
+   met on the way (grouped by kind, counted, every place), the modalities the inputs had but
+   the run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).
+   Every model option (``asr_model``, the extractor locations) is checked before any
+   diarization starts.
 
 Many videos at once: :mod:`avafn.inference.batch`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 import os
 import shutil
 import tempfile
@@ -55,11 +60,12 @@ from avafn.inference.inputs import (
     media_needs,
     video_segments,
 )
-from avafn.inference.summary import summarize
+from avafn.inference.outputs import FORMATS, parse_formats, save
+from avafn.inference.summary import row_warnings, summarize, warning_places
 from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS
-from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+from avafn.store import FeatureStore
 
 if TYPE_CHECKING:
     from avafn.diarize import DiarizeOptions
@@ -107,21 +113,6 @@ def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: Fea
 
 
 # ----------------------------------------------------------------------------- outputs
-def _csv_text(rows: list[dict], labels: Sequence[str], modalities: Sequence[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["dialogue_id", "turn", "start", "end", "speaker", "text", "label", "confidence"]
-               + [f"p_{lab}" for lab in labels] + [f"present_{m}" for m in modalities])
-    for r in rows:
-        w.writerow([r["dialogue_id"], r["turn"],
-                    "" if r["start"] is None else f"{r['start']:.3f}",
-                    "" if r["end"] is None else f"{r['end']:.3f}", r["speaker"],
-                    r["text"] or "", r["label"], f"{r['confidence']:.6f}"]
-                   + [f"{r['probabilities'][lab]:.6f}" for lab in labels]
-                   + [int(r["modalities"][m]) for m in modalities])
-    return buf.getvalue()
-
-
 def _missing_reasons(store: FeatureStore, modalities: Sequence[str]) -> dict[str, dict[str, str]]:
     return {m: dict(store.missing(m)) for m in modalities}
 
@@ -135,7 +126,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             speaker_turns: SpeakerTurns | None = None,
             log: Callable[[str], None] | None = None,
             diarization: DiarizeOptions | None = None,
-            asr_model: str | os.PathLike | None = None, asr_language: str | None = None) -> dict:
+            asr_model: str | os.PathLike | None = None, asr_language: str | None = None,
+            formats: Sequence[str] | str | None = None, index_href: str | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
     ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`, or
@@ -146,16 +138,20 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     speech-recognition model folder that transcribes utterances without text when the run uses
     text. ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
     segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
-    progress and notes, one line each. Returns what ``predictions.json`` holds, including
-    ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
+    progress and notes, one line each. ``formats``: the output files
+    (:mod:`avafn.inference.outputs`; default all; ``html=False`` drops the report);
+    ``index_href``: a link from the report back to a batch index. Returns what
+    ``predictions.json`` holds, including ``warnings`` (grouped, counted, every place) and
+    ``summary`` (:mod:`avafn.inference.summary`).
     """
     if (clips_dir is None) != (manifest is None) or \
             (segments is None and clips_dir is None and video is None) or \
             (clips_dir is not None and (video is not None or segments is not None)):
         raise PredictError("give a video (with its segment list, if any), a segment list alone "
                            "(a transcript), or a clips folder and its manifest")
+    fmts = [f for f in parse_formats(formats) if html or f != "html"]
     say = log or (lambda _line: None)
-    notices = Notices()
+    notices = Notices(examples=10**9)  # every place in the files; the console shows a few
     run = Run.open(run_dir) if isinstance(run_dir, str | os.PathLike) else run_dir
     models = run.models(device)
     labels, modalities, widths = run.labels, run.modalities, run.widths
@@ -165,6 +161,16 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         if video is not None and not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
         ignored = media_needs(modalities, video, say)
+        if video is not None:  # every model option checked before minutes of diarization
+            if "text" in modalities and segments is None and asr_model is None:
+                from avafn.inference.from_audio import needs_text_error
+
+                raise needs_text_error()  # before any model is loaded
+            if asr_model is not None and "text" in modalities:
+                check_asr_model(asr_model)
+            _check_diarizer(diarization, device, build=segments is None)
+            with quiet_loading(not progress):
+                featurizer = run.featurizer(device, extractor_models)
         if segments is not None and speaker_turns is None and video is not None:
             speaker_turns = _diarized_turns(diarization, device)
         segs, found = _video_input(
@@ -181,8 +187,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     for dias in corpus.splits.values():  # before any extraction
         for d in dias:
             check_parties(models, d)
-    with quiet_loading(not progress):
-        featurizer = run.featurizer(device, extractor_models)
+    if video is None:
+        with quiet_loading(not progress):
+            featurizer = run.featurizer(device, extractor_models)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
@@ -209,7 +216,12 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
                         "modalities": {m: bool(present[m][t]) for m in modalities},
                         "missing_reason": {m: missing[m][u.uid] for m in modalities
                                            if u.uid in missing[m]},
-                        "source": u.source, "context_attention": [
+                        "source": u.source,
+                        "speaker_source": u.speaker_source or (
+                            "unknown" if u.speaker in (None, "", "unknown") else "tag"),
+                        "speaker_confidence": u.speaker_confidence,
+                        "text_source": u.text_source or ("subtitle" if u.text else "none"),
+                        "window": u.window, "context_attention": [
                             float(a) for a in att[t, :t]],
                     })
                 rows += drows
@@ -239,20 +251,69 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         "utterances": rows,
         "ignored_modalities": ignored,
         "warnings": notices.to_dict(),
+        "dev_f1": _dev_f1(run.path, labels),
     }
+    places = warning_places(result["warnings"])
+    for r in rows:  # each row names the warnings that concern it
+        r["warnings"] = row_warnings(r, places)
     result["summary"] = summarize(result)
-    atomic_write_json(out / "predictions.json", result)
-    atomic_write_bytes(out / "predictions.csv", _csv_text(rows, labels, modalities).encode())
-    if html:
+    page = None
+    if "html" in fmts:
         from avafn.report_html import render_report
 
         name = Path(video if video is not None else segments if segments is not None
                     else manifest).name
         meta = {"run": run.path.name, "seeds averaged": len(models),
                 "modalities": ", ".join(modalities), "utterances": len(rows)}
-        atomic_write_bytes(out / "report.html", render_report(
-            views, labels, f"Emotions in {name}", meta).encode())
+        page = render_report(views, labels, f"Emotions in {name}", meta, extra={
+            "f1": result["dev_f1"], "bidirectional": run.bidirectional,
+            "warnings": result["warnings"], "index": index_href,
+            "csv": "predictions.csv" if "csv" in fmts else None,
+            "files": [f for f in fmts if f not in ("html", "json")]})
+    result["outputs"] = save(result, out, fmts, html=page)
     return result
+
+
+def _check_diarizer(diarization: DiarizeOptions | None, device: str, build: bool) -> None:
+    """The diarizer's options (and, when it will run, the diarizer itself: its model folder)
+    checked before any model is loaded."""
+    from avafn.diarize import DiarizeError, DiarizeOptions
+    from avafn.diarize.segment import make_diarizer
+
+    options = diarization or DiarizeOptions(device=device)
+    try:
+        make_diarizer(options) if build else options.check()
+    except DiarizeError as e:
+        raise PredictError(str(e)) from None
+
+
+def check_asr_model(asr_model: str | os.PathLike) -> None:
+    """Refuse an ``--asr-model`` that is not a local transformers model folder, at once (its
+    configuration read, no weights loaded, no code run)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(asr_model), trust_remote_code=False,
+                                   local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PredictError(f"--asr-model {asr_model}: not a local speech-recognition model "
+                           f"folder (a transformers folder with config.json, e.g. a Whisper "
+                           f"checkpoint): {first}") from None
+
+
+def _dev_f1(run_dir: Path, labels: Sequence[str]) -> dict[str, float] | None:
+    """The run's per-class dev F1 (percent, mean over seeds) from its ``report.json`` (or a
+    ``report-<split>.json``: each holds the dev scores), or ``None`` when the run was not
+    evaluated."""
+    run_dir = Path(run_dir)
+    for path in [run_dir / "report.json", *sorted(run_dir.glob("report-*.json"))]:
+        try:
+            per = json.loads(path.read_text())["dev"]["per_class"]
+            return {lab: round(float(per[lab]["f1"]), 2) for lab in labels if lab in per}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
 
 
 def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
@@ -301,4 +362,4 @@ def _diarized_turns(diarization: DiarizeOptions | None, device: str) -> SpeakerT
     return turns
 
 
-__all__ = ["predict", "run_models"]
+__all__ = ["FORMATS", "predict", "run_models"]

@@ -84,6 +84,15 @@ def check_streamable(model_cfg: Mapping[str, Any], where: str = "the checkpoint"
             "False})), or predict offline without --stream.")
 
 
+def causal_twin(run_dir: str | os.PathLike) -> Path | None:
+    """The causal twin ``avafn demo`` trains beside its run (``runs/text-causal`` next to
+    ``runs/text``), when there is one."""
+    from avafn.demo import TWIN
+
+    twin = Path(run_dir).parent / TWIN
+    return twin if twin != Path(run_dir) and (twin / "config.json").is_file() else None
+
+
 class Streamer:
     """Utterance-by-utterance prediction with a forward-only AVAFN (see the module docstring).
 
@@ -109,7 +118,16 @@ class Streamer:
         if isinstance(run, (str, os.PathLike, Run)):
             self.run = run if isinstance(run, Run) else Run.open(run)
             self.run_dir = self.run.path
-            check_streamable({"bidirectional": self.run.bidirectional}, f"run {self.run_dir}")
+            try:
+                check_streamable({"bidirectional": self.run.bidirectional},
+                                 f"run {self.run_dir}")
+            except StreamingError as e:
+                twin = causal_twin(self.run_dir)
+                if twin is None:
+                    raise
+                raise StreamingError(f"run {self.run_dir} was trained bidirectional and cannot "
+                                     f"stream; its causal twin can: avafn predict {twin} "
+                                     "--stream ...") from e
             models = self.run.models(device)
             labels = labels or self.run.labels
         else:
@@ -186,7 +204,7 @@ class Streamer:
         return x, p, present
 
     @torch.no_grad()
-    def push(self, item: Mapping[str, Any] | str | os.PathLike, speaker: str,
+    def push(self, item: Mapping[str, Any] | str | os.PathLike | None, speaker: str,
              start: float | None = None, end: float | None = None,
              text: str | None = None) -> StreamResult:
         """Predict the emotion of the next utterance, spoken by ``speaker``.
@@ -194,8 +212,17 @@ class Streamer:
         ``item``: features ``{modality: vector (D,) or None}`` (an absent modality counts as
         missing), or the path of a clip (with ``start`` / ``end`` seconds to cut a segment
         of a longer file, and ``text`` its transcript for a run that uses text), whose
-        features are extracted with the run's settings.
+        features are extracted with the run's settings; or ``None`` with ``text`` for a run
+        trained on text alone (no media at all).
         """
+        if item is None:
+            media = [m for m in self.modalities if m != "text"]
+            if media:
+                raise StreamingError(
+                    f"utterance {len(self.history)}: no clip, but the run uses "
+                    f"{', '.join(self.modalities)}: give a clip (or features); text alone "
+                    "serves only a run trained on text alone")
+            item = ""  # the text extractor reads ``text`` only
         if isinstance(item, (str, os.PathLike)):
             _ = self.featurizer  # built on first use; loading models is not part of latency
         t0 = time.perf_counter()
@@ -255,11 +282,13 @@ def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
     for n, it in enumerate(items):
         if it.get("new_dialogue") and n > 0:
             s.reset()
-        item = it["features"] if "features" in it else it["clip"]
+        item = it["features"] if "features" in it else it.get("clip")
         r = s.push(item, str(it["speaker"]), start=it.get("start"), end=it.get("end"),
                    text=it.get("text"))
         d = r.to_dict()
-        d.update({k: it.get(k) for k in ("start", "end", "text", "source", "dialogue_id")
+        d.update({k: it.get(k) for k in ("start", "end", "text", "source", "dialogue_id",
+                                          "speaker_source", "speaker_confidence",
+                                          "text_source", "window")
                   if it.get(k) is not None})
         yield d
 
