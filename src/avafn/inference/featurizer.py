@@ -11,6 +11,7 @@ cannot be extracted at all (text with no text in the input, an unknown extractor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -129,7 +130,8 @@ class Featurizer:
                     "a text column")
             ext.modality = m
             reports[m] = run_extraction(corpus, None, store, ext, segments=True,
-                                        progress=progress).to_dict()
+                                        progress=progress, workers=decoding_workers()
+                                        ).to_dict()
         return reports
 
     # ---- one clip (streaming) ----------------------------------------------------------------
@@ -164,3 +166,11 @@ class Featurizer:
 
 
 __all__ = ["Featurizer", "quiet_loading"]
+
+
+def decoding_workers(cpus: int | None = None) -> int:
+    """Decoding processes for a conversation's segments: on a machine of 4 or more cores, one
+    per core but one (at most 8), so that decoding and face detection run beside the models;
+    on smaller machines none (the models already use every core)."""
+    n = (os.cpu_count() or 1) if cpus is None else cpus
+    return min(8, n - 1) if n >= 4 else 0
