@@ -52,9 +52,19 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 T0=$(date +%s)
 if [ "$SMOKE" = 1 ]; then DEV=cpu; else DEV=cuda; fi
 
-# step NAME LIMIT_S CMD...: runs CMD, its last JSON line (if any) becomes the step's result
+# step NAME LIMIT_S CMD...: runs CMD, its last JSON line (if any) becomes the step's result;
+# the whole script keeps within $GPU_CHECK_BUDGET seconds (default 540): a step gets what is
+# left of it, and is skipped when under 30 s are left
+BUDGET=${GPU_CHECK_BUDGET:-540}
 step() {
   local name=$1 limit=$2; shift 2
+  local left=$(( BUDGET - ($(date +%s) - T0) - 5 ))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 30 ]; then
+    echo "=== $name: skipped (${left}s left of the ${BUDGET}s budget)" >> "$LOG"
+    echo "{\"step\": \"$name\", \"rc\": null, \"skipped\": \"budget\"}" >> "$STEPS"
+    return
+  fi
   echo "=== $name ($(date -u +%T), ${limit}s at most): $*" >> "$LOG"
   local t=$(date +%s%N)
   timeout "$limit" "$@" > "$WORK/$name.out" 2>&1
@@ -132,11 +142,11 @@ EOF
   fi
   if [ "$SMOKE" = 1 ]; then
     DEMO_ARGS=(--max-dialogues 6 --max-epochs 1); TRAIN_ARGS=(--max-dialogues 6 --max-epochs 1)
-    MODEL_ARGS=(--limit 64 --repeats 1 --threads 2)
+    MODEL_ARGS=(--limit 16 --repeats 1 --threads 2)
   else
     DEMO_ARGS=(); TRAIN_ARGS=(); MODEL_ARGS=(--repeats 2)
   fi
-  step demo 240 "$PY" -m avafn.cli demo --out "$WORK/demo" --device $DEV --meld-dir "$MELD" \
+  step demo 200 "$PY" -m avafn.cli demo --out "$WORK/demo" --device $DEV --meld-dir "$MELD" \
     --no-progress "${DEMO_ARGS[@]}"
   if [ -f "$WORK/demo/demo.json" ]; then
     "$PY" - "$STEPS" "$WORK/demo/demo.json" <<'EOF'
@@ -147,15 +157,17 @@ open(sys.argv[1], "w").write("".join(json.dumps(s) + "\n" for s in steps))
 EOF
   fi
   if [ -d "$WORK/demo/store" ]; then
-    step train_seeds_at_once 180 "$PY" benchmarks/bench_train.py --store "$WORK/demo/store" \
+    step train_seeds_at_once 150 "$PY" benchmarks/bench_train.py --store "$WORK/demo/store" \
       --meld-dir "$MELD" --device $DEV "${TRAIN_ARGS[@]}"
-    step train_one_seed_at_a_time 200 "$PY" benchmarks/bench_train.py --store "$WORK/demo/store" \
-      --meld-dir "$MELD" --device $DEV --parallel 1 "${TRAIN_ARGS[@]}"
   fi
   REF=()
   [ -f "$ROOT/.gpucarry/model/ref/model.py" ] && REF=(--reference "$ROOT/.gpucarry/model/ref/model.py")
-  step bench_model 180 "$PY" benchmarks/bench_model.py --device $DEV --meld-dir "$MELD" \
+  step bench_model 150 "$PY" benchmarks/bench_model.py --device $DEV --meld-dir "$MELD" \
     "${REF[@]}" "${MODEL_ARGS[@]}"
+  if [ -d "$WORK/demo/store" ]; then  # the same, one seed after another (as before)
+    step train_one_seed_at_a_time 150 "$PY" benchmarks/bench_train.py \
+      --store "$WORK/demo/store" --meld-dir "$MELD" --device $DEV --parallel 1 "${TRAIN_ARGS[@]}"
+  fi
   summary
 fi
 
@@ -173,12 +185,12 @@ if [[ ",$PARTS," == *",media,"* ]]; then
     EXTRACT_ARGS=(--clips 256 --stage-clips 64 --reuse-clips 1 --workers 15 --repeats 1
                   --audio-batch-size 64 --video-batch-size 1024 --layers 24)
   fi
-  step bench_extract 300 "$PY" benchmarks/bench_extract.py --device $DEV \
+  step bench_extract 240 "$PY" benchmarks/bench_extract.py --device $DEV \
     --media-dir "$WORK/clips" "${EXTRACT_ARGS[@]}"
   VIDEO=(--seconds 60)
   [ -f "$ROOT/.gpucarry/media/talk.mp4" ] && VIDEO=(--seconds 60 --video "$ROOT/.gpucarry/media/talk.mp4")
   [ "$SMOKE" = 1 ] && VIDEO=(--seconds 8)
-  step predict_timing 150 "$PY" benchmarks/bench_diarize.py --timing --device $DEV \
+  step predict_timing 120 "$PY" benchmarks/bench_diarize.py --timing --device $DEV \
     --speakers 3 "${VIDEO[@]}"
   summary
 fi
