@@ -212,14 +212,17 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
     widths = {m: int(w["width"]) for m, w in desc["store"]["modalities"].items()}
     train_data = SplitData(corpus.dialogues("train"), store, cfg.modalities, corpus.labels, widths)
     dev_data = SplitData(corpus.dialogues("dev"), store, cfg.modalities, corpus.labels, widths)
-    jobs = [(desc, cfg, prov.device, seed, train_data, dev_data, seed_dir(out, seed), progress)
-            for seed in todo]
     procs = parallel_seeds(prov.device, len(todo), parallel)
     if procs <= 1 or on_epoch_end is not None:
-        for job in jobs:
-            _train_seed(*job, on_epoch_end)
+        for seed in todo:
+            _train_seed(desc, cfg, prov.device, seed, train_data, dev_data, seed_dir(out, seed),
+                        progress, on_epoch_end)
         return out
-    _train_seeds_at_once(jobs, procs)
+    # each process reads the features itself (nothing large crosses between processes)
+    data = (corpus.dialogues("train"), corpus.dialogues("dev"), str(store.root),
+            cfg.modalities, list(corpus.labels), widths)
+    _train_seeds_at_once([(desc, cfg, prov.device, seed, data, seed_dir(out, seed), progress)
+                          for seed in todo], procs)
     return out
 
 
@@ -248,7 +251,12 @@ def parallel_seeds(device: str, n_seeds: int, parallel: int | None = None) -> in
 
 def _seed_process(job: tuple, threads: int, position: int) -> None:
     torch.set_num_threads(threads)
-    _train_seed(*job, None, position=position)
+    desc, cfg, device, seed, (train_d, dev_d, root, modalities, labels, widths), sdir, \
+        progress = job
+    store = FeatureStore(root)
+    _train_seed(desc, cfg, device, seed, SplitData(train_d, store, modalities, labels, widths),
+                SplitData(dev_d, store, modalities, labels, widths), sdir, progress, None,
+                position=position)
 
 
 def _train_seeds_at_once(jobs: list[tuple], procs: int) -> None:
