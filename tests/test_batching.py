@@ -131,7 +131,14 @@ def test_split_on_a_device_gathers_features_there_and_keeps_the_rest_on_the_host
                                                                b.present["audio"])
 
 
-def test_decoding_workers_for_predict():
+def test_decoding_workers_for_predict(monkeypatch):
     from avafn.inference.featurizer import decoding_workers
+    from avafn.inference.inputs import PredictError
 
-    assert [decoding_workers(n) for n in (1, 2, 3, 4, 16, 64)] == [0, 0, 0, 3, 8, 8]
+    monkeypatch.delenv("AVAFN_PREDICT_WORKERS", raising=False)
+    assert decoding_workers() == 0
+    monkeypatch.setenv("AVAFN_PREDICT_WORKERS", "3")
+    assert decoding_workers() == 3
+    monkeypatch.setenv("AVAFN_PREDICT_WORKERS", "-1")
+    with pytest.raises(PredictError, match="AVAFN_PREDICT_WORKERS='-1'"):
+        decoding_workers()
