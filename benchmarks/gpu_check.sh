@@ -13,6 +13,9 @@
 #          benchmarks/bench_diarize.py --timing --device cuda (predict on a 60 s
 #          three-speaker 720p video).
 # --smoke: the same steps, small and on the CPU (checks the script, not the speed).
+# GPU_CHECK_BUDGET (seconds, default 540): the whole run keeps within it.
+# Run it from any folder: it works in the checkout it belongs to (a copy of this branch
+# carried to the GPU machine works the same).
 #
 # Inputs, in folders git ignores (a GPU machine without network gets them carried):
 #   .gpucarry/model/meld/*.csv        the MELD annotations (else $AVAFN_MELD_DIR)
@@ -21,6 +24,9 @@
 #                                     else the installed package
 #   .gpucarry/model/ref/model.py      DialogueRNN's model.py (BiModel), for bench_model
 #   .gpucarry/media/whl/*.whl         PyAV, librosa and what they need, when not installed
+#                                     (not soundfile without cffi: transformers imports it);
+#                                     an image with OpenCV 5 also needs opencv-python-headless<5
+#                                     (OpenCV 5 has no Haar cascade)
 #   .gpucarry/media/site/             silero_vad and resemblyzer's weights, when not installed
 #   .gpucarry/media/talk.mp4          the 60 s conversation (+ .turns.json), made with
 #                                     `bench_diarize.py --timing --save-video` (needs espeak-ng)
