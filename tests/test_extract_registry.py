@@ -165,3 +165,5 @@ def test_stores_recorded_before_tracking_are_rebuilt_without_it(tmp_path):
                               if k not in ("face_redetect_every", "face_track_window",
                                            "face_track_scale", "face_track_face")}}
     assert rebuild(old).face_config.redetect_every == 1
+    assert setting_differences(old, rebuild(old).meta()) == []  # predict accepts it
+    assert setting_differences(meta, rebuild(meta).meta()) == []

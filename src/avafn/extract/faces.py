@@ -65,6 +65,11 @@ class FaceConfig:
             raise ValueError("track_window and track_scale must be >= 1")
 
 
+#: what a store recorded before tracking existed stands for (every frame searched whole)
+LEGACY_FACE_CONFIG = {"face_redetect_every": 1, "face_track_window": FaceConfig.track_window,
+                      "face_track_scale": FaceConfig.track_scale,
+                      "face_track_face": FaceConfig.track_face}
+
 _CASCADES: dict[str, cv2.CascadeClassifier] = {}
 
 
