@@ -44,13 +44,21 @@ def main() -> None:
     ap.add_argument("--timing", action="store_true",
                     help="per-stage timing of predict on one video instead")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (--timing)")
+    ap.add_argument("--device", default="cpu", help="predict's device (--timing)")
+    ap.add_argument("--video", default=None,
+                    help="--timing on this video (made by --save-video, its turns beside it as "
+                         "VIDEO.turns.json) instead of a generated one (machines without "
+                         "espeak-ng)")
+    ap.add_argument("--save-video", default=None, metavar="PATH",
+                    help="--timing: keep the generated video (and its turns) at PATH")
     args = ap.parse_args()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     if args.timing:
-        print(json.dumps(stage_timing(args.seconds, args.speakers[0], args.seeds[0]), indent=1))
+        print(json.dumps(stage_timing(args.seconds, args.speakers[0], args.seeds[0],
+                                      args.device, args.video, args.save_video), indent=1))
         return
     vad = SileroVAD()
     opts = DiarizeOptions(merge_gap=args.merge_gap)
@@ -151,7 +159,8 @@ def _run_for_timing(root: Path) -> Path:
                  seeds=(0,), progress=False)
 
 
-def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
+def stage_timing(seconds: float, speakers: int, seed: int, device: str = "cpu",
+                 video: str | None = None, save_video: str | None = None) -> dict:
     import avafn.diarize.segment as dseg
     import avafn.report_html as report
     from avafn.diarize.diarization import ResemblyzerDiarizer
@@ -163,9 +172,21 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         run = _run_for_timing(root)
-        video = root / "talk.mp4"
-        turns = make_conversation(video, seconds, speakers, seed=seed, size=(1280, 720),
-                                  fps=24)
+        if video is None:
+            video = root / "talk.mp4"
+            turns = make_conversation(video, seconds, speakers, seed=seed, size=(1280, 720),
+                                      fps=24)
+            if save_video:
+                import shutil
+
+                shutil.copyfile(video, save_video)
+                Path(f"{save_video}.turns.json").write_text(json.dumps(
+                    [[t.start, t.end, t.speaker] for t in turns]))
+        else:
+            from types import SimpleNamespace
+
+            turns = [SimpleNamespace(start=a, end=b, speaker=c)
+                     for a, b, c in json.loads(Path(f"{video}.turns.json").read_text())]
         _timed(times, lambda a, kw: "load run (models)", Run, "models")
         _timed(times, lambda a, kw: "decode audio (for VAD)", dseg, "load_audio")
         _timed(times, lambda a, kw: "VAD", SileroVAD, "probabilities")
@@ -176,9 +197,13 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
         _timed(times, lambda a, kw: "model", offline, "run_models")
         _timed(times, lambda a, kw: "report", report, "render_report")
         t0 = time.perf_counter()
-        res = predict(run, video=video, out_dir=root / "out")
+        res = predict(run, video=video, out_dir=root / "out", device=device)
         total = time.perf_counter() - t0
         speech = sum(t.end - t.start for t in turns)
+        from avafn.store import FeatureStore
+
+        st = FeatureStore(root / "store")
+        precision = {m: st.meta(m)["config"].get("precision") for m in st.modalities()}
     return {"video_s": seconds, "speakers": speakers, "size": "1280x720 @ 24 fps",
             "turns": len(turns), "speech_s": round(speech, 2),
             "utterances_found": len(res["utterances"]),
@@ -188,7 +213,8 @@ def stage_timing(seconds: float, speakers: int, seed: int) -> dict:
             "total_s": round(total, 2),
             "rtf_video": round(total / seconds, 3),  # compute seconds per second of video
             "rtf_speech": round(total / speech, 3),  # ... per second of speech
-            "torch_threads": __import__("torch").get_num_threads(),
+            "torch_threads": __import__("torch").get_num_threads(), "device": device,
+            "precision": precision,
             "load": os.getloadavg()}
 
 

@@ -109,3 +109,36 @@ def test_errors_name_the_problem(setup, tmp_path):
     small = make_store(tmp_path / "s", part)
     with pytest.raises(StoreError, match="no entry for utterance train/"):
         SplitData(corpus.dialogues("train"), small, ["audio"], LABELS)
+
+
+def test_split_on_a_device_gathers_features_there_and_keeps_the_rest_on_the_host(setup):
+    """SplitData.to(device): the feature tables move once; each batch gathers its features
+    there (modality dropout included) while labels, masks, speakers and presence flags stay
+    on the host for the training loop to read without a device sync. "meta" stands in for a
+    GPU here (shapes and devices only)."""
+    corpus, store = setup
+    data = SplitData(corpus.dialogues("train"), store, ["audio", "video"], LABELS)
+    assert data.to("cpu") is data
+    dev = data.to("meta")
+    assert dev.x["audio"].device.type == "meta" and data.x["audio"].device.type == "cpu"
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for a, b in zip(data.batches(4, True, g1, True, {"audio": 0.5}),
+                    dev.batches(4, True, g2, True, {"audio": 0.5})):
+        assert b.feats["audio"].device.type == "meta" and b.feats["audio"].shape == \
+            a.feats["audio"].shape
+        assert b.mask.device.type == b.labels.device.type == "cpu"
+        assert torch.equal(a.labels, b.labels) and torch.equal(a.present["audio"],
+                                                               b.present["audio"])
+
+
+def test_decoding_workers_for_predict(monkeypatch):
+    from avafn.inference.featurizer import decoding_workers
+    from avafn.inference.inputs import PredictError
+
+    monkeypatch.delenv("AVAFN_PREDICT_WORKERS", raising=False)
+    assert decoding_workers() == 0
+    monkeypatch.setenv("AVAFN_PREDICT_WORKERS", "3")
+    assert decoding_workers() == 3
+    monkeypatch.setenv("AVAFN_PREDICT_WORKERS", "-1")
+    with pytest.raises(PredictError, match="AVAFN_PREDICT_WORKERS='-1'"):
+        decoding_workers()

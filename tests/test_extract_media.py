@@ -149,3 +149,46 @@ def test_a_decoding_worker_runs_opencv_on_its_own_threads_only(media):
         np.testing.assert_array_equal(in_process[0], worker[0])
     finally:
         cv2.setNumThreads(before)
+
+
+def test_tracking_finds_the_faces_of_the_every_frame_search_with_fewer_whole_searches(tmp_path):
+    """Between whole-frame searches (every k-th frame) the chosen face is tracked near its last
+    box: the boxes match the per-frame rule's, a frame without a face ends the track (the next
+    frame is searched whole), and a detector without detect_near searches every frame."""
+    from avafn.extract.faces import FaceDetector
+
+    frames, _ = decode_frames(make_clip(tmp_path / "f.mp4", seconds=3.0, size=(640, 360)),
+                              fps=5)
+    blank = np.full_like(frames[0], 90)
+    frames = frames[:7] + [blank] + frames[7:]
+    every = HaarFaceDetector(FaceConfig(redetect_every=1))
+    tracked = HaarFaceDetector(FaceConfig(redetect_every=4))
+    whole = []
+    search = tracked.detect
+    tracked.detect = lambda rgb: (whole.append(len(whole)), search(rgb))[1]
+    ref, got = every.chosen_boxes(frames), tracked.chosen_boxes(frames)
+    assert ref[7] is None and got[7] is None
+    found = [i for i, b in enumerate(ref) if b is not None]
+    assert len(found) >= 0.8 * len(frames)
+    for i in found:
+        a, b = got[i], ref[i]
+        assert a is not None, i
+        ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+        iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+        assert ix * iy / (a[2] * a[3] + b[2] * b[3] - ix * iy) > 0.6, (i, a, b)
+    # whole-frame searches: frame 0, 4, the blank 7 and the frame after it, then every 4th
+    assert 4 <= len(whole) <= len(frames) // 2, len(whole)
+    crops = tracked.faces(frames)
+    assert len(crops) == len(found) and crops.shape[1:] == (224, 224, 3)
+
+    class NoTrack(FaceDetector):
+        calls = 0
+
+        def detect(self, rgb):
+            NoTrack.calls += 1
+            return every.detect(rgb)
+
+    NoTrack(FaceConfig(redetect_every=4)).chosen_boxes(frames)
+    assert NoTrack.calls == len(frames)
+    with pytest.raises(ValueError, match="redetect_every"):
+        FaceConfig(redetect_every=0)

@@ -152,3 +152,18 @@ def test_plugin_without_options_from_the_cli(tmp_path, monkeypatch, capsys):
     t = FeatureStore(tmp_path / "s").table("audio")
     assert t.present.all() and (t.vectors[:, 0] > 0).all()
     assert rebuild(FeatureStore(tmp_path / "s").meta("audio")).name == "peak"
+
+
+def test_stores_recorded_before_tracking_are_rebuilt_without_it(tmp_path):
+    """A store's face settings are recorded (redetect_every among them); a store recorded
+    before tracking existed names none and is rebuilt searching every frame, as it was made."""
+    dan = make_random_dan(tmp_path / "dan.pth")
+    meta = DANFacesExtractor(DANVideoEncoder(dan), fps=3, face_config=FaceConfig(size=64)).meta()
+    assert meta["config"]["face_redetect_every"] == FaceConfig().redetect_every > 1
+    assert rebuild(meta).face_config.redetect_every == FaceConfig().redetect_every
+    old = {**meta, "config": {k: v for k, v in meta["config"].items()
+                              if k not in ("face_redetect_every", "face_track_window",
+                                           "face_track_scale", "face_track_face")}}
+    assert rebuild(old).face_config.redetect_every == 1
+    assert setting_differences(old, rebuild(old).meta()) == []  # predict accepts it
+    assert setting_differences(meta, rebuild(meta).meta()) == []

@@ -172,7 +172,28 @@ def test_precision_recorded_and_bf16_close_to_fp32(env, tmp_path, capsys):
         run_extraction(env["corpus"], env["media"], tmp_path / "fp32",
                        Wav2Vec2Extractor(Wav2Vec2Encoder(env["w2v"], precision="bf16")),
                        progress=False)
-    assert Wav2Vec2Encoder(env["w2v"]).precision == "fp32"  # the CPU default
+    assert Wav2Vec2Encoder(env["w2v"]).precision == "fp32"  # the CPU default (pinned)
+
+
+def test_cpu_precision_follows_the_machines_bf16_support(monkeypatch):
+    """Without a choice, CPU extraction runs bf16 where the CPU has native bf16 (AMX or
+    AVX-512 BF16), fp32 elsewhere; AVAFN_CPU_PRECISION decides instead; CUDA is bf16."""
+    from avafn.errors import UserError
+    from avafn.extract import base
+
+    monkeypatch.delenv("AVAFN_CPU_PRECISION", raising=False)
+    for flags, want in (({"avx2", "avx512f"}, "fp32"), ({"avx512f", "avx512_bf16"}, "bf16"),
+                        ({"amx_tile", "amx_bf16"}, "bf16"), (set(), "fp32")):
+        monkeypatch.setattr(base, "_cpu_flags", lambda f=flags: f)
+        assert base.default_precision("cpu") == want, flags
+        assert base.default_precision("cuda") == "bf16"
+    monkeypatch.setenv("AVAFN_CPU_PRECISION", "bf16")
+    monkeypatch.setattr(base, "_cpu_flags", set)
+    assert base.check_precision(None, "cpu") == "bf16"
+    assert base.check_precision("fp32", "cpu") == "fp32"  # an explicit choice wins
+    monkeypatch.setenv("AVAFN_CPU_PRECISION", "half")
+    with pytest.raises(UserError, match="AVAFN_CPU_PRECISION='half': expected fp32 or bf16"):
+        base.default_precision("cpu")
 
 
 def test_store_written_before_precision_was_recorded(env, tmp_path):

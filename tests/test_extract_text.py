@@ -167,3 +167,34 @@ def test_unknown_model_offline_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TextModelError, match="not a model folder"):
         TextEncoder(str(tmp_path / "empty"))
+
+
+def test_text_extraction_and_training_need_no_pyav(tmp_path):
+    """PyAV is imported where media is read: the text job (the demo), training and
+    evaluation import and run on a machine without it (checked in a process where importing
+    av fails)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, importlib.abc\n"
+        "class NoAV(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'av':\n"
+        "            raise ImportError('no av here')\n"
+        "sys.meta_path.insert(0, NoAV())\n"
+        "import avafn.cli, avafn.demo, avafn.evaluate, avafn.train\n"
+        "from avafn.extract import job, media\n"
+        "try:\n"
+        "    media.decode_audio(sys.argv[1])\n"
+        "except ImportError as e:\n"
+        "    print('media needs av:', e)\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    (tmp_path / "x.wav").write_bytes(b"RIFF")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.wav")], env=env, check=False,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "media needs av: no av here" in r.stdout

@@ -185,3 +185,30 @@ def test_settings_have_one_place_each():
         split_settings({"model_overrides": {"n_classes": 4}})
     with pytest.raises(ValueError, match="unknown setting"):
         split_settings({"lr": 0.1, "learning_rate": 0.2})
+
+
+def test_seeds_in_parallel_processes_equal_one_at_a_time(data, tmp_path, monkeypatch):
+    """On a GPU the seeds train at once, one process each; every seed's weights and history
+    are the ones it gets alone (checked here on the CPU, where one at a time is the default)."""
+    from avafn.config import ConfigError
+    from avafn.train import parallel_seeds
+
+    corpus, store = data
+    c = {"lr": 5e-3, "max_epochs": 2, "patience": 2, "batch_size": 8, "model_overrides": SMALL,
+         "modality_dropout": {"video": 0.2}, "bucket": True}
+    seq = train(corpus, store, tmp_path / "seq", c, seeds=[0, 1], progress=False)
+    par = train(corpus, store, tmp_path / "par", c, seeds=[0, 1], progress=False, parallel=2)
+    for s in (0, 1):
+        assert _same(_weights(seq, s), _weights(par, s))
+        hs = json.loads((seq / f"seed-{s}" / "history.json").read_text())["history"]
+        hp = json.loads((par / f"seed-{s}" / "history.json").read_text())["history"]
+        assert [(r["train_loss"], r["dev_f1"]) for r in hs] == [
+            (r["train_loss"], r["dev_f1"]) for r in hp]
+    assert not _same(_weights(par, 0), _weights(par, 1))
+    assert parallel_seeds("cpu", 3) == 1 and parallel_seeds("cuda", 3) == 3
+    assert parallel_seeds("cuda", 20) == 8 and parallel_seeds("cpu", 3, parallel=5) == 3
+    monkeypatch.setenv("AVAFN_PARALLEL_SEEDS", "2")
+    assert parallel_seeds("cpu", 3) == 2
+    monkeypatch.setenv("AVAFN_PARALLEL_SEEDS", "x")
+    with pytest.raises(ConfigError, match="AVAFN_PARALLEL_SEEDS"):
+        parallel_seeds("cuda", 3)

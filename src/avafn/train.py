@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -80,20 +81,24 @@ def build_model(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
 def predict(model: torch.nn.Module, data: SplitData, device: str = "cpu",
             batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
     """Predicted class and gold label of every labeled utterance of ``data`` in corpus order,
-    plus the mean cross-entropy over them: ``(y_true (N,), y_pred (N,), loss)``."""
+    plus the mean cross-entropy over them: ``(y_true (N,), y_pred (N,), loss)``. The outputs
+    stay on the device until the end (one host sync per call)."""
     model.eval()
-    trues, preds, loss_sum, n = [], [], 0.0, 0
-    for b in data.batches(batch_size):
+    trues, preds, n = [], [], 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for b in data.to(device).batches(batch_size):
+        sel = (b.mask & (b.labels != IGNORE)).reshape(-1).nonzero().squeeze(1)
+        y = b.labels.reshape(-1).index_select(0, sel)
+        trues.append(y.numpy())
         b = b.to(device)
         logits = model(b.feats, b.present, b.speaker, b.mask)["logits"]
-        sel = b.mask & (b.labels != IGNORE)
-        lg, y = logits[sel], b.labels[sel]
+        lg = logits.reshape(-1, logits.shape[-1]).index_select(0, sel.to(device))
         if len(y):
-            loss_sum += float(F.cross_entropy(lg.float(), y, reduction="sum"))
+            loss_sum += F.cross_entropy(lg.float(), y.to(device), reduction="sum").double()
             n += len(y)
-        trues.append(y.cpu().numpy())
-        preds.append(lg.argmax(-1).cpu().numpy())
-    return np.concatenate(trues), np.concatenate(preds), loss_sum / max(n, 1)
+        preds.append(lg.argmax(-1))
+    return (np.concatenate(trues), torch.cat(preds).cpu().numpy(),
+            float(loss_sum) / max(n, 1))
 
 
 def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
@@ -200,7 +205,8 @@ def _layers(cfg: TrainConfig | Mapping[str, Any], model: ModelSpec | str | None,
 def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
           cfg: TrainConfig | Mapping[str, Any], seeds: Sequence[int] = (0,),
           progress: bool = True, on_epoch_end: Callable[[int, dict], None] | None = None, *,
-          model: ModelSpec | str | None = None, provenance: Provenance | None = None) -> Path:
+          model: ModelSpec | str | None = None, provenance: Provenance | None = None,
+          parallel: int | None = None) -> Path:
     """Train one model per seed into ``out_dir`` (layout: :mod:`avafn.run`) and return it.
 
     ``cfg``: the training settings, or one flat mapping of all settings
@@ -209,6 +215,8 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
     Each seed keeps the epoch with the best **dev** weighted F1 and stops after
     ``cfg.patience`` epochs without improvement. ``on_epoch_end(seed, record)`` is called
     after each epoch's state is saved (raising there interrupts training, resumably).
+    ``parallel``: seeds trained at once, each in its own process (:func:`parallel_seeds`;
+    default: all on a GPU, one on the CPU; with ``on_epoch_end`` one at a time).
     """
     cfg, spec, prov = _layers(cfg, model, provenance)
     seeds = [int(s) for s in seeds]
@@ -245,15 +253,72 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
     atomic_write_json(cfg_path, desc)
     if not todo:
         return out
-    for seed in todo:
-        _train_seed(desc, cfg, prov.device, seed, train_data, dev_data, seed_dir(out, seed),
-                    progress, on_epoch_end)
+    procs = parallel_seeds(prov.device, len(todo), parallel)
+    if procs <= 1 or on_epoch_end is not None:
+        for seed in todo:
+            _train_seed(desc, cfg, prov.device, seed, train_data, dev_data, seed_dir(out, seed),
+                        progress, on_epoch_end)
+        return out
+    # each process reads the features itself (nothing large crosses between processes)
+    data = (corpus.dialogues("train"), corpus.dialogues("dev"), str(store.root),
+            cfg.modalities, list(corpus.labels), widths)
+    _train_seeds_at_once([(desc, cfg, prov.device, seed, data, seed_dir(out, seed), progress)
+                          for seed in todo], procs)
     return out
+
+
+#: how many seeds ``train`` runs at once on a GPU (default: all of them, at most 8)
+PARALLEL_ENV = "AVAFN_PARALLEL_SEEDS"
+
+
+def parallel_seeds(device: str, n_seeds: int, parallel: int | None = None) -> int:
+    """How many seeds train at once: ``parallel``, else ``$AVAFN_PARALLEL_SEEDS``, else on a
+    GPU all of them (at most 8; the recurrence launches many small kernels, so one process
+    leaves the GPU mostly idle and several keep it busy) and on the CPU one (the seeds would
+    share the same cores)."""
+    if parallel is None:
+        raw = os.environ.get(PARALLEL_ENV, "").strip()
+        if raw:
+            try:
+                parallel = int(raw)
+            except ValueError:
+                parallel = 0
+            if parallel < 1:
+                raise ConfigError(f"{PARALLEL_ENV}={raw!r}: expected a positive integer")
+        else:
+            parallel = min(8, n_seeds) if torch.device(device).type == "cuda" else 1
+    return max(1, min(int(parallel), n_seeds))
+
+
+def _seed_process(job: tuple, threads: int, position: int) -> None:
+    torch.set_num_threads(threads)
+    desc, cfg, device, seed, (train_d, dev_d, root, modalities, labels, widths), sdir, \
+        progress = job
+    store = FeatureStore(root)
+    _train_seed(desc, cfg, device, seed, SplitData(train_d, store, modalities, labels, widths),
+                SplitData(dev_d, store, modalities, labels, widths), sdir, progress, None,
+                position=position)
+
+
+def _train_seeds_at_once(jobs: list[tuple], procs: int) -> None:
+    """Each seed in its own process (spawned: CUDA cannot be forked), ``procs`` at a time.
+    Every seed's result is the one it has when trained alone: each process seeds its RNGs
+    itself, exactly as the sequential loop does."""
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    import torch.multiprocessing as tmp
+
+    threads = torch.get_num_threads()
+    with ProcessPoolExecutor(procs, mp_context=tmp.get_context("spawn")) as pool:
+        futures = [pool.submit(_seed_process, job, threads, i) for i, job in enumerate(jobs)]
+        wait(futures)
+        for f in futures:  # the first failure, as the sequential loop would raise it
+            f.result()
 
 
 def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
                 train_data: SplitData, dev_data: SplitData, sdir: Path, progress: bool,
-                on_epoch_end: Callable[[int, dict], None] | None) -> None:
+                on_epoch_end: Callable[[int, dict], None] | None, position: int = 0) -> None:
     device = torch.device(device_name)
     sdir.mkdir(parents=True, exist_ok=True)
     gen = seed_all(seed)
@@ -268,32 +333,40 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
         restore_rng(st, gen, device)
         history, best, epoch = st["history"], st["best"], st["epoch"]
         selection = DevSelection(cfg.patience, best["dev_f1"], best["epoch"], st["bad_epochs"])
-    bar = epoch_bar(cfg.max_epochs, epoch, f"seed {seed}", progress)
+    bar = epoch_bar(cfg.max_epochs, epoch, f"seed {seed}", progress, position)
     if history:
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}",
                         dev_f1=f"{history[-1]['dev_f1']:.2f}", best=f"{best['dev_f1']:.2f}")
+    train_dev = train_data.to(device)  # features gathered on the device, once per run
     while epoch < cfg.max_epochs and not selection.stop:
         t0 = time.perf_counter()
         model.train()
-        loss_sum, n_sum = 0.0, 0
-        for b in train_data.batches(cfg.batch_size, shuffle=True, generator=gen,
-                                    bucket=cfg.bucket, modality_dropout=cfg.modality_dropout):
-            b = b.to(device)
-            logits = model(b.feats, b.present, b.speaker, b.mask)["logits"]
-            sel = b.mask & (b.labels != IGNORE)
-            n = int(sel.sum())
+        # the epoch's loss is summed on the device: no host sync per batch
+        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+        n_sum = 0
+        for b in train_dev.batches(cfg.batch_size, shuffle=True, generator=gen,
+                                   bucket=cfg.bucket, modality_dropout=cfg.modality_dropout):
+            # which outputs the loss reads, found on the host before the batch moves
+            sel = (b.mask & (b.labels != IGNORE)).reshape(-1).nonzero().squeeze(1)
+            n = int(sel.numel())
             if n == 0:
                 continue
-            loss = F.cross_entropy(logits[sel].float(), b.labels[sel])
+            y = b.labels.reshape(-1).index_select(0, sel).to(device, non_blocking=True)
+            sel = sel.to(device, non_blocking=True)
+            b = b.to(device)
+            logits = model(b.feats, b.present, b.speaker, b.mask)["logits"]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).index_select(0, sel)
+                                   .float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            loss_sum += float(loss.detach()) * n
+            loss_acc += loss.detach().double() * n
             n_sum += n
-        check_finite(loss_sum, model, f"seed {seed}, epoch {epoch + 1}",
+        check_finite(loss_acc, model, f"seed {seed}, epoch {epoch + 1}",
                      f"lower --lr (now {cfg.lr:g}) or check the features")
+        loss_sum = float(loss_acc)  # the epoch's one sync for the loss
         y, p, dev_loss = predict(model, dev_data, device_name, cfg.eval_batch_size)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(n_sum, 1), "dev_loss": dev_loss,
                "dev_f1": weighted_f1(y, p), "dev_acc": 100.0 * float(accuracy_score(y, p)),
@@ -322,5 +395,5 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
 
 
 __all__ = ["ABLATIONS", "ModelSpec", "Provenance", "TrainConfig", "build_model",
-           "finished_seeds", "model_config", "predict", "run_description", "train",
-           "weighted_f1"]
+           "finished_seeds", "model_config", "parallel_seeds", "predict", "run_description",
+           "train", "weighted_f1"]

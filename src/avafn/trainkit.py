@@ -88,12 +88,13 @@ def adam(params, lr: float, weight_decay: float, device: torch.device | str) -> 
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
-def epoch_bar(total: int, initial: int, desc: str, progress: bool):
-    """The per-epoch progress bar of a training loop."""
+def epoch_bar(total: int, initial: int, desc: str, progress: bool, position: int = 0):
+    """The per-epoch progress bar of a training loop (``position``: its line, when several
+    processes show theirs at once)."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, disable=not progress, unit="epoch",
-                dynamic_ncols=True)
+                dynamic_ncols=True, position=position)
 
 
 # ------------------------------------------------------------------ resumable training state

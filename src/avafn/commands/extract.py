@@ -211,8 +211,10 @@ def _add_media_args(p: argparse.ArgumentParser) -> None:
                         "dev_splits_complete/, output_repeated_splits_test/); manifests: "
                         "default = the paths the manifest gives")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="network precision: fp32, or bf16 autocast (default: bf16 on CUDA, "
-                        "fp32 elsewhere); recorded in the store, which never mixes them")
+                   help="network precision: fp32, or bf16 autocast (default: bf16 on CUDA and on "
+                        "CPUs with native bf16, AMX or AVX-512 BF16; fp32 elsewhere; "
+                        "AVAFN_CPU_PRECISION decides for the CPU); recorded in the store, "
+                        "which never mixes them")
     p.add_argument("--workers", type=at_least(0), default=DEFAULT_WORKERS,
                    metavar="N", help="decoding processes (0: decode in this process)")
     p.add_argument("--segments", action=argparse.BooleanOptionalAction, default=None,

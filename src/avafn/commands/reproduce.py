@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=None, help="video frames per second (default 5)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
-                   help="extraction precision (default: bf16 on CUDA, fp32 elsewhere; "
-                        "recorded in the store)")
+                   help="extraction precision (default: bf16 on CUDA and on CPUs with "
+                        "native bf16, fp32 elsewhere; recorded in the store)")
     p.add_argument("--workers", type=at_least(0), default=DEFAULT_WORKERS,
                    metavar="N", help="decoding processes")
     p.add_argument("--audio-batch-size", type=at_least(1), default=None, metavar="N")

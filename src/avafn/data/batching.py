@@ -183,6 +183,19 @@ class SplitData:
     def widths(self) -> dict[str, int]:
         return {m: int(x.shape[1]) for m, x in self.x.items()}
 
+    def to(self, device: str | torch.device) -> SplitData:
+        """This split with its feature tables on ``device`` (a view of the same data on the
+        CPU): batches then gather their features there, one index copy per batch instead of a
+        batch of features. Labels, speakers, presence flags and masks stay on the host, where
+        the training loop reads them without waiting for the device."""
+        device = torch.device(device)
+        if all(x.device == device for x in self.x.values()):
+            return self
+        out = object.__new__(SplitData)
+        out.__dict__.update(self.__dict__)
+        out.x = {m: x.to(device) for m, x in self.x.items()}
+        return out
+
     def label_array(self) -> np.ndarray:
         """(N,) class index per utterance in corpus order, -100 where unlabeled."""
         return self.y[:-1].numpy()
@@ -227,7 +240,9 @@ class SplitData:
         rows_np = np.where(mask_np, self.offsets[idx][:, None] + ar[None, :], self.n_utterances)
         rows = torch.from_numpy(rows_np)
         mask = torch.from_numpy(mask_np)
-        feats = {m: self.x[m][rows] for m in self.modalities}
+        dev = self.x[self.modalities[0]].device
+        rows_x = rows if dev.type == "cpu" else rows.to(dev, non_blocking=True)
+        feats = {m: self.x[m][rows_x] for m in self.modalities}
         present = {m: self.p[m][rows] for m in self.modalities}
         if modality_dropout:
             present, feats = self._dropout(present, feats, modality_dropout, generator)
@@ -258,7 +273,8 @@ class SplitData:
         for m in self.modalities:
             new[m] = new[m] | (present[m] & restore)
             dropped = present[m] & ~new[m]
-            out_feats[m] = feats[m].masked_fill(dropped.unsqueeze(-1), 0.0)
+            out_feats[m] = feats[m].masked_fill(
+                dropped.unsqueeze(-1).to(feats[m].device, non_blocking=True), 0.0)
         return new, out_feats
 
     def batches(self, batch_size: int, shuffle: bool = False,

@@ -8,8 +8,17 @@ opencv-python wheel, works offline). Choosing and cropping are the same for ever
 
 Choice rule (spec "Pipeline": which face when several are visible): **the largest face** of
 the frame (box area; ties go to the box nearest the frame centre). In MELD's close-up shots
-the speaker is usually the largest face; the rule is per frame, with no tracking. Frames
-without a face are skipped; the number of frames with a face is recorded per utterance.
+the speaker is usually the largest face. Frames without a face are skipped; the number of
+frames with a face is recorded per utterance.
+
+Tracking (``redetect_every`` = k > 1): the whole frame is searched on every k-th sampled frame
+(and whenever the face was lost); on the frames between, the chosen face is searched for only
+near its previous box (a window ``track_window`` times its side, face sizes within
+``track_scale`` of it, the window scaled so that the face is at most ``track_face`` pixels
+wide), which costs a small part of a whole-frame search. A detector without
+:meth:`FaceDetector.detect_near` searches the whole frame every time. ``redetect_every = 1``
+is the per-frame rule without tracking (stores extracted before tracking existed record no
+``redetect_every`` and are rebuilt with 1).
 
 Detection runs on a grey copy downscaled to ``detect_max_side``; the crop
 is taken from the full-resolution frame: a square around the box enlarged by ``margin`` of
@@ -44,7 +53,22 @@ class FaceConfig:
     min_face: float = 0.08  # smallest face side, as a fraction of the detection image's short side
     margin: float = 0.2  # crop margin per side, fraction of the face box side
     size: int = 224  # output crop side
+    redetect_every: int = 10  # whole-frame search every k-th sampled frame; tracked between
+    track_window: float = 2.0  # tracking search window side, in face box sides
+    track_scale: float = 1.3  # tracked face sizes within [side / s, side * s] of the last box
+    track_face: int = 48  # the tracking search sees the last face at most this many pixels wide
 
+    def __post_init__(self) -> None:
+        if int(self.redetect_every) < 1:
+            raise ValueError(f"redetect_every must be >= 1, got {self.redetect_every}")
+        if self.track_window < 1 or self.track_scale < 1:
+            raise ValueError("track_window and track_scale must be >= 1")
+
+
+#: what a store recorded before tracking existed stands for (every frame searched whole)
+LEGACY_FACE_CONFIG = {"face_redetect_every": 1, "face_track_window": FaceConfig.track_window,
+                      "face_track_scale": FaceConfig.track_scale,
+                      "face_track_face": FaceConfig.track_face}
 
 _CASCADES: dict[str, cv2.CascadeClassifier] = {}
 
@@ -74,6 +98,49 @@ class FaceDetector:
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         """All faces of an (H, W, 3) RGB frame: (K, 4) int boxes x, y, w, h in frame pixels."""
         raise NotImplementedError
+
+    def detect_near(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """Faces of about ``box``'s size near it (tracking), in frame pixels; None: this
+        detector does not track (the whole frame is searched instead)."""
+        return None
+
+    def track_region(self, shape: tuple[int, ...], box: np.ndarray) -> tuple[int, int, int, int]:
+        """The search window around ``box``: x0, y0, x1, y1 inside the frame."""
+        h, w = shape[:2]
+        x, y, bw, bh = (float(v) for v in box)
+        half = self.config.track_window * max(bw, bh) / 2
+        cx, cy = x + bw / 2, y + bh / 2
+        return (max(0, int(cx - half)), max(0, int(cy - half)),
+                min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half))))
+
+    def chosen_boxes(self, frames: list[np.ndarray]) -> list[np.ndarray | None]:
+        """The chosen face's box of every frame (None: no face), tracked between whole-frame
+        searches (module docstring)."""
+        every = int(self.config.redetect_every)
+        out: list[np.ndarray | None] = []
+        prev, since = None, 0
+        for rgb in frames:
+            box = None
+            if prev is not None and since < every:
+                near = self.detect_near(rgb, prev)
+                if near is not None:
+                    box = self.choose_near(near, prev)
+            if box is None:  # a whole-frame search: due, first frame, or the face was lost
+                box, since = self.choose(self.detect(rgb), rgb.shape), 0
+            since += 1
+            out.append(box)
+            prev = box
+        return out
+
+    @staticmethod
+    def choose_near(boxes: np.ndarray, prev: np.ndarray) -> np.ndarray | None:
+        """Of the faces found near ``prev``: the largest (ties: nearest its centre), or None."""
+        if len(boxes) == 0:
+            return None
+        area = boxes[:, 2] * boxes[:, 3]
+        d = ((boxes[:, 0] + boxes[:, 2] / 2 - prev[0] - prev[2] / 2) ** 2
+             + (boxes[:, 1] + boxes[:, 3] / 2 - prev[1] - prev[3] / 2) ** 2)
+        return boxes[np.lexsort((d, -area))[0]]
 
     @staticmethod
     def choose(boxes: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -111,8 +178,7 @@ class FaceDetector:
     def faces(self, frames: list[np.ndarray]) -> np.ndarray:
         """The chosen face of every frame that has one: (N_with_face, size, size, 3) uint8."""
         crops = []
-        for rgb in frames:
-            box = self.choose(self.detect(rgb), rgb.shape)
+        for rgb, box in zip(frames, self.chosen_boxes(frames)):
             if box is not None:
                 crops.append(self.crop(rgb, box))
         if not crops:
@@ -131,20 +197,51 @@ class HaarFaceDetector(FaceDetector):
         super().__init__(config)
         self._clf = _cascade(self.config.cascade)
 
-    def detect(self, rgb: np.ndarray) -> np.ndarray:
-        cfg = self.config
+    def _scale(self, shape: tuple[int, ...]) -> float:
+        h, w = shape[:2]
+        return min(1.0, self.config.detect_max_side / max(h, w))
+
+    def _min_side(self, shape: tuple[int, ...], s: float) -> int:
+        """The smallest face searched for, in detection pixels (as for the whole frame)."""
+        h, w = shape[:2]
+        return max(16, int(self.config.min_face * min(round(w * s), round(h * s))))
+
+    def _search(self, rgb: np.ndarray, s: float, min_side: int, max_side: int = 0
+                ) -> np.ndarray:
+        """Haar boxes of an RGB image searched on its grey copy scaled by s, in its pixels."""
         h, w = rgb.shape[:2]
-        s = min(1.0, cfg.detect_max_side / max(h, w))
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         if s < 1.0:
             gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))),
                               interpolation=cv2.INTER_AREA)
-        m = max(16, int(cfg.min_face * min(gray.shape)))
-        boxes = self._clf.detectMultiScale(gray, scaleFactor=cfg.scale_factor,
-                                           minNeighbors=cfg.min_neighbors, minSize=(m, m))
+        if min(gray.shape) < min_side:
+            return np.zeros((0, 4), dtype=np.int64)
+        cfg = self.config
+        boxes = self._clf.detectMultiScale(
+            gray, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors,
+            minSize=(min_side, min_side),
+            maxSize=(max_side, max_side) if max_side else (0, 0))
         if len(boxes) == 0:
             return np.zeros((0, 4), dtype=np.int64)
         return np.round(np.asarray(boxes, dtype=np.float64) / s).astype(np.int64)
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray:
+        s = self._scale(rgb.shape)
+        return self._search(rgb, s, self._min_side(rgb.shape, s))
+
+    def detect_near(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        x0, y0, x1, y1 = self.track_region(rgb.shape, box)
+        full = max(int(box[2]), int(box[3]))  # the last face's side in frame pixels
+        s = min(self._scale(rgb.shape), cfg.track_face / max(full, 1))
+        side = full * s  # ... in search pixels
+        lo = max(16, int(side / cfg.track_scale))
+        hi = max(lo + 1, int(np.ceil(side * cfg.track_scale)))
+        found = self._search(rgb[y0:y1, x0:x1], s, lo, hi)
+        if len(found):
+            found[:, 0] += x0
+            found[:, 1] += y0
+        return found
 
 
 def load_faces(path: str | os.PathLike, fps: float | None = DEFAULT_FPS,

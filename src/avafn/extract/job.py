@@ -380,6 +380,10 @@ def legacy_compatible(store: FeatureStore, modality: str, meta: dict, device: st
     if not lacking or old.get("extractor") != meta.get("extractor"):
         return meta
     legacy = {"precision": recorded_precision({}, device)}
+    if any(k.startswith("face_") for k in lacking):
+        from avafn.extract.faces import LEGACY_FACE_CONFIG
+
+        legacy.update(LEGACY_FACE_CONFIG)
     if any(meta["config"][k] != legacy.get(k) for k in lacking):
         return meta
     if setting_differences(old, meta) or old.get("width") != meta.get("width"):

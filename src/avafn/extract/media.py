@@ -12,11 +12,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from avafn.errors import UserError
+
+if TYPE_CHECKING:  # PyAV is imported where media is read: text-only work runs without it
+    import av
 
 SAMPLE_RATE = 16000
 
@@ -79,6 +82,8 @@ def _looks_like_media(path: Path) -> bool:
 @contextmanager
 def open_media(path: str | os.PathLike) -> Iterator[av.container.InputContainer]:
     """``av.open`` with typed errors for missing, empty, broken and non-media files."""
+    import av
+
     path = Path(path)
     if not path.is_file():
         raise MediaNotFoundError(path)
@@ -133,6 +138,8 @@ def decode_audio(path: str | os.PathLike, start: float | None = None, end: float
     Channels are averaged (after resampling with ``av.AudioResampler``). ``start`` / ``end``
     (seconds) cut a segment. Raises :class:`MediaError` subclasses.
     """
+    import av
+
     path = Path(path)
     _check_segment(path, start, end)
     with open_media(path) as c:
@@ -189,6 +196,8 @@ def decode_frames(path: str | os.PathLike, fps: float | None = 5.0, start: float
     after each point of the grid start, start + 1/fps, ... ``threads``: decoder threads
     (0 = FFmpeg's choice; use 1 inside worker processes).
     """
+    import av
+
     path = Path(path)
     _check_segment(path, start, end)
     step = 1.0 / fps if fps else 0.0

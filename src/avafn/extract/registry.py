@@ -32,8 +32,10 @@ FACE_DETECTORS: Registry = Registry(
 #: config keys that name where a model file lives (may differ between machines)
 PATH_KEYS = frozenset({"model_id", "checkpoint", "model_path"})
 #: config keys added after stores were first written, with the value records without them
-#: stand for (``precision``: see :func:`avafn.extract.base.recorded_precision`)
-LEGACY_KEYS = frozenset({"precision"})
+#: stand for (``precision``: see :func:`avafn.extract.base.recorded_precision`; the face
+#: tracking keys: no tracking, :data:`avafn.extract.faces.LEGACY_FACE_CONFIG`)
+LEGACY_KEYS = frozenset({"precision", "face_redetect_every", "face_track_window",
+                         "face_track_scale", "face_track_face"})
 
 
 class ExtractorError(UserError):

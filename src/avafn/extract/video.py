@@ -146,15 +146,25 @@ class DANFacesExtractor(Extractor):
         g.add_argument("--detect-scale-factor", type=float, default=1.2, metavar="S",
                        help="Haar pyramid step (default 1.2; 1.1 finds a few more faces, "
                             "~1.8x slower)")
+        g.add_argument("--redetect-every", type=int, default=FaceConfig.redetect_every,
+                       metavar="K",
+                       help="search the whole frame every K-th sampled frame and track the "
+                            "chosen face near its last box between (default "
+                            f"{FaceConfig.redetect_every}; 1: every frame, no tracking)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, device: str) -> DANFacesExtractor:
         if args.model is None:
             raise ExtractorError("video extraction needs a DAN checkpoint (--model PATH): the "
                                  "public AffectNet-7/8 or RAF-DB checkpoints of DAN")
-        face = FaceConfig(size=args.crop_size, margin=args.face_margin,
-                          detect_max_side=args.detect_max_side,
-                          scale_factor=args.detect_scale_factor)
+        try:
+            face = FaceConfig(size=args.crop_size, margin=args.face_margin,
+                              detect_max_side=args.detect_max_side,
+                              scale_factor=args.detect_scale_factor,
+                              redetect_every=getattr(args, "redetect_every",
+                                                     FaceConfig.redetect_every))
+        except ValueError as e:
+            raise ExtractorError(f"face detection option: {e}") from None
         return cls(_encoder(args.model, device, args.batch_size or 256, args.precision),
                    fps=args.fps, face_config=face, detector=args.face_detector)
 
@@ -168,6 +178,7 @@ class DANFacesExtractor(Extractor):
                                  "give its location")
         face_kw = {f.name: cfg[f"face_{f.name}"] for f in dataclasses.fields(FaceConfig)
                    if f"face_{f.name}" in cfg}
+        face_kw.setdefault("redetect_every", 1)  # recorded before tracking: every frame
         enc = _encoder(loc, device, int(options.get("batch_size") or 256),
                        recorded_precision(cfg, device))
         return cls(enc, fps=cfg.get("fps"), face_config=FaceConfig(**face_kw),

@@ -11,6 +11,7 @@ cannot be extracted at all (text with no text in the input, an unknown extractor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -129,7 +130,8 @@ class Featurizer:
                     "a text column")
             ext.modality = m
             reports[m] = run_extraction(corpus, None, store, ext, segments=True,
-                                        progress=progress).to_dict()
+                                        progress=progress, workers=decoding_workers()
+                                        ).to_dict()
         return reports
 
     # ---- one clip (streaming) ----------------------------------------------------------------
@@ -164,3 +166,16 @@ class Featurizer:
 
 
 __all__ = ["Featurizer", "quiet_loading"]
+
+
+def decoding_workers() -> int:
+    """Decoding processes for a conversation's segments: none by default (measured on a 16-core
+    GPU machine, a 60 s conversation of 18 segments: 6.4 s end to end decoding in the
+    predicting process, 15.6 s with 8 worker processes, whose start costs more than they
+    save); ``AVAFN_PREDICT_WORKERS=N`` for long recordings of many segments."""
+    raw = os.environ.get("AVAFN_PREDICT_WORKERS", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise PredictError(f"AVAFN_PREDICT_WORKERS={raw!r}: expected a whole number >= 0")
+    return int(raw)
