@@ -1005,3 +1005,31 @@ def test_model_subclass_overriding_the_step_gets_no_snapshot():
         b, _, _ = plain.frozen_step()(plain.init_state(1), {m: x[:, 0] for m, x in
                                                              feats.items()}, None, speaker[:, 0])
     torch.testing.assert_close(a, b + 1)
+
+
+class FirstModalityCAM(CrossModalFusion):
+    """Eq. 7 with every weight on the first modality present."""
+
+    def eq7_weights(self, hc, pres):
+        first = pres & (pres.cumsum(-1) == 1)
+        return first.to(hc.dtype)
+
+
+def test_eq7_override_is_used_when_every_modality_is_present():
+    """``combine`` reads eq. 7's weights through ``eq7_weights`` in every case, so a
+    subclass overriding it changes the result even with global weights, no padding and no
+    modality missing (the case that once took a shortcut around it)."""
+    from avafn.model.registry import FUSIONS
+
+    FUSIONS.register("test-first-cam", FirstModalityCAM, replace=True)
+    cfg = small_cfg(fusion="test-first-cam", dropout=0.0)
+    model = reference_model(cfg, seed=3, train=False)
+    feats, present, speaker, mask = make_batch(cfg, lengths=(4, 4), seed=4,
+                                               dtype=torch.float64, p_missing=0.0)
+    assert bool(mask.all()) and all(bool(p.all()) for p in present.values())
+    stock = _same_weights(model, fusion="cam")
+    with torch.no_grad():
+        out = model(feats, present, speaker, mask)["logits"]
+        assert not torch.allclose(out, stock(feats, present, speaker, mask)["logits"])
+        torch.testing.assert_close(out, as_reference(model)(feats, present, speaker,
+                                                            mask)["logits"])

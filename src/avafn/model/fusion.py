@@ -397,10 +397,7 @@ class CrossModalFusion(Fusion):
         # eq. 7: H_WCA = sum_m w_m H_m^c, w = softmax over the modalities present
         hc = torch.stack([h_c[m] for m in mods], dim=-2)  # (...,M,d)
         pres = torch.stack([valid[m] for m in mods], dim=-1)
-        if self.weights == "global" and bool(pres.all()):  # the same M weights everywhere
-            w = torch.softmax(self.fusion_logits.to(hc.dtype), -1)
-        else:
-            w = self.eq7_weights(hc, pres)  # (...,M)
+        w = self.eq7_weights(hc, pres)  # (...,M); a subclass's own weights are always used
         h_wca = (w.unsqueeze(-1) * hc).sum(-2)  # (...,d); elementwise, not many tiny matmuls
         res = [_layer_norm(F.linear(h[m], self.res[m][0].weight, self.res[m][0].bias),
                            self.res[m][1]) for m in mods]
