@@ -56,6 +56,7 @@ from avafn.inference.inputs import (
     video_segments,
 )
 from avafn.inference.summary import summarize
+from avafn.inference.windows import assign_windows, model_parties, run_windowed
 from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS
@@ -130,7 +131,7 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
             manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
             device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
-            html: bool = True, progress: bool = False, overlaps: str = "trim",
+            html: bool = True, progress: bool = False, overlaps: str = "keep",
             max_segments: int | None = DEFAULT_MAX_SEGMENTS,
             speaker_turns: SpeakerTurns | None = None,
             log: Callable[[str], None] | None = None,
@@ -171,16 +172,17 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             video, segments, out_dir, modalities, diarization, asr_model, asr_language, device,
             lambda: video_segments(video, segments, overlaps=overlaps,
                                    max_segments=max_segments, notices=notices,
-                                   speaker_turns=speaker_turns, log=say))
+                                   speaker_turns=speaker_turns, log=say), log=say)
+        segs = assign_windows(segs, model_parties(models))
         corpus = corpus_from_segments(video, segs, labels)
         where = Path(segments).name if segments is not None else "the video's audio"
         say(f"segments: {len(segs)} utterances, "
             f"{len({s.speaker for s in segs})} speaker(s) from {where}")
+        if segs[-1].window:
+            say(f"windows: {segs[-1].window + 1} dialogue windows of at most "
+                f"{model_parties(models)} speakers (the model's party slots) each")
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
-    for dias in corpus.splits.values():  # before any extraction
-        for d in dias:
-            check_parties(models, d)
     with quiet_loading(not progress):
         featurizer = run.featurizer(device, extractor_models)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
@@ -197,7 +199,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         say(f"model: {len(models)} seed(s)")
         for dias in corpus.splits.values():
             for d in dias:
-                prob, att, present = run_models(models, d, store, modalities, widths, device)
+                prob, att, present, win = run_windowed(models, d, store, modalities, widths,
+                                                       device)
                 drows = []
                 for t, u in enumerate(d.utterances):
                     k = int(prob[t].argmax())
@@ -209,8 +212,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
                         "modalities": {m: bool(present[m][t]) for m in modalities},
                         "missing_reason": {m: missing[m][u.uid] for m in modalities
                                            if u.uid in missing[m]},
-                        "source": u.source, "context_attention": [
-                            float(a) for a in att[t, :t]],
+                        "source": u.source, "window": win[t], "context_attention": [
+                            float(att[t, j]) for j in range(t) if win[j] == win[t]],
                     })
                 rows += drows
                 views.append({"title": f"{d.dialogue_id}", "rows": drows, "attention": att})
@@ -259,7 +262,8 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
                  out_dir: str | os.PathLike, modalities: Sequence[str],
                  diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
                  asr_language: str | None, device: str,
-                 read_given: Callable[[], list[Segment]]) -> tuple[list[Segment], dict]:
+                 read_given: Callable[[], list[Segment]],
+                 log: Callable[[str], None] | None = None) -> tuple[list[Segment], dict]:
     """The segments of a video: read from ``segments``, or found in its audio; transcribed
     when the run uses text, they have none and an ASR model is given. Also returns what
     ``predictions.json`` records about it (``segmentation``, ``asr``)."""
@@ -279,7 +283,7 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
         if "text" in modalities and asr_model is None:
             raise needs_text_error()  # before minutes of diarization
         options = diarization or DiarizeOptions(device=device)
-        segs = segments_from_audio(video, out_dir, options)
+        segs = segments_from_audio(video, out_dir, options, log=log)
         found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
     if "text" in modalities and not all((s.text or "").strip() for s in segs):
         if asr_model is not None:
