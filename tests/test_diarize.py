@@ -244,6 +244,12 @@ def test_diarizer_turns_name_untagged_segments():
             Segment(6.1, 6.9, "Alice")]
     got = assign_speakers(segs, turns)
     assert [s.speaker for s in got] == ["Alice", "SPEAKER_01", "SPEAKER_01", "Alice"]
+    assert [s.speaker_origin for s in got] == ["diarization"] * 3 + ["tag"]
+    # how sure: the share of the overlapped time the speaker has; no overlap at all: 0
+    assert [s.speaker_confidence for s in got] == [1.0, pytest.approx(1.8 / 2.3, abs=1e-3),
+                                                   0.0, None]
+    sure = [Turn(t.start, t.end, t.speaker, 0.5) for t in turns]  # turns with a confidence
+    assert assign_speakers(segs, sure)[0].speaker_confidence == pytest.approx(0.5)
     assert [s.speaker for s in assign_speakers(segs, [])] == [UNKNOWN_SPEAKER] * 3 + ["Alice"]
 
 

@@ -786,8 +786,11 @@ def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = N
     With ``turns`` (a diarizer's speaker turns over the same media), an untagged segment takes
     the speaker it overlaps most in time (the nearest turn when none overlaps); a diarized
     speaker who overlaps tagged segments is named after the tagged name it overlaps most, so
-    that a half-tagged file keeps one name per person. Without turns, every untagged segment
-    is :data:`UNKNOWN_SPEAKER`. Each case is counted in ``notices``.
+    that a half-tagged file keeps one name per person; such a segment records
+    ``speaker_source="diarization"`` and ``speaker_confidence`` (the share of the overlapped
+    time that speaker has, times the turns' own confidence when they carry one; 0 when no turn
+    overlaps it). Without turns, every untagged segment is :data:`UNKNOWN_SPEAKER`. Each case
+    is counted in ``notices``.
     """
     notices = notices if notices is not None else Notices()
     missing = untagged(segs)
@@ -807,6 +810,15 @@ def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = N
                 acc[t.speaker] = acc.get(t.speaker, 0.0) + o
         return acc
 
+    def turn_confidence(s: Segment, spk: str) -> float | None:
+        """Overlap-weighted confidence of ``spk``'s turns over ``s`` (None: not given)."""
+        got = [(min(s.end, t.end) - max(s.start, t.start),
+                getattr(t, "confidence", getattr(t, "speaker_confidence", None)))
+               for t in turns if t.speaker == spk]
+        got = [(o, c) for o, c in got if o > 0 and c is not None]
+        w = sum(o for o, _ in got)
+        return sum(o * c for o, c in got) / w if w > 0 else None
+
     # diarized speaker -> the tagged name it overlaps most
     votes: dict[str, dict[str, float]] = {}
     for s in segs:
@@ -823,10 +835,15 @@ def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = N
             ov = overlaps(s)
             if ov:
                 spk = max(ov, key=ov.get)
+                share = ov[spk] / sum(ov.values())  # how much of the talk there is theirs
+                tc = turn_confidence(s, spk)
+                conf = share * (tc if tc is not None else 1.0)
             else:
                 mid = (s.start + s.end) / 2
                 spk = min(turns, key=lambda t: min(abs(t.start - mid), abs(t.end - mid))).speaker
-            s = replace(s, speaker=rename.get(spk, spk))
+                conf = 0.0  # nobody speaks during it: the nearest turn is a guess
+            s = replace(s, speaker=rename.get(spk, spk), speaker_source="diarization",
+                        speaker_confidence=round(conf, 3))
         out.append(s)
     notices.warn(W_DIARIZED, first, missing)
     return unify_speakers(out)
