@@ -43,12 +43,15 @@ from avafn.diarize.metrics import boundary_f1, diarization_error_rate
 from avafn.diarize.segment import DiarizeOptions, diarize, load_audio
 from avafn.diarize.vad import SileroVAD
 
-SETS = ("real", "built", "espeak")
+SETS = ("real", "built", "espeak", "long")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS[:3]),
+                    help="long: one conversation of --long-seconds with 12 real voices, "
+                         "diarized and cut into dialogue windows of 9 party slots")
+    ap.add_argument("--long-seconds", type=float, default=3600.0)
     ap.add_argument("--built-seeds", type=int, default=20,
                     help="conversations built from the tuning pool's voices (seeds 0..N-1)")
     ap.add_argument("--heldout-seeds", type=int, default=8,
@@ -84,12 +87,14 @@ def main() -> None:
     out: dict = {"collar_s": 0.25, "boundary_tolerance_s": 0.25, "merge_gap_s": args.merge_gap,
                  "num_speakers_given": args.num_speakers}
 
+    last: dict = {}
+
     def run_one(wave, ref, k_true, duration, **info) -> dict:
-        opts.num_speakers = k_true if args.num_speakers else None
+        opts.num_speakers = k_true if args.num_speakers and k_true else None
         if cache is not None:
             cache.use(wave)
         t0 = time.perf_counter()
-        found = diarize(wave, opts, diarizer=diarizer, vad=vad)
+        found = last["found"] = diarize(wave, opts, diarizer=diarizer, vad=vad)
         row = score(ref, found, duration, **info)
         row["seconds_vad_diarization"] = round(time.perf_counter() - t0, 2)
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -117,6 +122,18 @@ def main() -> None:
                     rows.append(run_one(load_audio(video), turns, k, args.seconds,
                                         voices=k, seed=seed))
         out["espeak"] = {"pauses_between_turns_s": list(args.gaps), **_group(rows)}
+    if "long" in args.sets:
+        import librispeech_conversations as lc
+
+        from avafn.diarize.segment import to_segments
+        from avafn.inference.windows import assign_windows
+
+        opts.max_speakers = 16
+        wave, ref, desc = lc.build(0, "tune", speakers=12, seconds=args.long_seconds)
+        row = run_one(wave, ref, None, len(wave) / lc.SR, **desc)
+        segs = assign_windows(to_segments(last["found"].utterances, "long"), 9)
+        out["long"] = {**row, "dialogue_windows_of_9": segs[-1].window + 1}
+        opts.max_speakers = DiarizeOptions.max_speakers
     out["seconds_total"] = round(time.perf_counter() - t_all, 1)
     out["load"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
