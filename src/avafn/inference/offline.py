@@ -199,8 +199,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         say(f"model: {len(models)} seed(s)")
         for dias in corpus.splits.values():
             for d in dias:
-                prob, att, present, win = run_windowed(models, d, store, modalities, widths,
-                                                       device)
+                prob, att, present, win = run_windowed(
+                    models, d, lambda sub: run_models(models, sub, store, modalities, widths,
+                                                      device), modalities)
                 drows = []
                 for t, u in enumerate(d.utterances):
                     k = int(prob[t].argmax())

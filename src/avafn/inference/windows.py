@@ -21,7 +21,7 @@ attended to within the window.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -116,14 +116,12 @@ def model_parties(models: Sequence[Any]) -> int:
     return party_limit(n)
 
 
-def run_windowed(models: Sequence[Any], dialogue: Any, store: Any, modalities: Sequence[str],
-                 widths: Any, device: str = "cpu",
-                 max_utterances: int = DEFAULT_MAX_UTTERANCES
+def run_windowed(models: Sequence[Any], dialogue: Any, run_one: Callable[[Any], tuple],
+                 modalities: Sequence[str], max_utterances: int = DEFAULT_MAX_UTTERANCES
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[int]]:
-    """:func:`avafn.inference.offline.run_models` window by window: probabilities (T, C),
+    """``run_one`` (a dialogue -> probabilities, attention, present flags, as
+    :func:`avafn.inference.offline.run_models`) window by window: probabilities (T, C),
     context attention (T, T; zero across windows), present flags, and each utterance's window."""
-    from avafn.inference.offline import run_models
-
     utts = list(dialogue.utterances)
     win = plan_windows(utts, model_parties(models), max_utterances)
     slots = window_speaker_indices(utts, win)
@@ -134,7 +132,7 @@ def run_windowed(models: Sequence[Any], dialogue: Any, store: Any, modalities: S
     for w in range(max(win) + 1 if win else 0):
         idx = [i for i in range(n) if win[i] == w]
         sub = replace(dialogue, utterances=[replace(utts[i], speaker_idx=slots[i]) for i in idx])
-        p, a, pr = run_models(models, sub, store, modalities, widths, device)
+        p, a, pr = run_one(sub)
         if prob is None:
             prob = np.zeros((n, p.shape[1]), p.dtype)
             present = {m: np.zeros(n, bool) for m in modalities}
