@@ -1,10 +1,23 @@
-"""Diarization on generated conversations: espeak-ng voices taking turns at known times,
-muxed with a moving face video; the video alone goes through avafn's VAD + diarization.
+"""Diarization accuracy: real recordings, conversations built from real voices, generated
+espeak-ng talks; each through avafn's VAD + diarization with no speaker count given.
 
-Prints JSON: per conversation the diarization error rate (pyannote.metrics, collar 0.25 s),
-utterance boundary precision / recall / F1 (0.25 s), speakers found vs true, and seconds.
+Prints JSON (diarization error rate by pyannote.metrics, collar 0.25 s, overlapped speech
+counted; speakers found vs true; utterance boundary F1 at 0.25 s):
 
-    python benchmarks/bench_diarize.py --seeds 0 1 2 3 4 --seconds 60 --speakers 3
+- ``real``: the recordings of ``$AVAFN_REAL_DIR/diarization`` (``NAME.wav`` + ``NAME.rttm``),
+  by name. Never used for tuning.
+- ``built_tune`` / ``built_heldout``: conversations built from the real LibriSpeech voices of
+  ``$AVAFN_REAL_DIR/librispeech`` (``benchmarks/librispeech_conversations.py``), by seed, from
+  the tuning and the held-out speaker pools.
+- ``espeak``: generated espeak-ng talks muxed with a moving face video (the video alone goes
+  in), by seed.
+
+::
+
+    nice python benchmarks/bench_diarize.py --sets real built espeak --cache /tmp/diar-cache
+
+``--cache DIR`` keeps VAD probabilities and window embeddings per recording on disk, so that
+a second run (other clustering settings) only clusters.
 
 ``--timing``: instead, ``avafn predict RUN --video X`` end to end on one such video, seconds
 per stage (VAD, diarization, each extractor, model, report), with a run whose extractors have
@@ -30,9 +43,21 @@ from avafn.diarize.metrics import boundary_f1, diarization_error_rate
 from avafn.diarize.segment import DiarizeOptions, diarize, load_audio
 from avafn.diarize.vad import SileroVAD
 
+SETS = ("real", "built", "espeak", "long")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS[:3]),
+                    help="long: one conversation of --long-seconds with 12 real voices, "
+                         "diarized and cut into dialogue windows of 9 party slots")
+    ap.add_argument("--long-seconds", type=float, default=3600.0)
+    ap.add_argument("--built-seeds", type=int, default=20,
+                    help="conversations built from the tuning pool's voices (seeds 0..N-1)")
+    ap.add_argument("--heldout-seeds", type=int, default=8,
+                    help="... and from the held-out pool's voices")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="folder (outside the repository) for VAD / embedding caches")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--speakers", type=int, nargs="+", default=[3])
@@ -65,46 +90,147 @@ def main() -> None:
     from avafn.diarize.segment import make_diarizer
 
     diarizer = make_diarizer(opts)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in args.speakers:
-            for seed in args.seeds:
-                video = Path(tmp) / f"conv_{k}_{seed}.mp4"
-                turns = make_conversation(video, args.seconds, k, seed=seed,
-                                          gaps=tuple(args.gaps))
-                wave = load_audio(video)
-                if args.num_speakers:
-                    opts.num_speakers = k
-                t0 = time.perf_counter()
-                found = diarize(wave, opts, diarizer=diarizer, vad=vad)
-                sec = time.perf_counter() - t0
-                der = diarization_error_rate(turns, found.utterances, detail=True,
-                                             duration=args.seconds)
-                bf = boundary_f1(turns, found.utterances)
-                total = der["total"]
-                rows.append({
-                    "voices": k, "speakers_true": len({t.speaker for t in turns}),
-                    "seed": seed, "seconds_audio": round(args.seconds, 1),
-                    "turns": len(turns), "utterances_found": len(found.utterances),
-                    "speakers_found": len({u.speaker for u in found.utterances}),
-                    "der": round(der["diarization error rate"], 4),
-                    "missed": round(der["missed detection"] / total, 4),
-                    "false_alarm": round(der["false alarm"] / total, 4),
-                    "confusion": round(der["confusion"] / total, 4),
-                    "boundary_precision": round(bf["precision"], 4),
-                    "boundary_recall": round(bf["recall"], 4),
-                    "boundary_f1": round(bf["f1"], 4),
-                    "seconds_vad_diarization": round(sec, 2)})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({
-        "collar_s": 0.25, "boundary_tolerance_s": 0.25, "merge_gap_s": args.merge_gap,
-        "pauses_between_turns_s": list(args.gaps),
-        "num_speakers_given": args.num_speakers, "load": os.getloadavg()[0],
-        "conversations": rows,
-        "mean_der": round(sum(r["der"] for r in rows) / len(rows), 4),
-        "mean_boundary_f1": round(sum(r["boundary_f1"] for r in rows) / len(rows), 4),
-        "right_speaker_count": sum(r["speakers_found"] == r["speakers_true"] for r in rows),
-    }, indent=1))
+    cache = Cache(args.cache, vad, diarizer) if args.cache else None
+    t_all = time.perf_counter()
+    out: dict = {"collar_s": 0.25, "boundary_tolerance_s": 0.25, "merge_gap_s": args.merge_gap,
+                 "num_speakers_given": args.num_speakers}
+
+    last: dict = {}
+
+    def run_one(wave, ref, k_true, duration, **info) -> dict:
+        opts.num_speakers = k_true if args.num_speakers and k_true else None
+        if cache is not None:
+            cache.use(wave)
+        t0 = time.perf_counter()
+        found = last["found"] = diarize(wave, opts, diarizer=diarizer, vad=vad)
+        row = score(ref, found, duration, **info)
+        row["seconds_vad_diarization"] = round(time.perf_counter() - t0, 2)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        return row
+
+    if "real" in args.sets:
+        out["real"] = _group([run_one(*r[1:], name=r[0]) for r in real_recordings()])
+    if "built" in args.sets:
+        import librispeech_conversations as lc
+
+        for pool, n in (("tune", args.built_seeds), ("heldout", args.heldout_seeds)):
+            rows = []
+            for seed in range(n):
+                wave, ref, desc = lc.build(seed, pool)
+                rows.append(run_one(wave, ref, desc["speakers"], len(wave) / lc.SR, **desc))
+            out[f"built_{pool}"] = _group(rows)
+    if "espeak" in args.sets:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in args.speakers:
+                for seed in args.seeds:
+                    video = Path(tmp) / f"conv_{k}_{seed}.mp4"
+                    turns = make_conversation(video, args.seconds, k, seed=seed,
+                                              gaps=tuple(args.gaps))
+                    rows.append(run_one(load_audio(video), turns, k, args.seconds,
+                                        voices=k, seed=seed))
+        out["espeak"] = {"pauses_between_turns_s": list(args.gaps), **_group(rows)}
+    if "long" in args.sets:
+        import librispeech_conversations as lc
+
+        from avafn.diarize.segment import to_segments
+        from avafn.inference.windows import assign_windows
+
+        opts.max_speakers = 16
+        wave, ref, desc = lc.build(0, "tune", speakers=12, seconds=args.long_seconds)
+        row = run_one(wave, ref, None, len(wave) / lc.SR, **desc)
+        segs = assign_windows(to_segments(last["found"].utterances, "long"), 9)
+        out["long"] = {**row, "dialogue_windows_of_9": segs[-1].window + 1}
+        opts.max_speakers = DiarizeOptions.max_speakers
+    out["seconds_total"] = round(time.perf_counter() - t_all, 1)
+    out["load"] = os.getloadavg()[0]
+    print(json.dumps(out, indent=1))
+
+
+def score(ref, found, duration: float, **info) -> dict:
+    """DER (with its parts), boundary F1 and speaker counts of one diarization."""
+    der = diarization_error_rate(ref, found.utterances, detail=True, duration=duration)
+    bf = boundary_f1(ref, found.utterances)
+    total = max(der["total"], 1e-9)
+    return {**info, "seconds_audio": round(duration, 1),
+            "speakers_true": len({t.speaker for t in ref}),
+            "speakers_found": len({u.speaker for u in found.utterances}),
+            "count_confidence": found.count.confidence if found.count else None,
+            "count_says": found.count.describe() if found.count else None,
+            "turns": len(ref), "utterances_found": len(found.utterances),
+            "der": round(der["diarization error rate"], 4),
+            "missed": round(der["missed detection"] / total, 4),
+            "false_alarm": round(der["false alarm"] / total, 4),
+            "confusion": round(der["confusion"] / total, 4),
+            "boundary_f1": round(bf["f1"], 4)}
+
+
+def _group(rows: list[dict]) -> dict:
+    ders = [r["der"] for r in rows]
+    return {"items": rows, "mean_der": round(sum(ders) / len(ders), 4) if rows else None,
+            "max_der": max(ders, default=None),
+            "right_speaker_count": sum(r["speakers_found"] == r["speakers_true"] for r in rows),
+            "n": len(rows)}
+
+
+def real_recordings() -> list[tuple]:
+    """(name, wave, reference turns, speakers, seconds) of $AVAFN_REAL_DIR/diarization."""
+    from avafn.segments import read_segments
+
+    root = os.environ.get("AVAFN_REAL_DIR")
+    if not root:
+        raise SystemExit("set AVAFN_REAL_DIR for --sets real / built")
+    out = []
+    for wav in sorted((Path(root) / "diarization").glob("*.wav")):
+        wave = load_audio(wav)
+        ref = read_segments(wav.with_suffix(".rttm"), overlaps="keep")
+        out.append((wav.name, wave, ref, len({t.speaker for t in ref}), len(wave) / 16000))
+    return out
+
+
+class Cache:
+    """VAD probabilities and window embeddings of each recording (by its content's hash) in
+    ``folder``, so that a rerun only clusters."""
+
+    def __init__(self, folder: Path, vad, diarizer) -> None:
+        import numpy as np
+
+        self.np, self.folder = np, Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.vad_probs, self.embed = vad.probabilities, diarizer.embed
+        vad.probabilities = self._probs
+        diarizer.embed = self._embed
+        self.key = ""
+
+    def use(self, wave) -> None:
+        import hashlib
+
+        self.key = hashlib.sha1(self.np.ascontiguousarray(wave).tobytes()).hexdigest()[:16]
+
+    def _probs(self, wave):
+        f = self.folder / f"{self.key}.vad.npy"
+        if f.exists():
+            return self.np.load(f)
+        p = self.vad_probs(wave)
+        self.np.save(f, p)
+        return p
+
+    def _embed(self, wave, spans):
+        np = self.np
+        f = self.folder / f"{self.key}.emb.npz"
+        have: dict = {}
+        if f.exists():
+            z = np.load(f)
+            have = {tuple(s): e for s, e in zip(np.round(z["spans"] * 1000).astype(int),
+                                                 z["emb"])}
+        keys = [(round(a * 1000), round(b * 1000)) for a, b in spans]
+        todo = [i for i, k in enumerate(keys) if k not in have]
+        if todo:
+            new = self.embed(wave, [spans[i] for i in todo])
+            have.update({keys[i]: e for i, e in zip(todo, new)})
+            allk = list(have)
+            np.savez(f, spans=np.array(allk, float) / 1000, emb=np.stack([have[k] for k in allk]))
+        return np.stack([have[k] for k in keys]) if keys else np.zeros((0, 256), np.float32)
 
 
 def _timed(times: dict, key, owner, name: str) -> None:

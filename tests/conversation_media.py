@@ -77,19 +77,21 @@ def speak(text: str, voice: str, pitch: int, speed: int) -> tuple[np.ndarray, in
 
 def make_conversation(path: str | os.PathLike, seconds: float = 60.0, speakers: int = 3,
                       seed: int = 0, size: tuple[int, int] = (320, 240), fps: int = 10,
-                      noise: float = 0.003, gaps: tuple[float, float] = (0.3, 1.0)
-                      ) -> list[Turn]:
+                      noise: float = 0.003, gaps: tuple[float, float] = (0.3, 1.0),
+                      voices: tuple[tuple[str, int, int], ...] | None = None) -> list[Turn]:
     """Write a conversation video of about ``seconds`` (turns until it is reached) and return
     its turns (the reference: start/end of each voice's speech, speaker = voice name).
 
     Speakers take turns in a random order (never the same twice in a row), separated by
     pauses drawn uniformly from ``gaps`` (seconds) with a little background noise; the face
-    drifts across the frame.
+    drifts across the frame. ``voices``: (espeak-ng voice, pitch, words per minute) to take
+    the speakers from instead of :data:`VOICES`.
     """
-    if not 1 <= speakers <= len(VOICES):
-        raise ValueError(f"speakers must be 1..{len(VOICES)}")
+    pool = voices or VOICES
+    if not 1 <= speakers <= len(pool):
+        raise ValueError(f"speakers must be 1..{len(pool)}")
     rng = np.random.default_rng(seed)
-    voices = VOICES[:speakers]
+    voices = tuple(pool[:speakers])
     pieces: list[tuple[float, np.ndarray]] = []
     turns: list[Turn] = []
     t = 0.5

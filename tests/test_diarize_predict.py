@@ -63,9 +63,11 @@ def test_video_alone_end_to_end(env, tmp_path, capsys):
     out = tmp_path / "out"
     rc = cli.main(["predict", str(env["audio"]), "--video", str(env["video"]), "--out",
                    str(out), "--no-progress"])
-    assert rc == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    printed = cap.out
     assert "found " in printed and "3 speaker(s)" in printed and "segments.rttm" in printed
+    assert "diarization: 3 speakers (" in cap.err  # the count found and how sure it is
     res = json.loads((out / "predictions.json").read_text())
     rttm = out / "segments.rttm"
     segs = read_segments(rttm, duration=18.0)  # re-readable as --segments
@@ -76,6 +78,7 @@ def test_video_alone_end_to_end(env, tmp_path, capsys):
     assert [(u["start"], u["speaker"]) for u in utts] == [(s.start, s.speaker) for s in segs]
     assert len({u["speaker"] for u in utts}) == 3
     assert utts[0]["source"] == f"{rttm}:1"
+    assert {u["window"] for u in utts} == {0}
     assert all(u["modalities"]["audio"] for u in utts)
     # the RTTM, corrected or not, is a valid --segments for a rerun
     rc = cli.main(["predict", str(env["audio"]), "--video", str(env["video"]), "--segments",

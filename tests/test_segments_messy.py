@@ -8,6 +8,7 @@ import pytest
 from avafn.notices import Notices
 from avafn.segments import (
     DEFAULT_MAX_SEGMENTS,
+    MIN_UTTERANCE,
     UNKNOWN_SPEAKER,
     W_AFTER_END,
     W_CLIPPED,
@@ -16,7 +17,9 @@ from avafn.segments import (
     W_ENCODING,
     W_MARKUP,
     W_MERGED,
-    W_OVERLAP_DROPPED,
+    W_OVERLAP_KEPT,
+    W_SAME_MERGED,
+    W_SHORT,
     W_SORTED,
     W_SOUND,
     W_SOUND_ONLY,
@@ -185,26 +188,56 @@ def _segs(*rows):
 def test_overlap_policies():
     rows = _segs((0, 2, "A", "one"), (1.5, 3, "B", "two"), (3, 5, "A", "three"),
                  (3, 4, "B", "inside"), (6, 7, "C", None))
-    notes = Notices()
+    notes = Notices()  # keep (default): the short overlap trimmed, the backchannel kept
+    assert _rows(tidy_segments(rows, notices=notes)) == [
+        (0, 1.5, "A", "one"), (1.5, 3, "B", "two"), (3, 4, "B", "inside"),
+        (3, 5, "A", "three"), (6, 7, "C", None)]
+    assert notes.count(W_TRIMMED) == 1 and notes.count(W_OVERLAP_KEPT) == 1
+    notes = Notices()  # trim: the turn with a backchannel inside is not cut to pieces
     assert _rows(tidy_segments(rows, overlaps="trim", notices=notes)) == [
         (0, 1.5, "A", "one"), (1.5, 3, "B", "two"), (3, 4, "B", "inside"),
-        (4, 5, "A", "three"), (6, 7, "C", None)]
-    assert notes.count(W_TRIMMED) == 2 and notes.count(W_SORTED) == 1
-    notes = Notices()
+        (3, 5, "A", "three"), (6, 7, "C", None)]
+    assert notes.count(W_TRIMMED) == 1 and notes.count(W_SORTED) == 1
+    notes = Notices()  # merge: different speakers are never merged
     assert _rows(tidy_segments(rows, overlaps="merge", notices=notes)) == [
-        (0, 3, "A", "one two"), (3, 5, "A", "inside three"), (6, 7, "C", None)]
-    assert notes.count(W_MERGED) == 2
+        (0, 2, "A", "one"), (1.5, 3, "B", "two"), (3, 4, "B", "inside"),
+        (3, 5, "A", "three"), (6, 7, "C", None)]
+    assert notes.count(W_MERGED) == 0 and notes.count(W_OVERLAP_KEPT) == 2
     with pytest.raises(SegmentError, match=r"f:2: segment .* \(B\) overlaps the previous one "
-                                           r"\(f:1\) .* choose --overlaps trim or merge"):
+                                           r"\(f:1\) .* choose --overlaps keep, trim or merge"):
         tidy_segments(rows, overlaps="error")
     with pytest.raises(SegmentError, match="unknown overlap policy 'x'"):
         tidy_segments(rows, overlaps="x")
-    # a segment that starts with an earlier, longer one is dropped by trimming
+    # one speaker's overlapping segments are joined under every policy but error
+    for policy, kind in (("keep", W_SAME_MERGED), ("trim", W_SAME_MERGED), ("merge", W_MERGED)):
+        notes = Notices()
+        got = tidy_segments(_segs((0, 2, "Ann", "a"), (1, 3, "ANN", "b")), overlaps=policy,
+                            notices=notes)
+        assert _rows(got) == [(0, 3, "Ann", "a b")] and notes.count(kind) == 1
+
+
+def test_a_short_reply_inside_a_long_turn_does_not_cut_it():
+    """A 3.44 s turn with a "hmm" starting 0.1 s into it keeps its length under every policy
+    that accepts overlaps; a quick reply 0.2 s early is trimmed under keep."""
+    rows = _segs((10.0, 13.44, "Alice", "a long turn"), (10.1, 10.5, "Bob", "hmm"),
+                 (13.24, 15.0, "Bob", "quick reply"))
+    for policy in ("keep", "trim", "merge"):
+        notes = Notices()
+        got = tidy_segments(rows, overlaps=policy, notices=notes)
+        assert [s.speaker for s in got] == ["Alice", "Bob", "Bob"], policy
+        assert got[0].duration >= 3.2, (policy, got[0])
+        assert got[1].duration == pytest.approx(0.4) and notes.count(W_OVERLAP_KEPT) >= 1
+        if policy != "merge":
+            assert got[0].end == pytest.approx(13.24)  # the short overlap at the end, trimmed
+    # trimming never leaves a stub shorter than MIN_UTTERANCE: both kept, overlapping
     notes = Notices()
-    got = tidy_segments(_segs((0, 3, "A", "long"), (0, 2, "B", "short"), (0, 2, "C", "same")),
-                        notices=notes)
-    assert _rows(got) == [(0, 2, "B", "short"), (2, 3, "A", "long")]
-    assert notes.count(W_OVERLAP_DROPPED) == 1 and notes.count(W_TRIMMED) == 1
+    got = tidy_segments(_segs((0, 2, "A", None), (MIN_UTTERANCE / 2, 3, "B", None)),
+                        overlaps="trim", notices=notes)
+    assert _rows(got) == [(0, 2, "A", None), (MIN_UTTERANCE / 2, 3, "B", None)]
+    assert notes.count(W_SHORT) == 0
+    # a segment that is short as given is said so (one counted line)
+    tidy_segments(_segs((0, 0.1, "A", "hm"), (1, 2, "B", "yes")), notices=notes)
+    assert notes.count(W_SHORT) == 1
 
 
 def test_clipping_sorting_and_invalid_times():
@@ -313,9 +346,9 @@ def test_csv_and_rttm_speakers_and_empty_speaker_cells(tmp_path):
     r.write_text("\ufeffSPEAKER f 1 0.0 1.0 <NA> <NA> SPK_A <NA> <NA>\n"
                  "SPEAKER f 1 0.9 1.0 <NA> <NA> spk_a <NA> <NA>\n")
     notes = Notices()
-    assert _rows(read_segments(r, notices=notes)) == [(0, 0.9, "SPK_A", None),
-                                                      (0.9, 1.9, "SPK_A", None)]
-    assert notes.count(W_TRIMMED) == 1 and notes.count(W_SPELLINGS) == 1
+    # one speaker's overlapping turns (spelt two ways) are one utterance
+    assert _rows(read_segments(r, notices=notes)) == [(0, 1.9, "SPK_A", None)]
+    assert notes.count(W_SAME_MERGED) == 1 and notes.count(W_TRIMMED) == 0
 
 
 def test_chevron_tag_in_capitals_without_a_colon():

@@ -31,7 +31,10 @@ What a subtitle cue may hold, and what becomes of it:
 
 :func:`read_segments` then tidies the list (:func:`tidy_segments`): unsorted segments are
 sorted, segments past the end of the media clipped (or dropped when they start after it),
-overlaps resolved by the ``overlaps`` policy, each with a counted warning. Still refused with a
+overlaps resolved by the ``overlaps`` policy (default ``keep``: overlapping turns of
+different speakers stay separate utterances, only short overlaps are trimmed; one speaker's
+overlapping segments are joined; different speakers are never merged), each with a counted
+warning. Still refused with a
 :class:`SegmentError` naming file and line: an unknown format, an unreadable time, a time or
 duration that is not a finite number, ``end <= start``, more segments than ``max_segments``
 (checked while reading, before anything else is done with them), and any overlap under the
@@ -59,8 +62,12 @@ from avafn.notices import Notices
 FORMATS = ("csv", "srt", "vtt", "rttm")
 _EXT = {".csv": "csv", ".tsv": "csv", ".srt": "srt", ".vtt": "vtt", ".webvtt": "vtt",
         ".rttm": "rttm"}
-#: what to do with two segments that overlap in time
-OVERLAP_POLICIES = ("trim", "merge", "error")
+#: what to do with two segments that overlap in time (see :func:`tidy_segments`)
+OVERLAP_POLICIES = ("keep", "trim", "merge", "error")
+#: an overlap of different speakers up to this long (seconds) is trimmed under ``keep``
+SHORT_OVERLAP = 0.5
+#: trimming never leaves a segment shorter than this (seconds): both are kept instead
+MIN_UTTERANCE = 0.3
 #: segments one video may have, checked while the list is read (``max_segments`` raises it)
 DEFAULT_MAX_SEGMENTS = 5000
 #: the speaker of untagged cues when no diarizer is available
@@ -80,7 +87,11 @@ W_AFTER_END = "segments starting after the end of the media, dropped"
 W_BEFORE_START = "segments starting before 0 s, clipped"
 W_TRIMMED = "overlapping segments trimmed (the earlier one ends where the next starts)"
 W_MERGED = "overlapping segments merged into one"
-W_OVERLAP_DROPPED = "segments inside an earlier one, dropped by trimming"
+W_OVERLAP_KEPT = ("overlapping segments of different speakers kept as separate utterances "
+                  "(overlapped speech)")
+W_SAME_MERGED = "overlapping segments of one speaker joined"
+W_SHORT = (f"segments shorter than {MIN_UTTERANCE} s: too little for reliable audio / face "
+           "features (their text, if any, still counts)")
 W_SPELLINGS = "speaker spellings merged (case / spacing)"
 W_ENCODING = "file is not UTF-8, decoded as"
 
@@ -629,14 +640,14 @@ def _read_text(path: str, notices: Notices) -> str:
 
 def read_segments(path: str | os.PathLike, duration: float | None = None,
                   fmt: str | None = None, file_id: str | None = None, *,
-                  overlaps: str = "trim", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
+                  overlaps: str = "keep", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
                   notices: Notices | None = None) -> list[Segment]:
     """Read, tidy and validate the segment list of one video (module docstring).
 
     ``duration``: the media's length in seconds (segments are clipped to it).
     ``fmt``: force ``csv`` / ``srt`` / ``vtt`` / ``rttm`` instead of detecting it.
     ``file_id``: RTTM only, which recording to take when the file holds several.
-    ``overlaps``: ``trim`` / ``merge`` / ``error`` (see :func:`tidy_segments`).
+    ``overlaps``: ``keep`` / ``trim`` / ``merge`` / ``error`` (see :func:`tidy_segments`).
     ``max_segments``: refuse a list longer than this (``None``: no limit).
     ``notices``: collects the warnings (one kind per line, with counts).
     Untagged cues keep speaker ``None``: see :func:`assign_speakers`.
@@ -666,15 +677,23 @@ def read_segments(path: str | os.PathLike, duration: float | None = None,
 
 
 def tidy_segments(segs: Sequence[Segment], duration: float | None = None, *,
-                  overlaps: str = "trim", notices: Notices | None = None,
+                  overlaps: str = "keep", notices: Notices | None = None,
                   where: str = "segments") -> list[Segment]:
     """Check every segment, then sort, clip to ``[0, duration]``, resolve overlaps and unify
     speaker spellings, counting each change in ``notices``.
 
-    Overlap policies: ``trim`` (the earlier segment ends where the later starts; a segment
-    starting with an earlier one starts where that one ends, and is dropped if nothing is
-    left), ``merge`` (overlapping segments become one utterance spanning both, texts joined,
-    attributed to the speaker who talks longer), ``error`` (refused, naming both).
+    Overlap policies (two segments of one speaker that overlap are joined under all but
+    ``error``; segments of different speakers are never joined):
+
+    - ``keep`` (default): overlapping turns of different speakers stay separate utterances
+      (overlapped speech); an overlap of at most :data:`SHORT_OVERLAP` where the later turn
+      runs past the earlier one (a reply a moment early, subtitle jitter) is trimmed.
+    - ``trim``: the earlier segment ends where the later starts, unless that would leave it
+      shorter than :data:`MIN_UTTERANCE` or the later lies inside it (a backchannel): then
+      both are kept, overlapping.
+    - ``merge``: only one speaker's overlapping segments are joined (as under every policy).
+    - ``error``: any overlap is refused, naming both segments.
+
     Raises :class:`SegmentError` for a non-finite time, ``end <= start`` and an empty result.
     """
     if overlaps not in OVERLAP_POLICIES:
@@ -720,40 +739,59 @@ def tidy_segments(segs: Sequence[Segment], duration: float | None = None, *,
         raise SegmentError(f"{where}: no segment lies within the media{lasts}; is this the "
                            "segment list of another video?")
     out = _resolve_overlaps(clipped, overlaps, notices)
+    for s in out:
+        if s.duration < MIN_UTTERANCE:
+            notices.warn(W_SHORT, s.source)
     return unify_speakers(out, notices)
+
+
+def _same_speaker(a: Segment, b: Segment) -> bool:
+    return a.speaker is not None and b.speaker is not None and \
+        speaker_key(a.speaker) == speaker_key(b.speaker)
+
+
+def _join(a: Segment, b: Segment) -> Segment:
+    text = " ".join(t for t in (a.text, b.text) if t) or None
+    return replace(a, end=max(a.end, b.end), text=text)
 
 
 def _resolve_overlaps(segs: list[Segment], policy: str, notices: Notices) -> list[Segment]:
     out: list[Segment] = []
     for b in segs:
-        if not out or b.start >= out[-1].end - 1e-9:
+        running = [i for i in range(len(out) - 1, -1, -1) if out[i].end > b.start + 1e-9]
+        if not running:
             out.append(b)
             continue
-        a = out[-1]
         if policy == "error":
+            a = out[running[0]]
             raise SegmentError(
                 f"{b.source}: segment {format_time(b.start)}-{format_time(b.end)} "
                 f"({b.speaker or 'no speaker'}) overlaps the previous one ({a.source}) "
                 f"{format_time(a.start)}-{format_time(a.end)} ({a.speaker or 'no speaker'}); "
-                "choose --overlaps trim or merge to accept overlapping segments")
-        if policy == "merge":
-            spk = a.speaker if a.speaker is not None else b.speaker
-            if a.speaker is not None and b.speaker is not None and \
-                    b.duration > a.duration and speaker_key(a.speaker) != speaker_key(b.speaker):
-                spk = b.speaker
-            text = " ".join(t for t in (a.text, b.text) if t) or None
-            out[-1] = Segment(a.start, max(a.end, b.end), spk, text, a.source)
-            notices.warn(W_MERGED, b.source)
-        elif b.start - a.start >= MIN_SEGMENT:
-            out[-1] = replace(a, end=b.start)
-            notices.warn(W_TRIMMED, b.source)
-            out.append(b)
-        else:  # starts with the previous one: it starts where that one ends
-            if b.end - a.end < MIN_SEGMENT:
-                notices.warn(W_OVERLAP_DROPPED, b.source)
-                continue
-            notices.warn(W_TRIMMED, b.source)
-            out.append(replace(b, start=a.end))
+                "choose --overlaps keep, trim or merge to accept overlapping segments")
+        same = next((i for i in running if _same_speaker(out[i], b)), None)
+        if same is not None:
+            out[same] = _join(out[same], b)
+            notices.warn(W_SAME_MERGED if policy != "merge" else W_MERGED, b.source)
+            continue
+        kept = False
+        for i in running:
+            a = out[i]
+            room = b.start - a.start >= MIN_UTTERANCE
+            if policy == "keep":
+                cut = room and b.end > a.end and a.end - b.start <= SHORT_OVERLAP
+            elif policy == "trim":
+                cut = room and b.end > a.end
+            else:
+                cut = False
+            if cut:
+                out[i] = replace(a, end=b.start)
+                notices.warn(W_TRIMMED, b.source)
+            else:
+                kept = True
+        if kept:
+            notices.warn(W_OVERLAP_KEPT, b.source)
+        out.append(b)
     return out
 
 
@@ -776,8 +814,11 @@ def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = N
     With ``turns`` (a diarizer's speaker turns over the same media), an untagged segment takes
     the speaker it overlaps most in time (the nearest turn when none overlaps); a diarized
     speaker who overlaps tagged segments is named after the tagged name it overlaps most, so
-    that a half-tagged file keeps one name per person. Without turns, every untagged segment
-    is :data:`UNKNOWN_SPEAKER`. Each case is counted in ``notices``.
+    that a half-tagged file keeps one name per person; such a segment records
+    ``speaker_source="diarization"`` and ``speaker_confidence`` (the share of the overlapped
+    time that speaker has, times the turns' own confidence when they carry one; 0 when no turn
+    overlaps it). Without turns, every untagged segment is :data:`UNKNOWN_SPEAKER`. Each case
+    is counted in ``notices``.
     """
     notices = notices if notices is not None else Notices()
     missing = untagged(segs)
@@ -797,6 +838,15 @@ def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = N
                 acc[t.speaker] = acc.get(t.speaker, 0.0) + o
         return acc
 
+    def turn_confidence(s: Segment, spk: str) -> float | None:
+        """Overlap-weighted confidence of ``spk``'s turns over ``s`` (None: not given)."""
+        got = [(min(s.end, t.end) - max(s.start, t.start),
+                getattr(t, "confidence", getattr(t, "speaker_confidence", None)))
+               for t in turns if t.speaker == spk]
+        got = [(o, c) for o, c in got if o > 0 and c is not None]
+        w = sum(o for o, _ in got)
+        return sum(o * c for o, c in got) / w if w > 0 else None
+
     # diarized speaker -> the tagged name it overlaps most
     votes: dict[str, dict[str, float]] = {}
     for s in segs:
@@ -813,10 +863,15 @@ def assign_speakers(segs: Sequence[Segment], turns: Sequence[Segment] | None = N
             ov = overlaps(s)
             if ov:
                 spk = max(ov, key=ov.get)
+                share = ov[spk] / sum(ov.values())  # how much of the talk there is theirs
+                tc = turn_confidence(s, spk)
+                conf = share * (tc if tc is not None else 1.0)
             else:
                 mid = (s.start + s.end) / 2
                 spk = min(turns, key=lambda t: min(abs(t.start - mid), abs(t.end - mid))).speaker
-            s = replace(s, speaker=rename.get(spk, spk))
+                conf = 0.0  # nobody speaks during it: the nearest turn is a guess
+            s = replace(s, speaker=rename.get(spk, spk), speaker_source="diarization",
+                        speaker_confidence=round(conf, 3))
         out.append(s)
     notices.warn(W_DIARIZED, first, missing)
     return unify_speakers(out)

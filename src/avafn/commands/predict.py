@@ -206,9 +206,12 @@ def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGro
                           "video under --out, plus index.html; videos whose outputs are "
                           "complete are skipped")
     g = p.add_argument_group("segments")
-    g.add_argument("--overlaps", choices=OVERLAP_POLICIES, default="trim",
-                   help="overlapping segments: trim (the earlier one ends where the next "
-                        "starts), merge (one utterance), or error (default: %(default)s)")
+    g.add_argument("--overlaps", choices=OVERLAP_POLICIES, default="keep",
+                   help="overlapping segments of different speakers: keep (separate "
+                        "utterances; only overlaps under 0.5 s trimmed), trim (the earlier one "
+                        "ends where the next starts, unless that leaves a stub), merge (only "
+                        "one speaker's segments are ever joined), or error "
+                        "(default: %(default)s)")
     g.add_argument("--max-segments", type=at_least(1), default=DEFAULT_MAX_SEGMENTS, metavar="N",
                    help="refuse a segment list longer than this, before any work "
                         "(default: %(default)s)")

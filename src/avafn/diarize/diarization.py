@@ -9,15 +9,19 @@ detection and returns speaker turns (:class:`Turn`, non-overlapping, sorted)::
 Built in:
 
 - ``resemblyzer`` (default, offline): the speaker encoder shipped by the ``resemblyzer``
-  package (its weights install with it) embeds 1 s windows every 0.25 s inside speech; the
-  windows are clustered by spectral clustering on a refined cosine affinity (row-wise
-  pruning, symmetrisation, diffusion, as in Wang et al., *Speaker Diarization with LSTM*,
-  ICASSP 2018; the pruning fraction chosen per recording as the one with the clearest
-  normalised eigengap, after Park et al., IEEE SPL 2019); the number of speakers is the
-  largest eigengap of the normalised Laplacian within ``[min_speakers, max_speakers]`` (or ``num_speakers`` when given); clusters holding
-  less than ``min_cluster`` of the speech are merged into the nearest other one, and clusters
-  whose centroids are more similar than ``merge_above`` (cosine; one voice's halves score
-  about 0.9 and more, different voices less than 0.85) are joined.
+  package (its weights install with it) embeds 1 s windows every 0.25 s inside speech; each
+  window's embedding is averaged with its neighbours in the same speech region; the windows
+  are clustered agglomeratively (average linkage, cosine distance) up to a distance
+  ``threshold`` (0.35), clusters holding less than ``min_cluster`` (3 %) of the speech join
+  their nearest neighbour. When that finds several voices, the largest eigengap of a refined
+  cosine affinity (Wang et al., *Speaker Diarization with LSTM*, ICASSP 2018; pruning
+  auto-tuned after Park et al., IEEE SPL 2019) may raise the count: generated voices lie
+  closer together than the threshold. The threshold was chosen on conversations built from real
+  LibriSpeech voices (``benchmarks/bench_diarize.py``; the spectral clustering with an
+  eigengap count used before found 1 speaker in a real 4-speaker recording). The count is
+  the number of clusters (``num_speakers`` forces it) and comes with a
+  :class:`CountEstimate` (how close the nearest merge was to the threshold); each turn has a
+  ``confidence`` from its windows' margin between their own and the next speaker.
 - ``pyannote``: a ``pyannote.audio`` pipeline from a local folder (``model=DIR``, the user's
   own weights; the package is imported only then).
 
@@ -43,11 +47,13 @@ SAMPLE_RATE = 16000
 
 @dataclass(frozen=True)
 class Turn:
-    """A stretch of speech by one speaker, ``[start, end)`` seconds."""
+    """A stretch of speech by one speaker, ``[start, end)`` seconds; ``confidence`` in [0, 1]
+    how sure the speaker is (None: not measured)."""
 
     start: float
     end: float
     speaker: str
+    confidence: float | None = None
 
 
 class Diarizer(Protocol):
@@ -133,6 +139,26 @@ def windows_in_speech(speech: Sequence[tuple[float, float]], length: float, hop:
     return out
 
 
+def smooth_embeddings(emb: np.ndarray, spans: Sequence[tuple[float, float]],
+                      speech: Sequence[tuple[float, float]], width: int = 1) -> np.ndarray:
+    """Each window's embedding averaged with its ``width`` neighbours on either side inside
+    the same speech region (more context per decision, fewer stray labels); unit norm."""
+    if width <= 0 or len(emb) == 0:
+        return emb
+    sp = np.asarray(spans, float).reshape(-1, 2)
+    out = emb.astype(np.float64, copy=True)
+    for a, b in speech:
+        idx = np.flatnonzero((sp[:, 0] >= a - 1e-6) & (sp[:, 1] <= b + 1e-6))
+        if len(idx) < 2:
+            continue
+        c = np.cumsum(np.vstack([np.zeros((1, emb.shape[1])), emb[idx]]), axis=0)
+        j = np.arange(len(idx))
+        lo, hi = np.maximum(j - width, 0), np.minimum(j + width + 1, len(idx))
+        out[idx] = (c[hi] - c[lo]) / (hi - lo)[:, None]
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(
+        np.float32)
+
+
 def refined_affinity(emb: np.ndarray, keep: float = 0.2) -> np.ndarray:
     """Cosine affinity refined for spectral clustering: each row keeps its ``keep`` largest
     entries (others shrunk 100 x), symmetrised by max, diffused (A Aᵀ), row-max normalised,
@@ -167,45 +193,6 @@ def eigengap_count(affinity: np.ndarray, lo: int, hi: int) -> tuple[int, np.ndar
     return k, ev
 
 
-def merge_small_clusters(emb: np.ndarray, labels: np.ndarray, weight: np.ndarray,
-                         min_fraction: float, min_clusters: int = 1) -> np.ndarray:
-    """Merge, smallest first, every cluster holding less than ``min_fraction`` of the total
-    ``weight`` into the cluster of the nearest centroid, per item; relabel 0..k-1."""
-    labels = labels.copy()
-    while True:
-        names = np.unique(labels)
-        if len(names) <= max(1, min_clusters):
-            break
-        tot = np.array([weight[labels == c].sum() for c in names])
-        i = int(np.argmin(tot))
-        if tot[i] >= min_fraction * weight.sum():
-            break
-        others = [c for c in names if c != names[i]]
-        cent = np.stack([emb[labels == c].mean(axis=0) for c in others])
-        cent /= np.linalg.norm(cent, axis=1, keepdims=True)
-        for j in np.flatnonzero(labels == names[i]):
-            labels[j] = others[int(np.argmax(cent @ emb[j]))]
-    return np.unique(labels, return_inverse=True)[1]
-
-
-def merge_similar_clusters(emb: np.ndarray, labels: np.ndarray, threshold: float,
-                           min_clusters: int = 1) -> np.ndarray:
-    """Merge the two clusters whose centroids are most similar (cosine) while that
-    similarity exceeds ``threshold``; relabel 0..k-1."""
-    labels = np.unique(labels, return_inverse=True)[1]
-    while labels.max() + 1 > max(1, min_clusters):
-        cent = np.stack([emb[labels == c].mean(axis=0) for c in range(labels.max() + 1)])
-        cent /= np.linalg.norm(cent, axis=1, keepdims=True)
-        sim = cent @ cent.T
-        np.fill_diagonal(sim, -1.0)
-        i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
-        if sim[i, j] <= threshold:
-            break
-        labels[labels == max(i, j)] = min(i, j)
-        labels = np.unique(labels, return_inverse=True)[1]
-    return labels
-
-
 #: row pruning fractions tried by :func:`_tuned_affinity`
 KEEP_FRACTIONS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3)
 
@@ -231,32 +218,128 @@ def _tuned_affinity(emb: np.ndarray, lo: int, hi: int, min_neighbours: int = 4
     return best[1], best[2]
 
 
+def merge_small_clusters(emb: np.ndarray, labels: np.ndarray, weight: np.ndarray,
+                         min_fraction: float, min_clusters: int = 1) -> np.ndarray:
+    """Merge, smallest first, every cluster holding less than ``min_fraction`` of the total
+    ``weight`` into the cluster of the nearest centroid, per item; relabel 0..k-1."""
+    labels = labels.copy()
+    while True:
+        names = np.unique(labels)
+        if len(names) <= max(1, min_clusters):
+            break
+        tot = np.array([weight[labels == c].sum() for c in names])
+        i = int(np.argmin(tot))
+        if tot[i] >= min_fraction * weight.sum():
+            break
+        others = [c for c in names if c != names[i]]
+        cent = np.stack([emb[labels == c].mean(axis=0) for c in others])
+        cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+        for j in np.flatnonzero(labels == names[i]):
+            labels[j] = others[int(np.argmax(cent @ emb[j]))]
+    return np.unique(labels, return_inverse=True)[1]
+
+
+@dataclass(frozen=True)
+class CountEstimate:
+    """How many speakers the clustering found and how sure it is: ``margin`` is the cosine
+    distance between the stopping threshold and the nearest merge height (the merge made last
+    or refused first); ``confidence`` = ``margin`` / :data:`SURE_MARGIN`, at most 1; when
+    below 1, ``alternative`` is the count on the other side of that nearest merge."""
+
+    count: int
+    confidence: float
+    alternative: int | None = None
+    given: bool = False
+
+    @property
+    def sure(self) -> bool:
+        return self.given or self.confidence >= 1.0
+
+    def describe(self) -> str:
+        """One line for the console."""
+        n = f"{self.count} speaker{'s' * (self.count != 1)}"
+        if self.given:
+            return f"{n} (as given)"
+        if self.sure or self.alternative is None:
+            return f"{n} (clear)"
+        return (f"{n} (not sure: {self.alternative} is almost as likely; if you know how many "
+                f"people speak, give --num-speakers N)")
+
+
+#: a merge height this far (cosine distance) from the threshold or further: a sure count
+SURE_MARGIN = 0.03
+
+
 def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
-                       min_fraction: float = 0.05, merge_above: float = 0.86) -> np.ndarray:
-    """Speaker labels of unit embeddings (see the module docstring)."""
-    from sklearn.cluster import SpectralClustering
+                       min_fraction: float = 0.03, threshold: float = 0.35
+                       ) -> tuple[np.ndarray, CountEstimate]:
+    """Speaker labels of unit embeddings: agglomerative clustering (average linkage, cosine
+    distance) stopped at ``threshold``; when that finds several voices, the eigengap count
+    of the refined affinity (:func:`_tuned_affinity`) may raise the count (voices closer
+    than the threshold, as generated espeak-ng voices are; the estimate is then marked not
+    sure); the count is held within ``[lo, hi]``, then clusters with less than
+    ``min_fraction`` of the ``weight`` merged into their nearest neighbour."""
+    from scipy.cluster.hierarchy import fcluster, linkage
 
     n = len(emb)
     if n == 0:
-        return np.zeros(0, int)
+        return np.zeros(0, int), CountEstimate(0, 1.0)
     if n < 3 or hi == 1:
-        return np.zeros(n, int)
-    aff, k = _tuned_affinity(emb, lo, hi)
-    if k <= 1:
-        return np.zeros(n, int)
-    labels = SpectralClustering(k, affinity="precomputed", random_state=0,
-                                assign_labels="cluster_qr").fit_predict(aff)
+        return np.zeros(n, int), CountEstimate(1, 1.0, given=hi == lo)
+    tree = linkage(np.asarray(emb, np.float64), "average", metric="cosine")
+    heights = tree[:, 2]
+    labels = fcluster(tree, t=threshold, criterion="distance") - 1
+    k_tree = k = int(labels.max()) + 1
+    if lo < hi and k >= 2 and n > 3:  # voices closer than the threshold: the eigengap
+        k = max(k, _tuned_affinity(emb, 2, hi)[1])  # may tell more of them apart
+    if k != k_tree or not lo <= k <= hi:
+        k = min(max(k, lo), hi)
+        labels = fcluster(tree, t=k, criterion="maxclust") - 1
     labels = merge_small_clusters(emb, labels, weight, min_fraction, min_clusters=lo)
-    return merge_similar_clusters(emb, labels, merge_above, min_clusters=lo)
+    found = int(labels.max()) + 1
+    if lo == hi:
+        return labels, CountEstimate(found, 1.0, given=True)
+    if k != k_tree:  # the two counts disagree: not sure
+        alt = k_tree if lo <= k_tree <= hi and k_tree != found else None
+        return labels, CountEstimate(found, 0.0, alt)
+    # the merge just below the threshold joined k+1 -> k clusters; the next one k -> k-1
+    below = heights[heights <= threshold]
+    above = heights[heights > threshold]
+    d_below = threshold - below.max() if len(below) else np.inf
+    d_above = above.min() - threshold if len(above) else np.inf
+    margin = float(min(d_below, d_above))
+    alt = found + 1 if d_below <= d_above else found - 1
+    alt_ok = lo <= alt <= hi and alt >= 1
+    conf = min(1.0, margin / SURE_MARGIN)
+    return labels, CountEstimate(found, round(conf, 3), alt if alt_ok and conf < 1 else None)
+
+
+def label_margins(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per item: cosine similarity to its own cluster's centroid minus that to the nearest
+    other centroid (1 when there is one cluster)."""
+    k = int(labels.max()) + 1 if len(labels) else 0
+    if k <= 1:
+        return np.ones(len(labels))
+    cent = np.stack([emb[labels == c].mean(axis=0) for c in range(k)])
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+    sim = emb @ cent.T
+    own = sim[np.arange(len(labels)), labels]
+    sim[np.arange(len(labels)), labels] = -np.inf
+    return own - sim.max(axis=1)
+
+
+#: a margin (cosine) between a window's own and next speaker this large: confidence 1
+CONFIDENT_MARGIN = 0.2
 
 
 @DIARIZERS.register("resemblyzer")
 class ResemblyzerDiarizer:
-    """Windowed speaker embeddings + spectral clustering (see the module docstring)."""
+    """Windowed speaker embeddings + agglomerative clustering (see the module docstring).
+    After a call, ``last_estimate`` holds the :class:`CountEstimate`."""
 
     def __init__(self, model: str | None = None, device: str = "cpu", window: float = 1.0,
-                 hop: float = 0.25, min_window: float = 1.0, min_cluster: float = 0.05,
-                 merge_above: float = 0.86, min_turn: float = 0.5,
+                 hop: float = 0.25, min_window: float = 1.0, min_cluster: float = 0.03,
+                 threshold: float = 0.35, smooth: int = 1, min_turn: float = 0.5,
                  max_cluster_windows: int = 1200) -> None:
         path = model or _resemblyzer_weights()
         try:
@@ -275,8 +358,9 @@ class ResemblyzerDiarizer:
         self.filters = _mel_filters()
         self.window, self.hop, self.min_window = window, hop, min_window
         self.min_cluster, self.min_turn = min_cluster, min_turn
-        self.merge_above = merge_above
+        self.threshold, self.smooth = threshold, smooth
         self.max_cluster_windows = max_cluster_windows
+        self.last_estimate: CountEstimate | None = None
 
     @torch.inference_mode()
     def embed(self, wave: np.ndarray, spans: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -305,22 +389,37 @@ class ResemblyzerDiarizer:
         spans = windows_in_speech(speech, self.window, self.hop)
         if not spans:
             return []
-        emb = self.embed(wave, spans)
+        return self.assign(speech, spans, self.embed(wave, spans), lo, hi)
+
+    def assign(self, speech: Sequence[tuple[float, float]], spans: Sequence[tuple[float, float]],
+               emb: np.ndarray, lo: int, hi: int) -> list[Turn]:
+        """Speaker turns from the windows' embeddings (clustering, then turns), each with
+        its confidence (the mean margin of its windows, :func:`label_margins`, over
+        :data:`CONFIDENT_MARGIN`, at most 1)."""
+        emb = smooth_embeddings(emb, spans, speech, self.smooth)
         dur = np.array([b - a for a, b in spans])
         reliable = np.flatnonzero(dur >= min(self.min_window, dur.max()) - 1e-6)
         if len(reliable) > self.max_cluster_windows:  # long recordings: an even subsample
             pick = np.linspace(0, len(reliable) - 1, self.max_cluster_windows)
             reliable = reliable[np.unique(np.round(pick).astype(int))]
         labels = np.full(len(spans), -1)
-        labels[reliable] = cluster_embeddings(emb[reliable], dur[reliable], lo, hi,
-                                              self.min_cluster, self.merge_above)
+        labels[reliable], self.last_estimate = cluster_embeddings(
+            emb[reliable], dur[reliable], lo, hi, self.min_cluster, self.threshold)
         rest = labels < 0
         if rest.any():  # short regions, windows left out: the nearest speaker centroid
             k = labels[reliable].max() + 1
             cent = np.stack([emb[reliable][labels[reliable] == c].mean(axis=0)
                              for c in range(k)])
             labels[rest] = np.argmax(emb[rest] @ cent.T, axis=1)
-        return name_speakers(label_turns(speech, spans, labels, self.min_turn))
+        conf = np.clip(label_margins(emb, labels) / CONFIDENT_MARGIN, 0.0, 1.0)
+        turns = label_turns(speech, spans, labels, self.min_turn)
+        mids = np.asarray(spans, float).reshape(-1, 2).mean(axis=1)
+        out = []
+        for a, b, lab in turns:
+            inside = (mids >= a) & (mids < b) & (labels == lab)
+            c = float(conf[inside].mean()) if inside.any() else None
+            out.append((a, b, lab, c))
+        return name_speakers(out)
 
 
 # ----------------------------------------------------------------------------- windows -> turns
@@ -383,16 +482,20 @@ def _absorb_short(runs: list[tuple[int, int, int]], min_len: float) -> list[tupl
     return runs
 
 
-def name_speakers(turns: Sequence[tuple[float, float, Any]]) -> list[Turn]:
+def name_speakers(turns: Sequence[tuple]) -> list[Turn]:
     """``SPEAKER_00``, ``SPEAKER_01``, ... in order of first appearance; sorted, and any
-    overlap trimmed (a turn starts where the previous one ends)."""
+    overlap trimmed (a turn starts where the previous one ends). Items are ``(start, end,
+    label)`` or ``(start, end, label, confidence)``."""
     names: dict[Any, str] = {}
     out: list[Turn] = []
-    for a, b, lab in sorted(turns, key=lambda t: (t[0], t[1])):
+    for t in sorted(turns, key=lambda t: (t[0], t[1])):
+        a, b, lab = t[:3]
+        conf = t[3] if len(t) > 3 and t[3] is not None else None
         if out and a < out[-1].end:
             a = out[-1].end
         if b - a <= 1e-3:
             continue
         name = names.setdefault(lab, f"SPEAKER_{len(names):02d}")
-        out.append(Turn(round(float(a), 3), round(float(b), 3), name))
+        out.append(Turn(round(float(a), 3), round(float(b), 3), name,
+                        None if conf is None else round(float(conf), 3)))
     return out

@@ -7,7 +7,7 @@ utterances, RTTM.
     segs = find_segments("talk.mp4", DiarizeOptions(), rttm="out/segments.rttm")
 
 Utterances are the diarizer's speaker turns, consecutive turns of one speaker less than
-``merge_gap`` apart joined, and an utterance longer than ``max_utterance`` split at its longest
+``merge_gap`` (1 s) apart joined, and an utterance longer than ``max_utterance`` split at its longest
 pause (at equal parts when it has none). The RTTM written lists them (one ``SPEAKER`` line
 each); corrected by hand it is a valid ``--segments`` file, and the segments returned name
 its lines as their source.
@@ -16,13 +16,19 @@ its lines as their source.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from avafn.diarize.diarization import DIARIZERS, Diarizer, Turn, check_speaker_counts
+from avafn.diarize.diarization import (
+    DIARIZERS,
+    CountEstimate,
+    Diarizer,
+    Turn,
+    check_speaker_counts,
+)
 from avafn.diarize.errors import DiarizeError
 from avafn.diarize.vad import FRAME, SAMPLE_RATE, SileroVAD, VADConfig, regions_from_probs
 from avafn.segments import Segment
@@ -37,7 +43,7 @@ class DiarizeOptions:
     num_speakers: int | None = None
     min_speakers: int = 1
     max_speakers: int = 8
-    merge_gap: float = 0.5
+    merge_gap: float = 1.0
     max_utterance: float = 20.0
     device: str = "cpu"
     vad: VADConfig = field(default_factory=VADConfig)
@@ -76,6 +82,8 @@ class Diarization:
     turns: list[Turn]
     utterances: list[Turn]
     duration: float
+    #: the speaker count and how sure it is (None: the diarizer does not say)
+    count: CountEstimate | None = None
 
 
 def diarize(wave: np.ndarray, options: DiarizeOptions | None = None,
@@ -90,7 +98,10 @@ def diarize(wave: np.ndarray, options: DiarizeOptions | None = None,
                      min_speakers=options.min_speakers, max_speakers=options.max_speakers)
     turns = snap_speaker_changes(turns, probs, threshold=vad.config.threshold - 0.15)
     utts = utterances_from_turns(turns, options.merge_gap, options.max_utterance)
-    return Diarization(speech, turns, utts, len(wave) / SAMPLE_RATE)
+    count = getattr(diarizer, "last_estimate", None)
+    if count is not None and count.count != len({u.speaker for u in utts}):
+        count = None  # a turn-level step changed the count: the estimate no longer applies
+    return Diarization(speech, turns, utts, len(wave) / SAMPLE_RATE, count)
 
 
 def snap_speaker_changes(turns: Sequence[Turn], probs: np.ndarray, threshold: float = 0.35,
@@ -116,8 +127,8 @@ def snap_speaker_changes(turns: Sequence[Turn], probs: np.ndarray, threshold: fl
             j0 -= 1
         while j1 < hi and probs[j1] < threshold:
             j1 += 1
-        out[i] = Turn(a.start, round(j0 * step, 3), a.speaker)
-        out[i + 1] = Turn(round(j1 * step, 3), b.end, b.speaker)
+        out[i] = replace(a, end=round(j0 * step, 3))
+        out[i + 1] = replace(b, start=round(j1 * step, 3))
     return out
 
 
@@ -138,18 +149,27 @@ def utterances_from_turns(turns: Sequence[Turn], merge_gap: float = 0.5,
     return out
 
 
+def _confidence(group: Sequence[Turn]) -> float | None:
+    """Duration-weighted mean confidence of turns (None when none has one)."""
+    known = [(t.end - t.start, t.confidence) for t in group if t.confidence is not None]
+    if not known:
+        return None
+    w = sum(d for d, _ in known)
+    return round(sum(d * c for d, c in known) / w, 3) if w > 0 else known[0][1]
+
+
 def _split_long(group: list[Turn], limit: float) -> list[Turn]:
     a, b, who = group[0].start, group[-1].end, group[0].speaker
     if b - a <= limit:
-        return [Turn(a, b, who)]
+        return [Turn(a, b, who, _confidence(group))]
     if len(group) > 1:
         gaps = [group[i + 1].start - group[i].end for i in range(len(group) - 1)]
         i = int(np.argmax(gaps)) + 1
         return _split_long(group[:i], limit) + _split_long(group[i:], limit)
     n = int(np.ceil((b - a) / limit))
     edges = np.linspace(a, b, n + 1)
-    return [Turn(round(float(edges[i]), 3), round(float(edges[i + 1]), 3), who)
-            for i in range(n)]
+    return [Turn(round(float(edges[i]), 3), round(float(edges[i + 1]), 3), who,
+                 group[0].confidence) for i in range(n)]
 
 
 def rttm_text(turns: Sequence[Turn] | Sequence[Segment], file_id: str) -> str:
@@ -171,19 +191,26 @@ def write_rttm(path: str | os.PathLike, turns: Sequence[Turn] | Sequence[Segment
 
 
 def to_segments(utterances: Sequence[Turn], source: str) -> list[Segment]:
-    """Segments (no text) whose sources are ``source:line`` (the RTTM's line numbers)."""
-    return [Segment(u.start, u.end, u.speaker, None, f"{source}:{i}")
+    """Segments (no text) whose sources are ``source:line`` (the RTTM's line numbers), with
+    ``speaker_source="diarization"`` and the turns' confidence."""
+    return [Segment(u.start, u.end, u.speaker, None, f"{source}:{i}",
+                    speaker_source="diarization", speaker_confidence=u.confidence)
             for i, u in enumerate(utterances, 1)]
 
 
 def find_segments(media: str | os.PathLike, options: DiarizeOptions | None = None,
-                  rttm: str | os.PathLike | None = None) -> list[Segment]:
+                  rttm: str | os.PathLike | None = None,
+                  log: Callable[[str], None] | None = None) -> list[Segment]:
     """The utterances of ``media`` and who speaks them, from its audio; written to ``rttm``
-    when given (the returned segments then name its lines). No speech is a DiarizeError."""
+    when given (the returned segments then name its lines). ``log`` receives the speaker
+    count and how sure it is (with the ``--num-speakers`` hint when not sure). No speech is
+    a DiarizeError."""
     options = options or DiarizeOptions()
     options.check()
     wave = load_audio(media)
     found = diarize(wave, options)
+    if log is not None and found.count is not None:
+        log(f"diarization: {found.count.describe()}")
     if not found.utterances:
         raise DiarizeError(f"{media}: no speech found in the audio "
                            f"({found.duration:.1f} s); give --segments instead")

@@ -62,6 +62,7 @@ from avafn.inference.inputs import (
 )
 from avafn.inference.outputs import FORMATS, parse_formats, save
 from avafn.inference.summary import row_warnings, summarize, warning_places
+from avafn.inference.windows import assign_windows, model_parties, run_windowed
 from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS
@@ -121,7 +122,7 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
             manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
             device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
-            html: bool = True, progress: bool = False, overlaps: str = "trim",
+            html: bool = True, progress: bool = False, overlaps: str = "keep",
             max_segments: int | None = DEFAULT_MAX_SEGMENTS,
             speaker_turns: SpeakerTurns | None = None,
             log: Callable[[str], None] | None = None,
@@ -177,16 +178,17 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             video, segments, out_dir, modalities, diarization, asr_model, asr_language, device,
             lambda: video_segments(video, segments, overlaps=overlaps,
                                    max_segments=max_segments, notices=notices,
-                                   speaker_turns=speaker_turns, log=say))
+                                   speaker_turns=speaker_turns, log=say), log=say)
+        segs = assign_windows(segs, model_parties(models))
         corpus = corpus_from_segments(video, segs, labels)
         where = Path(segments).name if segments is not None else "the video's audio"
         say(f"segments: {len(segs)} utterances, "
             f"{len({s.speaker for s in segs})} speaker(s) from {where}")
+        if segs[-1].window:
+            say(f"windows: {segs[-1].window + 1} dialogue windows of at most "
+                f"{model_parties(models)} speakers (the model's party slots) each")
     else:
         corpus = corpus_from_clips(clips_dir, manifest, labels)
-    for dias in corpus.splits.values():  # before any extraction
-        for d in dias:
-            check_parties(models, d)
     if video is None:
         with quiet_loading(not progress):
             featurizer = run.featurizer(device, extractor_models)
@@ -204,7 +206,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         say(f"model: {len(models)} seed(s)")
         for dias in corpus.splits.values():
             for d in dias:
-                prob, att, present = run_models(models, d, store, modalities, widths, device)
+                prob, att, present, win = run_windowed(
+                    models, d, lambda sub: run_models(models, sub, store, modalities, widths,
+                                                      device), modalities)
                 drows = []
                 for t, u in enumerate(d.utterances):
                     k = int(prob[t].argmax())
@@ -221,8 +225,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
                             "unknown" if u.speaker in (None, "", "unknown") else "tag"),
                         "speaker_confidence": u.speaker_confidence,
                         "text_source": u.text_source or ("subtitle" if u.text else "none"),
-                        "window": u.window, "context_attention": [
-                            float(a) for a in att[t, :t]],
+                        "window": win[t], "context_attention": [
+                            float(att[t, j]) for j in range(t) if win[j] == win[t]],
                     })
                 rows += drows
                 views.append({"title": f"{d.dialogue_id}", "rows": drows, "attention": att})
@@ -320,7 +324,8 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
                  out_dir: str | os.PathLike, modalities: Sequence[str],
                  diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
                  asr_language: str | None, device: str,
-                 read_given: Callable[[], list[Segment]]) -> tuple[list[Segment], dict]:
+                 read_given: Callable[[], list[Segment]],
+                 log: Callable[[str], None] | None = None) -> tuple[list[Segment], dict]:
     """The segments of a video: read from ``segments``, or found in its audio; transcribed
     when the run uses text, they have none and an ASR model is given. Also returns what
     ``predictions.json`` records about it (``segmentation``, ``asr``)."""
@@ -340,7 +345,7 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
         if "text" in modalities and asr_model is None:
             raise needs_text_error()  # before minutes of diarization
         options = diarization or DiarizeOptions(device=device)
-        segs = segments_from_audio(video, out_dir, options)
+        segs = segments_from_audio(video, out_dir, options, log=log)
         found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
     if "text" in modalities and not all((s.text or "").strip() for s in segs):
         if asr_model is not None:
