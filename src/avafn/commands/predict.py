@@ -61,7 +61,8 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "video without segments", "--video alone: voice activity detection and speaker "
         "diarization find the utterances, written to OUT/segments.rttm (correct it and rerun "
-        "with --segments); a run that uses text needs --asr-model then")
+        "with --segments); when the run uses text, speech recognition transcribes every "
+        "utterance without text (offline, English, by default)")
     g.add_argument("--diarizer", default=DiarizeOptions.diarizer,
                    help="resemblyzer (default, offline) or pyannote (your pyannote.audio "
                         "pipeline folder as --diarizer-model), or an installed plug-in")
@@ -72,9 +73,14 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-speakers", type=at_least(1), default=DiarizeOptions.min_speakers, metavar="N",
                    help="bounds of the estimated number of speakers (default 1 to 8)")
     g.add_argument("--max-speakers", type=at_least(1), default=DiarizeOptions.max_speakers, metavar="N")
+    g.add_argument("--asr", default=None, metavar="NAME",
+                   help="speech recognizer for utterances without text: moonshine (default; "
+                        "offline, English, shipped with moonshine-cpp), transformers (with "
+                        "--asr-model DIR), an installed plug-in, or none (never transcribe)")
     g.add_argument("--asr-model", default=None, metavar="DIR",
                    help="a local speech-recognition model (transformers, e.g. a Whisper "
-                        "checkpoint) that transcribes utterances without text")
+                        "checkpoint) that transcribes utterances without text; implies "
+                        "--asr transformers")
     g.add_argument("--asr-language", default=None, metavar="LANG",
                    help="the spoken language for --asr-model (Whisper: en, fr, ...)")
 
@@ -85,7 +91,8 @@ def _audio_only_kwargs(args: argparse.Namespace) -> dict:
     opts = DiarizeOptions(diarizer=args.diarizer, model=args.diarizer_model,
                           num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                           max_speakers=args.max_speakers, device=args.device)
-    return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language}
+    return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language,
+            "asr": args.asr}
 
 
 def _print_segmentation(res: dict) -> None:
@@ -95,7 +102,10 @@ def _print_segmentation(res: dict) -> None:
               f"({seg['diarizer']}) -> {seg['rttm']} (correct it and rerun with --segments)")
     asr = res["input"].get("asr")
     if asr:
-        print(f"transcribed {asr['transcribed']} utterance(s) with {asr['asr_model']}")
+        silent = f", {asr['silent']} heard as silence" if asr.get("silent") else ""
+        print(f"speech recognition: text of {asr['transcribed']} utterance(s) transcribed "
+              f"with {asr.get('asr_model') or asr['asr']}{silent} (text_source 'asr' in the "
+              "outputs)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

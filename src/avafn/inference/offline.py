@@ -12,8 +12,8 @@ Steps:
 1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, a segment
    list alone (text-only runs), or a folder of per-utterance clips plus a generic manifest; or
    a video alone, whose utterances and speakers are found in its audio and written to
-   ``segments.rttm``, and whose text, when the run uses text, a local speech-recognition model
-   transcribes (:mod:`avafn.inference.from_audio`). Subtitle cues without a speaker tag take
+   ``segments.rttm``, and whose text, when the run uses text, speech recognition transcribes
+   (offline Moonshine by default) (:mod:`avafn.inference.from_audio`). Subtitle cues without a speaker tag take
    their speaker from diarization of the video's audio.
 2. **Features** of exactly the modalities the run was trained on, with the extractors and
    settings recorded in the run (:class:`avafn.inference.featurizer.Featurizer`).
@@ -135,16 +135,18 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             speaker_turns: SpeakerTurns | None = None,
             log: Callable[[str], None] | None = None,
             diarization: DiarizeOptions | None = None,
-            asr_model: str | os.PathLike | None = None, asr_language: str | None = None) -> dict:
+            asr_model: str | os.PathLike | None = None, asr_language: str | None = None,
+            asr: str | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
     ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`, or
     :class:`avafn.inference.batch.ReusedRun` to build its models once for many videos).
     Give ``video`` + ``segments``, ``video`` alone (utterances and speakers found in its audio
     with ``diarization``'s settings, written to ``out_dir/segments.rttm``), ``segments`` alone
-    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. ``asr_model``: a local
-    speech-recognition model folder that transcribes utterances without text when the run uses
-    text. ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
+    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. Utterances without text,
+    when the run uses text, are transcribed by speech recognition: ``asr`` names the
+    recognizer (default: the packaged Moonshine, or ``transformers`` with ``asr_model``, a
+    local model folder; ``"none"``: never). ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
     segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
     progress and notes, one line each. Returns what ``predictions.json`` holds, including
     ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
@@ -169,7 +171,7 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             speaker_turns = _diarized_turns(diarization, device)
         segs, found = _video_input(
             video, segments, out_dir, modalities, diarization, asr_model, asr_language, device,
-            lambda: video_segments(video, segments, overlaps=overlaps,
+            asr, say, lambda: video_segments(video, segments, overlaps=overlaps,
                                    max_segments=max_segments, notices=notices,
                                    speaker_turns=speaker_turns, log=say))
         corpus = corpus_from_segments(video, segs, labels)
@@ -258,12 +260,15 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
 def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
                  out_dir: str | os.PathLike, modalities: Sequence[str],
                  diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
-                 asr_language: str | None, device: str,
+                 asr_language: str | None, device: str, asr: str | None,
+                 say: Callable[[str], None],
                  read_given: Callable[[], list[Segment]]) -> tuple[list[Segment], dict]:
-    """The segments of a video: read from ``segments``, or found in its audio; transcribed
-    when the run uses text, they have none and an ASR model is given. Also returns what
-    ``predictions.json`` records about it (``segmentation``, ``asr``)."""
+    """The segments of a video: read from ``segments``, or found in its audio; those without
+    text transcribed by speech recognition when the run uses text (unless ``asr`` is
+    ``"none"``). Also returns what ``predictions.json`` records about it (``segmentation``,
+    ``asr``)."""
     from avafn.diarize import DiarizeOptions
+    from avafn.diarize.asr import NO_ASR
     from avafn.inference.from_audio import (
         RTTM_NAME,
         needs_text_error,
@@ -276,15 +281,17 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
     if segments is not None:
         segs = read_given()
     else:
-        if "text" in modalities and asr_model is None:
+        if "text" in modalities and asr == NO_ASR:
             raise needs_text_error()  # before minutes of diarization
         options = diarization or DiarizeOptions(device=device)
         segs = segments_from_audio(video, out_dir, options)
         found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
     if "text" in modalities and not all((s.text or "").strip() for s in segs):
-        if asr_model is not None:
+        if asr != NO_ASR and video is not None:
             segs, found["asr"] = transcribe_segments(video, segs, asr_model, device,
-                                                     asr_language)
+                                                     asr_language, asr)
+            say(f"speech recognition ({found['asr']['asr']}): text of "
+                f"{found['asr']['transcribed']} utterance(s)")
         elif not any((s.text or "").strip() for s in segs):
             raise needs_text_error()
     return segs, found
