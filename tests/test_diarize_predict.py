@@ -180,3 +180,18 @@ def test_cli_errors(env, tmp_path, capsys):
         assert rc == 1
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_transcript_the_encoder_cannot_read_is_flagged(env, tmp_path, capsys):
+    fr = tmp_path / "fr.txt"
+    fr.write_text("Anne: Bonjour, tu as vu le message que je t'ai envoyé ce matin ?\n"
+                  "Paul: Oui, mais je n'ai pas encore eu le temps de le lire.\n"
+                  "Anne: La réunion a été déplacée à jeudi après-midi.\n")
+    rc = cli.main(["predict", str(env["text_only"]), "--segments", str(fr), "--out",
+                   str(tmp_path / "o"), "--no-html", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    warn = [w for w in res["warnings"] if w["warning"].startswith(
+        "transcript not in the text encoder's language")]
+    assert len(warn) == 1 and "French" in warn[0]["warning"] and warn[0]["count"] == 3
+    assert "French" in capsys.readouterr().out

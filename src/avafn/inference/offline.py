@@ -56,6 +56,7 @@ from avafn.inference.inputs import (
     video_segments,
 )
 from avafn.inference.summary import summarize
+from avafn.inference.text_checks import check_texts
 from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS
@@ -185,6 +186,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             check_parties(models, d)
     with quiet_loading(not progress):
         featurizer = run.featurizer(device, extractor_models)
+    for ext in featurizer.extractors.values():
+        if getattr(ext, "input", "media") == "text":  # text it cannot read, flagged
+            check_texts(corpus.utterances(), getattr(ext, "encoder", None), notices)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
