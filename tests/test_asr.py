@@ -11,7 +11,7 @@ from avafn.segments import Segment
 
 
 def test_safe_clip_and_chunks():
-    from avafn.diarize.moonshine import MAX_CHUNK_SECONDS, MIN_SECONDS, chunks, safe_clip
+    from avafn.moonshine_native import MAX_CHUNK_SECONDS, MIN_SECONDS, chunks, safe_clip
 
     x = safe_clip(np.array([np.nan, np.inf, -np.inf, 3.0, -3.0, 0.25]))
     assert x.dtype == np.float32 and x.flags.c_contiguous
@@ -26,6 +26,14 @@ def test_safe_clip_and_chunks():
     assert all(len(p) <= MAX_CHUNK_SECONDS * SAMPLE_RATE for p in parts)
     assert quiet <= len(parts[0]) <= quiet + 640
     assert len(chunks(long[:SAMPLE_RATE])) == 1
+
+
+def test_worker_batches_bound_the_audio_per_process():
+    from avafn.diarize.moonshine import batches
+
+    clips = [np.zeros(int(s * SAMPLE_RATE)) for s in (50, 50, 30, 200, 10)]
+    assert batches(clips, 120) == [[0, 1], [2], [3], [4]]
+    assert batches([], 120) == []
 
 
 def test_registry_and_option_errors():

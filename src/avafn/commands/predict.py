@@ -21,12 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
     src = p.add_argument_group("input (one of)")
     src.add_argument("--video", default=None,
-                     help="the conversation's video file (alone: utterances and speakers are "
-                          "found in its audio)")
+                     help="the conversation's video or audio file (alone: utterances and "
+                          "speakers are found in its audio, their text by speech recognition "
+                          "when the run uses text)")
     src.add_argument("--segments", default=None,
-                     help="its segment list: subtitles .srt / .vtt as they come, .csv "
-                          "(start,end,speaker[,text]) or .rttm; alone (no --video): a "
-                          "transcript, for a run trained on text only")
+                     help="its segment list: subtitles .srt / .vtt / .ass / .ssa as they come, "
+                          "whisper / whisperX .json, .csv (start,end,speaker[,text]; ',' ';' "
+                          "or tab; MELD's columns too), a 'Name: line' .txt transcript, or "
+                          ".rttm; alone (no --video): a transcript, for a run trained on text "
+                          "only")
     src.add_argument("--clips", default=None, metavar="DIR", help="folder of per-utterance clips")
     src.add_argument("--manifest", default=None,
                      help="generic manifest of those clips (media relative to --clips)")
@@ -194,9 +197,10 @@ def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGro
     from avafn.segments import DEFAULT_MAX_SEGMENTS, OVERLAP_POLICIES
 
     src.add_argument("--videos", default=None, metavar="DIR",
-                     help="a folder of videos, each with an optional subtitle file of the same "
-                          "stem beside it (.srt, .vtt, .csv, .rttm): one output folder per "
-                          "video under --out, plus index.html; videos whose outputs are "
+                     help="a folder of videos and audio files (.wav, .mp3, .flac, .m4a, ...), "
+                          "each with an optional subtitle file of the same stem beside it "
+                          "(a.srt, or a.en.srt; any --segments format): one output folder per "
+                          "file under --out, plus index.html; files whose outputs are "
                           "complete are skipped")
     g = p.add_argument_group("segments")
     g.add_argument("--overlaps", choices=OVERLAP_POLICIES, default="trim",
