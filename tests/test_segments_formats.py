@@ -103,7 +103,7 @@ def test_semicolon_csv_and_meld_columns(tmp_path):
 
 def test_videos_folder_takes_audio_and_language_suffixed_subtitles(tmp_path):
     for name in ("ep05.mp4", "ep05.fr.srt", "ep05.en.srt", "call.wav", "song.flac",
-                 "song.txt", "talk.m4a", "x.mp3", "x.ass", "readme.md", "orphan.srt"):
+                 "song.txt", "talk.m4a", "talk.info.json", "x.mp3", "x.ass", "readme.md", "orphan.srt"):
         (tmp_path / name).write_text("")
     skipped: list[str] = []
     items = find_videos(tmp_path, tmp_path / "out", skipped)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
 SIDECAR_EXTS = (".srt", ".vtt", ".ass", ".ssa", ".json", ".csv", ".txt", ".rttm")
 #: a language suffix of a sidecar (``ep05.en.srt``, ``ep05.pt-BR.srt``); English first
 _LANG_FIRST = ("en", "eng", "en-us", "en-gb")
+_LANG_TAG = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{2,4})?")
 OUTPUTS = ("predictions.json", "predictions.csv")
 
 
@@ -87,9 +89,9 @@ def _sidecar(media: Path, files: list[Path]) -> Path | None:
             continue
         if f.stem == media.stem:
             plain.append((rank[ext], f.name, f))
-        elif f.stem.startswith(media.stem + ".") and 1 < len(f.stem) - len(media.stem) <= 9:
+        elif f.stem.startswith(media.stem + "."):
             lang = f.stem[len(media.stem) + 1:].lower()
-            if "." not in lang:
+            if _LANG_TAG.fullmatch(lang):  # en, pt-br, eng; not talk.info.json
                 tagged.append((lang not in _LANG_FIRST, rank[ext], lang, f))
     if plain:
         return min(plain)[2]
