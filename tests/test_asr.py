@@ -19,8 +19,8 @@ def test_safe_clip_and_chunks():
     assert list(x[:6]) == [0, 0, 0, 1, -1, 0.25]
     rng = np.random.default_rng(0)
     long = rng.normal(0, 0.1, int(47 * SAMPLE_RATE)).astype(np.float32)
-    quiet = int(13 * SAMPLE_RATE)
-    long[quiet:quiet + 640] = 0  # the quietest moment after 10 s: the first cut lands there
+    quiet = int(9 * SAMPLE_RATE)
+    long[quiet:quiet + 640] = 0  # the quietest moment after 6 s: the first cut lands there
     parts = chunks(long)
     assert sum(len(p) for p in parts) == len(long)
     assert all(len(p) <= MAX_CHUNK_SECONDS * SAMPLE_RATE for p in parts)
@@ -33,6 +33,7 @@ def test_worker_batches_bound_the_audio_per_process():
 
     clips = [np.zeros(int(s * SAMPLE_RATE)) for s in (50, 50, 30, 200, 10)]
     assert batches(clips, 120) == [[0, 1], [2], [3], [4]]
+    assert batches(clips[:2], 60) == [[0], [1]]
     assert batches([], 120) == []
 
 
@@ -76,3 +77,20 @@ def test_moonshine_transcribes_generated_speech():
     assert out[1].text is None and out[1].text_source == "none"  # silence: no text
     assert out[2].text == "given text" and out[2].text_source is None  # kept as given
     assert [(s.start, s.speaker) for s in out] == [(s.start, s.speaker) for s in segs]
+
+
+def test_a_crashing_worker_is_one_error_line(monkeypatch):
+    import subprocess
+
+    from avafn.diarize import moonshine
+
+    def crash(cmd, **kw):
+        assert cmd[1:3] == ["-m", "avafn.moonshine_native"]
+        return subprocess.CompletedProcess(cmd, -6, "", "terminate called after throwing an "
+                                           "instance of 'Ort::Exception'\n")
+
+    monkeypatch.setattr(moonshine.subprocess, "run", crash)
+    rec = moonshine.MoonshineRecognizer()
+    with pytest.raises(DiarizeError, match=r"failed on 2 utterance\(s\) of 1.5 s \(worker exit "
+                                           r"status -6: terminate called"):
+        rec.texts([np.zeros(SAMPLE_RATE), np.zeros(SAMPLE_RATE // 2)])

@@ -1,13 +1,18 @@
 """The native side of the default speech recognizer (Moonshine base English, shipped by the
 PyPI package ``moonshine-cpp`` with its own ONNX Runtime), light enough to run in a worker
-process: numpy and ctypes only (:mod:`avafn.diarize.moonshine` drives it).
+process: numpy and ctypes only (:mod:`avafn.diarize.moonshine` drives it)::
+
+    python -m avafn.moonshine_native CLIPS.npz TEXTS.json
+
+reads float32 16 kHz clips ``c0``, ``c1``, ... (``allow_pickle=False``) and writes their
+texts as a JSON list; a library error exits with status 3 and one line on stderr.
 
 The library's C function ``moonshine_transcribe(handle, float*, n, char**)`` is called through
 :mod:`ctypes` on float32 16 kHz mono samples. The library aborts its process on inputs it
 cannot take, so every clip is made safe first: non-finite samples zeroed, values clipped to
 [-1, 1], clips shorter than :data:`MIN_SECONDS` padded with silence, and clips longer than
 :data:`MAX_CHUNK_SECONDS` cut at their quietest moment (the model's memory grows faster than
-linearly with a clip's length: 30 s take about 2 GB, 60 s far more).
+linearly with a clip's length: 12 s take about 0.25 GB, 30 s about 2 GB, 60 s far more).
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ SAMPLE_RATE = 16_000
 #: clips shorter than this are padded with silence (the model's convolutions need input)
 MIN_SECONDS = 0.5
 #: a clip longer than this is transcribed in chunks cut at quiet moments
-MAX_CHUNK_SECONDS = 20.0
+MAX_CHUNK_SECONDS = 12.0
 #: a chunk is cut no earlier than this (seconds), at the quietest 20 ms frame after it
-MIN_CHUNK_SECONDS = 10.0
+MIN_CHUNK_SECONDS = 6.0
 
 _LOCK = threading.Lock()
 _MODEL: tuple[ctypes.CDLL, int] | None = None
@@ -108,3 +113,29 @@ def transcribe(clips: list[np.ndarray]) -> list[str]:
     """The text of each 16 kHz mono clip (long clips in chunks); the worker's entry point."""
     return [" ".join(t for t in (transcribe_one(c) for c in chunks(np.asarray(clip)))
                      if t) for clip in clips]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m avafn.moonshine_native CLIPS.npz TEXTS.json", file=sys.stderr)
+        return 2
+    with np.load(args[0], allow_pickle=False) as data:
+        clips = [data[f"c{k}"] for k in range(len(data.files))]
+    try:
+        texts = transcribe(clips)
+    except NativeError as e:
+        print(str(e), file=sys.stderr)
+        return 3
+    tmp = args[1] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(texts, f)
+    os.replace(tmp, args[1])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
