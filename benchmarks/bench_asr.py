@@ -81,6 +81,7 @@ def main() -> None:
                     "load_average": os.getloadavg(), "generated": [], "real": None}
     errors = total = 0
     audio_s = compute_s = 0.0
+    by_voice: dict[str, list[int]] = {}
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as d:
             video = Path(d) / "talk.mp4"
@@ -89,7 +90,11 @@ def main() -> None:
             wave = load_audio(video)
         clips = [wave[int(t.start * SAMPLE_RATE):int(t.end * SAMPLE_RATE)] for t in turns]
         hyps, secs = timed(rec, clips)
-        e = sum(edit_distance(words(t.text), words(h)) for t, h in zip(turns, hyps))
+        e = 0
+        for t, h in zip(turns, hyps):
+            d_, n_ = edit_distance(words(t.text), words(h)), len(words(t.text))
+            acc = by_voice.setdefault(t.speaker, [0, 0])
+            acc[0], acc[1], e = acc[0] + d_, acc[1] + n_, e + d_
         n = sum(len(words(t.text)) for t in turns)
         dur = sum(len(c) for c in clips) / SAMPLE_RATE
         errors, total, audio_s, compute_s = errors + e, total + n, audio_s + dur, compute_s + secs
@@ -100,7 +105,9 @@ def main() -> None:
             "wer": round(e / max(n, 1), 4), "speech_s": round(dur, 2),
             "rtf": round(secs / dur, 3), "worst": {"said": worst[0].text, "heard": worst[1]}})
     result["generated_total"] = {"wer": round(errors / max(total, 1), 4), "words": total,
-                                 "rtf": round(compute_s / max(audio_s, 1e-9), 3)}
+                                 "rtf": round(compute_s / max(audio_s, 1e-9), 3),
+                                 "wer_by_voice": {v: round(a / max(n, 1), 4)
+                                                  for v, (a, n) in sorted(by_voice.items())}}
     real = Path(os.environ.get("AVAFN_REAL_DIR", "")) / "librispeech"
     if args.real and (real / "labels.csv").is_file():
         with open(real / "labels.csv", newline="") as f:

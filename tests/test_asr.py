@@ -94,3 +94,13 @@ def test_a_crashing_worker_is_one_error_line(monkeypatch):
     with pytest.raises(DiarizeError, match=r"failed on 2 utterance\(s\) of 1.5 s \(worker exit "
                                            r"status -6: terminate called"):
         rec.texts([np.zeros(SAMPLE_RATE), np.zeros(SAMPLE_RATE // 2)])
+
+
+def test_decoder_loops_are_collapsed():
+    from avafn.moonshine_native import collapse_repeats
+
+    assert collapse_repeats("Thursday is difficult. I am travelling that day. I am travelling "
+                            "that day. I am travelling that day.") == \
+        "Thursday is difficult. I am travelling that day."
+    assert collapse_repeats("no no no, I said no") == "no no no, I said no"  # short: kept
+    assert collapse_repeats("a b c A B C. d") == "a b c d"

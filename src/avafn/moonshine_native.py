@@ -109,10 +109,30 @@ def transcribe_one(clip: np.ndarray) -> str:
     return raw.decode("utf-8", errors="replace").strip()
 
 
+def collapse_repeats(text: str, min_words: int = 3) -> str:
+    """``text`` with a phrase of ``min_words`` or more words said again right after itself
+    kept once (the decoder sometimes loops: "at bay. I am travelling at bay. I am ...")."""
+    words = text.split()
+    key = ["".join(ch for ch in w.lower() if ch.isalnum()) for w in words]
+    out: list[int] = []  # indices of the words kept
+    i = 0
+    while i < len(words):
+        out.append(i)
+        i += 1
+        for n in range(min(len(out) // 2, 40), min_words - 1, -1):
+            tail = [key[j] for j in out[-n:]]
+            if tail == [key[j] for j in out[-2 * n:-n]]:
+                del out[-n:]
+                break
+    return " ".join(words[j] for j in out)
+
+
 def transcribe(clips: list[np.ndarray]) -> list[str]:
-    """The text of each 16 kHz mono clip (long clips in chunks); the worker's entry point."""
-    return [" ".join(t for t in (transcribe_one(c) for c in chunks(np.asarray(clip)))
-                     if t) for clip in clips]
+    """The text of each 16 kHz mono clip (long clips in chunks, repeats collapsed); the
+    worker's entry point."""
+    return [collapse_repeats(" ".join(t for t in (transcribe_one(c) for c in
+                                                  chunks(np.asarray(clip))) if t))
+            for clip in clips]
 
 
 def main(argv: list[str] | None = None) -> int:
