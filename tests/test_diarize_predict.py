@@ -172,6 +172,8 @@ def test_cli_errors(env, tmp_path, capsys):
         (["--video", str(env["video"]), "--out", str(tmp_path / "r"), "--min-speakers", "4",
           "--max-speakers", "2"], "--min-speakers 4 / --max-speakers 2"),
         (["--video", str(env["video"]), "--stream"], "--stream with --video needs --segments"),
+        (["--video", str(env["video"]), "--out", str(tmp_path / "t"), "--asr", "nope"],
+         "--asr 'nope': unknown speech recognizer (known: moonshine, transformers, none)"),
         (["--segments", str(tmp_path / "x.rttm"), "--out", str(tmp_path / "s")],
          "the run uses audio: give the video (--video FILE)"),
     ]

@@ -94,6 +94,13 @@ def _audio_only_kwargs(args: argparse.Namespace) -> dict:
     opts = DiarizeOptions(diarizer=args.diarizer, model=args.diarizer_model,
                           num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                           max_speakers=args.max_speakers, device=args.device)
+    if args.asr not in (None, "none"):  # an unknown name stops before any work
+        from avafn.diarize.asr import RECOGNIZERS
+        from avafn.inference import PredictError
+
+        if args.asr not in RECOGNIZERS:
+            raise PredictError(f"--asr {args.asr!r}: unknown speech recognizer (known: "
+                               f"{', '.join(RECOGNIZERS.names())}, none)")
     return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language,
             "asr": args.asr}
 
