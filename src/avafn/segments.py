@@ -709,7 +709,8 @@ def _read_subtitles(path: str, content: str, fmt: str, limit: _Limit,
                 line = lines[i].strip()
             else:
                 raise SegmentError(
-                    f"{path}:{i + 1}: expected a cue timing line 'start --> end', got {quote(line)}")
+                    f"{path}:{i + 1}: expected a cue timing line 'start --> end', got "
+                    f"{quote(line)}")
         m = _ARROW.match(line)
         if not m:
             raise SegmentError(f"{path}:{i + 1}: malformed cue timing line {quote(line)}")

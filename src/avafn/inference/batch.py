@@ -8,7 +8,8 @@ subtitle file of the same stem, into one output folder per media file plus an in
 
 ``talks/a.mp4`` (or ``a.wav``, ``a.mp3``, ...) with ``talks/a.srt`` (or ``.vtt``, ``.ass``,
 ``.ssa``, ``.json``, ``.csv``, ``.txt``, ``.rttm``, first found in that order; a
-language-suffixed ``a.en.srt`` too, English first, then the others by name) gives ``out/talks/a/`` (``predictions.json`` / ``.csv``, ``report.html``); a video
+language-suffixed ``a.en.srt`` too, English first, then the others by name) gives
+``out/talks/a/`` (``predictions.json`` / ``.csv``, ``report.html``); a video
 without a sidecar is predicted from the media alone (when predict can find the utterances
 itself) or listed as failed with the reason. ``out/talks/index.html`` links every report with
 its counts; ``index.json`` holds the same data.

@@ -13,8 +13,8 @@ Steps:
    list alone (text-only runs), or a folder of per-utterance clips plus a generic manifest; or
    a video alone, whose utterances and speakers are found in its audio and written to
    ``segments.rttm``, and whose text, when the run uses text, speech recognition transcribes
-   (offline Moonshine by default) (:mod:`avafn.inference.from_audio`). Subtitle cues without a speaker tag take
-   their speaker from diarization of the video's audio.
+   (offline Moonshine by default; :mod:`avafn.inference.from_audio`). Subtitle cues without
+   a speaker tag take their speaker from diarization of the video's audio.
 2. **Features** of exactly the modalities the run was trained on, with the extractors and
    settings recorded in the run (:class:`avafn.inference.featurizer.Featurizer`).
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
@@ -144,10 +144,11 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     :class:`avafn.inference.batch.ReusedRun` to build its models once for many videos).
     Give ``video`` + ``segments``, ``video`` alone (utterances and speakers found in its audio
     with ``diarization``'s settings, written to ``out_dir/segments.rttm``), ``segments`` alone
-    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. Utterances without text,
-    when the run uses text, are transcribed by speech recognition: ``asr`` names the
+    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. Utterances without
+    text, when the run uses text, are transcribed by speech recognition: ``asr`` names the
     recognizer (default: the packaged Moonshine, or ``transformers`` with ``asr_model``, a
-    local model folder; ``"none"``: never). ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
+    local model folder; ``"none"``: never). ``speaker_turns`` (default: diarization of the
+    video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
     segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
     progress and notes, one line each. Returns what ``predictions.json`` holds, including
     ``warnings`` (grouped, counted) and ``summary`` (:mod:`avafn.inference.summary`).
@@ -173,8 +174,8 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
         segs, found = _video_input(
             video, segments, out_dir, modalities, diarization, asr_model, asr_language, device,
             asr, say, lambda: video_segments(video, segments, overlaps=overlaps,
-                                   max_segments=max_segments, notices=notices,
-                                   speaker_turns=speaker_turns, log=say))
+                                             max_segments=max_segments, notices=notices,
+                                             speaker_turns=speaker_turns, log=say))
         corpus = corpus_from_segments(video, segs, labels)
         where = Path(segments).name if segments is not None else "the video's audio"
         say(f"segments: {len(segs)} utterances, "
