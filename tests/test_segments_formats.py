@@ -43,6 +43,8 @@ def test_whisper_and_whisperx_json(tmp_path):
         read_segments(_w(tmp_path, "d.json", "{nope"))
     with pytest.raises(SegmentError, match=r'e.json: JSON without a "segments" list'):
         read_segments(_w(tmp_path, "e.json", '{"text": "hi"}'))
+    with pytest.raises(SegmentError, match=r"f.json: JSON nested too deeply"):
+        read_segments(_w(tmp_path, "f.json", "[" * 200_000))
 
 
 ASS = """[Script Info]

@@ -544,6 +544,10 @@ def _read_json(path: str, content: str, limit: _Limit, notices: Notices) -> list
         raise SegmentError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected whisper / "
                            "whisperX output ({\"segments\": [{\"start\", \"end\", \"text\"}]})"
                            ) from None
+    except RecursionError:
+        raise SegmentError(f"{path}: JSON nested too deeply; expected whisper / whisperX "
+                           "output ({\"segments\": [{\"start\", \"end\", \"text\"}]})"
+                           ) from None
     segs = data.get("segments") if isinstance(data, dict) else data
     if not isinstance(segs, list):
         raise SegmentError(f"{path}: JSON without a \"segments\" list; expected whisper / "
