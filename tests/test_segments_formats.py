@@ -157,7 +157,7 @@ def test_input_is_bounded_before_it_is_read(tmp_path, monkeypatch):
                                            r"67,108,864 bytes .*AVAFN_MAX_SEGMENT_BYTES"):
         read_segments(big)
     assert time.perf_counter() - t < 1.0
-    with pytest.raises(SegmentError, match=r"/dev/zero: more than 67,108,865 bytes"):
+    with pytest.raises(SegmentError, match=r"/dev/zero: more than 67,108,864 bytes; a segment file may have at most"):
         read_segments("/dev/zero", fmt="srt")
     small = _w(tmp_path, "s.srt", "1\n00:00:01,000 --> 00:00:02,000\nHi.\n")
     monkeypatch.setenv("AVAFN_MAX_SEGMENT_BYTES", "10")

@@ -825,9 +825,9 @@ def _read_bytes(path: str, max_bytes: int | None) -> bytes:
     except OSError as e:
         raise SegmentError(f"{path}: cannot read the segment file ({e.strerror})") from None
     if size > limit or len(data) > limit:
-        more = "more than " if not stat.S_ISREG(st.st_mode) else ""
+        what = f"{size:,} bytes" if stat.S_ISREG(st.st_mode) else f"more than {limit:,} bytes"
         raise SegmentError(
-            f"{path}: {more}{size:,} bytes; a segment file may have at most {limit:,} bytes "
+            f"{path}: {what}; a segment file may have at most {limit:,} bytes "
             f"(a subtitle file of a day of speech has about 2 MB; raise the bound with "
             f"${MAX_BYTES_ENV})")
     return data
