@@ -56,7 +56,10 @@ def env(tmp_path_factory):
                       seeds=(0,), progress=False)
     text_run = train(corpus, store, root / "run-text",
                      {"modalities": ("audio", "text"), **quick}, seeds=(0,), progress=False)
-    return {"root": root, "video": video, "turns": turns, "audio": audio_run, "text": text_run}
+    text_only = train(corpus, store, root / "run-text-only", {"modalities": ("text",), **quick},
+                      seeds=(0,), progress=False)
+    return {"root": root, "video": video, "turns": turns, "audio": audio_run, "text": text_run,
+            "text_only": text_only}
 
 
 def test_video_alone_end_to_end(env, tmp_path, capsys):
@@ -96,7 +99,7 @@ def test_video_alone_end_to_end(env, tmp_path, capsys):
 
 def test_text_run_needs_text_or_an_asr_model(env, tmp_path, capsys):
     rc = cli.main(["predict", str(env["text"]), "--video", str(env["video"]), "--out",
-                   str(tmp_path / "a")])
+                   str(tmp_path / "a"), "--asr", "none"])
     assert rc == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -114,6 +117,55 @@ def test_text_run_needs_text_or_an_asr_model(env, tmp_path, capsys):
     assert "transcribed" in capsys.readouterr().out
 
 
+def _words(s: str) -> list[str]:
+    return "".join(c if c.isalnum() or c.isspace() else " " for c in s.lower()).split()
+
+
+def test_text_run_alone_transcribes_video_audio_file_and_folder(env, tmp_path, capsys):
+    """The acceptance path: a text-only run and nothing else, on a video, on an audio file and
+    on a --videos folder without subtitles: the packaged offline recognizer gives the text."""
+    import av
+
+    out = tmp_path / "v"
+    rc = cli.main(["predict", str(env["text_only"]), "--video", str(env["video"]), "--out",
+                   str(out), "--no-html", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "speech recognition: text of" in printed and "moonshine" in printed
+    res = json.loads((out / "predictions.json").read_text())
+    assert res["input"]["asr"]["asr"] == "moonshine"
+    utts = res["utterances"]
+    assert res["input"]["asr"]["transcribed"] == len(utts)
+    assert all(u["modalities"]["text"] for u in utts)
+    heard = set(_words(" ".join(u["text"] for u in utts)))
+    said = set(_words(" ".join(t.text for t in env["turns"])))
+    assert len(heard & said) >= 0.7 * len(said)  # generated voices, recognised
+    # the first seconds of its audio as a .wav file, in a folder of media without subtitles
+    folder = tmp_path / "media"
+    folder.mkdir()
+    with av.open(str(env["video"])) as src, av.open(str(folder / "call.wav"), "w") as dst:
+        a_out = dst.add_stream("pcm_s16le", rate=16000, layout="mono")
+        resample = av.AudioResampler(format="s16", layout="mono", rate=16000)
+        for frame in src.decode(src.streams.audio[0]):
+            if frame.time is not None and frame.time > 7.0:
+                break
+            for f in resample.resample(frame):
+                dst.mux(a_out.encode(f))
+        dst.mux(a_out.encode(None))
+    (folder / "notes.md").write_text("not media")
+    capsys.readouterr()
+    rc = cli.main(["predict", str(env["text_only"]), "--videos", str(folder), "--out",
+                   str(tmp_path / "f"), "--no-html", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap
+    assert "notes.md: skipped (not a video, audio or subtitle file" in cap.out + cap.err
+    index = json.loads((tmp_path / "f" / "index.json").read_text())
+    assert [(v["video"], v["status"]) for v in index["videos"]] == [("call.wav", "done")]
+    res_w = json.loads((tmp_path / "f" / "call" / "predictions.json").read_text())
+    assert res_w["input"]["asr"]["transcribed"] == len(res_w["utterances"]) > 0
+    assert all(u["text"] for u in res_w["utterances"])
+
+
 def test_cli_errors(env, tmp_path, capsys):
     cases = [
         (["--video", str(env["video"]), "--out", str(tmp_path / "p"), "--diarizer", "pyannote"],
@@ -123,6 +175,8 @@ def test_cli_errors(env, tmp_path, capsys):
         (["--video", str(env["video"]), "--out", str(tmp_path / "r"), "--min-speakers", "4",
           "--max-speakers", "2"], "--min-speakers 4 / --max-speakers 2"),
         (["--video", str(env["video"]), "--stream"], "--stream with --video needs --segments"),
+        (["--video", str(env["video"]), "--out", str(tmp_path / "t"), "--asr", "nope"],
+         "--asr 'nope': unknown speech recognizer (known: moonshine, transformers, none)"),
         (["--segments", str(tmp_path / "x.rttm"), "--out", str(tmp_path / "s")],
          "the run uses audio: give the video (--video FILE)"),
     ]
@@ -131,3 +185,18 @@ def test_cli_errors(env, tmp_path, capsys):
         assert rc == 1
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_transcript_the_encoder_cannot_read_is_flagged(env, tmp_path, capsys):
+    fr = tmp_path / "fr.txt"
+    fr.write_text("Anne: Bonjour, tu as vu le message que je t'ai envoyé ce matin ?\n"
+                  "Paul: Oui, mais je n'ai pas encore eu le temps de le lire.\n"
+                  "Anne: La réunion a été déplacée à jeudi après-midi.\n")
+    rc = cli.main(["predict", str(env["text_only"]), "--segments", str(fr), "--out",
+                   str(tmp_path / "o"), "--no-html", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "o" / "predictions.json").read_text())
+    warn = [w for w in res["warnings"] if w["warning"].startswith(
+        "transcript not in the text encoder's language")]
+    assert len(warn) == 1 and "French" in warn[0]["warning"] and warn[0]["count"] == 3
+    assert "French" in capsys.readouterr().out

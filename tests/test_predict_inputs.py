@@ -219,7 +219,7 @@ def test_a_folder_of_videos(env, tmp_path, capsys, monkeypatch):
     assert predict_folder(env["av"], vids, out)["videos"][0]["status"] == "done"
     assert [v["status"] for v in json.loads((out / "index.json").read_text())["videos"]] == [
         "done", "skipped"]
-    with pytest.raises(PredictError, match="no video files in it"):
+    with pytest.raises(PredictError, match="no video or audio files in it"):
         predict_folder(env["av"], tmp_path / "out" / "a", tmp_path / "o2")
     with pytest.raises(UserError, match="no such run folder"):
         predict_folder(tmp_path / "no-run", vids, tmp_path / "o3")

@@ -89,7 +89,7 @@ def test_format_sniffed_without_extension(tmp_path):
 
 
 @pytest.mark.parametrize("name,text,pattern", [
-    ("x.txt", "hello world\n", r"x.txt:1: unknown segment format"),
+    ("x.dat", "hello world\n", r"x.dat:1: unknown segment format"),
     ("s.vtt", "00:00.000 --> 00:01.000\nA: x\n", r"s.vtt:1: .*must start with 'WEBVTT'"),
     ("s.csv", "0,1,A\n2,1.5,B\n", r"s.csv:2: end 00:00:01.500 is not after start 00:00:02.000"),
     ("s.csv", "0,1,A\n1,1,B\n", r"s.csv:2: end .* is not after start"),
@@ -103,7 +103,7 @@ def test_format_sniffed_without_extension(tmp_path):
     ("d.rttm", "SPEAKER f 1 nan 1 <NA> <NA> s <NA> <NA>\n", r"d.rttm:1: start: not a finite"),
     ("d.rttm", "SPEAKER f 1 0 x <NA> <NA> s <NA> <NA>\n", r"d.rttm:1: duration 'x' is not a"),
     ("s.csv", "0,1\n", r"s.csv:1: 2 column\(s\)"),
-    ("s.csv", "start,end,who\n0,1,A\n", r"s.csv:1: CSV header .* lacks column\(s\) \['speaker'\]"),
+    ("s.csv", "start,end,person\n0,1,A\n", r"s.csv:1: CSV header .* lacks column\(s\) \['speaker'\]"),
     ("s.csv", "0,x,A\n", r"s.csv:1: not a time: 'x'"),
     # a quoted text over two lines: the next record's line is the file's, not the row count
     ("s.csv", 'start,end,speaker,text\n0,1,A,"two\nlines"\n1,x,B,hi\n',

@@ -48,9 +48,11 @@ import csv
 import html
 import io
 import itertools
+import json
 import math
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -59,9 +61,9 @@ from pathlib import Path
 from avafn.errors import UserError
 from avafn.notices import Notices
 
-FORMATS = ("csv", "srt", "vtt", "rttm")
+FORMATS = ("csv", "srt", "vtt", "ass", "json", "txt", "rttm")
 _EXT = {".csv": "csv", ".tsv": "csv", ".srt": "srt", ".vtt": "vtt", ".webvtt": "vtt",
-        ".rttm": "rttm"}
+        ".ass": "ass", ".ssa": "ass", ".json": "json", ".txt": "txt", ".rttm": "rttm"}
 #: what to do with two segments that overlap in time (see :func:`tidy_segments`)
 OVERLAP_POLICIES = ("keep", "trim", "merge", "error")
 #: an overlap of different speakers up to this long (seconds) is trimmed under ``keep``
@@ -70,6 +72,12 @@ SHORT_OVERLAP = 0.5
 MIN_UTTERANCE = 0.3
 #: segments one video may have, checked while the list is read (``max_segments`` raises it)
 DEFAULT_MAX_SEGMENTS = 5000
+#: bytes a segment file may have, checked before it is read; raised by ``max_bytes=`` or the
+#: environment variable ``AVAFN_MAX_SEGMENT_BYTES`` (a day of dense subtitles is about 2 MB)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_BYTES_ENV = "AVAFN_MAX_SEGMENT_BYTES"
+#: characters of the input quoted in a message at most
+QUOTE_CHARS = 80
 #: the speaker of untagged cues when no diarizer is available
 UNKNOWN_SPEAKER = "unknown"
 #: a segment shorter than this (seconds) after trimming is dropped
@@ -98,6 +106,28 @@ W_ENCODING = "file is not UTF-8, decoded as"
 
 class SegmentError(UserError):
     """A segment list that cannot be read or does not describe a valid conversation."""
+
+
+def quote(text: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of a piece of the input for a message, cut to about ``limit`` characters."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def max_bytes_default() -> int:
+    """:data:`DEFAULT_MAX_BYTES`, or ``$AVAFN_MAX_SEGMENT_BYTES`` when set."""
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_BYTES
+    try:
+        v = int(float(raw))
+    except ValueError:
+        raise SegmentError(f"${MAX_BYTES_ENV}={quote(raw)}: expected a number of bytes") from None
+    if v < 1:
+        raise SegmentError(f"${MAX_BYTES_ENV}={raw}: expected a positive number of bytes")
+    return v
 
 
 @dataclass(frozen=True)
@@ -147,7 +177,7 @@ _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d+)?)$")
 
 
 def parse_time(s: str) -> float:
-    """Seconds from ``"12.5"``, ``"00:00:12.500"``, ``"00:12,5"``; raises ``ValueError``
+    """Seconds from ``"12.5"``, ``"12,5"``, ``"00:00:12.500"``, ``"00:12,5"``; raises ``ValueError``
     (also for ``nan``, ``inf`` and anything else that is not a finite number)."""
     s = s.strip()
     if not s:
@@ -156,14 +186,16 @@ def parse_time(s: str) -> float:
     if m:
         h, mnt, sec = m.group(1), m.group(2), m.group(3).replace(",", ".")
         if int(mnt) >= 60 or float(sec) >= 60:
-            raise ValueError(f"invalid clock time {s!r}")
+            raise ValueError(f"invalid clock time {quote(s)}")
         return int(h or 0) * 3600 + int(mnt) * 60 + float(sec)
+    if s.count(",") == 1 and "." not in s:  # a decimal comma: "12,5" (European spreadsheets)
+        s = s.replace(",", ".")
     try:
         v = float(s)
     except ValueError:
-        raise ValueError(f"not a time: {s!r} (expected seconds or HH:MM:SS.mmm)") from None
+        raise ValueError(f"not a time: {quote(s)} (expected seconds or HH:MM:SS.mmm)") from None
     if not math.isfinite(v):
-        raise ValueError(f"not a finite time: {s!r}")
+        raise ValueError(f"not a finite time: {quote(s)}")
     return v
 
 
@@ -242,16 +274,19 @@ speaking speaks foreign language silent pause scoffs scoffing groaning slams sla
 """
 _SOUND_WORDS = frozenset(_SOUND_TEXT.split())
 _SOUND_SPAN = re.compile(r"[♪♫][^♪♫]*(?:[♪♫]|$)")
-_BRACKET = re.compile(r"\[[^\]\n]*\]")
-_PAREN = re.compile(r"\([^)\n]*\)")
-_ASS = re.compile(r"\{\\[^}]*\}")
+# every pattern is linear in the cue: a bracket's inside excludes its own opening character
+# (a run of "(((" is scanned once, not once per "("), and no quantifier nests another
+_BRACKET = re.compile(r"\[[^\[\]\n]*\]")
+_PAREN = re.compile(r"\([^()\n]*\)")
+_ASS = re.compile(r"\{\\[^{}]*\}")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>|<\d{1,2}:\d{2}(?::\d{2})?[.,]\d{1,3}>")
-_VOICE = re.compile(r"^<v(?:\.[^\s>]+)*(?:\s+([^>]+))?>", re.IGNORECASE)
+_VOICE = re.compile(r"^<v(?:\.[^\s>.]+)*(?:\s([^>]*))?>", re.IGNORECASE)
 _VOICE_END = re.compile(r"</v>", re.IGNORECASE)
 _DASH = re.compile(r"^[-\u2010-\u2015]\s*")
 _CHEVRONS = re.compile(r"^>{2,}\s*")
 _NAME_COLON = re.compile(
-    r"^([^\W\d_][\w .'&#\-]{0,39}?|[\w\-]{1,40}?)\s*(?:\([^()\n]{1,30}\))?\s*:(?:\s+(.*)|\s*)$",
+    r"^([^\W\d_][\w .'&#\-]{0,39}?|[\w\-]{1,40}?)[ \t]{0,3}(?:\([^()\n]{1,30}\)[ \t]{0,3})?:"
+    r"(?:\s+(.*)|\s*)$",
     re.DOTALL)
 _LEAD_BRACKET = re.compile(r"^[\[(]([^\])\n]{1,40})[\])]\s*(:?)\s*(.*)$", re.DOTALL)
 
@@ -405,35 +440,44 @@ def split_speaker(cue_text: str) -> tuple[str, str] | None:
 
 # --------------------------------------------------------------------------- readers
 def detect_format(path: str | os.PathLike, content: str) -> str:
+    """The format of a segment file: by its extension, else by its first lines."""
     ext = Path(path).suffix.lower()
     if ext in _EXT:
         return _EXT[ext]
-    lines = [ln.strip() for ln in content.splitlines() if ln.strip()]
+    head = content[:4096]
+    lines = [ln.strip() for ln in head.splitlines() if ln.strip()][:3]
     if not lines:
         raise SegmentError(f"{path}: empty segment file")
     first = lines[0].lstrip("\ufeff")
     if first.startswith("WEBVTT"):
         return "vtt"
+    if first.lower() in ("[script info]", "[v4+ styles]", "[v4 styles]", "[events]"):
+        return "ass"
+    if first.startswith(("{", "[")):
+        return "json"
     if first.split()[0] in ("SPEAKER", "SPKR-INFO", "LEXEME", "NON-SPEECH"):
         return "rttm"
     if "-->" in first or (len(lines) > 1 and re.match(r"^\d+$", first) and "-->" in lines[1]):
         return "srt"
-    if "," in first:
+    if any(d in first for d in (",", ";", "\t")):
         return "csv"
+    if _TXT_LINE.match(first):
+        return "txt"
     raise SegmentError(
         f"{path}:1: unknown segment format (extension {ext or 'none'!r}); expected one of "
-        ".csv (start,end,speaker[,text]), .srt, .vtt (WebVTT) or .rttm"
-    )
+        ".csv (start,end,speaker[,text]; ',' ';' or tab), .srt, .vtt (WebVTT), .ass / .ssa, "
+        ".json (whisper / whisperX), .txt ('Name: line' per turn) or .rttm")
 
 
 class _Limit:
-    """Counts segments while a file is read; raises past ``max_segments``."""
+    """Counts the segments a file gives (the turns a cue splits into included) while it is
+    read; raises past ``max_segments``."""
 
     def __init__(self, path: str, max_segments: int | None) -> None:
         self.path, self.max, self.n = path, max_segments, 0
 
-    def add(self, lineno: int) -> None:
-        self.n += 1
+    def add(self, lineno: int | str, count: int = 1) -> None:
+        self.n += count
         if self.max is not None and self.n > self.max:
             raise SegmentError(
                 f"{self.path}:{lineno}: more than {self.max} segments; one video may have at "
@@ -441,12 +485,43 @@ class _Limit:
                 "with --max-segments N)")
 
 
+#: header names accepted for each column (lower case, spaces and underscores removed);
+#: MELD's own CSVs (Utterance, Speaker, StartTime, EndTime) read as they are
+_CSV_ALIASES = {
+    "start": ("start", "starttime", "begin", "from", "tstart", "startsec", "startseconds"),
+    "end": ("end", "endtime", "stop", "to", "tend", "endsec", "endseconds"),
+    "speaker": ("speaker", "name", "character", "who", "spk", "speakername"),
+    "text": ("text", "utterance", "transcript", "line", "sentence", "caption"),
+}
+_DIALOGUE_COLS = ("dialogueid", "dialogue", "conversationid", "conversation")
+
+
+def _header_columns(row: list[str]) -> tuple[dict[str, int], int | None] | None:
+    """Column index of each field when ``row`` is a header (``None`` if it is data), and the
+    dialogue-id column if there is one."""
+    head = ["".join(c.strip().lstrip("\ufeff").lower().replace("_", "").split()) for c in row]
+    cols = {k: next(head.index(a) for a in names if a in head)
+            for k, names in _CSV_ALIASES.items() if any(a in head for a in names)}
+    try:
+        parse_time(row[0])
+        return None  # data: a header's first cell is no time
+    except ValueError:
+        pass
+    if not cols:
+        return None
+    dia = next((head.index(a) for a in _DIALOGUE_COLS if a in head), None)
+    return cols, dia
+
+
 def _read_csv(path: str, content: str, limit: _Limit) -> list[Segment]:
-    first_line = content.splitlines()[0] if content.strip() else ""
-    delim = "\t" if "\t" in first_line and "," not in first_line else ","
+    first_line = next((ln for ln in content.splitlines() if ln.strip()), "")
+    counts = {d: first_line.count(d) for d in (",", ";", "\t")}
+    delim = max(counts, key=lambda d: (counts[d], d == ","))
     reader = csv.reader(io.StringIO(content, newline=""), delimiter=delim)
     cols = {"start": 0, "end": 1, "speaker": 2, "text": 3}
     header = False
+    dia_col: int | None = None
+    dialogues: dict[str, int] = {}
     out: list[Segment] = []
     first = True
     while True:
@@ -461,22 +536,25 @@ def _read_csv(path: str, content: str, limit: _Limit) -> list[Segment]:
             continue
         if first:
             first = False
-            head = [c.strip().lower().lstrip("\ufeff") for c in row]
-            if "start" in head or "speaker" in head:
-                missing = [k for k in ("start", "end", "speaker") if k not in head]
+            found = _header_columns(row)
+            if found is not None:
+                named, dia_col = found
+                missing = [k for k in ("start", "end", "speaker") if k not in named]
                 if missing:
                     raise SegmentError(
-                        f"{path}:{lineno}: CSV header {row} lacks column(s) {missing}; "
-                        "expected start,end,speaker[,text]")
-                cols = {k: head.index(k) for k in ("start", "end", "speaker", "text")
-                        if k in head}
-                header = True
+                        f"{path}:{lineno}: CSV header {quote(delim.join(row))} lacks "
+                        f"column(s) {missing}; expected start{delim}end{delim}speaker"
+                        f"[{delim}text] (or MELD's StartTime, EndTime, Speaker, Utterance)")
+                cols, header = named, True
                 continue
         need = max(cols["start"], cols["end"]) + 1
         if len(row) < need or (len(row) <= cols["speaker"] and not header):
             raise SegmentError(
-                f"{path}:{lineno}: {len(row)} column(s), expected start,end,speaker[,text]: {row}")
+                f"{path}:{lineno}: {len(row)} column(s), expected start{delim}end{delim}"
+                f"speaker[{delim}text]: {quote(delim.join(row))}")
         limit.add(lineno)
+        if dia_col is not None and dia_col < len(row):
+            dialogues.setdefault(row[dia_col].strip(), lineno)
         try:
             start, end = parse_time(row[cols["start"]]), parse_time(row[cols["end"]])
         except ValueError as e:
@@ -488,6 +566,159 @@ def _read_csv(path: str, content: str, limit: _Limit) -> list[Segment]:
             parts = row[cols["text"]:] if not header else [row[cols["text"]]]
             text = delim.join(parts).strip() or None
         out.append(Segment(start, end, speaker or None, text, f"{path}:{lineno}"))
+    if len(dialogues) > 1:
+        names = ", ".join(list(dialogues)[:5]) + (", ..." if len(dialogues) > 5 else "")
+        raise SegmentError(
+            f"{path}: holds {len(dialogues)} dialogues (Dialogue_ID {quote(names)}); a segment "
+            "list is one conversation: keep the rows of one dialogue")
+    return out
+
+
+def _read_json(path: str, content: str, limit: _Limit, notices: Notices) -> list[Segment]:
+    """whisper / whisperX output: ``{"segments": [{"start", "end", "text"[, "speaker"]}]}``,
+    or a bare list of such segments."""
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as e:
+        raise SegmentError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected whisper / "
+                           "whisperX output ({\"segments\": [{\"start\", \"end\", \"text\"}]})"
+                           ) from None
+    except RecursionError:
+        raise SegmentError(f"{path}: JSON nested too deeply; expected whisper / whisperX "
+                           "output ({\"segments\": [{\"start\", \"end\", \"text\"}]})"
+                           ) from None
+    segs = data.get("segments") if isinstance(data, dict) else data
+    if not isinstance(segs, list):
+        raise SegmentError(f"{path}: JSON without a \"segments\" list; expected whisper / "
+                           "whisperX output ({\"segments\": [{\"start\", \"end\", \"text\"}]})")
+    out: list[Segment] = []
+    for k, seg in enumerate(segs):
+        where = f"{path}:segments[{k}]"
+        if not isinstance(seg, dict):
+            raise SegmentError(f"{where}: expected an object with start, end, text")
+        limit.add(f"segments[{k}]")
+        try:
+            start, end = (parse_time(str(seg[f])) for f in ("start", "end"))
+        except KeyError as e:
+            raise SegmentError(f"{where}: no {e.args[0]!r} time") from None
+        except ValueError as e:
+            raise SegmentError(f"{where}: {e}") from None
+        spk = seg.get("speaker")
+        text = seg.get("text")
+        speaker = str(spk).strip() if isinstance(spk, str | int) and str(spk).strip() else None
+        turns = parse_cue(str(text).splitlines(), where, notices) if text else []
+        if speaker is not None or len(turns) != 1:
+            turns = [_Turn(speaker, " ".join(t.text for t in turns))] if turns else []
+        if not turns or not turns[0].text:
+            notices.warn(W_EMPTY, where)
+            continue
+        out.append(Segment(start, end, turns[0].speaker, turns[0].text, where))
+    return out
+
+
+def _read_ass(path: str, content: str, limit: _Limit, notices: Notices) -> list[Segment]:
+    """Advanced SubStation Alpha (.ass) / SubStation Alpha (.ssa): the ``Dialogue:`` lines of
+    ``[Events]``, fields named by its ``Format:`` line; ``Name`` is the speaker."""
+    fields = ["layer", "start", "end", "style", "name", "marginl", "marginr", "marginv",
+              "effect", "text"]
+    section = ""
+    out: list[Segment] = []
+    for lineno, raw in enumerate(content.splitlines(), 1):
+        line = raw.strip().lstrip("\ufeff")
+        if line.startswith("[") and line.endswith("]"):
+            section = line.lower()
+            continue
+        if section != "[events]" or ":" not in line:
+            continue
+        kind, _, rest = line.partition(":")
+        kind = kind.strip().lower()
+        if kind == "format":
+            fields = [f.strip().lower() for f in rest.split(",")]
+            if not {"start", "end", "text"} <= set(fields) or fields[-1] != "text":
+                raise SegmentError(f"{path}:{lineno}: [Events] Format line must name Start, "
+                                   f"End and Text (Text last), got {quote(rest.strip())}")
+            continue
+        if kind != "dialogue":
+            continue  # Comment:, Picture:, Sound:, ...
+        values = rest.split(",", len(fields) - 1)
+        if len(values) != len(fields):
+            raise SegmentError(f"{path}:{lineno}: Dialogue line with {len(values)} fields, "
+                               f"expected {len(fields)} ({', '.join(fields)})")
+        row = dict(zip(fields, (v.strip() for v in values)))
+        try:
+            start, end = parse_time(row["start"]), parse_time(row["end"])
+        except ValueError as e:
+            raise SegmentError(f"{path}:{lineno}: {e}") from None
+        where = f"{path}:{lineno}"
+        body = re.sub(r"\\[Nn]", "\n", row["text"]).replace("\\h", " ").splitlines()
+        turns = parse_cue(body, where, notices)
+        name = row.get("name") or None
+        if name is not None and turns:
+            turns = [_Turn(name, " ".join(t.text for t in turns))]
+        if not turns:
+            notices.warn(W_SOUND_ONLY if row["text"].strip() else W_EMPTY, where)
+            continue
+        limit.add(lineno, len(turns))
+        if len(turns) > 1:
+            notices.warn(W_SPLIT, where)
+        out += _share_time(start, end, turns, where)
+    return out
+
+
+#: a transcript line: optional time ``[00:01:02]`` / ``00:01:02.5``, then ``Name: text``
+_TXT_LINE = re.compile(r"^(?:\[?(\d{1,2}(?::\d{1,2}){1,2}(?:[.,]\d+)?)\]?[ \t]+)?"
+                       r"([^\W\d_][\w .'&\-]{0,39}?)[ \t]{0,3}:[ \t]*(.*)$")
+#: seconds per turn of a transcript without times (its turns are numbered 0, 1, 2, ...)
+TXT_TURN_SECONDS = 1.0
+
+
+def _read_txt(path: str, content: str, limit: _Limit, notices: Notices,
+              duration: float | None) -> list[Segment]:
+    """A plain transcript: ``Name: line`` starts a turn (other lines continue it), with an
+    optional leading time ``[HH:MM:SS]`` on each turn. Without times, turn k spans
+    ``[k, k + 1)`` seconds: such a transcript serves a text-only run without media."""
+    turns: list[list] = []  # [lineno, time or None, speaker or None, [text lines]]
+    for lineno, raw in enumerate(content.splitlines(), 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line:
+            continue
+        m = _TXT_LINE.match(line)
+        if m and _name_like(m.group(2), True):
+            try:
+                t = parse_time(m.group(1)) if m.group(1) else None
+            except ValueError as e:
+                raise SegmentError(f"{path}:{lineno}: {e}") from None
+            limit.add(lineno)
+            turns.append([lineno, t, m.group(2).strip(), [m.group(3)]])
+        elif turns:
+            turns[-1][3].append(line)
+        else:
+            limit.add(lineno)
+            turns.append([lineno, None, None, [line]])
+    timed = [t for t in turns if t[1] is not None]
+    if timed and len(timed) != len(turns):
+        first = next(t[0] for t in turns if t[1] is None)
+        raise SegmentError(f"{path}:{first}: a turn without a time in a transcript whose other "
+                           "turns have one ([HH:MM:SS] Name: text)")
+    if not timed and duration is not None:
+        raise SegmentError(f"{path}: a transcript without times cannot be aligned with the "
+                           "media; give it alone (--segments, a text-only run) or add a time "
+                           "to each turn ('[00:01:02] Name: text')")
+    out: list[Segment] = []
+    for k, (lineno, t, spk, lines) in enumerate(turns):
+        where = f"{path}:{lineno}"
+        cue = parse_cue([" ".join(lines)], where, notices)
+        text = " ".join(c.text for c in cue if c.text)
+        if not text:
+            notices.warn(W_EMPTY, where)
+            continue
+        if timed:
+            nxt = turns[k + 1][1] if k + 1 < len(turns) else None
+            start = t
+            end = nxt if nxt is not None and nxt > t else t + max(1.0, 0.4 * len(text.split()))
+        else:
+            start, end = k * TXT_TURN_SECONDS, (k + 1) * TXT_TURN_SECONDS
+        out.append(Segment(start, end, spk, text, where))
     return out
 
 
@@ -521,16 +752,16 @@ def _read_subtitles(path: str, content: str, fmt: str, limit: _Limit,
                 line = lines[i].strip()
             else:
                 raise SegmentError(
-                    f"{path}:{i + 1}: expected a cue timing line 'start --> end', got {line!r}")
+                    f"{path}:{i + 1}: expected a cue timing line 'start --> end', got "
+                    f"{quote(line)}")
         m = _ARROW.match(line)
         if not m:
-            raise SegmentError(f"{path}:{i + 1}: malformed cue timing line {line!r}")
+            raise SegmentError(f"{path}:{i + 1}: malformed cue timing line {quote(line)}")
         try:
             start, end = parse_time(m.group(1)), parse_time(m.group(2))
         except ValueError as e:
             raise SegmentError(f"{path}:{i + 1}: {e}") from None
         cue_line = i + 1
-        limit.add(cue_line)
         i += 1
         body: list[str] = []
         while i < n and lines[i].strip():
@@ -545,6 +776,7 @@ def _read_subtitles(path: str, content: str, fmt: str, limit: _Limit,
         if not turns:
             notices.warn(W_SOUND_ONLY if any(ln.strip() for ln in body) else W_EMPTY, where)
             continue
+        limit.add(cue_line, len(turns))  # each turn becomes an utterance
         if len(turns) > 1:
             notices.warn(W_SPLIT, where)
         out += _share_time(start, end, turns, where)
@@ -578,7 +810,7 @@ def _read_rttm(path: str, content: str, file_id: str | None, limit: _Limit) -> l
             continue
         f = line.split()
         if f[0] not in _RTTM_TYPES:
-            raise SegmentError(f"{path}:{lineno}: unknown RTTM record type {f[0]!r}")
+            raise SegmentError(f"{path}:{lineno}: unknown RTTM record type {quote(f[0])}")
         if f[0] != "SPEAKER":
             continue
         if len(f) < 8:
@@ -596,9 +828,9 @@ def _read_rttm(path: str, content: str, file_id: str | None, limit: _Limit) -> l
         try:
             dur = float(f[4])
         except ValueError:
-            raise SegmentError(f"{path}:{lineno}: duration {f[4]!r} is not a number") from None
+            raise SegmentError(f"{path}:{lineno}: duration {quote(f[4])} is not a number") from None
         if not math.isfinite(dur) or not math.isfinite(start + dur):
-            raise SegmentError(f"{path}:{lineno}: duration {f[4]!r} is not a finite number of "
+            raise SegmentError(f"{path}:{lineno}: duration {quote(f[4])} is not a finite number of "
                                "seconds")
         speaker = f[7]
         if speaker in ("<NA>", ""):
@@ -611,44 +843,78 @@ def _read_rttm(path: str, content: str, file_id: str | None, limit: _Limit) -> l
     return out
 
 
-def _read_text(path: str, notices: Notices) -> str:
+def _read_bytes(path: str, max_bytes: int | None) -> bytes:
+    """The file's bytes, refused before reading when it holds more than ``max_bytes`` (a
+    device such as ``/dev/zero``, which declares no size, is read up to the bound only)."""
+    limit = max_bytes_default() if max_bytes is None else max_bytes
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+                data = b""
+            else:
+                data = f.read(limit + 1)
+            size = st.st_size if stat.S_ISREG(st.st_mode) else len(data)
     except FileNotFoundError:
         raise SegmentError(f"{path}: segment file not found") from None
     except IsADirectoryError:
         raise SegmentError(f"{path}: is a folder, not a segment file") from None
     except OSError as e:
         raise SegmentError(f"{path}: cannot read the segment file ({e.strerror})") from None
+    if size > limit or len(data) > limit:
+        what = f"{size:,} bytes" if stat.S_ISREG(st.st_mode) else f"more than {limit:,} bytes"
+        raise SegmentError(
+            f"{path}: {what}; a segment file may have at most {limit:,} bytes "
+            f"(a subtitle file of a day of speech has about 2 MB; raise the bound with "
+            f"${MAX_BYTES_ENV})")
+    return data
+
+
+def _read_text(path: str, notices: Notices, max_bytes: int | None = None) -> str:
+    data = _read_bytes(path, max_bytes)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         notices.warn(f"{W_ENCODING} UTF-16", path)
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    if b"\x00" in data:
-        raise SegmentError(f"{path}: a binary file, not a segment list (text expected)")
-    try:
-        text = data.decode("cp1252")
-        notices.warn(f"{W_ENCODING} Windows-1252", path)
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-        notices.warn(f"{W_ENCODING} Latin-1", path)
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise SegmentError(f"{path}: starts with a UTF-16 byte-order mark but is not "
+                               "UTF-16 text") from None
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            if b"\x00" in data:
+                raise SegmentError(f"{path}: a binary file, not a segment list (text "
+                                   "expected)") from None
+            try:
+                text = data.decode("cp1252")
+                notices.warn(f"{W_ENCODING} Windows-1252", path)
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")
+                notices.warn(f"{W_ENCODING} Latin-1", path)
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise SegmentError(f"{path}:{line}: a NUL character; a binary file, not a segment "
+                           "list (text expected)")
     return text
 
 
 def read_segments(path: str | os.PathLike, duration: float | None = None,
                   fmt: str | None = None, file_id: str | None = None, *,
                   overlaps: str = "keep", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
-                  notices: Notices | None = None) -> list[Segment]:
+                  notices: Notices | None = None, max_bytes: int | None = None
+                  ) -> list[Segment]:
     """Read, tidy and validate the segment list of one video (module docstring).
 
     ``duration``: the media's length in seconds (segments are clipped to it).
-    ``fmt``: force ``csv`` / ``srt`` / ``vtt`` / ``rttm`` instead of detecting it.
+    ``fmt``: force one of :data:`FORMATS` instead of detecting it.
     ``file_id``: RTTM only, which recording to take when the file holds several.
     ``overlaps``: ``keep`` / ``trim`` / ``merge`` / ``error`` (see :func:`tidy_segments`).
-    ``max_segments``: refuse a list longer than this (``None``: no limit).
+    ``max_segments``: refuse a list of more utterances than this (``None``: no limit).
+    ``max_bytes``: refuse a larger file before reading it (default
+    :data:`DEFAULT_MAX_BYTES`, or ``$AVAFN_MAX_SEGMENT_BYTES``).
     ``notices``: collects the warnings (one kind per line, with counts).
     Untagged cues keep speaker ``None``: see :func:`assign_speakers`.
     """
@@ -659,7 +925,7 @@ def read_segments(path: str | os.PathLike, duration: float | None = None,
         raise SegmentError(f"--max-segments must be at least 1, got {max_segments}")
     notices = notices if notices is not None else Notices()
     path = str(path)
-    content = _read_text(path, notices)
+    content = _read_text(path, notices, max_bytes)
     if fmt is None:
         fmt = detect_format(path, content)
     if fmt not in FORMATS:
@@ -667,6 +933,12 @@ def read_segments(path: str | os.PathLike, duration: float | None = None,
     limit = _Limit(path, max_segments)
     if fmt == "csv":
         segs = _read_csv(path, content, limit)
+    elif fmt == "json":
+        segs = _read_json(path, content, limit, notices)
+    elif fmt == "ass":
+        segs = _read_ass(path, content, limit, notices)
+    elif fmt == "txt":
+        segs = _read_txt(path, content, limit, notices, duration)
     elif fmt == "rttm":
         segs = _read_rttm(path, content, file_id, limit)
     else:

@@ -23,12 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
     src = p.add_argument_group("input (one of)")
     src.add_argument("--video", default=None,
-                     help="the conversation's video file (alone: utterances and speakers are "
-                          "found in its audio)")
+                     help="the conversation's video or audio file (alone: utterances and "
+                          "speakers are found in its audio, their text by speech recognition "
+                          "when the run uses text)")
     src.add_argument("--segments", default=None,
-                     help="its segment list: subtitles .srt / .vtt as they come, .csv "
-                          "(start,end,speaker[,text]) or .rttm; alone (no --video): a "
-                          "transcript, for a run trained on text only")
+                     help="its segment list: subtitles .srt / .vtt / .ass / .ssa as they come, "
+                          "whisper / whisperX .json, .csv (start,end,speaker[,text]; ',' ';' "
+                          "or tab; MELD's columns too), a 'Name: line' .txt transcript, or "
+                          ".rttm; alone (no --video): a transcript, for a run trained on text "
+                          "only")
     src.add_argument("--clips", default=None, metavar="DIR", help="folder of per-utterance clips")
     src.add_argument("--manifest", default=None,
                      help="generic manifest of those clips (media relative to --clips)")
@@ -70,7 +73,8 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "video without segments", "--video alone: voice activity detection and speaker "
         "diarization find the utterances, written to OUT/segments.rttm (correct it and rerun "
-        "with --segments); a run that uses text needs --asr-model then")
+        "with --segments); when the run uses text, speech recognition transcribes every "
+        "utterance without text (offline, English, by default)")
     g.add_argument("--diarizer", default=DiarizeOptions.diarizer,
                    help="resemblyzer (default, offline) or pyannote (your pyannote.audio "
                         "pipeline folder as --diarizer-model), or an installed plug-in")
@@ -81,9 +85,14 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-speakers", type=at_least(1), default=DiarizeOptions.min_speakers, metavar="N",
                    help="bounds of the estimated number of speakers (default 1 to 8)")
     g.add_argument("--max-speakers", type=at_least(1), default=DiarizeOptions.max_speakers, metavar="N")
+    g.add_argument("--asr", default=None, metavar="NAME",
+                   help="speech recognizer for utterances without text: moonshine (default; "
+                        "offline, English, shipped with moonshine-cpp), transformers (with "
+                        "--asr-model DIR), an installed plug-in, or none (never transcribe)")
     g.add_argument("--asr-model", default=None, metavar="DIR",
                    help="a local speech-recognition model (transformers, e.g. a Whisper "
-                        "checkpoint) that transcribes utterances without text")
+                        "checkpoint) that transcribes utterances without text; implies "
+                        "--asr transformers")
     g.add_argument("--asr-language", default=None, metavar="LANG",
                    help="the spoken language for --asr-model (Whisper: en, fr, ...)")
 
@@ -94,7 +103,15 @@ def _audio_only_kwargs(args: argparse.Namespace) -> dict:
     opts = DiarizeOptions(diarizer=args.diarizer, model=args.diarizer_model,
                           num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                           max_speakers=args.max_speakers, device=args.device)
-    return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language}
+    if args.asr not in (None, "none"):  # an unknown name stops before any work
+        from avafn.diarize.asr import RECOGNIZERS
+        from avafn.inference import PredictError
+
+        if args.asr not in RECOGNIZERS:
+            raise PredictError(f"--asr {args.asr!r}: unknown speech recognizer (known: "
+                               f"{', '.join(RECOGNIZERS.names())}, none)")
+    return {"diarization": opts, "asr_model": args.asr_model, "asr_language": args.asr_language,
+            "asr": args.asr}
 
 
 def _print_segmentation(res: dict) -> None:
@@ -104,7 +121,10 @@ def _print_segmentation(res: dict) -> None:
               f"({seg['diarizer']}) -> {seg['rttm']} (correct it and rerun with --segments)")
     asr = res["input"].get("asr")
     if asr:
-        print(f"transcribed {asr['transcribed']} utterance(s) with {asr['asr_model']}")
+        silent = f", {asr['silent']} heard as silence" if asr.get("silent") else ""
+        print(f"speech recognition: text of {asr['transcribed']} utterance(s) transcribed "
+              f"with {asr.get('asr_model') or asr['asr']}{silent} (text_source 'asr' in the "
+              "outputs)")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -201,9 +221,10 @@ def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGro
     from avafn.segments import DEFAULT_MAX_SEGMENTS, OVERLAP_POLICIES
 
     src.add_argument("--videos", default=None, metavar="DIR",
-                     help="a folder of videos, each with an optional subtitle file of the same "
-                          "stem beside it (.srt, .vtt, .csv, .rttm): one output folder per "
-                          "video under --out, plus index.html; videos whose outputs are "
+                     help="a folder of videos and audio files (.wav, .mp3, .flac, .m4a, ...), "
+                          "each with an optional subtitle file of the same stem beside it "
+                          "(a.srt, or a.en.srt; any --segments format): one output folder per "
+                          "file under --out, plus index.html; files whose outputs are "
                           "complete are skipped")
     g = p.add_argument_group("segments")
     g.add_argument("--overlaps", choices=OVERLAP_POLICIES, default="keep",

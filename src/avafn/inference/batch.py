@@ -1,13 +1,15 @@
-"""Many videos at once: a folder of videos, each with an optional sidecar subtitle file of the
-same stem, into one output folder per video plus an index page.
+"""Many videos at once: a folder of videos and audio files, each with an optional sidecar
+subtitle file of the same stem, into one output folder per media file plus an index page.
 
 ::
 
     from avafn.inference.batch import predict_folder
     predict_folder("runs/av", "talks/", "out/talks")
 
-``talks/a.mp4`` with ``talks/a.srt`` (or ``.vtt`` / ``.csv`` / ``.rttm``, first found in that
-order) gives ``out/talks/a/`` (``predictions.json`` / ``.csv``, ``report.html``); a video
+``talks/a.mp4`` (or ``a.wav``, ``a.mp3``, ...) with ``talks/a.srt`` (or ``.vtt``, ``.ass``,
+``.ssa``, ``.json``, ``.csv``, ``.txt``, ``.rttm``, first found in that order; a
+language-suffixed ``a.en.srt`` too, English first, then the others by name) gives
+``out/talks/a/`` (``predictions.json`` / ``.csv``, ``report.html``); a video
 without a sidecar is predicted from the media alone (when predict can find the utterances
 itself) or listed as failed with the reason. ``out/talks/index.html`` links every report with
 its counts; ``index.json`` holds the same data.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,7 +36,12 @@ from avafn.store import atomic_write_bytes, atomic_write_json
 
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
               ".ts", ".mts")
-SIDECAR_EXTS = (".srt", ".vtt", ".csv", ".rttm")
+AUDIO_EXTS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".opus", ".aac", ".wma")
+MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
+SIDECAR_EXTS = (".srt", ".vtt", ".ass", ".ssa", ".json", ".csv", ".txt", ".rttm")
+#: a language suffix of a sidecar (``ep05.en.srt``, ``ep05.pt-BR.srt``); English first
+_LANG_FIRST = ("en", "eng", "en-us", "en-gb")
+_LANG_TAG = re.compile(r"[a-z]{2,3}(?:[-_][a-z0-9]{2,4})?")
 OUTPUTS = ("predictions.json", "predictions.csv")
 
 
@@ -71,26 +79,56 @@ class ReusedRun:
         return self._featurizers[key]
 
 
-def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[FolderItem]:
-    """The videos of ``folder`` (sorted by name) with their sidecars and output folders."""
+def _sidecar(media: Path, files: list[Path]) -> Path | None:
+    """The subtitle file of ``media``: same stem (``a.srt``) first, else a language-suffixed
+    one (``a.en.srt`` before ``a.fr.srt``), each in :data:`SIDECAR_EXTS` order."""
+    rank = {e: k for k, e in enumerate(SIDECAR_EXTS)}
+    plain, tagged = [], []
+    for f in files:
+        ext = f.suffix.lower()
+        if ext not in rank or f == media:
+            continue
+        if f.stem == media.stem:
+            plain.append((rank[ext], f.name, f))
+        elif f.stem.startswith(media.stem + "."):
+            lang = f.stem[len(media.stem) + 1:].lower()
+            if _LANG_TAG.fullmatch(lang):  # en, pt-br, eng; not talk.info.json
+                tagged.append((lang not in _LANG_FIRST, rank[ext], lang, f))
+    if plain:
+        return min(plain)[2]
+    return min(tagged)[3] if tagged else None
+
+
+def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike,
+                skipped: list[str] | None = None) -> list[FolderItem]:
+    """The videos and audio files of ``folder`` (sorted by name) with their sidecars and
+    output folders; ``skipped`` receives one line per other file left aside."""
     from avafn.inference.inputs import PredictError
 
     root = Path(folder)
     if not root.is_dir():
         raise PredictError(f"{folder}: videos folder not found")
-    videos = sorted(p for p in root.iterdir()
-                    if p.is_file() and p.suffix.lower() in VIDEO_EXTS and
-                    not p.name.startswith("."))
+    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    videos = [p for p in files if p.suffix.lower() in MEDIA_EXTS]
     if not videos:
-        raise PredictError(f"{folder}: no video files in it (looked for "
-                           f"{', '.join(VIDEO_EXTS)})")
+        raise PredictError(f"{folder}: no video or audio files in it (looked for "
+                           f"{', '.join(MEDIA_EXTS)})")
     stems = Counter(p.stem for p in videos)
     items = []
+    used: set[Path] = set()
     for v in videos:
-        side = next((v.with_suffix(e) for e in SIDECAR_EXTS
-                     if v.with_suffix(e).is_file()), None)
+        side = _sidecar(v, files)
+        if side is not None:
+            used.add(side)
         name = v.stem if stems[v.stem] == 1 else v.name.replace(".", "_")
         items.append(FolderItem(v, side, Path(out_dir) / name))
+    if skipped is not None:
+        for f in files:
+            if f in used or f.suffix.lower() in MEDIA_EXTS:
+                continue
+            why = ("a subtitle file with no media file of its stem" if f.suffix.lower() in
+                   SIDECAR_EXTS else "not a video, audio or subtitle file")
+            skipped.append(f"{f.name}: skipped ({why}; media: {', '.join(MEDIA_EXTS)})")
     return items
 
 
@@ -157,7 +195,10 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
 
     log = echo or (lambda _line: None)
     out = Path(out_dir)
-    items = find_videos(folder, out)
+    skipped: list[str] = []
+    items = find_videos(folder, out, skipped)
+    for line in skipped:
+        log(line)
     run = ReusedRun(Run.open(run_dir))  # a bad run folder stops here, before any video
     out.mkdir(parents=True, exist_ok=True)
     entries: list[dict] = []

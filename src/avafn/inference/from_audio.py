@@ -1,6 +1,7 @@
-"""A video without subtitles: its utterances and speakers found in its audio
+"""A video or audio file without subtitles: its utterances and speakers found in its audio
 (:mod:`avafn.diarize`), written as ``segments.rttm`` beside the predictions, and their text
-transcribed by a local speech-recognition model when the run needs text."""
+transcribed by speech recognition (:mod:`avafn.diarize.asr`; offline Moonshine by default)
+when the run needs text."""
 
 from __future__ import annotations
 
@@ -36,18 +37,23 @@ def segments_from_audio(video: str | os.PathLike, out_dir: str | os.PathLike,
 
 
 def transcribe_segments(video: str | os.PathLike, segments: Sequence[Segment],
-                        asr_model: str | os.PathLike, device: str = "cpu",
-                        language: str | None = None) -> tuple[list[Segment], dict]:
-    """The segments with the text a local ASR model hears (segments with text keep it)."""
-    from avafn.diarize.asr import Transcriber
+                        asr_model: str | os.PathLike | None = None, device: str = "cpu",
+                        language: str | None = None, asr: str | None = None
+                        ) -> tuple[list[Segment], dict]:
+    """The segments with the text speech recognition hears (segments with text keep it;
+    transcribed ones get ``text_source="asr"``). ``asr``: the recognizer's name (default:
+    ``transformers`` with ``asr_model``, else the packaged Moonshine)."""
+    from avafn.diarize.asr import make_recognizer
     from avafn.diarize.segment import load_audio
 
     try:
-        asr = Transcriber(asr_model, device=device, language=language)
-        out = asr.transcribe(load_audio(video), segments)
+        rec = make_recognizer(asr, asr_model, device=device, language=language)
+        out = rec.transcribe(load_audio(video), segments)
     except DiarizeError as e:
         raise PredictError(str(e)) from None
-    meta = {**asr.meta, "transcribed": sum(1 for a, b in zip(segments, out) if a.text != b.text)}
+    done = [b for a, b in zip(segments, out) if a.text != b.text or b.text_source == "asr"]
+    meta = {**rec.meta, "transcribed": sum(1 for b in done if b.text_source == "asr"),
+            "silent": sum(1 for b in done if b.text_source != "asr")}
     return out, meta
 
 

@@ -1,7 +1,8 @@
 """Conversations in: a video cut by a segment list, or a folder of clips with a manifest, as a
 :class:`~avafn.data.corpus.Corpus`; and the same inputs one utterance at a time for streaming.
 
-- a video plus a segment list (:mod:`avafn.segments`: CSV, SRT, WebVTT, RTTM as they come),
+- a video or audio file plus a segment list (:mod:`avafn.segments`: CSV, SRT, WebVTT,
+  ASS / SSA, whisper JSON, ``Name: line`` text, RTTM as they come),
   tidied against the video's duration, becomes one dialogue (split ``"predict"``) whose
   speakers are indexed in order of first appearance; cues without a speaker tag take theirs
   from a diarizer's turns (``speaker_turns``) or become one speaker ``unknown``;

@@ -12,9 +12,9 @@ Steps:
 1. **Conversation** (:mod:`avafn.inference.inputs`): a video plus a segment list, a segment
    list alone (text-only runs), or a folder of per-utterance clips plus a generic manifest; or
    a video alone, whose utterances and speakers are found in its audio and written to
-   ``segments.rttm``, and whose text, when the run uses text, a local speech-recognition model
-   transcribes (:mod:`avafn.inference.from_audio`). Subtitle cues without a speaker tag take
-   their speaker from diarization of the video's audio.
+   ``segments.rttm``, and whose text, when the run uses text, speech recognition transcribes
+   (offline Moonshine by default; :mod:`avafn.inference.from_audio`). Subtitle cues without
+   a speaker tag take their speaker from diarization of the video's audio.
 2. **Features** of exactly the modalities the run was trained on, with the extractors and
    settings recorded in the run (:class:`avafn.inference.featurizer.Featurizer`).
 3. **Model.** Every finished seed of the run predicts the dialogue; the reported
@@ -62,6 +62,7 @@ from avafn.inference.inputs import (
 )
 from avafn.inference.outputs import FORMATS, parse_formats, save
 from avafn.inference.summary import row_warnings, summarize, warning_places
+from avafn.inference.text_checks import check_texts
 from avafn.inference.windows import assign_windows, model_parties, run_windowed
 from avafn.notices import Notices
 from avafn.run import Run
@@ -128,16 +129,19 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             log: Callable[[str], None] | None = None,
             diarization: DiarizeOptions | None = None,
             asr_model: str | os.PathLike | None = None, asr_language: str | None = None,
-            formats: Sequence[str] | str | None = None, index_href: str | None = None) -> dict:
+            formats: Sequence[str] | str | None = None, index_href: str | None = None,
+            asr: str | None = None) -> dict:
     """Predict the emotion of every utterance of a new conversation (module docstring).
 
     ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`, or
     :class:`avafn.inference.batch.ReusedRun` to build its models once for many videos).
     Give ``video`` + ``segments``, ``video`` alone (utterances and speakers found in its audio
     with ``diarization``'s settings, written to ``out_dir/segments.rttm``), ``segments`` alone
-    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. ``asr_model``: a local
-    speech-recognition model folder that transcribes utterances without text when the run uses
-    text. ``speaker_turns`` (default: diarization of the video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
+    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. Utterances without
+    text, when the run uses text, are transcribed by speech recognition: ``asr`` names the
+    recognizer (default: the packaged Moonshine, or ``transformers`` with ``asr_model``, a
+    local model folder; ``"none"``: never). ``speaker_turns`` (default: diarization of the
+    video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
     segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
     progress and notes, one line each. ``formats``: the output files
     (:mod:`avafn.inference.outputs`; default all; ``html=False`` drops the report);
@@ -163,7 +167,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             raise PredictError(f"{video}: video not found")
         ignored = media_needs(modalities, video, say)
         if video is not None:  # every model option checked before minutes of diarization
-            if "text" in modalities and segments is None and asr_model is None:
+            from avafn.diarize.asr import NO_ASR
+
+            if "text" in modalities and segments is None and asr == NO_ASR:
                 from avafn.inference.from_audio import needs_text_error
 
                 raise needs_text_error()  # before any model is loaded
@@ -176,9 +182,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
             speaker_turns = _diarized_turns(diarization, device)
         segs, found = _video_input(
             video, segments, out_dir, modalities, diarization, asr_model, asr_language, device,
-            lambda: video_segments(video, segments, overlaps=overlaps,
-                                   max_segments=max_segments, notices=notices,
-                                   speaker_turns=speaker_turns, log=say), log=say)
+            asr, say, lambda: video_segments(video, segments, overlaps=overlaps,
+                                             max_segments=max_segments, notices=notices,
+                                             speaker_turns=speaker_turns, log=say))
         segs = assign_windows(segs, model_parties(models))
         corpus = corpus_from_segments(video, segs, labels)
         where = Path(segments).name if segments is not None else "the video's audio"
@@ -192,6 +198,9 @@ def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = 
     if video is None:
         with quiet_loading(not progress):
             featurizer = run.featurizer(device, extractor_models)
+    for ext in featurizer.extractors.values():
+        if getattr(ext, "input", "media") == "text":  # text it cannot read, flagged
+            check_texts(corpus.utterances(), getattr(ext, "encoder", None), notices)
     say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
 
     out = Path(out_dir)
@@ -323,13 +332,15 @@ def _dev_f1(run_dir: Path, labels: Sequence[str]) -> dict[str, float] | None:
 def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
                  out_dir: str | os.PathLike, modalities: Sequence[str],
                  diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
-                 asr_language: str | None, device: str,
-                 read_given: Callable[[], list[Segment]],
-                 log: Callable[[str], None] | None = None) -> tuple[list[Segment], dict]:
-    """The segments of a video: read from ``segments``, or found in its audio; transcribed
-    when the run uses text, they have none and an ASR model is given. Also returns what
-    ``predictions.json`` records about it (``segmentation``, ``asr``)."""
+                 asr_language: str | None, device: str, asr: str | None,
+                 say: Callable[[str], None],
+                 read_given: Callable[[], list[Segment]]) -> tuple[list[Segment], dict]:
+    """The segments of a video: read from ``segments``, or found in its audio; those without
+    text transcribed by speech recognition when the run uses text (unless ``asr`` is
+    ``"none"``). Also returns what ``predictions.json`` records about it (``segmentation``,
+    ``asr``)."""
     from avafn.diarize import DiarizeOptions
+    from avafn.diarize.asr import NO_ASR
     from avafn.inference.from_audio import (
         RTTM_NAME,
         needs_text_error,
@@ -342,15 +353,17 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
     if segments is not None:
         segs = read_given()
     else:
-        if "text" in modalities and asr_model is None:
+        if "text" in modalities and asr == NO_ASR:
             raise needs_text_error()  # before minutes of diarization
         options = diarization or DiarizeOptions(device=device)
-        segs = segments_from_audio(video, out_dir, options, log=log)
+        segs = segments_from_audio(video, out_dir, options, log=say)
         found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
     if "text" in modalities and not all((s.text or "").strip() for s in segs):
-        if asr_model is not None:
+        if asr != NO_ASR and video is not None:
             segs, found["asr"] = transcribe_segments(video, segs, asr_model, device,
-                                                     asr_language)
+                                                     asr_language, asr)
+            say(f"speech recognition ({found['asr']['asr']}): text of "
+                f"{found['asr']['transcribed']} utterance(s)")
         elif not any((s.text or "").strip() for s in segs):
             raise needs_text_error()
     return segs, found
