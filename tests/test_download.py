@@ -9,8 +9,8 @@ import pytest
 
 from avafn.data import download as dl
 from avafn.data import load_corpus, resolve_meld_dir
-from avafn.data._tabular import sha256_file
 from avafn.data.meld import MELD_FILES, MELD_SHA256
+from avafn.io import sha256_file
 
 
 @pytest.fixture

@@ -207,7 +207,7 @@ def test_store_written_before_precision_was_recorded(env, tmp_path):
     mp = st / "audio" / "meta.json"
     meta = json.loads(mp.read_text())
     del meta["config"]["precision"]
-    from avafn.store import config_hash
+    from avafn.io import config_hash
 
     meta["config_hash"] = config_hash(meta["config"])
     mp.write_text(json.dumps(meta))

@@ -16,7 +16,8 @@ from hostile_helpers import (
 )
 
 from avafn.extract.job import run_extraction
-from avafn.store import FeatureStore, atomic_write_bytes
+from avafn.io import atomic_write_bytes
+from avafn.store import FeatureStore
 
 
 def _start(store, split, go):
@@ -70,7 +71,7 @@ def _dead_pid() -> int:
 
 
 def test_clean_temp_removes_only_temp_files_of_dead_writers(tmp_path):
-    from avafn.store import _HOST
+    from avafn.io import _HOST
 
     st = FeatureStore(tmp_path)
     st.create_modality("x", {"extractor": "u", "width": 2})

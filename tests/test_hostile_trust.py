@@ -29,9 +29,10 @@ from avafn.checkpoint import CheckpointError, from_pretrained
 from avafn.config import ConfigError, TrainConfig
 from avafn.data import load_corpus
 from avafn.errors import UserError
+from avafn.io import atomic_write_json
 from avafn.registry import Registry, RegistryError
 from avafn.run import Run, RunError, finished_seeds
-from avafn.store import FeatureStore, StoreError, atomic_write_json
+from avafn.store import FeatureStore, StoreError
 from avafn.train import train
 from avafn.trainkit import NonFiniteError
 

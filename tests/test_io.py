@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avafn import io, store
+from avafn import io
 from avafn.errors import ConfigFileError
 from avafn.store import FeatureStore
 
@@ -186,12 +186,3 @@ def test_json_and_hashing(tmp_path):
     assert io.config_hash({"b": 1, "a": [1, 2]}) == io.config_hash({"a": [1, 2], "b": 1})
     assert io.config_hash({"a": 1}) != io.config_hash({"a": 2})
     assert len(io.config_hash({})) == 16
-
-
-def test_store_keeps_exporting_the_moved_names():
-    for name in ("atomic_write_bytes", "atomic_write_json", "config_hash", "temp_owner_alive",
-                 "STALE_TEMP_SECONDS", "_HOST"):
-        assert getattr(store, name) is getattr(io, name), name
-    from avafn.data import _tabular
-
-    assert _tabular.sha256_file is io.sha256_file

@@ -34,7 +34,7 @@ from safetensors.torch import save as st_save
 
 from avafn import __version__
 from avafn.errors import UserError
-from avafn.store import atomic_write_bytes, atomic_write_json
+from avafn.io import atomic_write_bytes, atomic_write_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

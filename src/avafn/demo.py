@@ -37,7 +37,8 @@ from typing import Any
 
 from avafn import __version__
 from avafn.data.corpus import Corpus
-from avafn.store import FeatureStore, atomic_write_json
+from avafn.io import atomic_write_json
+from avafn.store import FeatureStore
 
 
 def demo_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

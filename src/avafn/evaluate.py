@@ -29,8 +29,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from avafn import __version__
 from avafn.data.batching import SplitData
 from avafn.data.corpus import Corpus
+from avafn.io import atomic_write_bytes, atomic_write_json
 from avafn.run import Run, RunError
-from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+from avafn.store import FeatureStore
 from avafn.train import predict, weighted_f1
 
 

@@ -49,7 +49,8 @@ from avafn.extract.text import (
     dialogue_inputs,
     resolve_text_model,
 )
-from avafn.store import FeatureStore, atomic_write_json
+from avafn.io import atomic_write_json
+from avafn.store import FeatureStore
 from avafn.trainkit import (
     DevSelection,
     check_finite,

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from avafn.store import atomic_write_bytes
+from avafn.io import atomic_write_bytes
 
 
 def _save(fig, path: str | Path) -> Path:

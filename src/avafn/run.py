@@ -496,7 +496,7 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
             placed.append(final)
         for p, q in aside.items():  # kept, out of the way of the layout check
             os.replace(p, q)
-        from avafn.store import atomic_write_json
+        from avafn.io import atomic_write_json
 
         atomic_write_json(cfg, d)
         Run.open(run, finished=False)
@@ -507,7 +507,7 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
         for p, q in aside.items():
             if q.exists():
                 os.replace(q, p)
-        from avafn.store import atomic_write_bytes
+        from avafn.io import atomic_write_bytes
 
         atomic_write_bytes(cfg, old_cfg)
         raise

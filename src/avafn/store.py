@@ -47,16 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from avafn.errors import ConfigFileError, UserError, read_json
-
-# the file helpers live in avafn.io; these names stay importable from here
-from avafn.io import (  # noqa: F401
-    _HOST,
-    STALE_TEMP_SECONDS,
-    atomic_write_bytes,
-    atomic_write_json,
-    config_hash,
-    temp_owner_alive,
-)
+from avafn.io import atomic_write_bytes, atomic_write_json, config_hash, temp_owner_alive
 
 try:
     import fcntl

@@ -24,7 +24,8 @@ from typing import Any
 from avafn.config import ABLATIONS, ConfigError, split_settings
 from avafn.data.corpus import Corpus
 from avafn.evaluate import evaluate, fmt
-from avafn.store import FeatureStore, atomic_write_bytes, atomic_write_json
+from avafn.io import atomic_write_bytes, atomic_write_json
+from avafn.store import FeatureStore
 from avafn.train import train
 
 #: weighted F1 on MELD reported by the paper (Tables 2 and 3)

@@ -27,6 +27,7 @@ from avafn.checkpoint import resume_state, save_state, save_weights, training_fi
 from avafn.config import ABLATIONS, ConfigError, ModelSpec, Provenance, TrainConfig, split_settings
 from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
+from avafn.io import atomic_write_json
 from avafn.run import (
     LAYOUT,
     MODEL_DIR,
@@ -38,7 +39,7 @@ from avafn.run import (
     seed_dir,
     seed_dirs,
 )
-from avafn.store import FeatureStore, StoreError, atomic_write_json
+from avafn.store import FeatureStore, StoreError
 from avafn.trainkit import (
     DevSelection,
     adam,

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 from avafn.data.corpus import DataError
-from avafn.io import sha256_file  # noqa: F401  (importable from here too)
 
 #: "HH:MM:SS,mmm" (SRT style, as in MELD) or with "." as the decimal mark; hours may be 1+ digits
 _CLOCK = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d)(?:[,.](\d{1,6}))?$")

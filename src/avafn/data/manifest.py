@@ -16,9 +16,10 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from avafn.data._tabular import parse_int, parse_time, read_csv, read_jsonl, sha256_file
+from avafn.data._tabular import parse_int, parse_time, read_csv, read_jsonl
 from avafn.data.corpus import SPLITS, Corpus, DataError, Dialogue, Utterance
 from avafn.data.registry import CORPORA, MANIFEST, named_corpora
+from avafn.io import sha256_file
 
 REQUIRED_COLUMNS = ("dialogue_id", "turn", "speaker", "split")
 OPTIONAL_COLUMNS = ("label", "text", "media", "start", "end")

@@ -11,10 +11,11 @@ import dataclasses
 import os
 from pathlib import Path
 
-from avafn.data._tabular import parse_int, parse_time, read_csv, sha256_file
+from avafn.data._tabular import parse_int, parse_time, read_csv
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
 from avafn.data.download import MELD_FILES, MELD_SHA256, resolve_meld_dir
 from avafn.data.registry import CORPORA
+from avafn.io import sha256_file
 
 #: folder of each split's clips inside MELD.Raw
 MELD_MEDIA_SUBDIRS = {

@@ -182,7 +182,7 @@ def rttm_text(turns: Sequence[Turn] | Sequence[Segment], file_id: str) -> str:
 def write_rttm(path: str | os.PathLike, turns: Sequence[Turn] | Sequence[Segment],
                file_id: str) -> Path:
     """Write :func:`rttm_text` atomically."""
-    from avafn.store import atomic_write_bytes
+    from avafn.io import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

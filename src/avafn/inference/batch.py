@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from avafn.errors import UserError
-from avafn.store import atomic_write_bytes, atomic_write_json
+from avafn.io import atomic_write_bytes, atomic_write_json
 
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
               ".ts", ".mts")

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from avafn.errors import UserError
-from avafn.store import atomic_write_bytes, atomic_write_json
+from avafn.io import atomic_write_bytes, atomic_write_json
 
 #: every format, in the order they are written
 FORMATS = ("json", "csv", "jsonl", "srt", "vtt", "rttm", "html")
