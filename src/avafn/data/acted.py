@@ -303,7 +303,8 @@ def folder_items(root: str | os.PathLike) -> tuple[list[Item], str]:
 def read_folder(root: str | os.PathLike, k: int = DEFAULT_FOLDS, fold: int = 0, seed: int = 0,
                 labels: Sequence[str] | None = None) -> Corpus:
     """A folder of labelled clips or images (:func:`folder_items`); the splits come from a
-    ``split`` column when every row has one, else from fold ``fold`` of ``k``."""
+    ``split`` column when every row has one, else from fold ``fold`` of ``k`` (fewer folds
+    when there are fewer than ``k`` groups; with fewer than 3, everything is test)."""
     root = Path(root)
     items, how = folder_items(root)
     counts = Counter(it.label for it in items)
@@ -313,7 +314,11 @@ def read_folder(root: str | os.PathLike, k: int = DEFAULT_FOLDS, fold: int = 0, 
               "utterances": len(items)}
     if all(it.split for it in items):
         corpus = build_corpus(root.name, items, labels, None, source)
+    elif len({group_of(it) for it in items}) < 3:  # too few to split: all of it is test
+        corpus = build_corpus(root.name, items, labels, {group_of(it): "test" for it in items},
+                              source)
     else:
+        k = min(k, len({group_of(it) for it in items}))
         folds = make_folds(items, k, seed)
         corpus = build_corpus(root.name, items, labels, fold_splits(folds, fold), source)
         corpus.source["folds"] = {"k": k, "fold": fold, "seed": seed, "groups": folds,

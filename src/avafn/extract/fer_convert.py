@@ -195,11 +195,42 @@ def _bn(x: np.ndarray, w: dict[str, np.ndarray]) -> np.ndarray:
     return (x - w["moving_mean"]) / np.sqrt(w["moving_variance"] + BN_EPS) * w["gamma"] + w["beta"]
 
 
-def numpy_reference(x: np.ndarray, layers: list[dict], weights: dict[str, dict[str, np.ndarray]]
-                    ) -> list[tuple[str, np.ndarray]]:
-    """Mini-Xception in float64 NumPy from the Keras arrays: x (N,64,64,1) -> every stage
-    (NHWC), named as :meth:`MiniXception.stages` names them."""
-    plan = keras_plan(layers)
+def keras_arrays(state_dict) -> tuple[dict[str, list[str]], dict[str, dict[str, np.ndarray]]]:
+    """The inverse of :func:`to_state_dict`: a role plan and Keras-layout arrays (layers named
+    after the roles) from a :class:`MiniXception` state dict, for :func:`numpy_reference`."""
+    sd = {k: np.asarray(v, dtype=np.float64) for k, v in state_dict.items()}
+    w: dict[str, dict[str, np.ndarray]] = {}
+
+    def conv(prefix: str) -> str:
+        w[prefix] = {"kernel": sd[f"{prefix}.weight"].transpose(2, 3, 1, 0)}
+        if f"{prefix}.bias" in sd:
+            w[prefix]["bias"] = sd[f"{prefix}.bias"]
+        return prefix
+
+    def bn(prefix: str) -> str:
+        w[prefix] = dict(zip(BN_KEYS, (sd[f"{prefix}.{k}"] for k in
+                                       ("weight", "bias", "running_mean", "running_var"))))
+        return prefix
+
+    def sep(prefix: str) -> str:
+        w[prefix] = {"depthwise_kernel": sd[f"{prefix}.depthwise.weight"].transpose(2, 3, 0, 1),
+                     "pointwise_kernel": sd[f"{prefix}.pointwise.weight"].transpose(2, 3, 1, 0)}
+        return prefix
+
+    plan = {"conv1": [conv("conv1"), bn("bn1")], "conv2": [conv("conv2"), bn("bn2")],
+            "head": [conv("head")]}
+    for i in range(4):
+        b = f"blocks.{i}"
+        plan[f"block{i + 1}"] = [sep(f"{b}.sep1"), bn(f"{b}.bn1"), sep(f"{b}.sep2"),
+                                 bn(f"{b}.bn2"), conv(f"{b}.res"), bn(f"{b}.res_bn")]
+    return plan, w
+
+
+def numpy_reference(x: np.ndarray, plan: dict[str, list[str]],
+                    weights: dict[str, dict[str, np.ndarray]]) -> list[tuple[str, np.ndarray]]:
+    """Mini-Xception in float64 NumPy from Keras-layout arrays (``plan``: :func:`keras_plan`
+    of the file's layers, or :func:`keras_arrays`): x (N,64,64,1) -> every stage (NHWC),
+    named as :meth:`MiniXception.stages` names them."""
     relu = lambda a: np.maximum(a, 0.0)
     out = []
     x = x.astype(np.float64)
@@ -223,13 +254,13 @@ def numpy_reference(x: np.ndarray, layers: list[dict], weights: dict[str, dict[s
     return out
 
 
-def compare(model: MiniXception, x_nhwc: np.ndarray, layers, weights) -> dict[str, float]:
+def compare(model: MiniXception, x_nhwc: np.ndarray, plan, weights) -> dict[str, float]:
     """Largest absolute difference per stage between the port and the NumPy reference."""
     import torch
 
     with torch.no_grad():
         ours = model.stages(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2)).float())
-    ref = numpy_reference(x_nhwc, layers, weights)
+    ref = numpy_reference(x_nhwc, plan, weights)
     return {name: float(np.abs(t.numpy().transpose(0, 2, 3, 1) - r).max())
             for (name, t), (_, r) in zip(ours, ref)}
 
@@ -249,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
     model.eval()
     x = np.random.default_rng(0).uniform(-1, 1, (4, INPUT_SIZE, INPUT_SIZE, 1))
-    diffs = compare(model, x, layers, weights)
+    diffs = compare(model, x, keras_plan(layers), weights)
     print(json.dumps({"max_abs_diff_per_stage": diffs}, indent=1))
     if max(diffs.values()) > 1e-3:
         print("the port disagrees with the NumPy reference", file=sys.stderr)
