@@ -211,7 +211,8 @@ REAL = os.environ.get("AVAFN_REAL_DIR")
                     reason="opt-in: needs $AVAFN_REAL_DIR/fer2013 (real FER2013 faces)")
 def test_real_fer2013_accuracy_of_the_shipped_head():
     root = Path(REAL) / "fer2013"
-    rows = list(csv.DictReader(open(root / "labels.csv")))[::10]  # every 10th: 359 faces
+    with open(root / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[::10]  # every 10th: 359 faces
     imgs = np.stack([cv2.imread(str(root / r["path"]), cv2.IMREAD_GRAYSCALE) for r in rows])
     y = np.array([FER_LABELS.index(r["label"]) for r in rows])
     pred = FerEncoder("logits").encode_faces(imgs)["logits"].argmax(1)

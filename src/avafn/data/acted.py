@@ -165,18 +165,27 @@ def fold_corpus(corpus: Corpus, fold: int, folds: Sequence[Sequence[str]] | None
 
 
 def fold_store(store, corpus: Corpus, out: str | os.PathLike,
-               modalities: Iterable[str] | None = None):
+               modalities: Iterable[str] | None = None, standardize: bool = False):
     """A feature store at ``out`` holding ``store``'s vectors under ``corpus``'s utterance ids
     (matched by dialogue id: one utterance per dialogue), so that one extraction serves every
-    fold. Existing modalities of ``out`` with the same metadata are kept."""
+    fold. Existing modalities of ``out`` with the same metadata are kept.
+
+    ``standardize``: each feature z-scored with the mean and standard deviation of the fold's
+    **train** utterances (recorded in the modality's ``config.standardized``); a run trained on
+    such a store expects standardised inputs, which ``avafn predict`` does not produce."""
     from avafn.store import FeatureStore
 
     dst = FeatureStore(out)
     want_uids = {u.uid for u in corpus.utterances()}
     for m in modalities or store.modalities():
         t = store.table(m)
-        meta = store.meta(m)
-        if m in dst.modalities() and dst.meta(m) == meta and dst.done_uids(m) >= want_uids:
+        meta = dict(store.meta(m))
+        if standardize:
+            meta["config"] = {**meta.get("config", {}),
+                              "standardized": f"train of fold {corpus.source['folds']['fold']}"
+                              f"/{corpus.source['folds']['k']}"}
+        if m in dst.modalities() and dst.meta(m).get("config") == meta.get("config") and \
+                dst.done_uids(m) >= want_uids:
             continue
         by_key = {uid.split("/", 1)[1]: i for i, uid in enumerate(t.uids.tolist())}
         rows = []
@@ -186,11 +195,19 @@ def fold_store(store, corpus: Corpus, out: str | os.PathLike,
                 raise DataError(f"{store.root}: modality {m} has no entry for {u.dialogue_id} "
                                 "(extract it first)")
             rows.append((u.uid, i))
-        dst.create_modality(m, dict(meta), overwrite=True)
+        vectors = t.vectors
+        if standardize:
+            train = [i for uid, i in rows if uid.startswith("train/") and t.present[i]]
+            if not train:
+                raise DataError(f"{store.root}: modality {m} has no train vectors to "
+                                "standardise with")
+            mu, sd = t.vectors[train].mean(axis=0), t.vectors[train].std(axis=0)
+            vectors = (t.vectors - mu) / np.where(sd > 1e-8, sd, 1.0)
+        dst.create_modality(m, meta, overwrite=True)
         done = dst.done_uids(m)  # a copy cut short is finished, not redone
         with dst.writer(m, tag="fold") as w:
             for uid, i in (r for r in rows if r[0] not in done):
-                w.add(uid, t.vectors[i] if t.present[i] else None, int(t.count[i]),
+                w.add(uid, vectors[i] if t.present[i] else None, int(t.count[i]),
                       str(t.reason[i]))
     return dst
 
