@@ -155,7 +155,8 @@ def ravdess_part(args, work: Path) -> dict:
                     rows["avafn"].append(_cached(
                         work / "cells" / f"{name}-avafn.json",
                         lambda c=c, z=z, name=name: avafn_cell(c, z, work / "runs" / name,
-                                                               args.seeds)))
+                                                               args.seeds, "audio",
+                                                               args.max_epochs)))
                 print(f"{name}: " + ", ".join(f"{m} {r[-1]['accuracy']:.1f}"
                                               for m, r in rows.items() if r),
                       file=sys.stderr, flush=True)
@@ -257,7 +258,7 @@ def fer_part(args, work: Path) -> dict:
             rows["avafn"].append(_cached(
                 work / "cells" / f"{name}-avafn.json",
                 lambda c=c, z=z, name=name: avafn_cell(c, z, work / "runs" / name, args.seeds,
-                                                       "video")))
+                                                       "video", args.max_epochs)))
         print(f"{name}: " + ", ".join(f"{m} {r[-1]['accuracy']:.1f}" for m, r in rows.items()
                                       if r), file=sys.stderr, flush=True)
     out["folds"] = {m: summarise(r) for m, r in rows.items() if r}
@@ -285,7 +286,8 @@ def cross_part(args, work: Path) -> dict:
     run = work / "runs" / "cross-ravdess-meld7"
     from avafn.train import train
 
-    train(corpus, store, run, {"modalities": ["audio"], "max_epochs": 60, "patience": 10,
+    train(corpus, store, run, {"modalities": ["audio"], "max_epochs": args.max_epochs,
+                               "patience": 10,
                                "bucket": True}, seeds=[0], progress=False)
     dev = score(run, "dev", corpus, store)
     out = {"run": str(run), "dev_accuracy": dev["accuracy"]["mean"],
@@ -365,6 +367,8 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=6)
     p.add_argument("--seeds", default="0")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-epochs", type=int, default=60, help="AVAFN epochs at most (patience "
+                   "10 on dev weighted F1)")
     args = p.parse_args(argv)
     if not args.real_dir or not Path(args.real_dir).is_dir():
         print("real_table: give --real-dir or $AVAFN_REAL_DIR (ravdess/, fer2013/, "
