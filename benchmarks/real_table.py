@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -151,7 +152,7 @@ def ravdess_part(args, work: Path) -> dict:
                                                 lambda c=c, raw=raw: majority_cell(c, raw)))
                 rows["lr"].append(_cached(work / "cells" / f"{name}-lr.json",
                                           lambda c=c, raw=raw: lr_cell(c, raw)))
-                if "avafn" in args.models:
+                if "avafn" in args.models and fs in args.avafn_sets:
                     rows["avafn"].append(_cached(
                         work / "cells" / f"{name}-avafn.json",
                         lambda c=c, z=z, name=name: avafn_cell(c, z, work / "runs" / name,
@@ -267,9 +268,11 @@ def fer_part(args, work: Path) -> dict:
 
 # ------------------------------------------------------------------------- cross-corpus
 def cross_part(args, work: Path) -> dict:
-    """AVAFN on raw eGeMAPS of all 24 actors (MELD-7), then ``avafn predict`` on real
-    conversations (audio only)."""
-    from avafn.data.corpus import Corpus, Dialogue
+    """AVAFN on eGeMAPS of all 24 actors (MELD-7; standardised, the statistics recorded with
+    the run), then ``avafn predict`` on real conversations (audio only)."""
+    from avafn.data.acted import OneUtteranceCorpus
+    from avafn.data.corpus import Dialogue
+    from avafn.train import train
 
     root = Path(args.real_dir) / "ravdess"
     base = FeatureStore(work / "ravdess-eGeMAPSv02")
@@ -277,18 +280,15 @@ def cross_part(args, work: Path) -> dict:
     splits: dict[str, list] = {"train": [], "dev": []}
     for u in c0.utterances():
         s = "dev" if u.split == "test" else "train"  # fold 0's actors select; all others train
-        splits[s].append(Dialogue(s, u.dialogue_id, [u.__class__(**{**u.__dict__, "split": s})]))
-    corpus = Corpus("ravdess-meld7-all", list(c0.labels), splits, pre_cut=True,
-                    reader="ravdess-meld7")
+        splits[s].append(Dialogue(s, u.dialogue_id, [dataclasses.replace(u, split=s)]))
+    corpus = OneUtteranceCorpus("ravdess-meld7-all", list(c0.labels), splits, pre_cut=True,
+                                reader="ravdess-meld7")
     corpus.source = {**c0.source, "folds": None,
-                     "split": "dev = actors 01-04, train = actors 05-24"}
-    store = fold_store(base, corpus, work / "cross-store")
+                     "split": "dev = fold 0's actors, train = all other actors"}
+    store = fold_store(base, corpus, work / "cross-store", standardize=True)
     run = work / "runs" / "cross-ravdess-meld7"
-    from avafn.train import train
-
     train(corpus, store, run, {"modalities": ["audio"], "max_epochs": args.max_epochs,
-                               "patience": 10,
-                               "bucket": True}, seeds=[0], progress=False)
+                               "patience": 10, "bucket": True}, seeds=[0], progress=False)
     dev = score(run, "dev", corpus, store)
     out = {"run": str(run), "dev_accuracy": dev["accuracy"]["mean"],
            "dev_weighted_f1": dev["weighted_f1"]["mean"], "conversations": {}}
@@ -364,6 +364,8 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default="ravdess,fer,cross")
     p.add_argument("--sets", default="eGeMAPSv02,ComParE_2016")
     p.add_argument("--models", default="majority,lr,avafn")
+    p.add_argument("--avafn-sets", default="eGeMAPSv02,ComParE_2016",
+                   help="the RAVDESS feature sets AVAFN is trained on (LR: all of --sets)")
     p.add_argument("--folds", type=int, default=6)
     p.add_argument("--seeds", default="0")
     p.add_argument("--threads", type=int, default=1)
@@ -379,6 +381,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     args.sets = [s for s in args.sets.split(",") if s]
     args.models = [s for s in args.models.split(",") if s]
+    args.avafn_sets = [s for s in args.avafn_sets.split(",") if s]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,9 @@ def test_fold_store_rekeys_and_standardises_on_train(ravdess, tmp_path):
     z = fold_store(base, c2, tmp_path / "f2z", standardize=True)
     xt, _ = z.load("audio", [u.uid for u in c2.utterances("train")])
     assert np.allclose(xt.mean(0), 0, atol=1e-5) and np.allclose(xt.std(0), 1, atol=1e-4)
-    assert z.meta("audio")["config"]["standardized"] == "train of fold 2/3"
+    meta = z.meta("audio")
+    assert meta["extractor"] == "standardized" and meta["config"]["fitted_on"] == \
+        "train of fold 2/3" and meta["config"]["inner"]["extractor"] == "toy"
     assert fold_store(base, c2, tmp_path / "f2z", standardize=True).done_uids("audio") == \
         {u.uid for u in c2.utterances()}  # reused, not rewritten
 
@@ -177,3 +179,31 @@ def test_avafn_on_one_utterance_dialogues_learns_separable_features(ravdess, tmp
                 progress=False)
     rep = score(run, "test", c, store)
     assert rep["n_utterances"] == 32 and rep["accuracy"]["mean"] > 60
+    # room for the parties of a real conversation, though every training dialogue has one
+    import json
+
+    assert json.loads((run / "config.json").read_text())["model"]["n_parties"] == 9
+
+
+def test_standardized_store_is_rebuilt_by_its_record(ravdess, tmp_path):
+    """The standardised store's record rebuilds an extractor (openSMILE inside) that gives
+    new media the stored, standardised vectors: what ``avafn predict`` relies on."""
+    from avafn.extract.job import run_extraction
+    from avafn.extract.opensmile import OpenSmileExtractor
+    from avafn.extract.registry import rebuild, setting_differences
+
+    c = read_ravdess(ravdess, k=3, fold=0)
+    small = fold_corpus(c, 0)
+    for s in small.splits:
+        small.splits[s] = small.splits[s][:6]
+    base = FeatureStore(tmp_path / "base")
+    run_extraction(small, None, base, OpenSmileExtractor(), progress=False)
+    z = fold_store(base, small, tmp_path / "z", standardize=True)
+    meta = z.meta("audio")
+    ext = rebuild(meta)
+    assert setting_differences(meta, ext.meta()) == []
+    u = small.utterances("test")[0]
+    v, n, why = ext.process([ext.loader(0)(u.media, None, None)])[0]
+    stored, _ = z.load("audio", [u.uid])
+    assert why == "" and np.allclose(v, stored[0], atol=1e-4)
+    assert not np.allclose(v, base.table("audio").vectors[0])  # not the raw functionals

@@ -15,7 +15,9 @@ Two readers, registered in :data:`avafn.data.registry.CORPORA`:
     folder name (``DIR/<label>/<file>``).
 
 Every utterance is its own one-utterance dialogue (``dialogue_id`` = its path inside the
-folder, turn 0): a dialogue model trained on them has no context to use.
+folder, turn 0): a dialogue model trained on them has no context to use. The corpus still
+declares room for :data:`DEFAULT_PARTIES` speakers (:class:`OneUtteranceCorpus`), so that a
+run trained on it predicts on real conversations.
 
 Speaker-independent evaluation: :func:`make_folds` splits the speakers into ``k`` folds; for
 fold ``i`` the test speakers are fold ``i``, the dev speakers fold ``i + 1`` (mod k, taken from
@@ -50,6 +52,23 @@ RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
 MEDIA_SUFFIXES = frozenset({".wav", ".mp4", ".flac", ".mp3", ".m4a", ".ogg", ".avi", ".mkv",
                             ".mov", ".webm", ".jpg", ".jpeg", ".png", ".bmp"})
 DEFAULT_FOLDS = 6
+
+
+#: parties a run trained on one-utterance dialogues is built for (MELD's most), so that it can
+#: predict on conversations; no weight depends on the number of parties
+DEFAULT_PARTIES = 9
+
+
+@dataclasses.dataclass
+class OneUtteranceCorpus(Corpus):
+    """A corpus of one-utterance dialogues; ``max_parties`` is ``parties`` (the model built on
+    it keeps room for that many speakers in a conversation it predicts on)."""
+
+    parties: int = DEFAULT_PARTIES
+
+    @property
+    def max_parties(self) -> int:
+        return max(self.parties, super().max_parties)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +140,8 @@ def build_corpus(name: str, items: Sequence[Item], labels: Sequence[str],
         u = Utterance(split=split, dialogue_id=it.key, turn=0, speaker=speaker, speaker_idx=0,
                       label=it.label, media=it.media, source=it.source)
         splits.setdefault(split, []).append(Dialogue(split, it.key, [u]))
-    corpus = Corpus(name, list(labels), {s: splits[s] for s in SPLITS if s in splits},
-                    pre_cut=True)
+    corpus = OneUtteranceCorpus(name, list(labels), {s: splits[s] for s in SPLITS
+                                                     if s in splits}, pre_cut=True)
     corpus.source = {**source, "labels": list(labels),
                      "splits": {s: len(d) for s, d in corpus.splits.items()}}
     return corpus
@@ -152,9 +171,9 @@ def fold_corpus(corpus: Corpus, fold: int, folds: Sequence[Sequence[str]] | None
             raise DataError(f"{u.source}: speaker {u.speaker!r} is in none of the folds")
         by_split.setdefault(s, []).append(
             Dialogue(s, u.dialogue_id, [dataclasses.replace(u, split=s)]))
-    out = Corpus(corpus.name, list(corpus.labels), {s: by_split[s] for s in SPLITS
-                                                    if s in by_split},
-                 media_subdirs={}, pre_cut=corpus.pre_cut, reader=corpus.reader)
+    out = OneUtteranceCorpus(corpus.name, list(corpus.labels),
+                             {s: by_split[s] for s in SPLITS if s in by_split},
+                             media_subdirs={}, pre_cut=corpus.pre_cut, reader=corpus.reader)
     out.source = {**corpus.source,
                   "folds": {"k": len(folds), "fold": fold, "seed": seed if seed is not None
                             else corpus.source.get("folds", {}).get("seed", 0),
@@ -170,9 +189,10 @@ def fold_store(store, corpus: Corpus, out: str | os.PathLike,
     (matched by dialogue id: one utterance per dialogue), so that one extraction serves every
     fold. Existing modalities of ``out`` with the same metadata are kept.
 
-    ``standardize``: each feature z-scored with the mean and standard deviation of the fold's
-    **train** utterances (recorded in the modality's ``config.standardized``); a run trained on
-    such a store expects standardised inputs, which ``avafn predict`` does not produce."""
+    ``standardize``: each feature z-scored with the mean and standard deviation of the
+    corpus's **train** utterances, recorded as the ``standardized`` extractor around the
+    original one (:mod:`avafn.extract.standardized`): a run trained on it standardises new
+    media the same way in ``avafn predict``."""
     from avafn.store import FeatureStore
 
     dst = FeatureStore(out)
@@ -180,12 +200,12 @@ def fold_store(store, corpus: Corpus, out: str | os.PathLike,
     for m in modalities or store.modalities():
         t = store.table(m)
         meta = dict(store.meta(m))
-        if standardize:
-            meta["config"] = {**meta.get("config", {}),
-                              "standardized": f"train of fold {corpus.source['folds']['fold']}"
-                              f"/{corpus.source['folds']['k']}"}
-        if m in dst.modalities() and dst.meta(m).get("config") == meta.get("config") and \
-                dst.done_uids(m) >= want_uids:
+        fitted_on = "train of " + (f"fold {corpus.source['folds']['fold']}/"
+                                   f"{corpus.source['folds']['k']}"
+                                   if corpus.source.get("folds") else corpus.name)
+        if m in dst.modalities() and dst.done_uids(m) >= want_uids and (
+                dst.meta(m).get("config", {}).get("fitted_on") == fitted_on if standardize
+                else dst.meta(m).get("config") == meta.get("config")):
             continue
         by_key = {uid.split("/", 1)[1]: i for i, uid in enumerate(t.uids.tolist())}
         rows = []
@@ -201,8 +221,13 @@ def fold_store(store, corpus: Corpus, out: str | os.PathLike,
             if not train:
                 raise DataError(f"{store.root}: modality {m} has no train vectors to "
                                 "standardise with")
+            from avafn.extract.standardized import standardized_meta
+
             mu, sd = t.vectors[train].mean(axis=0), t.vectors[train].std(axis=0)
-            vectors = (t.vectors - mu) / np.where(sd > 1e-8, sd, 1.0)
+            meta = standardized_meta(meta, mu, sd, fitted_on)
+            cfg = meta["config"]
+            vectors = ((t.vectors - np.asarray(cfg["mean"], np.float32))
+                       / np.asarray(cfg["std"], np.float32)).astype(np.float32)
         dst.create_modality(m, meta, overwrite=True)
         done = dst.done_uids(m)  # a copy cut short is finished, not redone
         with dst.writer(m, tag="fold") as w:
