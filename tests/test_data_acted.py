@@ -203,7 +203,7 @@ def test_standardized_store_is_rebuilt_by_its_record(ravdess, tmp_path):
     ext = rebuild(meta)
     assert setting_differences(meta, ext.meta()) == []
     u = small.utterances("test")[0]
-    v, n, why = ext.process([ext.loader(0)(u.media, None, None)])[0]
+    v, _n, why = ext.process([ext.loader(0)(u.media, None, None)])[0]
     stored, _ = z.load("audio", [u.uid])
     assert why == "" and np.allclose(v, stored[0], atol=1e-4)
     assert not np.allclose(v, base.table("audio").vectors[0])  # not the raw functionals
