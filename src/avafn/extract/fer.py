@@ -43,11 +43,11 @@ from torch import nn
 
 from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
 from avafn.extract.faces import DEFAULT_DETECTOR, DEFAULT_FPS, FaceConfig, load_faces_segment
+from avafn.extract.fer_frames import INPUT_SIZE, load_whole_frames
 from avafn.extract.registry import FACE_DETECTORS, ExtractorError, register_extractor
 
 #: FER2013's classes in the network's output order
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-INPUT_SIZE = 64
 BN_EPS = 1e-3  # Keras' BatchNormalization default, as in the shipped model
 BLOCK_WIDTHS = (16, 32, 64, 128)
 LAYERS = {"logits": len(FER_LABELS), "probs": len(FER_LABELS), "pooled": BLOCK_WIDTHS[-1]}
@@ -183,21 +183,6 @@ def to_input(faces: np.ndarray) -> np.ndarray:
             g = cv2.resize(g, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_LINEAR)
         out[i, 0] = g.astype(np.float32) / 127.5 - 1.0
     return out
-
-
-def load_whole_frames(fps: float | None, threads: int, path: str, start: float | None,
-                      end: float | None) -> tuple[np.ndarray, int]:
-    """Every sampled frame, whole, as the face (images that are already face crops): the
-    grey 64×64 input of each frame, and the number of frames."""
-    import cv2
-
-    from avafn.extract.media import decode_frames
-
-    frames, _ = decode_frames(path, fps=fps, start=start, end=end, threads=threads)
-    crops = np.stack([cv2.resize(f, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA
-                                 if min(f.shape[:2]) > INPUT_SIZE else cv2.INTER_LINEAR)
-                      for f in frames])
-    return crops, len(frames)
 
 
 class FerEncoder:
