@@ -305,7 +305,27 @@ def cross_part(args, work: Path) -> dict:
         labels = Counter(p.get("prediction") or p.get("label") for p in items)
         out["conversations"][wav.name] = {"utterances": len(items), "labels": dict(labels),
                                           "command": " ".join(cmd)}
+    detected = work / "fer-detected-logits"
+    if (detected / "video" / "meta.json").is_file():  # written by the fer part
+        out["video_run"] = _video_run(args, work, FeatureStore(detected))
     return out
+
+
+def _video_run(args, work: Path, detected: FeatureStore) -> dict:
+    """AVAFN, video only, on the FER2013 faces found by the face detector in padded frames
+    (mini-Xception logits, standardised; fold 0's dev for selection): a face model that
+    ``avafn predict RUN --video FILE`` runs on any video, offline."""
+    from avafn.train import train
+
+    corpus = read_folder(work / "fer-padded", k=args.folds, fold=0, labels=FER_LABELS)
+    store = fold_store(detected, corpus, work / "cross-video-store", standardize=True)
+    run = work / "runs" / "cross-fer-video"
+    train(corpus, store, run, {"modalities": ["video"], "max_epochs": args.max_epochs,
+                               "patience": 10, "bucket": True}, seeds=[0], progress=False)
+    rep = score(run, "test", corpus, store)
+    return {"run": str(run), "test_accuracy_fold0": rep["accuracy"]["mean"],
+            "test_weighted_f1_fold0": rep["weighted_f1"]["mean"],
+            "note": "faces missed by the detector are a missing modality (learned embedding)"}
 
 
 # ----------------------------------------------------------------------------- markdown
