@@ -74,10 +74,11 @@ def test_builtins_are_listed():
     assert {"wav2vec2-mean", "dan-faces-mean", "opensmile", "sentence-transformers",
             "hf-mean-pool"} <= set(EXTRACTORS.names())
     assert extractors_of_kind("audio") == ["opensmile", "wav2vec2-mean"]
-    assert extractors_of_kind("video") == ["dan-faces-mean"]
+    assert extractors_of_kind("video") == ["dan-faces-mean", "fer-minixception"]
     assert extractors_of_kind("text") == ["sentence-transformers"]  # hf-mean-pool: an alias
     assert FACE_DETECTORS.get("opencv-haar") is HaarFaceDetector
-    assert named_corpora() == ["meld"] and "manifest" in CORPORA.names()
+    assert named_corpora() == ["folder", "meld", "ravdess", "ravdess-meld7"]
+    assert "manifest" in CORPORA.names()
     with pytest.raises(ExtractorError, match="unknown extractor 'nope'.*wav2vec2-mean"):
         rebuild({"extractor": "nope", "width": 3})
     with pytest.raises(ExtractorError, match="does not name its extractor"):
@@ -134,7 +135,7 @@ def test_corpus_reader_plugin_by_name(tmp_path, monkeypatch, capsys):
     assert FeatureStore(tmp_path / "s").table("audio").present.all()
     # a manifest is any other --dataset; a missing one names the registered corpora
     with pytest.raises(DataError, match="no such manifest; --dataset is a corpus name "
-                                        "\\('meld', 'toy-clips'\\)"):
+                                        "\\('folder', 'meld', 'ravdess', 'ravdess-meld7', 'toy-clips'\\)"):
         load_corpus(str(tmp_path / "none.csv"))
 
 

@@ -19,7 +19,8 @@ from typing import Any
 from avafn.registry import Registry, RegistryError
 
 CORPORA: Registry = Registry("corpus", entry_points="avafn.corpora",
-                             builtin=("avafn.data.meld", "avafn.data.manifest"))
+                             builtin=("avafn.data.meld", "avafn.data.manifest",
+                                      "avafn.data.acted"))
 
 #: the reader of any ``--dataset`` that is not a registered name
 MANIFEST = "manifest"

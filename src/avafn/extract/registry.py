@@ -25,7 +25,8 @@ from avafn.registry import Registry, RegistryError
 EXTRACTORS: Registry = Registry(
     "extractor", entry_points="avafn.extractors",
     builtin=("avafn.extract.audio", "avafn.extract.video", "avafn.extract.text",
-             "avafn.extract.opensmile"))
+             "avafn.extract.opensmile", "avafn.extract.fer",
+             "avafn.extract.standardized"))
 FACE_DETECTORS: Registry = Registry(
     "face detector", entry_points="avafn.face_detectors", builtin=("avafn.extract.faces",))
 
