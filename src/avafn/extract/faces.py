@@ -29,6 +29,7 @@ otherwise), resized to ``size`` (224 for DAN).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,3 +280,18 @@ def load_faces_segment(fps: float | None, face_config: FaceConfig | None, thread
         cv2.setNumThreads(threads)
     return load_faces(path, fps=fps, start=start, end=end, face_config=face_config,
                       threads=threads, detector=detector)
+
+
+def clip_means(encode: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarray]
+               ) -> list[tuple[np.ndarray | None, int]]:
+    """Face crops of several clips -> per clip (the mean of ``encode``'s rows for its faces, or
+    None without faces; the number of faces used), all clips' faces encoded in one call."""
+    counts = [len(c) for c in clips]
+    if sum(counts) == 0:
+        return [(None, 0) for _ in clips]
+    feats = encode(np.concatenate([c for c in clips if len(c)]))
+    out, k = [], 0
+    for n in counts:
+        out.append((feats[k:k + n].mean(axis=0) if n else None, n))
+        k += n
+    return out

@@ -42,7 +42,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
-from avafn.extract.faces import DEFAULT_DETECTOR, DEFAULT_FPS, FaceConfig, load_faces_segment
+from avafn.extract.faces import (
+    DEFAULT_DETECTOR,
+    DEFAULT_FPS,
+    FaceConfig,
+    clip_means,
+    load_faces_segment,
+)
 from avafn.extract.fer_frames import INPUT_SIZE, load_whole_frames
 from avafn.extract.registry import FACE_DETECTORS, ExtractorError, register_extractor
 
@@ -216,15 +222,8 @@ class FerEncoder:
         return out
 
     def encode_clips(self, clips: list[np.ndarray]) -> list[tuple[np.ndarray | None, int]]:
-        counts = [len(c) for c in clips]
-        if sum(counts) == 0:
-            return [(None, 0) for _ in clips]
-        feats = self.encode_faces(np.concatenate([c for c in clips if len(c)]))[self.layer]
-        out, k = [], 0
-        for n in counts:
-            out.append((feats[k:k + n].mean(axis=0) if n else None, n))
-            k += n
-        return out
+        """Face crops of several clips -> per clip (mean of the chosen layer or None, faces)."""
+        return clip_means(lambda faces: self.encode_faces(faces)[self.layer], clips)
 
 
 @register_extractor("fer-minixception")

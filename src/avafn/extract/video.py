@@ -31,6 +31,7 @@ from avafn.extract.faces import (
     DEFAULT_DETECTOR,
     DEFAULT_FPS,
     FaceConfig,
+    clip_means,
     load_faces,
     load_faces_segment,
 )
@@ -77,15 +78,7 @@ class DANVideoEncoder:
 
     def encode_clips(self, clips: list[np.ndarray]) -> list[tuple[np.ndarray | None, int]]:
         """Face crops of several clips -> per clip (mean feature or None, faces used)."""
-        counts = [len(c) for c in clips]
-        if sum(counts) == 0:
-            return [(None, 0) for _ in clips]
-        feats = self.encode_faces(np.concatenate([c for c in clips if len(c)]))
-        out, k = [], 0
-        for n in counts:
-            out.append((feats[k:k + n].mean(axis=0) if n else None, n))
-            k += n
-        return out
+        return clip_means(self.encode_faces, clips)
 
 
 @register_extractor("dan-faces-mean")
