@@ -49,7 +49,8 @@ from avafn.data.acted import fold_store, read_folder, read_ravdess
 from avafn.evaluate import score
 from avafn.extract.fer import FER_LABELS, FerEncoder, FerFacesExtractor
 from avafn.extract.job import run_extraction
-from avafn.store import FeatureStore, atomic_write_json
+from avafn.io import atomic_write_json
+from avafn.store import FeatureStore
 
 #: published figures checked against their source (see the README's real-data section)
 PUBLISHED = [
