@@ -525,3 +525,20 @@ def test_batch_index_fits_at_1400_400_and_360_px(tmp_path, browser):
         assert (probe["labels"] > 0) == (width < 600), (width, probe["labels"])
         assert "a/predictions.csv" in probe["links"] and "a/report.html" in probe["links"]
         assert "c/report.html" not in probe["links"]
+
+
+def test_no_warnings_line_counts_the_rows_that_carry_notes():
+    """With no input warnings, the panel still says how many rows carry notes of their own
+    (a guessed speaker, recognised text), so "no warnings" never contradicts the table."""
+    views = make_views(3, speakers=["A", "B"])
+    for r in views[0]["rows"]:
+        r["warnings"] = []
+    page = render_report(views, LABELS, "t", extra={"warnings": []})
+    assert "No warnings.</p>" in page
+    views[0]["rows"][1]["warnings"] = ["speaker guessed from the audio (diarization)"]
+    views[0]["rows"][2]["warnings"] = ["text from speech recognition"]
+    page = render_report(views, LABELS, "t", extra={"warnings": []})
+    assert "No warnings from reading the input; 2 utterances carry a note" in page
+    views[0]["rows"][2]["warnings"] = []
+    page = render_report(views, LABELS, "t", extra={"warnings": []})
+    assert "1 utterance carries a note" in page

@@ -822,9 +822,18 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
     return "\n".join(body), data
 
 
-def _warnings_panel(warnings: Sequence[Mapping[str, Any]], csv_href: str | None) -> str:
-    """Every warning kind with its count and every place (file:line) it was met."""
+def _warnings_panel(warnings: Sequence[Mapping[str, Any]], csv_href: str | None,
+                    noted_rows: int = 0) -> str:
+    """Every warning kind with its count and every place (file:line) it was met.
+    ``noted_rows``: rows that carry notes of their own (a guessed speaker, recognised text, a
+    missing modality), said beside "no warnings" so that the two never read as a
+    contradiction."""
     if not warnings:
+        if noted_rows:
+            return ('<p class="meta warn-none">No warnings from reading the input; '
+                    f'{noted_rows} utterance{"s carry" if noted_rows != 1 else " carries"} a note '
+                    '(⚠ in the table: a guessed speaker, recognised text or a missing '
+                    'modality).</p>')
         return '<p class="meta warn-none">No warnings.</p>'
     total = sum(int(w["count"]) for w in warnings)
     items = []
@@ -898,7 +907,8 @@ def render_report(dialogues: Sequence[Mapping[str, Any]], labels: Sequence[str],
         body.append('<p class="meta">' + " · ".join(
             f"{_esc(k)}: {_esc(v)}" for k, v in info.items()) + "</p>")
     if "warnings" in extra:
-        body.append(_warnings_panel(extra.get("warnings") or [], extra.get("csv")))
+        noted = sum(1 for d in dialogues for r in d.get("rows", ()) if r.get("warnings"))
+        body.append(_warnings_panel(extra.get("warnings") or [], extra.get("csv"), noted))
     if not f1:  # the colour key (with the F1 it sits in every dialogue's summary)
         body.append('<div class="legend" aria-label="emotion colours">'
                     + "".join(_pill(lab, colours) for lab in labels) + "</div>")
