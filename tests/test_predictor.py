@@ -83,6 +83,8 @@ def test_predictor_equals_predict_and_loads_models_once(runs, tmp_path, monkeypa
                         models(self, *a, **k))
     p = avafn.Predictor.from_run(runs["text"])
     assert len(calls) == 1 and p.labels == LABELS and len(p.models) == 2
+    assert repr(p) == (f"Predictor(run={str(runs['text'])!r}, seeds=2, modalities=['text'], "
+                       f"labels={LABELS}, device='cpu')")
     first = p(segments=runs["srt"], out_dir=tmp_path / "a")
     assert isinstance(first, avafn.Predictions) and first.outputs is None
     assert (tmp_path / "a" / "features").is_dir()  # the features are kept beside the outputs
@@ -149,5 +151,6 @@ def test_import_avafn_stays_light():
             "from avafn import Predictor, Predictions; assert Predictor.__name__ == "
             "'Predictor'; assert avafn.__version__")
     subprocess.run([__import__("sys").executable, "-c", code], check=True)
+    assert "Predictor" in dir(avafn)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         avafn.nothing  # noqa: B018

@@ -19,3 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(predictor, name)
     raise AttributeError(f"module 'avafn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Predictions", "Predictor"})

@@ -213,6 +213,10 @@ class Predictor:
         return cls(run, run.models(device), device, extractor_models, diarization, asr,
                    asr_model, asr_language)
 
+    def __repr__(self) -> str:
+        return (f"Predictor(run={str(self.run.path)!r}, seeds={len(self.models)}, "
+                f"modalities={self.modalities}, labels={self.labels}, device={self.device!r})")
+
     def featurizer(self, progress: bool = False) -> Featurizer:
         """The run's extractors (built on first use, then kept)."""
         if self._featurizer is None:
