@@ -140,6 +140,9 @@ def test_a_folder_of_videos_loads_the_run_once(runs, tmp_path, monkeypatch):
     assert res["outputs"]["files"] == {"json": "predictions.json", "csv": "predictions.csv"}
     assert res["input"]["video"] == str((vids / "b.wav").resolve())
     assert [u["speaker"] for u in res["utterances"]] == [t[2] for t in TALK]
+    # complete outputs without a report (not asked for) are skipped on the next pass
+    again = predict_folder(runs["text"], vids, tmp_path / "out", formats="csv")
+    assert [v["status"] for v in again["videos"]] == ["skipped", "skipped"]
     # the report links back to the index when asked, as the CLI does
     predict_folder(runs["text"], vids, tmp_path / "o2", formats="csv,html",
                    index_href="../index.html")

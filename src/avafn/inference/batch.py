@@ -190,7 +190,7 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
     entries: list[dict] = []
     for k, item in enumerate(items, 1):
         head = f"[{k}/{len(items)}] {item.video.name}"
-        done = outputs_complete(item, html_report)
+        done = outputs_complete(item, html_report and "html" in formats)
         if done is not None:
             entries.append(_entry(item, "skipped", done))
             log(f"{head}: outputs complete, skipped")
