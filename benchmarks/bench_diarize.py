@@ -291,7 +291,7 @@ def stage_timing(seconds: float, speakers: int, seed: int, device: str = "cpu",
     import avafn.report_html as report
     from avafn.diarize.diarization import ResemblyzerDiarizer
     from avafn.extract import job
-    from avafn.inference import offline, predict
+    from avafn.inference import predict, predictor
     from avafn.run import Run
 
     times: dict[str, float] = {}
@@ -320,7 +320,7 @@ def stage_timing(seconds: float, speakers: int, seed: int, device: str = "cpu",
         _timed(times, lambda a, kw: "diarization", ResemblyzerDiarizer, "__call__")
         _timed(times, lambda a, kw: "extractors load", Run, "featurizer")
         _timed(times, lambda a, kw: f"extract {a[3].modality}", job, "run_extraction")
-        _timed(times, lambda a, kw: "model", offline, "run_models")
+        _timed(times, lambda a, kw: "model", predictor, "run_models")
         _timed(times, lambda a, kw: "report", report, "render_report")
         t0 = time.perf_counter()
         res = predict(run, video=video, out_dir=root / "out", device=device)

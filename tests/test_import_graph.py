@@ -75,7 +75,7 @@ def test_graph_sees_the_package():
     g = import_graph()
     assert "avafn.inference.offline" in g
     # a module-level and a function-level import both make edges
-    assert g.has_edge("avafn.inference.offline", "avafn.inference.featurizer")
+    assert g.has_edge("avafn.inference.predictor", "avafn.inference.featurizer")
     assert g.has_edge("avafn.inference.featurizer", "avafn.extract.job")
 
 

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from avafn import __version__
+from avafn._version import __version__
 from avafn.errors import UserError
 from avafn.io import atomic_write_bytes, atomic_write_json
 

@@ -17,7 +17,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 
-from avafn import __version__
+from avafn._version import __version__
 from avafn.commands import COMMANDS
 from avafn.errors import UserError, check_device, describe_environment_error
 

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from avafn import __version__
+from avafn._version import __version__
 from avafn.data.corpus import Corpus
 from avafn.io import atomic_write_json
 from avafn.store import FeatureStore

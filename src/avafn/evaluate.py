@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from avafn import __version__
+from avafn._version import __version__
 from avafn.data.batching import SplitData
 from avafn.data.corpus import Corpus
 from avafn.io import atomic_write_bytes, atomic_write_json
@@ -163,7 +163,7 @@ def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = N
     atomic_write_json(js, report)
     atomic_write_bytes(md, report_markdown(report, run.name).encode())
     if plots:
-        from avafn import plots as P
+        import avafn.plots as P
 
         for s in [s for s in dict.fromkeys(("dev", split)) if s in report]:
             P.plot_confusion(report[s]["confusion"], r.labels, run / f"confusion_{s}.png",
@@ -261,7 +261,7 @@ def robustness(run_dir: str | Path, modalities: Sequence[str] | None = None,
                 for f in fractions]
         res[m] = {"fractions": [float(f) for f in fractions], "weighted_f1": vals}
     atomic_write_json(run / "robustness" / f"{split}.json", res)
-    from avafn import plots as P
+    import avafn.plots as P
 
     P.plot_robustness(res, Path(out) if out else run / f"robustness_{split}.png",
                       title=f"{run.name}: {split} weighted F1 with a modality removed")

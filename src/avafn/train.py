@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
-from avafn import __version__
+from avafn._version import __version__
 from avafn.checkpoint import resume_state, save_state, save_weights, training_fields
 from avafn.config import ABLATIONS, ConfigError, ModelSpec, Provenance, TrainConfig, split_settings
 from avafn.data.batching import IGNORE, SplitData, check_limits

@@ -6,8 +6,11 @@ Modules, each depending only on those above it:
   (and one utterance at a time for streaming); :class:`PredictError`.
 - :mod:`avafn.inference.featurizer`: :class:`Featurizer`, the run's extractors rebuilt from
   its recorded settings (a whole corpus into a feature store, or one clip).
-- :mod:`avafn.inference.offline`: :func:`predict` (every utterance at once, seeds averaged)
-  and its writers (``predictions.json`` / ``.csv``, ``report.html``).
+- :mod:`avafn.inference.predictor`: :class:`Predictor` (a run's models built once; a call per
+  conversation gives :class:`Predictions`, every utterance at once, seeds averaged; ``save``
+  writes ``predictions.json`` / ``.csv`` / ..., ``report.html``; ``stream()`` on the same
+  models).
+- :mod:`avafn.inference.offline`: :func:`predict`, the same in one call.
 - :mod:`avafn.inference.streaming`: :class:`Streamer` (utterance by utterance through a
   causal model) and :func:`stream_predictions`.
 """
@@ -23,7 +26,8 @@ from avafn.inference.inputs import (
                                     media_duration,
                                     video_segments,
 )
-from avafn.inference.offline import predict, run_models
+from avafn.inference.offline import predict
+from avafn.inference.predictor import Predictions, Predictor, run_models
 from avafn.inference.streaming import (
                                     Streamer,
                                     StreamingError,
@@ -32,6 +36,6 @@ from avafn.inference.streaming import (
                                     stream_predictions,
 )
 
-__all__ = ["Featurizer", "PredictError", "StreamResult", "Streamer", "StreamingError",
+__all__ = ["Featurizer", "PredictError", "Predictions", "Predictor", "StreamResult", "Streamer", "StreamingError",
            "check_streamable", "corpus_from_clips", "corpus_from_segments", "iter_stream_items",
            "media_duration", "predict", "run_models", "stream_predictions", "video_segments"]

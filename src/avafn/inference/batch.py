@@ -54,31 +54,6 @@ class FolderItem:
     out: Path
 
 
-class ReusedRun:
-    """An opened run whose models and extractors are built once for all the videos of a folder
-    (:func:`avafn.inference.offline.predict` accepts it in place of a run folder)."""
-
-    def __init__(self, run: Any) -> None:
-        self._run = run
-        self._models: dict[str, list] = {}
-        self._featurizers: dict[tuple, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._run, name)
-
-    def models(self, device: str = "cpu") -> list:
-        if device not in self._models:
-            self._models[device] = self._run.models(device)
-        return self._models[device]
-
-    def featurizer(self, device: str = "cpu",
-                   extractor_models: Mapping[str, str] | None = None) -> Any:
-        key = (device, tuple(sorted((extractor_models or {}).items())))
-        if key not in self._featurizers:
-            self._featurizers[key] = self._run.featurizer(device, extractor_models)
-        return self._featurizers[key]
-
-
 def _sidecar(media: Path, files: list[Path]) -> Path | None:
     """The subtitle file of ``media``: same stem (``a.srt``) first, else a language-suffixed
     one (``a.en.srt`` before ``a.fr.srt``), each in :data:`SIDECAR_EXTS` order."""
@@ -178,19 +153,26 @@ def _entry(item: FolderItem, status: str, res: Mapping[str, Any] | None = None,
     return e
 
 
+#: the keywords of :func:`predict_folder` that build its one :class:`Predictor`
+_PREDICTOR_KW = ("device", "extractor_models", "diarization", "asr", "asr_model", "asr_language")
+#: those that only shape the written files
+_SAVE_KW = ("formats", "index_href")
+
+
 def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
                    out_dir: str | os.PathLike, *, html_report: bool = True,
-                   echo: Callable[[str], None] | None = None,
-                   predict_fn: Callable[..., dict] | None = None, **predict_kw: Any) -> dict:
+                   echo: Callable[[str], None] | None = None, **predict_kw: Any) -> dict:
     """Predict every video of ``folder`` into ``out_dir/<stem>/`` (module docstring).
 
-    ``predict_kw`` go to :func:`avafn.inference.offline.predict` for each video; ``echo``
-    receives one progress line per video. Returns what
-    ``index.json`` holds: ``videos`` (one entry each: status ``done`` / ``skipped`` /
-    ``failed``, counts or the error) and the totals.
+    One :class:`avafn.inference.predictor.Predictor` (models and extractors built once) for
+    all the videos; ``predict_kw`` are the keywords of :func:`avafn.inference.offline.predict`
+    (those of :meth:`Predictor.from_run`, of a call, and ``formats`` / ``index_href``);
+    ``echo`` receives one progress line per video. Returns what ``index.json`` holds:
+    ``videos`` (one entry each: status ``done`` / ``skipped`` / ``failed``, counts or the
+    error) and the totals.
     """
-    if predict_fn is None:
-        from avafn.inference.offline import predict as predict_fn
+    from avafn.inference.outputs import parse_formats
+    from avafn.inference.predictor import Predictor
     from avafn.run import Run
 
     log = echo or (lambda _line: None)
@@ -199,12 +181,16 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
     items = find_videos(folder, out, skipped)
     for line in skipped:
         log(line)
-    run = ReusedRun(Run.open(run_dir))  # a bad run folder stops here, before any video
+    build = {k: predict_kw.pop(k) for k in _PREDICTOR_KW if k in predict_kw}
+    keep = {k: predict_kw.pop(k) for k in _SAVE_KW if k in predict_kw}
+    formats = parse_formats(keep.get("formats"))
+    run = Run.open(run_dir)  # a bad run folder stops here, before any video
+    predictor: Predictor | None = None
     out.mkdir(parents=True, exist_ok=True)
     entries: list[dict] = []
     for k, item in enumerate(items, 1):
         head = f"[{k}/{len(items)}] {item.video.name}"
-        done = outputs_complete(item, html_report)
+        done = outputs_complete(item, html_report and "html" in formats)
         if done is not None:
             entries.append(_entry(item, "skipped", done))
             log(f"{head}: outputs complete, skipped")
@@ -212,8 +198,12 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
             log(f"{head}" + (f" + {item.segments.name}" if item.segments else
                              " (no subtitle file beside it)"))
             try:
-                res = predict_fn(run, video=item.video, segments=item.segments,
-                                 out_dir=item.out, html=html_report, **predict_kw)
+                if predictor is None:  # built once, on the first video to predict
+                    predictor = Predictor.from_run(run, **build)
+                preds = predictor(item.video, item.segments, out_dir=item.out, **predict_kw)
+                preds.save(item.out, formats, html=html_report,
+                           index_href=keep.get("index_href"))
+                res = preds.to_dict()
             except UserError as e:
                 entries.append(_entry(item, "failed", error=str(e)))
                 log(f"{head}: failed: {e}")

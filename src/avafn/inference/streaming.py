@@ -102,7 +102,11 @@ class Streamer:
     clip into features; by default, for a run folder, one built from the run's extractor
     settings (:class:`avafn.inference.featurizer.Featurizer`), with ``extractor_models`` overriding where the
     pretrained extractors live (``{"audio": wav2vec folder, "video": DAN checkpoint,
-    "text": sentence encoder}``).
+    "text": sentence encoder}``). ``models`` (with a run): the run's models already loaded,
+    and ``make_featurizer`` (a function of nothing returning the featurizer, called on the
+    first pushed clip): its extractors, shared with an offline
+    :class:`avafn.inference.predictor.Predictor` (``Predictor.stream()``) instead of built
+    again.
     """
 
     def __init__(self,
@@ -110,7 +114,8 @@ class Streamer:
                  device: str = "cpu", labels: Sequence[str] | None = None,
                  featurizer: ClipFeaturizer | None = None,
                  extractor_models: Mapping[str, str] | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, *, models: Sequence[torch.nn.Module] | None = None,
+                 make_featurizer: Callable[[], ClipFeaturizer] | None = None) -> None:
         self.device = torch.device(device)
         self.run_dir: Path | None = None
         self.run: Run | None = None
@@ -128,7 +133,7 @@ class Streamer:
                 raise StreamingError(f"run {self.run_dir} was trained bidirectional and cannot "
                                      f"stream; its causal twin can: avafn predict {twin} "
                                      "--stream ...") from e
-            models = self.run.models(device)
+            models = list(models) if models is not None else self.run.models(device)
             labels = labels or self.run.labels
         else:
             models = [run] if isinstance(run, torch.nn.Module) else list(run)
@@ -153,6 +158,7 @@ class Streamer:
             raise StreamingError(f"{len(self.labels)} labels given for a model with "
                                  f"{cfg0.n_classes} classes")
         self._featurizer = featurizer
+        self._make_featurizer = make_featurizer
         self._model_paths = dict(extractor_models or {})
         self.reset()
 
@@ -166,6 +172,8 @@ class Streamer:
 
     @property
     def featurizer(self) -> ClipFeaturizer:
+        if self._featurizer is None and self._make_featurizer is not None:
+            self._featurizer = self._make_featurizer()
         if self._featurizer is None:
             if self.run is None:
                 raise StreamingError("pushing a clip needs a featurizer (or a run folder whose "
