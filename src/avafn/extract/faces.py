@@ -37,9 +37,11 @@ import cv2
 import numpy as np
 
 from avafn.extract.media import decode_frames
-from avafn.extract.registry import FACE_DETECTORS, build_face_detector
+from avafn.extract.registry import FACE_DETECTORS, ExtractorError, build_face_detector
 
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
+#: the missing reason of a clip in which no face was found
+NO_FACE = "no face detected"
 DEFAULT_DETECTOR = "opencv-haar"
 #: frames sampled per second of video (MELD clips: ~18 frames for 3.6 s)
 DEFAULT_FPS = 5.0
@@ -295,3 +297,17 @@ def clip_means(encode: Callable[[np.ndarray], np.ndarray], clips: list[np.ndarra
         out.append((feats[k:k + n].mean(axis=0) if n else None, n))
         k += n
     return out
+
+
+def face_results(outs: list[tuple[np.ndarray | None, int]]
+                 ) -> list[tuple[np.ndarray | None, int, str]]:
+    """:func:`clip_means`' output as an extractor's results: a clip without faces is missing
+    with :data:`NO_FACE`."""
+    return [(v, n, "") if v is not None else (None, 0, NO_FACE) for v, n in outs]
+
+
+def check_detector(detector: str) -> None:
+    """Refuse a face detector name that is not registered (one line listing the known ones)."""
+    if detector not in FACE_DETECTORS:
+        raise ExtractorError(f"--face-detector {detector!r}: unknown face detector (known: "
+                             f"{', '.join(FACE_DETECTORS.names())})")

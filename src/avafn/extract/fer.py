@@ -46,11 +46,13 @@ from avafn.extract.faces import (
     DEFAULT_DETECTOR,
     DEFAULT_FPS,
     FaceConfig,
+    check_detector,
     clip_means,
+    face_results,
     load_faces_segment,
 )
 from avafn.extract.fer_frames import INPUT_SIZE, load_whole_frames
-from avafn.extract.registry import FACE_DETECTORS, ExtractorError, register_extractor
+from avafn.extract.registry import ExtractorError, register_extractor
 
 #: FER2013's classes in the network's output order
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -63,7 +65,6 @@ INPUTS = ("faces", "whole")
 #: detector boxes
 DEFAULT_MARGIN = 0.1
 WEIGHTS = "fer_minixception.safetensors"
-NO_FACE = "no face detected"
 
 
 def same_pool(x: torch.Tensor, kernel: int = 3, stride: int = 2) -> torch.Tensor:
@@ -235,9 +236,7 @@ class FerFacesExtractor(Extractor):
     def __init__(self, encoder: FerEncoder | None = None, fps: float | None = None,
                  face_config: FaceConfig | None = None, detector: str = DEFAULT_DETECTOR,
                  face_input: str = "faces", modality: str = "video"):
-        if detector not in FACE_DETECTORS:
-            raise ExtractorError(f"--face-detector {detector!r}: unknown face detector (known: "
-                                 f"{', '.join(FACE_DETECTORS.names())})")
+        check_detector(detector)
         if face_input not in INPUTS:
             raise ExtractorError(f"--fer-input {face_input!r}: expected one of "
                                  f"{', '.join(INPUTS)}")
@@ -271,7 +270,7 @@ class FerFacesExtractor(Extractor):
 
     def process(self, payloads: list) -> list[Result]:
         outs = self.encoder.encode_clips([c for c, _ in payloads])
-        return [(v, n, "") if v is not None else (None, 0, NO_FACE) for v, n in outs]
+        return face_results(outs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -30,19 +30,20 @@ from avafn.extract.dan import DAN, FEATURE_DIM, DANCheckpointError, load_dan, pr
 from avafn.extract.faces import (
     DEFAULT_DETECTOR,
     DEFAULT_FPS,
+    NO_FACE,
     FaceConfig,
+    check_detector,
     clip_means,
+    face_results,
     load_faces,
     load_faces_segment,
 )
 from avafn.extract.registry import (
-    FACE_DETECTORS,
     ExtractorError,
     model_location,
     register_extractor,
 )
 
-NO_FACE = "no face detected"
 __all__ = ["DEFAULT_FPS", "NO_FACE", "DANFacesExtractor", "DANVideoEncoder", "load_faces"]
 
 
@@ -90,9 +91,7 @@ class DANFacesExtractor(Extractor):
     def __init__(self, encoder: DANVideoEncoder, fps: float | None = None,
                  face_config: FaceConfig | None = None, detector: str = DEFAULT_DETECTOR,
                  modality: str = "video", unit_clips: int | None = None):
-        if detector not in FACE_DETECTORS:
-            raise ExtractorError(f"--face-detector {detector!r}: unknown face detector (known: "
-                                 f"{', '.join(FACE_DETECTORS.names())})")
+        check_detector(detector)
         self.encoder = encoder
         self.fps = DEFAULT_FPS if fps is None else fps
         self.face_config = face_config or FaceConfig()
@@ -119,7 +118,7 @@ class DANFacesExtractor(Extractor):
 
     def process(self, payloads: list) -> list[Result]:
         outs = self.encoder.encode_clips([c for c, _ in payloads])
-        return [(v, n, "") if v is not None else (None, 0, NO_FACE) for v, n in outs]
+        return face_results(outs)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
