@@ -159,17 +159,29 @@ class Segment:
 
     @property
     def speaker_origin(self) -> str:
-        """``speaker_source``, or "tag" / "unknown" from whether a speaker is named."""
-        if self.speaker_source:
-            return self.speaker_source
-        return "unknown" if self.speaker in (None, UNKNOWN_SPEAKER) else "tag"
+        """:func:`speaker_origin` of this segment."""
+        return speaker_origin(self.speaker_source, self.speaker)
 
     @property
     def text_origin(self) -> str:
-        """``text_source``, or "subtitle" / "none" from whether there is text."""
-        if self.text_source:
-            return self.text_source
-        return "subtitle" if self.text else "none"
+        """:func:`text_origin` of this segment."""
+        return text_origin(self.text_source, self.text)
+
+
+def speaker_origin(source: str | None, speaker: str | None) -> str:
+    """Where a speaker came from: ``source`` when recorded, else "tag" / "unknown" from whether
+    a speaker is named."""
+    if source:
+        return source
+    return "unknown" if speaker in (None, "", UNKNOWN_SPEAKER) else "tag"
+
+
+def text_origin(source: str | None, text: str | None) -> str:
+    """Where a text came from: ``source`` when recorded, else "subtitle" / "none" from whether
+    there is text."""
+    if source:
+        return source
+    return "subtitle" if text else "none"
 
 
 # --------------------------------------------------------------------------- time parsing

@@ -46,7 +46,7 @@ from avafn.inference.text_checks import check_texts
 from avafn.inference.windows import assign_windows, model_parties, run_windowed
 from avafn.notices import Notices
 from avafn.run import Run
-from avafn.segments import DEFAULT_MAX_SEGMENTS
+from avafn.segments import DEFAULT_MAX_SEGMENTS, speaker_origin, text_origin
 from avafn.store import FeatureStore
 
 if TYPE_CHECKING:
@@ -367,10 +367,9 @@ class Predictor:
                         "missing_reason": {m: missing[m][u.uid] for m in modalities
                                            if u.uid in missing[m]},
                         "source": u.source,
-                        "speaker_source": u.speaker_source or (
-                            "unknown" if u.speaker in (None, "", "unknown") else "tag"),
+                        "speaker_source": speaker_origin(u.speaker_source, u.speaker),
                         "speaker_confidence": u.speaker_confidence,
-                        "text_source": u.text_source or ("subtitle" if u.text else "none"),
+                        "text_source": text_origin(u.text_source, u.text),
                         "window": win[t], "context_attention": [
                             float(att[t, j]) for j in range(t) if win[j] == win[t]],
                     })
