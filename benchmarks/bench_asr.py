@@ -5,7 +5,10 @@
   times (``tests/conversation_media.py``); each turn is transcribed from the conversation's
   audio between its reference times, as predict does per utterance;
 - **real speech** (``$AVAFN_REAL_DIR/librispeech``, real LibriSpeech utterances): no
-  transcripts are shipped with them, so only the speed is measured there.
+  transcripts are shipped with them, so only the speed is measured there;
+- **real acted speech with known words** (``$AVAFN_REAL_DIR/ravdess``, ``--ravdess N``): 24
+  actors say one of RAVDESS's two statements ("Kids are talking by the door", "Dogs are sitting
+  by the door") in eight emotions; word error rate overall, by emotion and by intensity.
 
 Word error rate: word-level Levenshtein distance / reference words, over all turns (text
 lower-cased, punctuation removed). Real-time factor: transcription seconds / audio seconds,
@@ -13,7 +16,7 @@ with the recognizer's threads pinned to ``--threads`` cores (ONNX Runtime uses o
 core it may run on), worker process start-up included; also the peak memory of the
 recognizer's worker processes. Prints JSON.
 
-    python benchmarks/bench_asr.py --seeds 0 1 2 --seconds 40 --real 40 --threads 2
+    python benchmarks/bench_asr.py --seeds 0 1 2 --seconds 40 --real 40 --ravdess 96 --threads 2
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -61,6 +65,43 @@ def timed(rec, clips: list[np.ndarray]) -> tuple[list[str], float]:
     return out, time.perf_counter() - t
 
 
+RAVDESS_STATEMENTS = {"01": "kids are talking by the door", "02": "dogs are sitting by the door"}
+
+
+def ravdess_wer(rec, n: int) -> dict | None:
+    """Word error rate on ``n`` real RAVDESS clips (a fixed random sample over every actor,
+    emotion and intensity), against the statement each clip's file name says was spoken."""
+    folder = Path(os.environ.get("AVAFN_REAL_DIR", "")) / "ravdess"
+    if not (folder / "labels.csv").is_file():
+        return None
+    with open(folder / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows = random.Random(0).sample(rows, min(n, len(rows)))
+    clips = [load_audio(folder / r["path"]) for r in rows]
+    hyps, secs = timed(rec, clips)
+    groups: dict[str, dict[str, list[int]]] = {"label": {}, "intensity": {}, "sex": {}}
+    errors = total = 0
+    worst = ("", "", -1)
+    for r, h in zip(rows, hyps):
+        ref = words(RAVDESS_STATEMENTS[r["statement"]])
+        e = edit_distance(ref, words(h))
+        errors, total = errors + e, total + len(ref)
+        for key, by in groups.items():
+            acc = by.setdefault(r[key], [0, 0])
+            acc[0], acc[1] = acc[0] + e, acc[1] + len(ref)
+        if e > worst[2]:
+            worst = (r["path"], h, e)
+    dur = sum(len(c) for c in clips) / SAMPLE_RATE
+    return {"clips": len(rows), "actors": len({r["speaker"] for r in rows}), "words": total,
+            "wer": round(errors / max(total, 1), 4),
+            "exact": sum(words(h) == words(RAVDESS_STATEMENTS[r["statement"]])
+                         for r, h in zip(rows, hyps)),
+            **{f"wer_by_{k}": {g: round(a / max(t, 1), 4) for g, (a, t) in sorted(by.items())}
+               for k, by in groups.items()},
+            "audio_s": round(dur, 1), "rtf": round(secs / max(dur, 1e-9), 3),
+            "worst": {"file": worst[0], "heard": worst[1]}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--asr", default=None, help="recognizer (default: moonshine)")
@@ -70,6 +111,8 @@ def main() -> None:
     ap.add_argument("--speakers", type=int, default=5)
     ap.add_argument("--real", type=int, default=40, metavar="N",
                     help="real LibriSpeech utterances timed (0: none)")
+    ap.add_argument("--ravdess", type=int, default=0, metavar="N",
+                    help="real RAVDESS clips transcribed against their known statement (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -120,6 +163,8 @@ def main() -> None:
                           "audio_s": round(dur, 1), "seconds": round(secs, 1),
                           "rtf": round(secs / dur, 3), "wer": "no reference transcripts",
                           "example": {"file": rows[0]["path"], "heard": hyps[0]}}
+    if args.ravdess:
+        result["ravdess"] = ravdess_wer(rec, args.ravdess)
     import resource
 
     result["peak_worker_rss_mb"] = round(

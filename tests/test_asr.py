@@ -28,6 +28,31 @@ def test_safe_clip_and_chunks():
     assert len(chunks(long[:SAMPLE_RATE])) == 1
 
 
+def test_speech_spans_cut_silence_and_long_pauses():
+    from avafn.moonshine_native import MARGIN_SECONDS, PAUSE_SECONDS, speech_spans
+
+    rng = np.random.default_rng(0)
+
+    def sound(seconds, level):
+        return rng.normal(0, level, int(seconds * SAMPLE_RATE)).astype(np.float32)
+
+    # room tone, a word, a long pause, a word, a short pause, a word, room tone
+    x = np.concatenate([sound(1.0, 1e-3), sound(1.0, 0.3), sound(PAUSE_SECONDS + 0.3, 1e-3),
+                        sound(0.5, 0.2), sound(PAUSE_SECONDS - 0.2, 1e-3), sound(0.4, 0.2),
+                        sound(0.7, 1e-3)])
+    spans = [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speech_spans(x)]
+    m = MARGIN_SECONDS
+    assert len(spans) == 2  # the long pause splits, the short one does not
+    assert spans[0] == pytest.approx((1.0 - m, 2.0 + m), abs=0.021)
+    second = 2.0 + PAUSE_SECONDS + 0.3
+    assert spans[1] == pytest.approx((second - m, second + 0.5 + PAUSE_SECONDS - 0.2 + 0.4 + m),
+                                     abs=0.021)
+    assert speech_spans(np.zeros(SAMPLE_RATE, np.float32)) == []
+    assert speech_spans(np.zeros(100, np.float32)) == [(0, 100)]  # shorter than a frame
+    steady = sound(1.0, 0.1)  # no quiet frame at all: kept whole
+    assert speech_spans(steady)[0][0] == 0 and speech_spans(steady)[-1][1] == len(steady)
+
+
 def test_worker_batches_bound_the_audio_per_process():
     from avafn.diarize.moonshine import batches
 
@@ -77,6 +102,29 @@ def test_moonshine_transcribes_generated_speech():
     assert out[1].text is None and out[1].text_source == "none"  # silence: no text
     assert out[2].text == "given text" and out[2].text_source is None  # kept as given
     assert [(s.start, s.speaker) for s in out] == [(s.start, s.speaker) for s in segs]
+
+
+def test_leading_room_tone_does_not_silence_the_transcript():
+    """The model answers nothing for a clip that opens with a second of room tone (as real
+    recordings and generous subtitle times do): the silence is cut away first."""
+    if not have_espeak():
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    from scipy.signal import resample_poly
+
+    from avafn.moonshine_native import transcribe
+
+    x, sr = speak("Did you see the message I sent you this morning?", "en+m3", 35, 165)
+    x = resample_poly(x, SAMPLE_RATE, sr).astype(np.float32)
+    y, sr = speak("I will call you back after the meeting.", "en+m3", 35, 165)
+    y = resample_poly(y, SAMPLE_RATE, sr).astype(np.float32)
+    rng = np.random.default_rng(1)
+
+    def tone(seconds):
+        return rng.normal(0, 2e-3, int(seconds * SAMPLE_RATE)).astype(np.float32)
+
+    clip = np.concatenate([tone(1.2), x, tone(1.5), y, tone(0.8)])
+    heard = _words(transcribe([clip])[0])
+    assert heard[:3] == ["did", "you", "see"] and "morning" in heard and "meeting" in heard
 
 
 def test_a_crashing_worker_is_one_error_line(monkeypatch):
