@@ -126,7 +126,7 @@ def test_manifest_finetune_extract_train_through_the_cli(manifest, tiny_bert, tm
     assert "test weighted F1" in capsys.readouterr().out
 
     from avafn.data.corpus import Corpus
-    from avafn.predict import Featurizer
+    from avafn.inference import Featurizer
 
     desc = json.loads((run / "config.json").read_text())
     feat = Featurizer.from_run(desc)
