@@ -18,7 +18,7 @@ def test_the_demo_settings_have_one_source(capsys):
     from avafn.cli import main
     from avafn.config import split_settings
     from avafn.demo import demo_config
-    from avafn.finetune import FinetuneConfig
+    from avafn.training.finetune import FinetuneConfig
 
     cfg = demo_config()
     assert set(cfg) >= {"seeds", "threads", "finetune", "train", "why"}

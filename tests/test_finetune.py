@@ -12,7 +12,8 @@ import torch
 from avafn.cli import main
 from avafn.data import load_corpus
 from avafn.extract.text import FINETUNE_FILE, TextEncoder, dialogue_inputs
-from avafn.finetune import (
+from avafn.store import FeatureStore
+from avafn.training.finetune import (
     FinetuneConfig,
     FinetuneError,
     encoder_alone,
@@ -21,7 +22,6 @@ from avafn.finetune import (
     fit_encoder,
     fold_of,
 )
-from avafn.store import FeatureStore
 
 MELD = os.environ.get("AVAFN_MELD_DIR")
 needs_meld = pytest.mark.skipif(not MELD, reason="AVAFN_MELD_DIR not set (real MELD CSVs)")

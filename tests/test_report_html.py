@@ -21,7 +21,7 @@ from chromium_page import DevTools
 from PIL import Image
 from report_fixtures import DEV_F1, HOSTILE_SPEAKERS, LABELS, make_views, report_extra
 
-from avafn.report_html import (
+from avafn.reporting.html import (
     _EXTRA,
     _TEXT_COLOURS,
     HEATMAP_MAX_CELLS,

@@ -7,7 +7,7 @@ import json
 import pytest
 from train_synth import make_corpus, make_store
 
-from avafn.table import option_rows, parse_row, row_dir, row_model, row_title, run_table
+from avafn.reporting.table import option_rows, parse_row, row_dir, row_model, row_title, run_table
 
 SMALL = {"d_model": 8, "d_ff": 12, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 4}
 
@@ -33,7 +33,7 @@ def test_table_ablation_is_the_papers_reading():
     """The table's w/o ACM row trains the paper's ablation: no GRU_C, no attention."""
     from avafn.config import split_settings
     from avafn.model import AVAFN, AVAFNConfig
-    from avafn.train import model_config
+    from avafn.training.loop import model_config
 
     def build(settings):
         _, spec, _ = split_settings(settings)

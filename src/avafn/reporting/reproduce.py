@@ -1,6 +1,6 @@
 """From MELD.Raw to the paper's Tables 2 and 3 in one call: extract audio (wav2vec 2.0) and
 video (faces + DAN) features of the three official splits into a feature store, then train
-and evaluate every table row over several seeds (:func:`avafn.table.run_table`).
+and evaluate every table row over several seeds (:func:`avafn.reporting.table.run_table`).
 
 Every stage resumes: extraction skips stored clips, the table reuses finished runs.
 """
@@ -66,7 +66,7 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
                                workers=workers, progress=progress)
         print(rep.summary(), flush=True)
         reports.append(rep)
-    from avafn.table import run_table
+    from avafn.reporting.table import run_table
 
     table = run_table(corpus, FeatureStore(store), out_dir, list(seeds), device=device,
                       rows=rows, progress=progress, **train_overrides)

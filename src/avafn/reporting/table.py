@@ -23,10 +23,10 @@ from typing import Any
 
 from avafn.config import ABLATIONS, ConfigError, split_settings
 from avafn.data.corpus import Corpus
-from avafn.evaluate import evaluate, fmt
 from avafn.io import atomic_write_bytes, atomic_write_json
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.evaluate import evaluate, fmt
+from avafn.training.loop import train
 
 #: weighted F1 on MELD reported by the paper (Tables 2 and 3)
 PAPER = {
