@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -33,10 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from avafn.errors import read_json
+from avafn.errors import quote, read_json
 
 __all__ = ["STALE_TEMP_SECONDS", "atomic_open", "atomic_write_bytes", "atomic_write_json",
-           "config_hash", "read_json", "sha256_file", "temp_owner_alive"]
+           "config_hash", "format_time", "parse_time", "read_json", "sha256_file",
+           "temp_owner_alive"]
 
 #: a temp file whose owner cannot be asked (another host) is stale after this many seconds
 STALE_TEMP_SECONDS = 3600.0
@@ -147,3 +149,51 @@ def config_hash(config: dict) -> str:
     spaces; values JSON does not know: ``str()``)."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- times
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d+)?)$")
+
+
+def parse_time(s: str) -> float:
+    """Seconds from ``"12.5"``, ``"12,5"``, ``"00:00:12.500"``, ``"00:12,5"``; raises ``ValueError``
+    (also for ``nan``, ``inf`` and anything else that is not a finite number)."""
+    s = s.strip()
+    if not s:
+        raise ValueError("empty time")
+    m = _CLOCK.match(s)
+    if m:
+        h, mnt, sec = m.group(1), m.group(2), m.group(3).replace(",", ".")
+        if int(mnt) >= 60 or float(sec) >= 60:
+            raise ValueError(f"invalid clock time {quote(s)}")
+        return int(h or 0) * 3600 + int(mnt) * 60 + float(sec)
+    if s.count(",") == 1 and "." not in s:  # a decimal comma: "12,5" (European spreadsheets)
+        s = s.replace(",", ".")
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"not a time: {quote(s)} (expected seconds or HH:MM:SS.mmm)") from None
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite time: {quote(s)}")
+    return v
+
+
+#: beyond this many seconds (about 31,700 years) a time is written in plain seconds
+_CLOCK_LIMIT = 1e12
+
+
+def format_time(t: float) -> str:
+    """``HH:MM:SS.mmm`` (for reports and messages); never raises: a non-finite or absurdly
+    large value is written as it is (``nan s``, ``1e+300 s``)."""
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        return str(t)
+    if not math.isfinite(t) or abs(t) >= _CLOCK_LIMIT:
+        return f"{t:g} s"
+    sign = "-" if t < 0 else ""
+    ms = round(abs(t) * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{sign}{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
