@@ -1,4 +1,4 @@
-"""Reading and writing files: atomic writes, JSON, hashing.
+"""Reading and writing files: atomic writes, JSON, hashing; the one time parser.
 
 **Atomic writes.** :func:`atomic_open` (a binary file object), :func:`atomic_write_bytes` and
 :func:`atomic_write_json` write a temp file beside the target and rename it over the target
@@ -16,6 +16,9 @@ sorted keys, one trailing newline).
 
 **Hashing.** :func:`sha256_file` (a file's SHA-256, read in chunks) and :func:`config_hash`
 (the first 16 hex digits of the SHA-256 of a mapping's canonical JSON).
+
+**Times.** :func:`parse_time`, the one parser of the times every input format writes (seconds
+or clock time), and :func:`format_time` (``HH:MM:SS.mmm`` for messages and reports).
 """
 
 from __future__ import annotations
@@ -156,8 +159,15 @@ _CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d+)?)$")
 
 
 def parse_time(s: str) -> float:
-    """Seconds from ``"12.5"``, ``"12,5"``, ``"00:00:12.500"``, ``"00:12,5"``; raises ``ValueError``
-    (also for ``nan``, ``inf`` and anything else that is not a finite number)."""
+    """Seconds from a time as every input format writes it; the one time parser of avafn
+    (segment lists, manifests, MELD's CSVs).
+
+    Plain seconds ``12.5`` (CSV, JSON, RTTM; ``-1.5`` too: segment lists clip it) or with a
+    decimal comma ``12,5``; clock time ``HH:MM:SS,mmm`` (SRT, MELD), ``HH:MM:SS.mmm`` /
+    ``MM:SS.mmm`` (WebVTT), ``H:MM:SS.cc`` (ASS), ``HH:MM:SS`` (transcripts), any number of
+    hour digits and of fraction digits (a fraction of a second: ``00:06:47,28`` is 407.28).
+    Raises ``ValueError`` for anything else: empty, minutes or seconds of 60 and more, ``nan``,
+    ``inf``."""
     s = s.strip()
     if not s:
         raise ValueError("empty time")
