@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from avafn.errors import UserError
 from avafn.io import atomic_write_bytes, atomic_write_json
+from avafn.reporting.html import asset
 
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
               ".ts", ".mts")
@@ -227,18 +228,6 @@ def _index(run_dir: str | os.PathLike, folder: str | os.PathLike, entries: list[
             "failed": st["failed"], "pending": total - len(entries)}
 
 
-_CSS = """*{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:70rem;
-color:#1b1b1b}h1{font-size:1.4rem}td.name,code{overflow-wrap:anywhere}
-th,td.nw{white-space:nowrap}table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
-td.n{text-align:right;font-variant-numeric:tabular-nums}.failed{color:#a4000f}
-code{overflow-wrap:anywhere}.files a{margin-right:.5em}
-@media (max-width:600px){body{padding:.6rem}thead{display:none}
-table,tbody,tr,td{display:block;width:100%}tr{border:1px solid #ddd;border-radius:8px;
-margin:.5rem 0;padding:.3rem .5rem}td{border:0;padding:.15rem 0}td.n{text-align:left}
-td[data-label]::before{content:attr(data-label) ": ";font-weight:600;color:#555}}"""
-
-
 def index_html(index: Mapping[str, Any]) -> str:
     """A small self-contained page: one row per video (its report and CSV, status, emotions
     or error, warnings, counts); from 600 px down, each video is a card (no sideways
@@ -269,7 +258,7 @@ def index_html(index: Mapping[str, Any]) -> str:
             (f', {index["pending"]} pending' if index.get("pending") else ""))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{_CSS}</style>"
+            f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{asset('index.css')}</style>"
             f"</head><body><h1>Emotions in {esc(Path(index['folder']).name)}</h1>"
             f"<p>{esc(head)}. Run: <code>{esc(index['run'])}</code></p>"
             "<table><thead><tr><th>video</th><th>status</th><th>emotions / error</th>"
