@@ -7,6 +7,7 @@ Every stage resumes: extraction skips stored clips, the table reuses finished ru
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from avafn.extract.job import ExtractReport
 
 SPLITS = ("train", "dev", "test")
+
+log = logging.getLogger(__name__)
 
 
 def check_meld_root(meld_root: str | os.PathLike, media_subdirs: dict[str, str]) -> Path:
@@ -64,7 +67,7 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
                                device=device, batch_size=batch, precision=precision,
                                fps=fps if modality == "video" else None, splits=list(SPLITS),
                                workers=workers, progress=progress)
-        print(rep.summary(), flush=True)
+        log.info(rep.summary())
         reports.append(rep)
     from avafn.reporting.table import run_table
 
