@@ -39,6 +39,16 @@ warning. Still refused with a
 duration that is not a finite number, ``end <= start``, more segments than ``max_segments``
 (checked while reading, before anything else is done with them), and any overlap under the
 ``error`` policy.
+
+This package is the public entry point (its names are exported here); the code is split by
+concern: :mod:`~avafn.segments.base` (the :class:`Segment` type and its provenance, limits,
+warning kinds), :mod:`~avafn.segments.cues` (the text of a subtitle cue), one reader module
+per format family (:mod:`~avafn.segments.subtitles`: SRT, WebVTT, ASS;
+:mod:`~avafn.segments.transcripts`: whisper JSON, plain text; :mod:`~avafn.segments.tables`:
+CSV, RTTM), :mod:`~avafn.segments.reading` (bytes, encoding, format detection,
+:func:`read_segments`), :mod:`~avafn.segments.tidy` (sorting, clipping, overlaps) and
+:mod:`~avafn.segments.speakers` (names, untagged segments, party indices). Times are read by
+:func:`avafn.io.parse_time`, the one time parser.
 """
 
 from __future__ import annotations
