@@ -18,7 +18,8 @@ from avafn.errors import UserError
 from avafn.io import atomic_open, sha256_file
 from avafn.logs import to_console
 
-log = logging.getLogger(__name__)
+#: named, not ``__name__``: under ``python -m avafn.data.download`` that would be ``__main__``
+log = logging.getLogger("avafn.data.download")
 
 #: file name of each split's CSV in MELD's ``data/MELD/`` folder
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
