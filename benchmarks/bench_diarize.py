@@ -259,7 +259,7 @@ def _run_for_timing(root: Path) -> Path:
     from avafn.extract.job import VideoExtractor
     from avafn.extract.video import DANVideoEncoder
     from avafn.store import FeatureStore
-    from avafn.train import train
+    from avafn.training.loop import train
 
     w2v = root / "w2v-large"
     Wav2Vec2Model(wav2vec2_large_config()).save_pretrained(w2v)
@@ -288,7 +288,7 @@ def _run_for_timing(root: Path) -> Path:
 def stage_timing(seconds: float, speakers: int, seed: int, device: str = "cpu",
                  video: str | None = None, save_video: str | None = None) -> dict:
     import avafn.diarize.segment as dseg
-    import avafn.report_html as report
+    import avafn.reporting.html as report
     from avafn.diarize.diarization import ResemblyzerDiarizer
     from avafn.extract import job
     from avafn.inference import predict, predictor

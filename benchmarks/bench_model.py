@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from avafn.model import AVAFN, AVAFNConfig
-from avafn.trainkit import adam
+from avafn.training.kit import adam
 
 
 def meld_shapes(meld_dir: str | None, seed: int) -> tuple[list[list[int]], str]:

@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from avafn.data import load_corpus
     from avafn.demo import demo_config, subset
-    from avafn.evaluate import evaluate
     from avafn.store import FeatureStore
-    from avafn.train import parallel_seeds, train
+    from avafn.training.evaluate import evaluate
+    from avafn.training.loop import parallel_seeds, train
 
     cfg = demo_config()
     seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg["seeds"]))

@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 
 from avafn.data.acted import fold_store, read_folder, read_ravdess
-from avafn.evaluate import score
 from avafn.extract.fer import FER_LABELS, FerEncoder, FerFacesExtractor
 from avafn.extract.job import run_extraction
 from avafn.io import atomic_write_json
 from avafn.store import FeatureStore
+from avafn.training.evaluate import score
 
 #: published figures checked against their source (see the README's real-data section)
 PUBLISHED = [
@@ -112,7 +112,7 @@ def majority_cell(corpus, store, modality="audio") -> dict:
 
 
 def avafn_cell(corpus, store, run_dir: Path, seeds, modality="audio", max_epochs=60) -> dict:
-    from avafn.train import train
+    from avafn.training.loop import train
 
     settings = {"modalities": [modality], "max_epochs": max_epochs, "patience": 10,
                 "bucket": True}
@@ -273,7 +273,7 @@ def cross_part(args, work: Path) -> dict:
     the run), then ``avafn predict`` on real conversations (audio only)."""
     from avafn.data.acted import OneUtteranceCorpus
     from avafn.data.corpus import Dialogue
-    from avafn.train import train
+    from avafn.training.loop import train
 
     root = Path(args.real_dir) / "ravdess"
     base = FeatureStore(work / "ravdess-eGeMAPSv02")
@@ -316,7 +316,7 @@ def _video_run(args, work: Path, detected: FeatureStore) -> dict:
     """AVAFN, video only, on the FER2013 faces found by the face detector in padded frames
     (mini-Xception logits, standardised; fold 0's dev for selection): a face model that
     ``avafn predict RUN --video FILE`` runs on any video, offline."""
-    from avafn.train import train
+    from avafn.training.loop import train
 
     corpus = read_folder(work / "fer-padded", k=args.folds, fold=0, labels=FER_LABELS)
     store = fold_store(detected, corpus, work / "cross-video-store", standardize=True)

@@ -162,8 +162,8 @@ def test_fold_store_rekeys_and_standardises_on_train(ravdess, tmp_path):
 
 def test_avafn_on_one_utterance_dialogues_learns_separable_features(ravdess, tmp_path):
     """AVAFN trains and scores on one-utterance dialogues (no context) of a fold."""
-    from avafn.evaluate import score
-    from avafn.train import train
+    from avafn.training.evaluate import score
+    from avafn.training.loop import train
 
     c = read_ravdess(ravdess, meld7=True, k=3, fold=0)
     store = FeatureStore(tmp_path / "s")

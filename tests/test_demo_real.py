@@ -2,6 +2,7 @@
 encoder fine-tuned (needs ``$AVAFN_MELD_DIR``; CI sets it)."""
 
 import json
+import logging
 import os
 from collections import Counter
 
@@ -18,7 +19,7 @@ def test_the_demo_settings_have_one_source(capsys):
     from avafn.cli import main
     from avafn.config import split_settings
     from avafn.demo import demo_config
-    from avafn.finetune import FinetuneConfig
+    from avafn.training.finetune import FinetuneConfig
 
     cfg = demo_config()
     assert set(cfg) >= {"seeds", "threads", "finetune", "train", "why"}
@@ -36,7 +37,8 @@ def test_the_demo_settings_have_one_source(capsys):
 
 @pytest.mark.slow
 @needs_meld
-def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
+def test_demo_reduced_budget_learns_well_above_majority(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="avafn")
     from avafn.data import load_corpus
     from avafn.demo import demo, demo_config, predict_command, subset
 
@@ -52,7 +54,7 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, capsys):
                    settings=settings, progress=False)
     finally:
         torch.set_num_threads(n_threads)
-    out = capsys.readouterr().out
+    out = "\n".join(r.getMessage() for r in caplog.records if r.name == "avafn.demo")
     run = tmp_path / "demo" / "runs" / "text"
     assert "test weighted F1" in out and "| text |" in out
     assert "fine-tuned encoder alone" in out

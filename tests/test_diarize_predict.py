@@ -16,7 +16,7 @@ from avafn.extract.audio import Wav2Vec2Encoder
 from avafn.extract.text import TextEncoder
 from avafn.segments import read_segments
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.loop import train
 
 LABELS = ["neutral", "joy", "anger"]
 SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 6}

@@ -2,6 +2,8 @@ import functools
 import hashlib
 import http.server
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -114,3 +116,15 @@ def test_real_files_served_match_pinned_sums(tmp_path):
         srv.server_close()
     assert dl.is_complete(dest)
     assert {n: sha256_file(dest / n) for n in MELD_FILES.values()} == MELD_SHA256
+
+
+@pytest.mark.skipif(not REAL, reason="AVAFN_MELD_DIR not set (real MELD CSVs)")
+def test_download_command_says_each_file_it_fetches(tmp_path):
+    """``python -m avafn.data.download``: one line per file fetched on stdout, then where
+    (the module runs as ``__main__`` there: its log lines must still reach the console)."""
+    dest, url = tmp_path / "d", Path(REAL).resolve().as_uri()
+    got = subprocess.run([sys.executable, "-m", "avafn.data.download", "--dest", str(dest),
+                          "--base-url", url], capture_output=True, text=True, check=True)
+    assert got.stdout.splitlines() == [f"downloading {url}/{name} -> {dest / name}"
+                                       for name in MELD_FILES.values()] + [
+        f"MELD annotations verified in {dest}"]

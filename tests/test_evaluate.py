@@ -7,8 +7,8 @@ from train_synth import (
     make_store,
 )
 
-from avafn.evaluate import evaluate, report_markdown, robustness, score, split_metrics
-from avafn.train import train
+from avafn.training.evaluate import evaluate, report_markdown, robustness, score, split_metrics
+from avafn.training.loop import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +84,7 @@ def test_robustness_drop(run, tmp_path):
 
 
 def test_table_runner_rows_skips_and_markdown(run, tmp_path):
-    from avafn.table import PAPER, default_rows, parse_row, run_table
+    from avafn.reporting.table import PAPER, default_rows, parse_row, run_table
 
     corpus, store, _ = run
     path = run_table(corpus, store, tmp_path / "t", seeds=[0], rows=["audio", "text",

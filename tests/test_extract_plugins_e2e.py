@@ -14,7 +14,7 @@ from avafn.data import load_corpus
 from avafn.extract.registry import EXTRACTORS, rebuild, setting_differences
 from avafn.run import Run
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.loop import train
 
 SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 6,
          "bidirectional": False}  # causal, so that it streams too
@@ -56,7 +56,7 @@ def _pipeline(manifest, tmp_path, extract_args, width, capsys):
                             "max_epochs": 2, "batch_size": 2, "dropout": 0.0},
           seeds=(0,), progress=False)
     assert Run.open(run).extractors["audio"]["extractor"] == meta["extractor"]
-    from avafn.evaluate import evaluate
+    from avafn.training.evaluate import evaluate
 
     report = evaluate(run, "test", corpus=corpus, store=st, plots=False)
     assert "test" in json.dumps(report)

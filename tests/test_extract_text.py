@@ -185,7 +185,7 @@ def test_text_extraction_and_training_need_no_pyav(tmp_path):
         "        if name.split('.')[0] == 'av':\n"
         "            raise ImportError('no av here')\n"
         "sys.meta_path.insert(0, NoAV())\n"
-        "import avafn.cli, avafn.demo, avafn.evaluate, avafn.train\n"
+        "import avafn.cli, avafn.demo, avafn.training.evaluate, avafn.training.loop\n"
         "from avafn.extract import job, media\n"
         "try:\n"
         "    media.decode_audio(sys.argv[1])\n"

@@ -12,7 +12,8 @@ import torch
 from avafn.cli import main
 from avafn.data import load_corpus
 from avafn.extract.text import FINETUNE_FILE, TextEncoder, dialogue_inputs
-from avafn.finetune import (
+from avafn.store import FeatureStore
+from avafn.training.finetune import (
     FinetuneConfig,
     FinetuneError,
     encoder_alone,
@@ -21,7 +22,6 @@ from avafn.finetune import (
     fit_encoder,
     fold_of,
 )
-from avafn.store import FeatureStore
 
 MELD = os.environ.get("AVAFN_MELD_DIR")
 needs_meld = pytest.mark.skipif(not MELD, reason="AVAFN_MELD_DIR not set (real MELD CSVs)")
@@ -126,7 +126,7 @@ def test_manifest_finetune_extract_train_through_the_cli(manifest, tiny_bert, tm
     assert "test weighted F1" in capsys.readouterr().out
 
     from avafn.data.corpus import Corpus
-    from avafn.predict import Featurizer
+    from avafn.inference import Featurizer
 
     desc = json.loads((run / "config.json").read_text())
     feat = Featurizer.from_run(desc)

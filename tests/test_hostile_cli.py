@@ -304,11 +304,11 @@ def test_every_user_error_type_is_a_user_error():
     from avafn.extract.dan import DANCheckpointError
     from avafn.extract.media import MediaError
     from avafn.extract.text import TextModelError
-    from avafn.predict import PredictError
+    from avafn.inference import PredictError
+    from avafn.inference.streaming import StreamingError
     from avafn.registry import RegistryError
     from avafn.segments import SegmentError
     from avafn.store import StoreError
-    from avafn.stream import StreamingError
 
     for t in (DataError, DownloadError, DANCheckpointError, MediaError, TextModelError,
               PredictError, RegistryError, SegmentError, StoreError, StreamingError):

@@ -33,8 +33,8 @@ from avafn.io import atomic_write_json
 from avafn.registry import Registry, RegistryError
 from avafn.run import Run, RunError, finished_seeds
 from avafn.store import FeatureStore, StoreError
-from avafn.train import train
-from avafn.trainkit import NonFiniteError
+from avafn.training.kit import NonFiniteError
+from avafn.training.loop import train
 
 _FEATURES = '{"speaker": "a", "features": {"text": [0, 0, 0, 0, 0, 0, 0, 0]}}\n'
 CAUSAL = {"bidirectional": False, "d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8,
@@ -193,7 +193,7 @@ def test_training_settings_must_be_finite(setting, value):
 
 
 def test_finetune_settings_must_be_finite():
-    from avafn.finetune import FinetuneConfig, FinetuneError
+    from avafn.training.finetune import FinetuneConfig, FinetuneError
 
     for k, v in (("class_weight_power", math.nan), ("lr", math.inf), ("weight_decay", -0.5)):
         with pytest.raises(FinetuneError, match=rf"finetune setting {k} must be a finite"):
@@ -451,7 +451,7 @@ def test_repair_refuses_a_folder_that_is_not_a_store(tmp_path):
 
 # ------------------------------------------------------------ 7. bounds and leftovers
 def test_finetune_folds_above_the_training_dialogues_is_refused_before_any_model(data):
-    from avafn.finetune import FinetuneConfig, FinetuneError, finetune_text
+    from avafn.training.finetune import FinetuneConfig, FinetuneError, finetune_text
 
     with pytest.raises(FinetuneError, match=r"folds 50: .* the corpus has 3 \(give --folds "
                                             r"2\.\.3, or 0 for none\)"):
@@ -576,7 +576,7 @@ def test_context_attention_is_zero_at_padded_positions():
 
 
 def test_check_finite_names_where_and_what():
-    from avafn.trainkit import check_finite
+    from avafn.training.kit import check_finite
 
     net = torch.nn.Linear(2, 2)
     check_finite(torch.tensor(3.0), net, "seed 0, epoch 1")  # finite: nothing

@@ -1,5 +1,5 @@
 """avafn.io: atomic writes keep the permissions a plain open() gives; concurrent writers never
-collide; JSON and hashing helpers."""
+collide; JSON and hashing helpers; one time parser for every input format."""
 
 from __future__ import annotations
 
@@ -186,3 +186,62 @@ def test_json_and_hashing(tmp_path):
     assert io.config_hash({"b": 1, "a": [1, 2]}) == io.config_hash({"a": [1, 2], "b": 1})
     assert io.config_hash({"a": 1}) != io.config_hash({"a": 2})
     assert len(io.config_hash({})) == 16
+
+
+# every format's time syntax, and what it reads as
+TIMES = [
+    ("12.5", 12.5),                 # CSV / JSON / RTTM seconds
+    ("12,5", 12.5),                 # a decimal comma (European spreadsheets)
+    ("1e1", 10.0),                  # JSON numbers written by str(float)
+    ("00:00:01,500", 1.5),          # SRT
+    ("01:02:03.250", 3723.25),      # WebVTT with hours
+    ("02:03.5", 123.5),             # WebVTT without hours
+    ("0:00:01.50", 1.5),            # ASS (centiseconds)
+    ("00:01:02", 62.0),             # transcript "[00:01:02] Name: text"
+    ("00:06:47,28", 407.28),        # MELD's two-digit fraction: 0.28 s, not 0.028 s
+    ("100:00:00.000001", 360000.000001),
+    (" 7 ", 7.0),
+]
+BAD_TIMES = ["", " ", "abc", "00:61:00", "00:00:60", "1:2:3:4", "nan", "inf", "-inf", "1.2.3",
+             "12:5x", "1,2,3"]
+
+
+@pytest.mark.parametrize("text,seconds", TIMES)
+def test_parse_time_reads_every_format_time_syntax(text, seconds):
+    assert io.parse_time(text) == pytest.approx(seconds, abs=1e-9)
+
+
+@pytest.mark.parametrize("text", BAD_TIMES)
+def test_parse_time_refuses_what_is_no_time(text):
+    with pytest.raises(ValueError):
+        io.parse_time(text)
+
+
+@pytest.mark.parametrize("text,seconds", [t for t in TIMES if "," not in t[0]])
+def test_segment_lists_and_manifests_read_times_alike(tmp_path, text, seconds):
+    """One parser: a segment CSV and a manifest read the same cell as the same time."""
+    from avafn.data.manifest import read_manifest
+    from avafn.segments import read_segments
+
+    (tmp_path / "s.csv").write_text(f"start,end,speaker\n{text},400000,A\n")
+    seg = read_segments(tmp_path / "s.csv")[0]
+    (tmp_path / "m.csv").write_text(
+        f"dialogue_id,turn,speaker,label,split,start,end\n1,0,A,x,train,{text},400000\n")
+    utt = read_manifest(tmp_path / "m.csv").splits["train"][0].utterances[0]
+    assert seg.start == utt.start == pytest.approx(seconds, abs=1e-9)
+
+
+def test_manifest_refuses_a_negative_time_that_a_segment_list_clips(tmp_path):
+    from avafn.data.corpus import DataError
+    from avafn.data.manifest import read_manifest
+    from avafn.notices import Notices
+    from avafn.segments import W_BEFORE_START, read_segments
+
+    (tmp_path / "m.csv").write_text(
+        "dialogue_id,turn,speaker,label,split,start,end\n1,0,A,x,train,-1.5,2\n")
+    with pytest.raises(DataError, match=r"m\.csv: line 2: start '-1.5' is not a time"):
+        read_manifest(tmp_path / "m.csv")
+    (tmp_path / "s.csv").write_text("-1.5,2,A\n")
+    notices = Notices()
+    assert read_segments(tmp_path / "s.csv", notices=notices)[0].start == 0.0
+    assert W_BEFORE_START in notices.kinds()

@@ -25,7 +25,7 @@ from avafn.extract.video import DANVideoEncoder
 from avafn.inference import Featurizer, PredictError, predict, run_models
 from avafn.run import Run
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.loop import train
 
 LABELS = ["neutral", "joy", "anger"]
 # (start, end, speaker, face position or None (no face), tone Hz, text)

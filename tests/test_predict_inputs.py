@@ -32,7 +32,7 @@ from avafn.segments import (
     Segment,
 )
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.loop import train
 
 # the conversation of test_predict, as a subtitle file people really have: CRLF, a BOM,
 # shouting names and a ">>" tag, a sound description, an untagged cue, a cue 10 ms into the

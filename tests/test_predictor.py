@@ -15,7 +15,7 @@ from avafn.extract.text import TextEncoder
 from avafn.inference import predict
 from avafn.inference.batch import predict_folder
 from avafn.run import Run
-from avafn.train import train
+from avafn.training.loop import train
 
 TALK = [(0.0, 1.2, "Alice", "Hi Bob, good to see you."),
         (1.3, 2.5, "Bob", "Hello! What a day."),

@@ -21,7 +21,7 @@ from chromium_page import DevTools
 from PIL import Image
 from report_fixtures import DEV_F1, HOSTILE_SPEAKERS, LABELS, make_views, report_extra
 
-from avafn.report_html import (
+from avafn.reporting.html import (
     _EXTRA,
     _TEXT_COLOURS,
     HEATMAP_MAX_CELLS,
@@ -542,3 +542,32 @@ def test_no_warnings_line_counts_the_rows_that_carry_notes():
     views[0]["rows"][2]["warnings"] = []
     page = render_report(views, LABELS, "t", extra={"warnings": []})
     assert "1 utterance carries a note" in page
+
+
+def test_page_template_css_and_js_are_package_data_a_wheel_ships():
+    """The page is built from avafn/reporting/assets/ (read with importlib.resources), and
+    pyproject's package-data names every file there, so an installed wheel renders it."""
+    import fnmatch
+    from pathlib import Path
+
+    from avafn.reporting.html import asset
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted(p.name for p in (root / "src/avafn/reporting/assets").iterdir())
+    assert {"report.html", "report.css", "report.js", "index.css"} <= set(files)
+    section = (root / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1]
+    globs = re.findall(r'"([^"]+)"', section[:section.index("]")])
+    for name in files:
+        assert any(fnmatch.fnmatch(f"reporting/assets/{name}", g) for g in globs), name
+    views = make_views(3, speakers=["Ann", "Bo"])
+    page = render_report(views, LABELS, "t")
+    assert asset("report.css") in page
+    assert asset("report.js").replace("__WEAK__", "30.0") in page
+    assert "${" not in page and "__WEAK__" not in page
+    head = asset("report.html")
+    assert page.startswith(head[:head.index("${")])
+    from avafn.inference.batch import index_html
+
+    index = index_html({"run": "r", "folder": "/v", "total": 0, "done": 0, "skipped": 0,
+                        "failed": 0, "videos": []})
+    assert asset("index.css") in index

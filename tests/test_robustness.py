@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
-from avafn.evaluate import evaluate, robustness
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.evaluate import evaluate, robustness
+from avafn.training.loop import train
 
 LABELS = ["neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"]
 FRACTIONS = (0.0, 0.5, 1.0)

@@ -22,10 +22,10 @@ from avafn.checkpoint import (
     save_state,
 )
 from avafn.cli import main
-from avafn.evaluate import fmt
 from avafn.model import AVAFN, AVAFNConfig
 from avafn.run import Run, RunError, convert_run
-from avafn.train import train
+from avafn.training.evaluate import fmt
+from avafn.training.loop import train
 
 SMALL = {"d_model": 8, "d_ff": 16, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 8}
 
@@ -260,11 +260,12 @@ def test_no_import_of_pickle_loading(made):
     import inspect
 
     import avafn.checkpoint
-    import avafn.evaluate
     import avafn.inference.offline
-    import avafn.train
+    import avafn.training.evaluate
+    import avafn.training.loop
 
-    for mod in (avafn.checkpoint, avafn.evaluate, avafn.inference.offline, avafn.train):
+    for mod in (avafn.checkpoint, avafn.training.evaluate, avafn.inference.offline,
+                avafn.training.loop):
         assert "torch.load(" not in inspect.getsource(mod), mod.__name__
     assert np.isfinite(Run.open(made[1]).models()[0].out.weight.detach().numpy()).all()
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from train_synth import make_corpus, make_store
 
-from avafn.table import option_rows, parse_row, row_dir, row_model, row_title, run_table
+from avafn.reporting.table import option_rows, parse_row, row_dir, row_model, row_title, run_table
 
 SMALL = {"d_model": 8, "d_ff": 12, "d_context": 8, "d_party": 8, "d_emotion": 8, "d_att": 4}
 
@@ -33,7 +34,7 @@ def test_table_ablation_is_the_papers_reading():
     """The table's w/o ACM row trains the paper's ablation: no GRU_C, no attention."""
     from avafn.config import split_settings
     from avafn.model import AVAFN, AVAFNConfig
-    from avafn.train import model_config
+    from avafn.training.loop import model_config
 
     def build(settings):
         _, spec, _ = split_settings(settings)
@@ -50,7 +51,8 @@ def test_table_ablation_is_the_papers_reading():
         build({"model_overrides": {"fusion_weights": "bogus"}})
 
 
-def test_table_options_add_fusion_and_audio_rows(tmp_path):
+def test_table_options_add_fusion_and_audio_rows(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="avafn")
     corpus = make_corpus(n=(10, 6, 6))
     widths = {"audio-l12": 8, "audio-l24": 8, "video": 6}
     store = make_store(tmp_path / "store", corpus, signal=(2.0, 0.5, 1.0), widths=widths)
@@ -62,6 +64,10 @@ def test_table_options_add_fusion_and_audio_rows(tmp_path):
     assert [r["row"] for r in t["rows"]] == ["audio-l12+video", "audio-l12+video@per_utterance",
                                              "audio-l12", "audio-l24"]
     assert [s["row"] for s in t["skipped"]] == ["audio-l18"]  # not in the store
+    said = [r.getMessage() for r in caplog.records if r.name == "avafn.reporting.table"]
+    assert said[0] == "[table] audio-l12 + video: seeds [0]"
+    assert f"[table] skipping audio-l18: no audio-l18 features in {store.root} (stored: " in \
+        said[-1]
     for row, weights in (("audio-l12+video", "global"),
                          ("audio-l12+video@per_utterance", "per_utterance")):
         c = json.loads((tmp_path / "t" / row_dir(row) / "config.json").read_text())

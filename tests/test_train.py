@@ -10,7 +10,7 @@ from train_synth import (
 from avafn.config import ModelSpec, TrainConfig, split_settings
 from avafn.run import Run, finished_seeds
 from avafn.store import StoreError
-from avafn.train import train
+from avafn.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_width_mismatch_with_checkpoint(data, tmp_path):
     corpus, store = data
     run = train(corpus, store, tmp_path / "r", cfg(max_epochs=1), progress=False)
     other = make_store(tmp_path / "wide", corpus, widths={"audio": 12, "video": 6})
-    from avafn.evaluate import score
+    from avafn.training.evaluate import score
     with pytest.raises(StoreError, match=r"audio features are 12-d but the checkpoint expects 8-d"):
         score(run, "dev", corpus, other)
 
@@ -191,7 +191,7 @@ def test_seeds_in_parallel_processes_equal_one_at_a_time(data, tmp_path, monkeyp
     """On a GPU the seeds train at once, one process each; every seed's weights and history
     are the ones it gets alone (checked here on the CPU, where one at a time is the default)."""
     from avafn.config import ConfigError
-    from avafn.train import parallel_seeds
+    from avafn.training.loop import parallel_seeds
 
     corpus, store = data
     c = {"lr": 5e-3, "max_epochs": 2, "patience": 2, "batch_size": 8, "model_overrides": SMALL,

@@ -305,7 +305,7 @@ def is_history(v: Any) -> bool:
 
 
 def training_fields(model: torch.nn.Module) -> dict[str, Callable[[Any], bool]]:
-    """The fields of :func:`avafn.train.train`'s state beside the tensors (for
+    """The fields of :func:`avafn.training.loop.train`'s state beside the tensors (for
     :func:`resume_state`)."""
     own = model.state_dict()
 

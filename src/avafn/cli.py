@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from avafn._version import __version__
 from avafn.commands import COMMANDS
 from avafn.errors import UserError, check_device, describe_environment_error
+from avafn.logs import to_console
 
 DEBUG_ENV = "AVAFN_DEBUG"
 
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     prog = getattr(args, "_prog", "avafn")
+    to_console()  # the library's log lines, as the commands have always shown them
     try:
         if getattr(args, "device", None) is not None:
             check_device(args.device)  # before reading or allocating anything

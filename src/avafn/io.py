@@ -1,4 +1,4 @@
-"""Reading and writing files: atomic writes, JSON, hashing.
+"""Reading and writing files: atomic writes, JSON, hashing; the one time parser.
 
 **Atomic writes.** :func:`atomic_open` (a binary file object), :func:`atomic_write_bytes` and
 :func:`atomic_write_json` write a temp file beside the target and rename it over the target
@@ -16,6 +16,9 @@ sorted keys, one trailing newline).
 
 **Hashing.** :func:`sha256_file` (a file's SHA-256, read in chunks) and :func:`config_hash`
 (the first 16 hex digits of the SHA-256 of a mapping's canonical JSON).
+
+**Times.** :func:`parse_time`, the one parser of the times every input format writes (seconds
+or clock time), and :func:`format_time` (``HH:MM:SS.mmm`` for messages and reports).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -33,10 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from avafn.errors import read_json
+from avafn.errors import quote, read_json
 
 __all__ = ["STALE_TEMP_SECONDS", "atomic_open", "atomic_write_bytes", "atomic_write_json",
-           "config_hash", "read_json", "sha256_file", "temp_owner_alive"]
+           "config_hash", "format_time", "parse_time", "read_json", "sha256_file",
+           "temp_owner_alive"]
 
 #: a temp file whose owner cannot be asked (another host) is stale after this many seconds
 STALE_TEMP_SECONDS = 3600.0
@@ -147,3 +152,58 @@ def config_hash(config: dict) -> str:
     spaces; values JSON does not know: ``str()``)."""
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- times
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:[.,]\d+)?)$")
+
+
+def parse_time(s: str) -> float:
+    """Seconds from a time as every input format writes it; the one time parser of avafn
+    (segment lists, manifests, MELD's CSVs).
+
+    Plain seconds ``12.5`` (CSV, JSON, RTTM; ``-1.5`` too: segment lists clip it) or with a
+    decimal comma ``12,5``; clock time ``HH:MM:SS,mmm`` (SRT, MELD), ``HH:MM:SS.mmm`` /
+    ``MM:SS.mmm`` (WebVTT), ``H:MM:SS.cc`` (ASS), ``HH:MM:SS`` (transcripts), any number of
+    hour digits and of fraction digits (a fraction of a second: ``00:06:47,28`` is 407.28).
+    Raises ``ValueError`` for anything else: empty, minutes or seconds of 60 and more, ``nan``,
+    ``inf``."""
+    s = s.strip()
+    if not s:
+        raise ValueError("empty time")
+    m = _CLOCK.match(s)
+    if m:
+        h, mnt, sec = m.group(1), m.group(2), m.group(3).replace(",", ".")
+        if int(mnt) >= 60 or float(sec) >= 60:
+            raise ValueError(f"invalid clock time {quote(s)}")
+        return int(h or 0) * 3600 + int(mnt) * 60 + float(sec)
+    if s.count(",") == 1 and "." not in s:  # a decimal comma: "12,5" (European spreadsheets)
+        s = s.replace(",", ".")
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"not a time: {quote(s)} (expected seconds or HH:MM:SS.mmm)") from None
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite time: {quote(s)}")
+    return v
+
+
+#: beyond this many seconds (about 31,700 years) a time is written in plain seconds
+_CLOCK_LIMIT = 1e12
+
+
+def format_time(t: float) -> str:
+    """``HH:MM:SS.mmm`` (for reports and messages); never raises: a non-finite or absurdly
+    large value is written as it is (``nan s``, ``1e+300 s``)."""
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        return str(t)
+    if not math.isfinite(t) or abs(t) >= _CLOCK_LIMIT:
+        return f"{t:g} s"
+    sign = "-" if t < 0 else ""
+    ms = round(abs(t) * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{sign}{h:02d}:{m:02d}:{s:02d}.{ms:03d}"

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sp = p.add_subparsers(dest="modality", metavar="MODALITY")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     from avafn.commands.extract import _add_dataset_args
-    from avafn.finetune import FinetuneConfig
+    from avafn.training.finetune import FinetuneConfig
 
     d = FinetuneConfig()
     t = sp.add_parser(
@@ -61,8 +61,13 @@ _SETTINGS = ("base_model", "lr", "weight_decay", "batch_size", "max_length", "ma
 
 def _run_text(args: argparse.Namespace) -> int:
     from avafn.commands.extract import _load_corpus, _splits
-    from avafn.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
     from avafn.store import FeatureStore
+    from avafn.training.finetune import (
+        FinetuneConfig,
+        encoder_alone,
+        extract_finetuned,
+        finetune_text,
+    )
 
     if args.threads:
         import torch

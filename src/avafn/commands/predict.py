@@ -269,7 +269,7 @@ def _run_folder(args: argparse.Namespace, models: dict) -> int:
     kw["log"] = lambda line: print(f"  {line}", file=sys.stderr, flush=True)
     index = predict_folder(
         args.run_dir, args.videos, args.out, html_report=not args.no_html,
-        echo=lambda line: print(printable(line), flush=True), device=args.device,
+        device=args.device,
         extractor_models=models, progress=not args.no_progress, formats=formats,
         index_href="../index.html", **kw, **_audio_only_kwargs(args))
     print(f"{index['total']} video(s): {index['done']} predicted, {index['skipped']} already "

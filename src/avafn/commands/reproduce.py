@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from avafn.errors import UserError
-    from avafn.reproduce import reproduce
+    from avafn.reporting.reproduce import reproduce
 
     overrides = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     try:

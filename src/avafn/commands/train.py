@@ -118,8 +118,8 @@ def _provenance(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from avafn.config import split_settings
-    from avafn.evaluate import evaluate, fmt, report_paths
-    from avafn.train import train
+    from avafn.training.evaluate import evaluate, fmt, report_paths
+    from avafn.training.loop import train
 
     # --config settings first; options given on the command line win over them
     kw = {**_overrides(args), **_provenance(args)}
@@ -138,8 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from avafn.evaluate import evaluate, fmt, report_paths, robustness
     from avafn.run import Run
+    from avafn.training.evaluate import evaluate, fmt, report_paths, robustness
 
     run = Run.open(args.run_dir)
     # the run's own corpus (in its label order) and store unless given; both are checked
@@ -163,7 +163,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from avafn.table import run_table
+    from avafn.reporting.table import run_table
 
     corpus, store = _corpus_store(args)
     kw = _overrides(args)

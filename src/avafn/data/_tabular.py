@@ -5,15 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
-import re
 from pathlib import Path
 
 from avafn.data.corpus import DataError
-
-#: "HH:MM:SS,mmm" (SRT style, as in MELD) or with "." as the decimal mark; hours may be 1+ digits
-_CLOCK = re.compile(r"^(\d+):([0-5]?\d):([0-5]?\d)(?:[,.](\d{1,6}))?$")
+from avafn.io import parse_time
 
 
 def _decode(path: Path) -> str:
@@ -121,24 +117,22 @@ def parse_int(value: str, what: str, where: str) -> int:
         raise DataError(f"{where}: {what} {value!r} is not an integer") from None
 
 
-def parse_time(value: str, what: str, where: str) -> float | None:
-    """Seconds from ``HH:MM:SS,mmm`` / ``HH:MM:SS.fff`` / a plain number; None if empty.
+def time_cell(value: str, what: str, where: str) -> float | None:
+    """Seconds from a table cell (:func:`avafn.io.parse_time`: ``HH:MM:SS,mmm``,
+    ``MM:SS.fff``, ``12.5``, ``12,5``); None if empty. A negative or unreadable time raises
+    :class:`DataError` naming ``where`` and the column ``what``.
 
-    The digits after the comma are read as a decimal fraction of a second, so MELD's
-    three malformed stamps with two digits (``00:06:47,28``) read as 0.28 s, not 0.028 s.
+    The digits after the comma are a decimal fraction of a second, so MELD's three malformed
+    stamps with two digits (``00:06:47,28``) read as 0.28 s, not 0.028 s.
     """
     v = value.strip()
     if not v:
         return None
-    m = _CLOCK.match(v)
-    if m:
-        h, mi, s, frac = m.groups()
-        return int(h) * 3600 + int(mi) * 60 + int(s) + (float("0." + frac) if frac else 0.0)
     try:
-        x = float(v)
+        x = parse_time(v)
     except ValueError:
         x = None
-    if x is not None and math.isfinite(x) and x >= 0:
+    if x is not None and x >= 0:
         return x
     raise DataError(
         f"{where}: {what} {value!r} is not a time (expected HH:MM:SS,mmm or seconds)"

@@ -8,6 +8,7 @@ mirror, a ``file://`` folder or a local HTTP server; the checksums are always ch
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -15,6 +16,10 @@ from pathlib import Path
 
 from avafn.errors import UserError
 from avafn.io import atomic_open, sha256_file
+from avafn.logs import to_console
+
+#: named, not ``__name__``: under ``python -m avafn.data.download`` that would be ``__main__``
+log = logging.getLogger("avafn.data.download")
 
 #: file name of each split's CSV in MELD's ``data/MELD/`` folder
 MELD_FILES = {"train": "train_sent_emo.csv", "dev": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
@@ -84,7 +89,8 @@ def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = 
     """Fetch ``{train,dev,test}_sent_emo.csv`` into ``dest`` (default :func:`meld_cache_dir`)
     and return that folder. Files already there with the right checksum are kept (unless
     ``force``); each file is written atomically, only after its SHA-256 matched the pinned sum.
-    Raises :class:`DownloadError` on a network failure or a checksum mismatch."""
+    Each file fetched is logged (``downloading URL -> FILE``) unless ``quiet``. Raises
+    :class:`DownloadError` on a network failure or a checksum mismatch."""
     dest = Path(dest).expanduser() if dest is not None else meld_cache_dir()
     base = base_url or os.environ.get("AVAFN_MELD_URL") or DEFAULT_BASE_URL
     if not base.endswith("/"):
@@ -94,7 +100,7 @@ def download_meld(dest: str | os.PathLike | None = None, base_url: str | None = 
         if not force and target.is_file() and sha256_file(target) == MELD_SHA256[name]:
             continue
         if not quiet:
-            print(f"downloading {base}{name} -> {target}")
+            log.info(f"downloading {base}{name} -> {target}")
         _fetch(base + name, target, MELD_SHA256[name], timeout)
     return dest
 
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-url", default=None, help=f"default: {DEFAULT_BASE_URL}")
     p.add_argument("--force", action="store_true", help="download again even if verified")
     args = p.parse_args(argv)
+    to_console()
     try:
         dest = download_meld(args.dest, base_url=args.base_url, force=args.force)
     except DownloadError as e:

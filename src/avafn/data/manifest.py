@@ -16,7 +16,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from avafn.data._tabular import parse_int, parse_time, read_csv, read_jsonl
+from avafn.data._tabular import parse_int, read_csv, read_jsonl, time_cell
 from avafn.data.corpus import SPLITS, Corpus, DataError, Dialogue, Utterance
 from avafn.data.registry import CORPORA, MANIFEST, named_corpora
 from avafn.io import sha256_file
@@ -88,8 +88,8 @@ def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,
         media = r.get("media", "").strip() or None
         if media is not None and not os.path.isabs(media):
             media = os.path.normpath(os.path.join(base, media))
-        start = parse_time(r.get("start", ""), "start", where)
-        end = parse_time(r.get("end", ""), "end", where)
+        start = time_cell(r.get("start", ""), "start", where)
+        end = time_cell(r.get("end", ""), "end", where)
         if start is not None and end is not None and end < start:
             raise DataError(f"{where}: end {end} s is before start {start} s")
         parsed.append((line, split, dia, turn, speaker, label, text, media, start, end))

@@ -11,7 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from avafn.data._tabular import parse_int, parse_time, read_csv
+from avafn.data._tabular import parse_int, read_csv, time_cell
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
 from avafn.data.download import MELD_FILES, MELD_SHA256, resolve_meld_dir
 from avafn.data.registry import CORPORA
@@ -57,8 +57,8 @@ def read_meld_split(path: str | os.PathLike, split: str, labels: list[str] | tup
         speaker = r["Speaker"].strip()
         if not speaker:
             raise DataError(f"{where}: empty Speaker (dialogue {d}, utterance {t})")
-        start = parse_time(r["StartTime"], "StartTime", where)
-        end = parse_time(r["EndTime"], "EndTime", where)
+        start = time_cell(r["StartTime"], "StartTime", where)
+        end = time_cell(r["EndTime"], "EndTime", where)
         if start is None or end is None:
             raise DataError(f"{where}: empty StartTime/EndTime (dialogue {d}, utterance {t})")
         by_dia.setdefault(d, {})[t] = Utterance(

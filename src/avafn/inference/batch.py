@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from avafn.errors import UserError
+from avafn.inference.summary import printable
 from avafn.io import atomic_write_bytes, atomic_write_json
+from avafn.reporting.html import asset
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
               ".ts", ".mts")
@@ -159,28 +164,31 @@ _PREDICTOR_KW = ("device", "extractor_models", "diarization", "asr", "asr_model"
 _SAVE_KW = ("formats", "index_href")
 
 
+def _say(line: str) -> None:
+    log.info(printable(line))  # file names reach a terminal without control characters
+
+
 def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
                    out_dir: str | os.PathLike, *, html_report: bool = True,
-                   echo: Callable[[str], None] | None = None, **predict_kw: Any) -> dict:
+                   **predict_kw: Any) -> dict:
     """Predict every video of ``folder`` into ``out_dir/<stem>/`` (module docstring).
 
     One :class:`avafn.inference.predictor.Predictor` (models and extractors built once) for
     all the videos; ``predict_kw`` are the keywords of :func:`avafn.inference.offline.predict`
-    (those of :meth:`Predictor.from_run`, of a call, and ``formats`` / ``index_href``);
-    ``echo`` receives one progress line per video. Returns what ``index.json`` holds:
-    ``videos`` (one entry each: status ``done`` / ``skipped`` / ``failed``, counts or the
-    error) and the totals.
+    (those of :meth:`Predictor.from_run`, of a call, and ``formats`` / ``index_href``).
+    One progress line per video is logged (``avafn.inference.batch``, INFO). Returns what
+    ``index.json`` holds: ``videos`` (one entry each: status ``done`` / ``skipped`` /
+    ``failed``, counts or the error) and the totals.
     """
     from avafn.inference.outputs import parse_formats
     from avafn.inference.predictor import Predictor
     from avafn.run import Run
 
-    log = echo or (lambda _line: None)
     out = Path(out_dir)
     skipped: list[str] = []
     items = find_videos(folder, out, skipped)
     for line in skipped:
-        log(line)
+        _say(line)
     build = {k: predict_kw.pop(k) for k in _PREDICTOR_KW if k in predict_kw}
     keep = {k: predict_kw.pop(k) for k in _SAVE_KW if k in predict_kw}
     formats = parse_formats(keep.get("formats"))
@@ -193,10 +201,10 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
         done = outputs_complete(item, html_report and "html" in formats)
         if done is not None:
             entries.append(_entry(item, "skipped", done))
-            log(f"{head}: outputs complete, skipped")
+            _say(f"{head}: outputs complete, skipped")
         else:
-            log(f"{head}" + (f" + {item.segments.name}" if item.segments else
-                             " (no subtitle file beside it)"))
+            _say(f"{head}" + (f" + {item.segments.name}" if item.segments else
+                              " (no subtitle file beside it)"))
             try:
                 if predictor is None:  # built once, on the first video to predict
                     predictor = Predictor.from_run(run, **build)
@@ -206,13 +214,13 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
                 res = preds.to_dict()
             except UserError as e:
                 entries.append(_entry(item, "failed", error=str(e)))
-                log(f"{head}: failed: {e}")
+                _say(f"{head}: failed: {e}")
             except (OSError, RuntimeError, ValueError) as e:  # one bad video stops nothing
                 entries.append(_entry(item, "failed", error=f"{type(e).__name__}: {e}"))
-                log(f"{head}: failed: {type(e).__name__}: {e}")
+                _say(f"{head}: failed: {type(e).__name__}: {e}")
             else:
                 entries.append(_entry(item, "done", res))
-                log(f"{head}: {entries[-1]['utterances']} utterances")
+                _say(f"{head}: {entries[-1]['utterances']} utterances")
         index = _index(run_dir, folder, entries, len(items))
         atomic_write_json(out / "index.json", index)
         atomic_write_bytes(out / "index.html", index_html(index).encode())
@@ -225,18 +233,6 @@ def _index(run_dir: str | os.PathLike, folder: str | os.PathLike, entries: list[
     return {"run": str(Path(run_dir).resolve()), "folder": str(Path(folder).resolve()),
             "videos": entries, "total": total, "done": st["done"], "skipped": st["skipped"],
             "failed": st["failed"], "pending": total - len(entries)}
-
-
-_CSS = """*{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1rem;max-width:70rem;
-color:#1b1b1b}h1{font-size:1.4rem}td.name,code{overflow-wrap:anywhere}
-th,td.nw{white-space:nowrap}table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ddd;vertical-align:top}
-td.n{text-align:right;font-variant-numeric:tabular-nums}.failed{color:#a4000f}
-code{overflow-wrap:anywhere}.files a{margin-right:.5em}
-@media (max-width:600px){body{padding:.6rem}thead{display:none}
-table,tbody,tr,td{display:block;width:100%}tr{border:1px solid #ddd;border-radius:8px;
-margin:.5rem 0;padding:.3rem .5rem}td{border:0;padding:.15rem 0}td.n{text-align:left}
-td[data-label]::before{content:attr(data-label) ": ";font-weight:600;color:#555}}"""
 
 
 def index_html(index: Mapping[str, Any]) -> str:
@@ -269,7 +265,7 @@ def index_html(index: Mapping[str, Any]) -> str:
             (f', {index["pending"]} pending' if index.get("pending") else ""))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-            f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{_CSS}</style>"
+            f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{asset('index.css')}</style>"
             f"</head><body><h1>Emotions in {esc(Path(index['folder']).name)}</h1>"
             f"<p>{esc(head)}. Run: <code>{esc(index['run'])}</code></p>"
             "<table><thead><tr><th>video</th><th>status</th><th>emotions / error</th>"

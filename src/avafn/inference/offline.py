@@ -27,7 +27,7 @@ Steps:
    one probability column per class, one presence column per modality, and its provenance:
    ``speaker_source``, ``speaker_confidence``, ``text_source``, ``source``, ``window``, plus
    the ``warnings`` that concern it), emotion-tagged subtitles ``predictions.srt`` / ``.vtt``,
-   ``predictions.rttm``, ``report.html`` (self-contained, :mod:`avafn.report_html`) and
+   ``predictions.rttm``, ``report.html`` (self-contained, :mod:`avafn.reporting.html`) and
    ``features/`` (the extracted feature store). ``predictions.json`` also holds the warnings
    met on the way (grouped by kind, counted, every place), the modalities the inputs had but
    the run does not use, and the summary the command prints (:mod:`avafn.inference.summary`).

@@ -19,7 +19,7 @@ per utterance). Formats (``--output-format``, default all):
   the video in any player: one cue per utterance, ``Speaker · emotion 87%`` above its text;
 - ``rttm``: ``predictions.rttm``, who spoke when (NIST RTTM, readable again by
   ``--segments``); the speaker-assignment confidence, when measured, in the confidence field;
-- ``html``: ``report.html`` (:mod:`avafn.report_html`), rendered by the caller.
+- ``html``: ``report.html`` (:mod:`avafn.reporting.html`), rendered by the caller.
 
 Utterances without times (a clips folder whose manifest has none) have no subtitle cue nor
 RTTM line; a file with none is not written and ``skipped`` says why.

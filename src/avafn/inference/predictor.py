@@ -139,9 +139,9 @@ class Predictions:
         return d
 
     def report_html(self, formats: Sequence[str] = (), index_href: str | None = None) -> str:
-        """The self-contained report page (:mod:`avafn.report_html`); ``formats``: the other
+        """The self-contained report page (:mod:`avafn.reporting.html`); ``formats``: the other
         files written beside it (linked from the page)."""
-        from avafn.report_html import render_report
+        from avafn.reporting.html import render_report
 
         meta = {"run": Path(self.run).name, "seeds averaged": len(self.models["seeds"]),
                 "modalities": ", ".join(self.modalities), "utterances": len(self.rows)}

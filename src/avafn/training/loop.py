@@ -40,7 +40,7 @@ from avafn.run import (
     seed_dirs,
 )
 from avafn.store import FeatureStore, StoreError
-from avafn.trainkit import (
+from avafn.training.kit import (
     DevSelection,
     adam,
     check_finite,

@@ -32,7 +32,7 @@ from avafn.data.corpus import Corpus
 from avafn.io import atomic_write_bytes, atomic_write_json
 from avafn.run import Run, RunError
 from avafn.store import FeatureStore
-from avafn.train import predict, weighted_f1
+from avafn.training.loop import predict, weighted_f1
 
 
 def mean_std(values: Sequence[float]) -> dict:
@@ -163,7 +163,7 @@ def evaluate(run_dir: str | Path, split: str = "test", corpus: Corpus | None = N
     atomic_write_json(js, report)
     atomic_write_bytes(md, report_markdown(report, run.name).encode())
     if plots:
-        import avafn.plots as P
+        import avafn.reporting.plots as P
 
         for s in [s for s in dict.fromkeys(("dev", split)) if s in report]:
             P.plot_confusion(report[s]["confusion"], r.labels, run / f"confusion_{s}.png",
@@ -261,7 +261,7 @@ def robustness(run_dir: str | Path, modalities: Sequence[str] | None = None,
                 for f in fractions]
         res[m] = {"fractions": [float(f) for f in fractions], "weighted_f1": vals}
     atomic_write_json(run / "robustness" / f"{split}.json", res)
-    import avafn.plots as P
+    import avafn.reporting.plots as P
 
     P.plot_robustness(res, Path(out) if out else run / f"robustness_{split}.png",
                       title=f"{run.name}: {split} weighted F1 with a modality removed")

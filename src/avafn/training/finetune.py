@@ -51,7 +51,7 @@ from avafn.extract.text import (
 )
 from avafn.io import atomic_write_json
 from avafn.store import FeatureStore
-from avafn.trainkit import (
+from avafn.training.kit import (
     DevSelection,
     check_finite,
     epoch_bar,

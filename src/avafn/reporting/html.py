@@ -1,6 +1,8 @@
 """A self-contained HTML report of the predictions for one or more conversations.
 
-Everything is inline (CSS, JavaScript, SVG): the file opens without any network access.
+Everything is inline (CSS, JavaScript, SVG): the file opens without any network access. The
+page template, its CSS and its JavaScript are package data (``avafn/reporting/assets/``:
+``report.html``, ``report.css``, ``report.js``), read with :mod:`importlib.resources`.
 Per conversation:
 
 - a summary (utterances, speakers, emotion counts);
@@ -36,6 +38,9 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib import resources
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -408,238 +413,15 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
 
 
 # ----------------------------------------------------------------------------- page
-_CSS = """
-*{box-sizing:border-box}
-html{-webkit-text-size-adjust:100%}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-  color:#1f2328;background:#f3f5f8;overflow-wrap:anywhere}
-main{max-width:1180px;margin:0 auto;padding:20px 16px 40px}
-h1{font-size:1.45em;margin:.2em 0 .3em} h2{font-size:1.2em;margin:0 0 .4em}
-h3{font-size:1.02em;margin:1.4em 0 .5em}
-.meta{color:#57606a;font-size:13px;margin:.2em 0}
-section.dialogue{background:#fff;border:1px solid #d5dae1;border-radius:10px;padding:16px 18px;
-  margin:18px 0;min-width:0}
-.legend{display:flex;flex-wrap:wrap;gap:6px;margin:.6em 0}
-.emo{display:inline-block;padding:1px 9px;border-radius:10px;font-weight:600;font-size:12.5px;
-  white-space:nowrap}
-.summary{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center}
-.summary .count{font-variant-numeric:tabular-nums;color:#57606a}
-.toolbar{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:.4em 0 .6em}
-button.expand-all{font:inherit;font-size:13px;padding:2px 10px;border:1px solid #c4cad3;
-  border-radius:6px;background:#fff;color:#1f2328;cursor:pointer}
-button.expand-all:hover{background:#f3f5f8}
-.toolbar label{display:flex;flex-wrap:wrap;gap:4px 6px;align-items:center;min-width:0;
-  max-width:100%}
-select{font:inherit;padding:2px 4px;max-width:100%;min-width:0}
-.scroll{overflow:auto;max-width:100%;max-height:min(75vh,760px);border:1px solid #e3e7ec;border-radius:8px}
-table{border-collapse:collapse;font-size:13px;width:100%;min-width:760px}
-th,td{padding:6px 8px;border-bottom:1px solid #edf0f3;vertical-align:top;text-align:left}
-th{background:#f6f8fa;font-weight:600;position:sticky;top:0}
-td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td.text{min-width:220px} td.time{white-space:nowrap;color:#57606a}
-td.spk{min-width:7em;max-width:12em}
-.clamp{display:-webkit-box;-webkit-line-clamp:2;-webkit-box-orient:vertical;overflow:hidden}
-td.mods{min-width:12.5em} td.emo-cell{white-space:nowrap} th{white-space:nowrap;overflow-wrap:normal}
-tr.utt{cursor:pointer} tr.utt:focus-visible{outline:2px solid #0b62c4;outline-offset:-2px} tr.utt:hover{background:#f8fafc} tr.utt.sel{background:#fff4cc}
-.conf{font-variant-numeric:tabular-nums;color:#57606a;margin-left:4px;font-size:12px}
-details.probs summary{cursor:pointer;list-style:none;display:flex;align-items:center;gap:6px}
-details.probs summary::-webkit-details-marker{display:none}
-.stack{display:flex;width:120px;height:10px;border-radius:3px;overflow:hidden;
-  background:#e9edf1;flex:none}
-.stack i{display:block;height:100%}
-.more{font-size:11.5px;color:#0b62c4;white-space:nowrap}
-details[open] .more{color:#57606a}
-table.plist{min-width:0;width:auto;margin-top:4px;font-size:12px}
-table.plist td{padding:1px 6px 1px 0;border:0}
-.pbar{display:inline-block;height:8px;border-radius:2px;vertical-align:middle}
-.mod{display:inline-block;padding:0 6px;margin:1px 2px 1px 0;border-radius:4px;font-size:12px;
-  background:#eef1f4;color:#333}
-.mod.miss{background:#fdecea;color:#9b1c1c}
-.heat-wrap{display:flex;flex-wrap:wrap;gap:10px 32px;align-items:flex-start}
-.heat{margin:0;flex:0 1 auto;min-width:0}
-svg.attention{max-width:100%}
-.heat-side{flex:1 1 260px;max-width:440px;min-width:0}
-.attn-info{min-height:1.4em;font-size:13px;background:#f6f8fa;border-radius:6px;padding:6px 8px}
-.attn-info:empty{display:none}
-.heat-grid{display:grid;grid-template-columns:1.6em minmax(0,1fr);align-items:center}
-.ytitle{writing-mode:vertical-rl;text-align:center;color:#444;
-  font-size:12.5px;white-space:nowrap}
-.xtitle{grid-column:2;text-align:center;color:#444;font-size:12.5px;margin-top:2px;
-  padding-left:7%}
-svg.attention{height:auto;display:block;touch-action:manipulation}
-.heat-legend{font-size:12px;color:#444;max-width:300px}
-.heat-scale{display:block;height:12px;border-radius:2px;border:1px solid #ccd}
-.heat-scale-labels{display:flex;justify-content:space-between;gap:8px;margin-top:2px}
-.heat-scale-labels span:nth-child(2){text-align:center}
-.heat-scale-labels span:last-child{text-align:right}
-.caption{color:#3d4650;font-size:13px;max-width:70ch}
-b.red{color:#b0001a} b.blue{color:#04599a}
-.tip{position:fixed;z-index:10;max-width:min(360px,90vw);background:#1f2328;color:#fff;
-  font-size:12px;padding:6px 8px;border-radius:6px;pointer-events:none;white-space:pre-line;
-  box-shadow:0 2px 8px rgba(0,0,0,.25)}
-.timeline{display:flex;font-size:12px;margin-top:4px;align-items:flex-start}
-.tl-names{flex:0 0 auto;max-width:8em;padding-right:6px}
-.tl-name{height:28px;line-height:28px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;
-  text-align:right;color:#333;overflow-wrap:normal}
-.tl-axis-name{height:36px}
-.tl-scroll{flex:1 1 auto;min-width:0;overflow-x:auto;overflow-y:hidden}
-.tl-inner{position:relative;padding-right:2px}
-.tl-track{position:relative;height:28px;border-bottom:1px solid #edf0f3}
-.tl-grid{position:absolute;top:0;bottom:0;border-left:1px solid #eef0f3}
-.tl-bar{position:absolute;top:3px;height:22px;min-width:3px;border-radius:3px;cursor:pointer;
-  overflow:hidden;white-space:nowrap;font-size:11px;line-height:22px;font-weight:600;
-  text-align:center;text-decoration:none;padding:0 2px;box-shadow:inset 0 0 0 1px rgba(0,0,0,.25)}
-.tl-bar span{pointer-events:none} .tl-bar .abbr{display:none}
-.tl-bar.tight .full{display:none} .tl-bar.tight .abbr{display:inline}
-.tl-bar.tighter span{display:none!important}
-.tl-bar.sel,.tl-bar:focus-visible{outline:2px solid #111;outline-offset:1px;z-index:1}
-.tl-axis{position:relative;height:18px;border-top:1px solid #999}
-.tl-tick{position:absolute;top:2px;transform:translateX(-50%);color:#444;
-  font-variant-numeric:tabular-nums;white-space:nowrap}
-.tl-tick.first{transform:none} .tl-tick.last{transform:translateX(-100%)}
-.axis-title{text-align:center;color:#444;height:18px}
-.tl-info{min-height:1.4em;font-size:13px;background:#f6f8fa;border-radius:6px;padding:6px 8px;
-  margin:6px 0}
-.tl-info:empty{display:none}
-.tl-hint{display:none;font-size:12px;color:#57606a;margin:2px 0;text-align:right}
-.timeline.scrolls+.tl-hint{display:block}
-.links{display:flex;flex-wrap:wrap;gap:4px 10px;margin:.2em 0 .4em;font-size:13.5px}
-a{color:#0b62c4}
-.f1{display:inline-flex;align-items:center;gap:3px}
-.f1 small,.f1c{font-size:11px;color:#57606a;font-variant-numeric:tabular-nums}
-.f1.weak small,.f1c.weak{color:#9b1c1c;font-weight:600}
-.f1c{margin-left:4px}
-.badge{display:inline-block;font-size:11px;padding:0 5px;border-radius:4px;background:#eef1f4;
-  color:#333;margin-top:2px}
-.badge.guess{background:#fff4cc;color:#5c4400;border:1px dashed #b08800}
-.guess-note{background:#fff8e1;border-left:4px solid #b08800;padding:6px 10px;margin:.4em 0;
-  font-size:13px}
-td.source{min-width:14em;font-size:12px;color:#57606a}
-.src{display:block;font-family:ui-monospace,monospace;font-size:11.5px}
-.prov{display:block}
-.warn-mark{display:block;color:#9b1c1c}
-details.warnings{background:#fff8e1;border:1px solid #e7d49a;border-radius:8px;
-  padding:8px 12px;margin:.6em 0}
-details.warnings>summary{cursor:pointer;font-weight:600}
-details.warnings ul{margin:.4em 0;padding-left:1.2em}
-details.warnings .places{max-height:9em;overflow:auto;font-family:ui-monospace,monospace;
-  font-size:12px;margin:.2em 0}
-@media (max-width:640px){
-  main{padding:10px 8px 30px} section.dialogue{padding:12px 10px;margin:12px 0}
-  h1{font-size:1.25em} .tl-names{max-width:5.5em} .tl-tick.odd{display:none}
-  th,td{padding:5px 6px} td.text{min-width:160px}
-  svg.attention[data-scaled] text{font-size:21px}
-}
-"""
+@cache
+def asset(name: str) -> str:
+    """A file of the package's ``avafn/reporting/assets/`` (package data, read with
+    :mod:`importlib.resources`): ``report.html`` (the page template), ``report.css``,
+    ``report.js``, ``index.css`` (the batch index page)."""
+    return resources.files("avafn.reporting").joinpath("assets", name).read_text(
+        encoding="utf-8")
 
-_JS = r"""
-(function(){
-  var errors=[];
-  window.addEventListener('error',function(e){errors.push(String(e.message));
-    document.body.setAttribute('data-js-errors',errors.join(' | '));});
-  var DATA=JSON.parse(document.getElementById('avafn-data').textContent), WEAK=__WEAK__;
-  var tip=document.createElement('div');tip.className='tip';tip.hidden=true;
-  function pct(x){return (100*x).toFixed(x<0.1?1:0)+'%';}
-  function short(s,n){s=s||'';return s.length>n?s.slice(0,n-1)+'\u2026':s;}
-  function who(D,t){var r=D.rows[t];
-    return '#'+(t+1)+' '+short(r.speaker,40)+' ('+r.label+')'+(r.text?': \u201c'+short(r.text,90)+'\u201d':'');}
-  function initSection(sec){
-    var k=+sec.dataset.dialogue, D=DATA.dialogues[k], H=D.heat;
-    var rows=sec.querySelectorAll('tr.utt');
-    var bars=sec.querySelectorAll('.tl-bar');
-    var svg=sec.querySelector('svg.attention');
-    var hl=svg.querySelector('rect.attn-highlight');
-    var left=+svg.dataset.left, top=+svg.dataset.top, cell=+svg.dataset.cell;
-    var info=sec.querySelector('.attn-info');
-    function select(t){
-      rows.forEach(function(r){r.classList.toggle('sel',r.dataset.turn===String(t));});
-      bars.forEach(function(b){b.classList.toggle('sel',b.dataset.turn===String(t));});
-      var i=Math.floor(t/H.block);
-      hl.setAttribute('y',String(top+i*cell));hl.setAttribute('visibility','visible');
-      var d=D.rows[t];
-      var best=d.top.map(function(p){
-        return '#'+(p[0]+1)+' '+short(D.rows[p[0]].speaker,30)+' ('+pct(p[1])+')';});
-      info.textContent='Utterance '+(t+1)+' ('+short(d.speaker,30)+', '+d.label+'): '+
-        (best.length?'looked back most at '+best.join(', '):'first utterance, nothing earlier to look back at');
-    }
-    rows.forEach(function(r){r.addEventListener('click',function(e){
-      if(e.target.closest('details'))return; select(+r.dataset.turn);});
-      r.addEventListener('keydown',function(e){
-        if(e.key==='Enter'&&e.target===r){e.preventDefault();select(+r.dataset.turn);}});});
-    var tlInfo=sec.querySelector('.tl-info');
-    function fit(){bars.forEach(function(b){var w=b.clientWidth-4;
-      b.classList.remove('tight','tighter');
-      if(b.firstChild.offsetWidth>w){b.classList.add('tight');
-        if(b.lastChild.offsetWidth>w)b.classList.add('tighter');}});}
-    var tl=sec.querySelector('.timeline'), sc=sec.querySelector('.tl-scroll');
-    function fitAll(){fit();tl.classList.toggle('scrolls',sc.scrollWidth>sc.clientWidth+1);}
-    fitAll(); window.addEventListener('resize',fitAll);
-    bars.forEach(function(b){b.addEventListener('click',function(e){
-      e.preventDefault();
-      var t=+b.dataset.turn, d=D.rows[t]; select(t);
-      var f1=DATA.f1[d.label];
-      tlInfo.textContent='#'+(t+1)+' '+short(d.speaker,40)+(d.guess?' (guessed from the audio)':'')+
-        ', '+d.when+': '+d.label+' '+pct(d.conf)+
-        (f1!=null?' (dev F1 '+Math.round(f1)+(f1<WEAK?', weak':'')+')':'')+
-        (d.text?' \u2014 \u201c'+short(d.text,160)+'\u201d':'');
-      var row=sec.querySelector('tr.utt[data-turn="'+t+'"]');
-      if(row&&row.style.display!=='none'){row.scrollIntoView({block:'nearest'});
-        row.focus({preventScroll:true});}});});
-    function cellAt(ev){
-      var m=svg.getScreenCTM(); if(!m)return null;
-      var p=svg.createSVGPoint(); p.x=ev.clientX; p.y=ev.clientY; p=p.matrixTransform(m.inverse());
-      var j=Math.floor((p.x-left)/cell), i=Math.floor((p.y-top)/cell);
-      if(i<0||j<0||i>=H.n||j>i||!H.even[i][j])return null;
-      return [i,j];
-    }
-    function show(ev){
-      var c=cellAt(ev); if(!c){tip.hidden=true;return;}
-      var i=c[0], j=c[1], b=H.block, s=H.share[i][j], e=H.even[i][j], txt;
-      var even=' (an even share would be '+pct(e)+')';
-      if(b===1){
-        txt='Classifying '+who(D,i)+'\nlooked back at '+who(D,j)+'\nweight '+pct(s)+even;
-      }else{
-        var n=D.rows.length, a0=i*b+1, a1=Math.min(n,(i+1)*b), b0=j*b+1, b1=Math.min(n,(j+1)*b);
-        txt='Utterances '+a0+'\u2013'+a1+' looked back at utterances '+b0+'\u2013'+b1+
-          '\naverage weight '+pct(s)+even+'\nfirst of the rows: '+who(D,a0-1)+
-          '\nfirst of the columns: '+who(D,b0-1);
-      }
-      tip.textContent=txt; tip.hidden=false;
-      var x=ev.clientX+14, y=ev.clientY+14, w=tip.offsetWidth, h=tip.offsetHeight;
-      if(x+w>window.innerWidth-4)x=Math.max(4,ev.clientX-w-10);
-      if(y+h>window.innerHeight-4)y=Math.max(4,ev.clientY-h-10);
-      tip.style.left=x+'px'; tip.style.top=y+'px';
-    }
-    svg.addEventListener('mousemove',show);
-    svg.addEventListener('click',function(ev){show(ev);var c=cellAt(ev);
-      if(c&&H.block===1){select(c[0]);}});
-    svg.addEventListener('mouseleave',function(){tip.hidden=true;});
-    document.addEventListener('click',function(ev){if(!svg.contains(ev.target))tip.hidden=true;});
-    var ex=sec.querySelector('button.expand-all');
-    ex.addEventListener('click',function(){
-      var open=ex.getAttribute('aria-pressed')!=='true';
-      sec.querySelectorAll('details.probs').forEach(function(d){d.open=open;});
-      ex.setAttribute('aria-pressed',String(open));
-      ex.textContent=open?'hide the probabilities':'show all probabilities';});
-    var f=sec.querySelector('select.speaker-filter');
-    f.addEventListener('change',function(){
-      rows.forEach(function(r){
-        r.style.display=(!f.value||r.dataset.speaker===f.value)?'':'none';});
-    });
-    return rows.length;
-  }
-  function init(){
-    document.body.appendChild(tip);
-    var n=0;
-    document.querySelectorAll('section.dialogue').forEach(function(sec){n+=initSection(sec);});
-    document.body.setAttribute('data-rendered',String(n));
-    document.getElementById('js-status').textContent=
-      'Interactive: click a timeline bar or a row, hover the heat map ('+n+' utterances).';
-  }
-  if(document.readyState==='loading'){document.addEventListener('DOMContentLoaded',init);}
-  else{init();}
-})();
-"""
+
 
 
 def _pill(label: str, colours: Mapping[str, str], f1: Mapping[str, float] | None = None) -> str:
@@ -920,9 +702,6 @@ def render_report(dialogues: Sequence[Mapping[str, Any]], labels: Sequence[str],
         body.append(html_k)
         data["dialogues"].append(data_k)
     body.append("</main>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-            + "\n".join(body)
-            + f'<script type="application/json" id="avafn-data">{embed_json(data)}</script>'
-            + f"<script>{_JS.replace('__WEAK__', repr(WEAK_F1))}</script></body></html>\n")
+    return Template(asset("report.html")).substitute(
+        title=_esc(title), css=asset("report.css"), body="\n".join(body),
+        data=embed_json(data), js=asset("report.js").replace("__WEAK__", repr(WEAK_F1)))

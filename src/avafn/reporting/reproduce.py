@@ -1,12 +1,13 @@
 """From MELD.Raw to the paper's Tables 2 and 3 in one call: extract audio (wav2vec 2.0) and
 video (faces + DAN) features of the three official splits into a feature store, then train
-and evaluate every table row over several seeds (:func:`avafn.table.run_table`).
+and evaluate every table row over several seeds (:func:`avafn.reporting.table.run_table`).
 
 Every stage resumes: extraction skips stored clips, the table reuses finished runs.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 from avafn.extract.job import ExtractReport
 
 SPLITS = ("train", "dev", "test")
+
+log = logging.getLogger(__name__)
 
 
 def check_meld_root(meld_root: str | os.PathLike, media_subdirs: dict[str, str]) -> Path:
@@ -64,9 +67,9 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
                                device=device, batch_size=batch, precision=precision,
                                fps=fps if modality == "video" else None, splits=list(SPLITS),
                                workers=workers, progress=progress)
-        print(rep.summary(), flush=True)
+        log.info(rep.summary())
         reports.append(rep)
-    from avafn.table import run_table
+    from avafn.reporting.table import run_table
 
     table = run_table(corpus, FeatureStore(store), out_dir, list(seeds), device=device,
                       rows=rows, progress=progress, **train_overrides)

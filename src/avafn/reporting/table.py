@@ -17,16 +17,19 @@ with the best **dev** weighted F1 (never test).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from avafn.config import ABLATIONS, ConfigError, split_settings
 from avafn.data.corpus import Corpus
-from avafn.evaluate import evaluate, fmt
 from avafn.io import atomic_write_bytes, atomic_write_json
 from avafn.store import FeatureStore
-from avafn.train import train
+from avafn.training.evaluate import evaluate, fmt
+from avafn.training.loop import train
+
+log = logging.getLogger(__name__)
 
 #: weighted F1 on MELD reported by the paper (Tables 2 and 3)
 PAPER = {
@@ -140,13 +143,13 @@ def run_table(corpus: Corpus, store: FeatureStore, out_dir: str | Path, seeds: S
         missing = [m for m in mods if m not in stored]
         if missing:
             skipped.append({"row": row, "reason": f"no {', '.join(missing)} features in the store"})
-            print(f"[table] skipping {row_title(row)}: no {', '.join(missing)} features "
-                  f"in {store.root} (stored: {', '.join(stored) or 'none'})")
+            log.info(f"[table] skipping {row_title(row)}: no {', '.join(missing)} features "
+                     f"in {store.root} (stored: {', '.join(stored) or 'none'})")
             continue
         md = {m: p for m, p in base.modality_dropout.items() if m in mods}
         cfg = base.replace(modalities=mods, modality_dropout=md)
         row_spec = spec.replace(**{a: True for a in abl}, **row_model(row))
-        print(f"[table] {row_title(row)}: seeds {list(seeds)}")
+        log.info(f"[table] {row_title(row)}: seeds {list(seeds)}")
         run = train(corpus, store, out / row_dir(row), cfg, seeds=seeds, progress=progress,
                     model=row_spec, provenance=prov)
         rep = evaluate(run, "test", corpus, store, device=device)
