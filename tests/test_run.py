@@ -57,7 +57,7 @@ def test_model_folder_round_trip(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"m/model.safetensors: damaged"):
         from_pretrained(tmp_path / "m")
-    with pytest.raises(CheckpointError, match="keeps no config"):
+    with pytest.raises(CheckpointError, match="Linear is not a registered model"):
         save_pretrained(tmp_path / "x", torch.nn.Linear(2, 2))
 
     class Unregistered(AVAFN):
@@ -65,6 +65,34 @@ def test_model_folder_round_trip(tmp_path):
 
     with pytest.raises(CheckpointError, match="Unregistered is not a registered model"):
         save_pretrained(tmp_path / "x", Unregistered(m.cfg))
+
+
+def test_conversation_model_seam(tmp_path):
+    """The typed seam: a ConversationModel saves and loads itself, its forward gives a
+    ModelOutput (also read as a mapping), and loading through the wrong class is refused."""
+    from avafn.model.base import ConversationModel, ModelOutput
+    from avafn.model.registry import MODELS
+
+    m = _avafn(bidirectional=False)
+    assert isinstance(m, ConversationModel) and type(m).name == "avafn"
+    assert MODELS.get("avafn") is AVAFN and m.causal
+    with torch.no_grad():
+        out = m.eval()({"audio": torch.randn(1, 3, 5)}, None, torch.tensor([[0, 1, 0]]),
+                       torch.ones(1, 3, dtype=torch.bool), return_states=True)
+    assert isinstance(out, ModelOutput) and out.loss is None
+    assert out["logits"] is out.logits and out["context_attention"] is out.attention
+    assert {"u", "E", "q_s"} <= set(out.states) and out["E"] is out.states["E"]
+    m.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == "avafn"
+    back = AVAFN.from_pretrained(tmp_path / "m")
+    assert isinstance(back, AVAFN) and torch.equal(_out(m), _out(back))
+    assert isinstance(ConversationModel.from_pretrained(tmp_path / "m"), AVAFN)
+
+    class Other(AVAFN):
+        pass
+
+    with pytest.raises(CheckpointError, match="holds a 'avafn' model"):
+        Other.from_pretrained(tmp_path / "m")
 
 
 def test_training_state_round_trip_without_pickle(tmp_path):

@@ -32,6 +32,7 @@ import torch
 
 from avafn.errors import UserError
 from avafn.inference.featurizer import Featurizer, quiet_loading
+from avafn.model.base import ConversationModel
 from avafn.run import Run
 
 #: clip_featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
@@ -57,7 +58,7 @@ class StreamResult:
     model_ms: float  # the model step(s) alone
     present: dict[str, bool]  # modality -> present for this utterance
     context_attention: list[float] = field(default_factory=list)  # over turns 0..turn-1
-    #: modality -> why it is missing, for a pushed clip whose featurizer says (``last_reasons``)
+    #: modality -> why it is missing, for a pushed clip (the run's featurizer says why)
     missing_reason: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,11 +111,11 @@ class Streamer:
     """
 
     def __init__(self,
-                 run: str | os.PathLike | Run | torch.nn.Module | Sequence[torch.nn.Module],
+                 run: str | os.PathLike | Run | ConversationModel | Sequence[ConversationModel],
                  device: str = "cpu", labels: Sequence[str] | None = None,
                  featurizer: ClipFeaturizer | None = None,
                  extractor_models: Mapping[str, str] | None = None,
-                 progress: bool = True, *, models: Sequence[torch.nn.Module] | None = None,
+                 progress: bool = True, *, models: Sequence[ConversationModel] | None = None,
                  make_featurizer: Callable[[], ClipFeaturizer] | None = None) -> None:
         self.device = torch.device(device)
         self.run_dir: Path | None = None
@@ -136,19 +137,18 @@ class Streamer:
             models = list(models) if models is not None else self.run.models(device)
             labels = labels or self.run.labels
         else:
-            models = [run] if isinstance(run, torch.nn.Module) else list(run)
+            models = [run] if isinstance(run, ConversationModel) else list(run)
         if not models:
             raise StreamingError("no model to stream with")
         for i, m in enumerate(models):
-            cfg = getattr(m, "cfg", None)
-            if cfg is None or not hasattr(m, "step"):
-                raise StreamingError(f"model {i} ({type(m).__name__}) has no streaming step()")
-            check_streamable({"bidirectional": cfg.bidirectional},
+            if not isinstance(m, ConversationModel):
+                raise StreamingError(f"model {i} ({type(m).__name__}) is not a "
+                                     "ConversationModel (avafn.model.base): it cannot stream")
+            check_streamable({"bidirectional": not m.causal},
                              f"model {i}" if self.run_dir is None else f"run {self.run_dir}")
-        self.models = [m.to(self.device).eval() for m in models]
-        # each model's step on a snapshot of its weights (merged, pre-transposed products)
-        self._steps = [m.frozen_step() if hasattr(m, "frozen_step") else m.step
-                       for m in self.models]
+        self.models: list[ConversationModel] = [m.to(self.device).eval() for m in models]
+        # each model's step (AVAFN: on a snapshot of its weights, merged and pre-transposed)
+        self._steps = [m.frozen_step() for m in self.models]
         cfg0 = self.models[0].cfg
         self.modalities: tuple[str, ...] = tuple(cfg0.modalities)
         self.widths: dict[str, int] = {m: int(cfg0.input_dims[m]) for m in self.modalities}
@@ -247,9 +247,9 @@ class Streamer:
             if isinstance(fz, Featurizer):  # the run's own: earlier turns for context encoders
                 feats = dict(fz(str(item), start, end, text, speaker=speaker,
                                 previous=list(self._turns)))
+                reasons = dict(fz.last_reasons)
             else:
                 feats = dict(fz(str(item), start, end, text))
-            reasons = dict(getattr(self.featurizer, "last_reasons", None) or {})
         else:
             feats = dict(item)
         x, p, present = self._tensors(feats, turn)

@@ -22,12 +22,13 @@ from torch import nn
 from avafn.config import check_field_types
 
 from .backend import BACKENDS, LiveStep, fast_paths, reference_forward
+from .base import ConversationModel, ModelOutput
 from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
 from .fusion import FUSION_WEIGHTS, Fusion
 from .layout import Layout
 from .ops import Dropout, frozen_t, sum_is_finite
-from .registry import FUSIONS, MODELS
+from .registry import FUSIONS, register_model
 
 
 @dataclass
@@ -115,8 +116,8 @@ class AVAFNConfig:
         return cls(**d)
 
 
-@MODELS.register("avafn")
-class AVAFN(nn.Module):
+@register_model("avafn")
+class AVAFN(ConversationModel):
     config_class = AVAFNConfig
 
     def __init__(self, cfg: AVAFNConfig) -> None:
@@ -225,7 +226,7 @@ class AVAFN(nn.Module):
         speaker: torch.Tensor,
         mask: torch.Tensor,
         return_states: bool = False,
-    ) -> dict[str, torch.Tensor]:
+    ) -> ModelOutput:
         """feats m->(B,T,D_m), present m->(B,T) bool, speaker (B,T) long, mask (B,T) bool ->
         {"logits": (B,T,C), "context_attention": (B,T,T)} (+ states if return_states).
         ``context_attention[b, t, k]`` is eq. 9's weight of utterance k < t for utterance t;
@@ -239,7 +240,7 @@ class AVAFN(nn.Module):
         paths = fast_paths(self)  # the reference, or which fast paths (avafn.model.backend)
         if paths.reference:
             out = reference_forward(self, feats, present, speaker, mask)
-            return out if return_states else {k: out[k] for k in ("logits", "context_attention")}
+            return _output(out, return_states)
         # only the n real utterances are computed (avafn.model.layout): packed rows for every
         # per-utterance operation, step rows (longest dialogue first) for the recurrence
         blocks = 2 if cfg.bidirectional else 1  # block 1: each dialogue reversed in its length
@@ -284,17 +285,17 @@ class AVAFN(nn.Module):
             score = lay.pad(lay.from_steps(r["score"]).squeeze(-1))
             att = score[:, None, :].expand(b_sz, t_len, t_len)
             att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow
-        out = {"logits": logits, "context_attention": att}
+        states = {}
         if return_states:  # forward-direction states (E: both directions), zeros at padding
-            out["u"] = lay.pad(u)
+            states["u"] = lay.pad(u)
             for k in ("C", "ac", "q_s", "q_l", "Q"):  # C: GRU_C; ac: the attention (eq. 9)
                 if k in r:
-                    out[k] = lay.pad(lay.from_steps(r[k]))
-            out["E"] = lay.pad(e)
-        return out
+                    states[k] = lay.pad(lay.from_steps(r[k]))
+            states["E"] = lay.pad(e)
+        return ModelOutput(logits, att, states)
 
     def _empty_output(self, b_sz: int, t_len: int, dtype: torch.dtype, device,
-                      return_states: bool) -> dict[str, torch.Tensor]:
+                      return_states: bool) -> ModelOutput:
         """The output of a batch without a real utterance: zeros of the documented shapes."""
         cfg, rnn = self.cfg, self.rnn
         z = {"dtype": dtype, "device": device}
@@ -309,7 +310,7 @@ class AVAFN(nn.Module):
                 widths["ac"] = cfg.d_context
             out.update({k: torch.zeros(b_sz, t_len, w, **z) for k, w in widths.items()})
             out["Q"] = torch.zeros(b_sz, t_len, 1, cfg.d_party, **z)
-        return out
+        return _output(out, return_states)
 
     # ---- streaming ---------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str = "cpu",
@@ -432,6 +433,12 @@ class AVAFN(nn.Module):
     def compile_recurrence(self, mode: str = "max-autotune-no-cudagraphs") -> None:
         """Compile the per-utterance cell with torch.compile; used only for CUDA inputs."""
         self._compiled_cell = torch.compile(self.rnn.cell, mode=mode, dynamic=False)
+
+
+def _output(out: dict[str, torch.Tensor], return_states: bool) -> ModelOutput:
+    """A :class:`ModelOutput` from a dict of the logits, the attention and the states."""
+    states = {k: v for k, v in out.items() if k not in ("logits", "context_attention")}
+    return ModelOutput(out["logits"], out["context_attention"], states if return_states else {})
 
 
 def _attention(scores: torch.Tensor, score: torch.Tensor | None
