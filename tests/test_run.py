@@ -338,3 +338,79 @@ def test_meld_folder_read_through_the_environment_is_recorded(tmp_path, monkeypa
     # an explicit folder is recorded as given
     d = record_provenance(tmp_path / "run", Provenance(dataset="meld", meld_dir=meld))
     assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()
+
+
+#: a run's config.json exactly as training wrote it before RunConfig and the fusion's own
+#: config (a causal AVAFN with per-utterance eq. 7 weights; store and extractors abridged to
+#: what the checks read)
+OLD_RUN_CONFIG = {
+    "avafn_version": "0.1.0",
+    "corpus": {"n_dialogues": {"dev": 12, "test": 12, "train": 40},
+               "n_utterances": {"dev": 80, "test": 53, "train": 228}, "name": "synth",
+               "source": {}},
+    "extractors": {
+        "audio": {"config": {"signal": 2.0}, "config_hash": "9e6846c6f744e5fb",
+                  "extractor": "synth", "modality": "audio", "model_id": "none", "width": 8},
+        "video": {"config": {"signal": 1.0}, "config_hash": "58af3ba40b1d062f",
+                  "extractor": "synth", "modality": "video", "model_id": "none", "width": 6}},
+    "labels": ["calm", "happy", "angry"],
+    "layout": 2,
+    "modalities": ["audio", "video"],
+    "model": {"bidirectional": False, "d_att": 5, "d_context": 6, "d_emotion": 6, "d_ff": 16,
+              "d_model": 8, "d_party": 6, "dropout": 0.3, "fusion": "cam",
+              "fusion_weights": "per_utterance", "input_dims": {"audio": 8, "video": 6},
+              "input_dropout": None, "listener_modality": None,
+              "modalities": ["audio", "video"], "n_classes": 3, "n_parties": 3,
+              "no_acm": False, "no_acm_attention": False, "no_ilm": False, "no_ssm": False,
+              "tie_directions": False},
+    "model_name": "avafn",
+    "provenance": {"dataset": None, "device": "cpu", "meld_dir": None,
+                   "store": "../data/store", "threads": 2,
+                   "torch_version": "2.14.1+cu130"},
+    "seeds": [0],
+    "store": {"modalities": {
+        "audio": {"config_hash": "9e6846c6f744e5fb", "content_sha256": "31194dc497aead38",
+                  "extractor": "synth", "layer": None, "model_id": "none", "n_entries": 361,
+                  "n_present": 324, "width": 8},
+        "video": {"config_hash": "58af3ba40b1d062f", "content_sha256": "78d79891e1226a63",
+                  "extractor": "synth", "layer": None, "model_id": "none", "n_entries": 361,
+                  "n_present": 334, "width": 6}},
+        "root": "/tmp/seams_gen/data/store"},
+    "train": {"batch_size": 8, "bucket": False, "eval_batch_size": 64, "grad_clip": None,
+              "lr": 0.01, "max_epochs": 1, "modalities": ["audio", "video"],
+              "modality_dropout": {}, "patience": 10, "weight_decay": 0.0003},
+}
+
+
+def test_run_config_written_before_runconfig_still_loads(tmp_path):
+    """A run folder whose config.json (and model folder) were written before RunConfig and
+    the fusion's own config opens, its model loads with the settings it was trained with, and
+    RunConfig reads and writes it without losing a key (an unknown one is kept as it was)."""
+    from avafn.checkpoint import save_weights
+    from avafn.run import RunConfig
+
+    run = tmp_path / "r"
+    d = json.loads(json.dumps({**OLD_RUN_CONFIG, "notes": {"by": "a later version"}}))
+    (run / "seed-0").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(d))
+    torch.manual_seed(0)
+    trained = AVAFN(AVAFNConfig.from_dict(dict(d["model"])))
+    save_weights(run / "seed-0" / "model", "avafn", d["model"], trained.state_dict())
+    opened = Run.open(run)
+    assert opened.labels == ["calm", "happy", "angry"] and opened.seeds == [0]
+    assert opened.provenance.store == "../data/store" and not opened.bidirectional
+    assert opened.config.extra == {"notes": {"by": "a later version"}}
+    (model,) = opened.models()
+    assert model.cfg.d_model == 8 and model.fusion.weights == "per_utterance"
+    assert model.fusion.cam["audio"].ff[0].out_features == 16  # the old d_ff
+    feats = {"audio": torch.randn(1, 3, 8), "video": torch.randn(1, 3, 6)}
+    args = (feats, None, torch.tensor([[0, 1, 0]]), torch.ones(1, 3, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.equal(model(*args).logits, trained.eval()(*args).logits)
+    again = RunConfig.from_dict(opened.config.to_dict(), run / "config.json")
+    assert again.to_dict() == opened.config.to_dict()
+    assert again.to_dict()["notes"] == {"by": "a later version"}
+    assert again.to_dict()["provenance"] == d["provenance"]
+    bad = {**d, "labels": "calm"}
+    with pytest.raises(RunError, match=r"r/config.json: 'labels' must be a list of names"):
+        RunConfig.from_dict(bad, run / "config.json")

@@ -34,7 +34,7 @@ import os
 import pickle
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -173,56 +173,65 @@ def run_folders_inside(path: str | os.PathLike, depth: int = 3) -> list[Path]:
     return found
 
 
-@dataclass(frozen=True)
-class Run:
-    """An opened, validated run folder (see the module docstring)."""
+@dataclass
+class RunConfig:
+    """A run's ``config.json``, the one type its writer (training) and its reader
+    (:meth:`Run.open`) share. :meth:`from_dict` checks every key it knows (one line naming the
+    file and the key otherwise); keys it does not know (written by a later version) are kept
+    in ``extra`` and written back as they were."""
 
-    path: Path
+    model_name: str
+    model: dict[str, Any]  # the model config, as its config class writes it
     train: TrainConfig
     provenance: Provenance
-    model_name: str
-    model_config: dict
     labels: list[str]
     modalities: list[str]
-    extractors: dict
-    store_fingerprint: dict
-    corpus_info: dict
-    seeds: list[int]  # the seeds asked for (finished or not)
-    dataset_sha256: str | None = None
+    store: dict[str, Any]  # the feature store's fingerprint
+    extractors: dict[str, dict] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
     avafn_version: str | None = None
+    #: provenance paths as recorded (relative to the run folder) beside the manifest's sha256
+    recorded: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    # ------------------------------------------------------------------ opening
+    def to_dict(self) -> dict[str, Any]:
+        """What ``config.json`` holds, keys in the order training writes them."""
+        d: dict[str, Any] = {"layout": LAYOUT, "avafn_version": self.avafn_version,
+                             "model_name": self.model_name, "model": self.model,
+                             "train": self.train.to_dict(),
+                             "provenance": self.recorded or self.provenance.to_dict(),
+                             "labels": list(self.labels), "modalities": list(self.modalities),
+                             "corpus": self.corpus, "store": self.store,
+                             "extractors": self.extractors}
+        if self.seeds:
+            d["seeds"] = list(self.seeds)
+        return {**d, **{k: v for k, v in self.extra.items() if k not in d}}
+
+    @property
+    def dataset_sha256(self) -> str | None:
+        sha = self.recorded.get("dataset_sha256")
+        return str(sha) if sha else None
+
     @classmethod
-    def open(cls, path: str | os.PathLike, *, finished: bool = True) -> Run:
-        """Open and validate ``path``; with ``finished``, at least one seed must be done."""
-        run = Path(path)
-        cfg = run / CONFIG
-        if not cfg.is_file():
-            if not run.is_dir():
-                raise RunError(f"{run}: no such run folder")
-            inside = run_folders_inside(run)
-            if inside:
-                raise RunError(f"{run}: not a run folder (no {CONFIG}); it contains the run "
-                               f"folder(s) {', '.join(str(p) for p in inside[:10])}")
-            raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by "
-                           "avafn train")
-        refuse_old_layout(run)
-        d = load_json(cfg, RunError, f"{cfg}: not found")
-        if not isinstance(d, dict):
+    def from_dict(cls, d: Mapping[str, Any], path: str | os.PathLike = CONFIG) -> RunConfig:
+        """Read and check ``d`` (``path``: the file it came from, named in every refusal)."""
+        cfg = Path(path)
+        if not isinstance(d, Mapping):
             raise RunError(f"{cfg}: expected a JSON object")
         if d.get("layout") != LAYOUT:
             raise RunError(f"{cfg}: a run folder of the earlier layout; convert it first with "
-                           f"`{CONVERT_HINT} {run}`")
+                           f"`{CONVERT_HINT} {cfg.parent}`")
         labels = _str_list(cfg, d, "labels")
         modalities = _str_list(cfg, d, "modalities")
         model_name = _need(cfg, d, "model_name", str, "a registered model name")
-        model = _need(cfg, d, "model", dict, "the model config (an object)")
+        model = dict(_need(cfg, d, "model", dict, "the model config (an object)"))
         _check_model_config(cfg, model_name, model)
         try:
             train = TrainConfig.from_dict(_need(cfg, d, "train", dict, "an object"))
-            prov = dict(_need(cfg, d, "provenance", dict, "an object"))
-            sha = prov.pop("dataset_sha256", None)
-            provenance = Provenance.from_dict(prov)
+            recorded = dict(_need(cfg, d, "provenance", dict, "an object"))
+            provenance = Provenance.from_dict(
+                {k: v for k, v in recorded.items() if k != "dataset_sha256"})
         except ConfigError as e:
             raise RunError(f"{cfg}: {e}") from None
         store = _need(cfg, d, "store", dict, "the feature store's fingerprint (an object)")
@@ -249,8 +258,57 @@ class Run:
         seeds = d.get("seeds") or []
         if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
             raise RunError(f"{cfg}: 'seeds' must be a list of integers")
-        out = cls(run, train, provenance, model_name, model, labels, modalities, extractors,
-                  store, dict(d.get("corpus") or {}), list(seeds), sha, d.get("avafn_version"))
+        version = d.get("avafn_version")
+        extra = {k: v for k, v in d.items() if k not in _RUN_KEYS}
+        return cls(model_name, model, train, provenance, labels, modalities, dict(store),
+                   dict(extractors), dict(d.get("corpus") or {}), list(seeds),
+                   None if version is None else str(version), recorded, extra)
+
+
+_RUN_KEYS = frozenset({"layout", "avafn_version", "model_name", "model", "train", "provenance",
+                       "labels", "modalities", "corpus", "store", "extractors", "seeds"})
+
+
+@dataclass(frozen=True)
+class Run:
+    """An opened, validated run folder (see the module docstring)."""
+
+    path: Path
+    train: TrainConfig
+    provenance: Provenance
+    model_name: str
+    model_config: dict
+    labels: list[str]
+    modalities: list[str]
+    extractors: dict
+    store_fingerprint: dict
+    corpus_info: dict
+    seeds: list[int]  # the seeds asked for (finished or not)
+    dataset_sha256: str | None = None
+    avafn_version: str | None = None
+    #: the ``config.json`` it was opened from
+    config: RunConfig | None = field(default=None, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, finished: bool = True) -> Run:
+        """Open and validate ``path``; with ``finished``, at least one seed must be done."""
+        run = Path(path)
+        cfg = run / CONFIG
+        if not cfg.is_file():
+            if not run.is_dir():
+                raise RunError(f"{run}: no such run folder")
+            inside = run_folders_inside(run)
+            if inside:
+                raise RunError(f"{run}: not a run folder (no {CONFIG}); it contains the run "
+                               f"folder(s) {', '.join(str(p) for p in inside[:10])}")
+            raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by "
+                           "avafn train")
+        refuse_old_layout(run)
+        rc = RunConfig.from_dict(load_json(cfg, RunError, f"{cfg}: not found"), cfg)
+        out = cls(run, rc.train, rc.provenance, rc.model_name, rc.model, rc.labels,
+                  rc.modalities, rc.extractors, rc.store, rc.corpus, rc.seeds,
+                  rc.dataset_sha256, rc.avafn_version, rc)
         done = out.finished_seeds()
         if finished and not done:
             raise RunError(f"{run}: no finished seed (no seed-*/{MODEL_DIR}/); train first")
@@ -261,9 +319,9 @@ class Run:
             except CheckpointError as e:
                 raise RunError(str(e)) from None
             n = mc["config"].get("n_classes")
-            if n is not None and (not isinstance(n, int) or n != len(labels)):
+            if n is not None and (not isinstance(n, int) or n != len(rc.labels)):
                 raise RunError(f"{p / 'config.json'}: a model with {n} classes, but the run "
-                               f"({cfg}) names {len(labels)} labels {labels}")
+                               f"({cfg}) names {len(rc.labels)} labels {rc.labels}")
         return out
 
     # ------------------------------------------------------------------ what it holds
@@ -519,4 +577,4 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
     return done
 
 
-__all__ = ["Run", "RunError", "convert_run", "finished_seeds", "run_folders_inside", "seed_dir"]
+__all__ = ["Run", "RunConfig", "RunError", "convert_run", "finished_seeds", "run_folders_inside", "seed_dir"]

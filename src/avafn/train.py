@@ -32,6 +32,7 @@ from avafn.run import (
     LAYOUT,
     MODEL_DIR,
     STATE,
+    RunConfig,
     RunError,
     finished_seeds,
     record_provenance,
@@ -117,22 +118,19 @@ def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
     if provenance.store is None:
         provenance = Provenance(provenance.dataset, provenance.meld_dir, str(store.root),
                                 provenance.device)
-    return {
-        "layout": LAYOUT,
-        "avafn_version": __version__,
-        "model_name": model.name,
-        "model": model_config(model, cfg.modalities, widths, len(corpus.labels),
-                              max(corpus.max_parties, 1)),
-        "train": cfg.to_dict(),
-        "provenance": record_provenance(run_dir or ".", provenance),
-        "labels": list(corpus.labels),
-        "modalities": list(cfg.modalities),
-        "corpus": {"name": corpus.name, "source": corpus.source,
-                   "n_dialogues": {s: len(d) for s, d in corpus.splits.items()},
-                   "n_utterances": {s: sum(len(x) for x in d) for s, d in corpus.splits.items()}},
-        "store": store.fingerprint(cfg.modalities),
-        "extractors": {m: store.meta(m) for m in cfg.modalities},
-    }
+    return RunConfig(
+        model_name=model.name,
+        model=model_config(model, cfg.modalities, widths, len(corpus.labels),
+                           max(corpus.max_parties, 1)),
+        train=cfg, provenance=provenance,
+        recorded=record_provenance(run_dir or ".", provenance),
+        labels=list(corpus.labels), modalities=list(cfg.modalities),
+        corpus={"name": corpus.name, "source": corpus.source,
+                "n_dialogues": {s: len(d) for s, d in corpus.splits.items()},
+                "n_utterances": {s: sum(len(x) for x in d) for s, d in corpus.splits.items()}},
+        store=store.fingerprint(cfg.modalities),
+        extractors={m: store.meta(m) for m in cfg.modalities},
+        avafn_version=__version__).to_dict()
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

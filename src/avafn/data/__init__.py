@@ -35,6 +35,6 @@ def load_corpus(dataset: str, meld_dir: str | None = None,
 
     reader = reader_for(dataset)
     corpus = reader.load(str(dataset), data_dir=meld_dir, labels=labels)
-    corpus.pre_cut = bool(getattr(reader, "pre_cut", corpus.pre_cut))
-    corpus.reader = corpus.reader or str(getattr(reader, "name", ""))
+    corpus.pre_cut = reader.pre_cut
+    corpus.reader = corpus.reader or reader.name
     return corpus

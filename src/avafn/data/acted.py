@@ -41,7 +41,7 @@ import numpy as np
 
 from avafn.data._tabular import read_csv
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
-from avafn.data.registry import CORPORA
+from avafn.data.registry import CORPORA, CorpusReader
 
 RAVDESS_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 #: RAVDESS emotion -> MELD emotion
@@ -371,7 +371,7 @@ def read_folder(root: str | os.PathLike, k: int = DEFAULT_FOLDS, fold: int = 0, 
 
 
 @CORPORA.register("ravdess")
-class RavdessReader:
+class RavdessReader(CorpusReader):
     """``--dataset ravdess``: RAVDESS speech, 8 emotions, fold 0 of 6 actor-independent folds
     (module docstring); clips already cut."""
 
@@ -396,7 +396,7 @@ class RavdessMeld7Reader(RavdessReader):
 
 
 @CORPORA.register("folder")
-class FolderReader:
+class FolderReader(CorpusReader):
     """``--dataset folder --meld-dir DIR``: labelled clips or images (module docstring)."""
 
     name = "folder"

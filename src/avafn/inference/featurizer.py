@@ -97,7 +97,7 @@ class Featurizer:
                 raise PredictError(f"the checkpoint's {m!r} features came from extractor "
                                    f"{name!r}, which predict cannot run on new media ({e}); "
                                    "install the plug-in that provides it") from None
-            kind = getattr(cls_, "kind", m)
+            kind = cls_.kind
             try:
                 flag = _MODEL_FLAGS.get(kind, "extractor_models")
                 ext = rebuild({**meta, "modality": m}, device=device,
@@ -122,7 +122,7 @@ class Featurizer:
 
         reports: dict[str, dict] = {}
         for m, ext in self.extractors.items():
-            if getattr(ext, "input", "media") == "text" and \
+            if ext.input == "text" and \
                     not any((u.text or "").strip() for u in corpus.utterances()):
                 raise PredictError(
                     f"the checkpoint uses {m}, but no utterance has text: give a segment "
@@ -146,10 +146,10 @@ class Featurizer:
         out: dict[str, np.ndarray | None] = {}
         self.last_reasons = {}
         for m, ext in self.extractors.items():
-            if getattr(ext, "input", "media") == "text":
+            if ext.input == "text":
                 t = (text or "").strip()
-                encoder = getattr(ext, "encoder", None)
-                if t and getattr(encoder, "context_turns", 0):
+                encoder = ext.encoder
+                if t and encoder is not None and encoder.context_turns:
                     turns = [SimpleNamespace(speaker=s, text=x) for s, x in previous]
                     turns.append(SimpleNamespace(speaker=speaker, text=t))
                     t = encoder.inputs(turns)[-1]

@@ -265,8 +265,8 @@ class Predictor:
             corpus = corpus_from_clips(clips_dir, manifest, labels)
         featurizer = self.featurizer(progress)
         for ext in featurizer.extractors.values():
-            if getattr(ext, "input", "media") == "text":  # text it cannot read, flagged
-                check_texts(corpus.utterances(), getattr(ext, "encoder", None), notices)
+            if ext.input == "text":  # text it cannot read, flagged
+                check_texts(corpus.utterances(), ext.encoder, notices)
         say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,7 @@ def recurrence(model, us, v, speaker, k):
     cfg, rnn, n = model.cfg, model.rnn, len(us)
     causal = not cfg.bidirectional  # a forward-only (streaming) model sees only the past
     order = range(n) if k == 0 else range(n - 1, -1, -1)
-    untied = hasattr(rnn, "gru_e_b")  # a set of weights per direction
+    untied = rnn.n_dir == 2  # a set of weights per direction (and gru_e_b for E_t)
     pick = (lambda p: p[k]) if untied else (lambda p: p)
     g_e = rnn.gru_e_b if untied and k == 1 else rnn.gru_e
     zeros = us[0].new_zeros
