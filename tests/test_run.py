@@ -407,6 +407,11 @@ def test_run_config_written_before_runconfig_still_loads(tmp_path):
     args = (feats, None, torch.tensor([[0, 1, 0]]), torch.ones(1, 3, dtype=torch.bool))
     with torch.no_grad():
         assert torch.equal(model(*args).logits, trained.eval()(*args).logits)
+    # read as the current version writes it: "cam"'s settings in the fusion's own config
+    assert opened.model_config["fusion_config"] == {"d_ff": 16, "weights": "per_utterance"}
+    assert "d_ff" not in opened.model_config and "fusion_weights" not in opened.model_config
+    assert {k: v for k, v in opened.model_config.items() if k != "fusion_config"} == \
+        {k: v for k, v in d["model"].items() if k not in ("d_ff", "fusion_weights")}
     again = RunConfig.from_dict(opened.config.to_dict(), run / "config.json")
     assert again.to_dict() == opened.config.to_dict()
     assert again.to_dict()["notes"] == {"by": "a later version"}

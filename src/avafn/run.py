@@ -181,7 +181,7 @@ class RunConfig:
     in ``extra`` and written back as they were."""
 
     model_name: str
-    model: dict[str, Any]  # the model config, as its config class writes it
+    model: dict[str, Any]  # the model config, as its config class writes it (old keys mapped)
     train: TrainConfig
     provenance: Provenance
     labels: list[str]
@@ -225,8 +225,8 @@ class RunConfig:
         labels = _str_list(cfg, d, "labels")
         modalities = _str_list(cfg, d, "modalities")
         model_name = _need(cfg, d, "model_name", str, "a registered model name")
-        model = dict(_need(cfg, d, "model", dict, "the model config (an object)"))
-        _check_model_config(cfg, model_name, model)
+        model = _check_model_config(cfg, model_name,
+                                    _need(cfg, d, "model", dict, "the model config (an object)"))
         try:
             train = TrainConfig.from_dict(_need(cfg, d, "train", dict, "an object"))
             recorded = dict(_need(cfg, d, "provenance", dict, "an object"))
@@ -450,9 +450,10 @@ class Run:
         return store
 
 
-def _check_model_config(cfg: Path, name: str, model: dict) -> None:
+def _check_model_config(cfg: Path, name: str, model: dict) -> dict:
     """The run's model config, read by its registered model's config class (field types and
-    values checked there), so that a mistyped field is named here, not met later."""
+    values checked there, so that a mistyped field is named here, not met later; settings of
+    an earlier spelling mapped), as that class writes it now."""
     from avafn.model.registry import MODELS
     from avafn.registry import RegistryError
 
@@ -461,7 +462,7 @@ def _check_model_config(cfg: Path, name: str, model: dict) -> None:
     except RegistryError as e:
         raise RunError(f"{cfg}: {e}") from None
     try:
-        config_class.from_dict(model)
+        return config_class.from_dict(dict(model)).to_dict()
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RunError(f"{cfg}: invalid {name} model config ({e})") from None
 

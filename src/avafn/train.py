@@ -235,6 +235,10 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
             old = json.loads(cfg_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RunError(f"{cfg_path}: unreadable ({e}); use another --out folder") from None
+        try:  # read as the current version writes it (settings of an earlier spelling mapped)
+            old = RunConfig.from_dict(old, cfg_path).to_dict()
+        except RunError:
+            pass  # compared as it is: the refusal names what differs
         if started or not isinstance(old, dict) or old.get("layout") != LAYOUT:
             _check_same_run(cfg_path, old, desc)
             desc["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))

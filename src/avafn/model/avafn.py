@@ -12,7 +12,8 @@ Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -25,7 +26,7 @@ from .backend import BACKENDS, LiveStep, fast_paths, reference_forward
 from .base import ConversationModel, ModelOutput
 from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
-from .fusion import FUSION_WEIGHTS, Fusion
+from .fusion import Fusion, FusionConfig
 from .layout import Layout
 from .ops import Dropout, frozen_t, sum_is_finite
 from .registry import FUSIONS, register_model
@@ -38,7 +39,6 @@ class AVAFNConfig:
     n_classes: int = 7
     n_parties: int = 9  # MELD: up to 9 parties per dialogue
     d_model: int = 256  # CAM width d, also the width of u_t^CA
-    d_ff: int = 512  # CAM feed-forward hidden width (eqs. 5-6)
     d_context: int = 150  # C_t
     d_party: int = 150  # q_{i,t}, q_{j,t}
     d_emotion: int = 128  # E_t (per direction)
@@ -51,7 +51,9 @@ class AVAFNConfig:
     tie_directions: bool = False
     listener_modality: str | None = None  # v_t of eq. 11; None: "video" if used, else first
     fusion: str = "cam"  # a name registered in avafn.model.registry.FUSIONS
-    fusion_weights: str = "global"  # eq. 7 of "cam": "global" or "per_utterance"
+    # the fusion's own hyper-parameters: an instance of its config_class (a dict is read by
+    # it; "cam": CAMConfig, d_ff and eq. 7's weights "global" | "per_utterance")
+    fusion_config: Any = None
     # ablations (Table 3); each removes its module (docs/model.md)
     no_acm: bool = False  # the paper's w/o ACM: no GRU_C, no attention (no C_t, no ac_t)
     no_acm_attention: bool = False  # only eq. 9's attention: ac_t = 0, GRU_C and C_t kept
@@ -60,10 +62,15 @@ class AVAFNConfig:
     # "auto": the fast paths; "reference": the equations of avafn.model.reference, one
     # dialogue at a time (the same function, slowly; avafn.model.backend)
     backend: str = "auto"
+    # the earlier spelling of "cam"'s settings, accepted as input and moved into fusion_config
+    d_ff: InitVar[int | None] = None
+    fusion_weights: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, d_ff: int | None, fusion_weights: str | None) -> None:
         check_field_types(self, "model")  # "x" for a width, "no" for a flag: refused
-        for name in ("n_classes", "n_parties", "d_model", "d_ff", "d_context", "d_party",
+        self.fusion_config = _fusion_config(self.fusion, self.fusion_config,
+                                            {"d_ff": d_ff, "weights": fusion_weights})
+        for name in ("n_classes", "n_parties", "d_model", "d_context", "d_party",
                      "d_emotion", "d_att"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model setting {name!r} must be >= 1, got {getattr(self, name)}")
@@ -83,9 +90,6 @@ class AVAFNConfig:
         if self.listener_modality is not None and self.listener_modality not in self.modalities:
             raise ValueError(f"listener_modality {self.listener_modality!r} is not one of "
                              f"{self.modalities!r}")
-        if self.fusion_weights not in FUSION_WEIGHTS:
-            raise ValueError(f"fusion_weights must be one of {list(FUSION_WEIGHTS)}, got "
-                             f"{self.fusion_weights!r}")
         if self.no_acm and self.no_ssm and self.no_ilm:
             raise ValueError("no_acm, no_ssm and no_ilm together leave no path from the "
                              "utterances to the emotion state")
@@ -103,17 +107,44 @@ class AVAFNConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
+        d["fusion_config"] = self.fusion_config.to_dict()
         if d["backend"] == "auto":  # the default leaves the saved config as it always was
             del d["backend"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AVAFNConfig:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(OLD_FUSION_KEYS)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown AVAFNConfig keys: {unknown}")
         return cls(**d)
+
+
+#: settings of the "cam" fusion once given at the top of the model config: old name -> its
+#: name in the fusion's config, and the value configs without it stand for
+OLD_FUSION_KEYS = {"d_ff": ("d_ff", 512), "fusion_weights": ("weights", "global")}
+
+
+def _fusion_config(fusion: str, given: Any, old: Mapping[str, Any]) -> FusionConfig:
+    """``fusion``'s own config from ``given`` (its config instance, a dict, or None: the
+    defaults) and the earlier top-level spelling of its settings (``old``: name in the fusion
+    config -> value or None). An old setting the fusion does not have is dropped: configs used
+    to hold it for every fusion, and only ``"cam"`` read it."""
+    cls = FUSIONS.get(fusion).config_class
+    d = dict(given.to_dict() if isinstance(given, FusionConfig) else given or {})
+    names = {f.name for f in fields(cls)}
+    for top, (key, _default) in OLD_FUSION_KEYS.items():
+        value = old.get(key)
+        if value is None or key not in names:
+            continue
+        if key in d and d[key] != value:
+            raise ValueError(f"model setting {top!r} given twice ({value!r}, and "
+                             f"{d[key]!r} in fusion_config); give it once")
+        d[key] = value
+    if isinstance(given, cls) and d == given.to_dict():
+        return given
+    return cls.from_dict(d)
 
 
 @register_model("avafn")

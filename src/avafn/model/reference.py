@@ -97,7 +97,7 @@ def fusion(model, x, n, causal):
             ff = linear(blk.ff[3], F.dropout(F.gelu(linear(blk.ff[0], h_ln)), p, train))
             hc[m] = layer_norm(blk.norm2, h_ln + F.dropout(ff, p, train))  # eqs. 5-6
         # eq. 7: H_WCA = sum_m w_m H_m^c, w a softmax over the modalities present at t
-        if model.cfg.fusion_weights == "global":  # one learned scalar per modality
+        if model.fusion.weights == "global":  # one learned scalar per modality
             logit = fu.fusion_logits
         else:  # "per_utterance": a linear gate over H_1^c ⊕ ... ⊕ H_M^c
             logit = linear(fu.fusion_gate, torch.cat([hc[m] for m in mods]))
