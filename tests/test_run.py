@@ -332,12 +332,30 @@ def test_meld_folder_read_through_the_environment_is_recorded(tmp_path, monkeypa
 
     meld = os.environ["AVAFN_MELD_DIR"]
     d = record_provenance(tmp_path / "run", Provenance(dataset="meld"))
-    assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()
+    assert (tmp_path / "run" / d["data_dir"]).resolve() == Path(meld).resolve()
     monkeypatch.setenv("AVAFN_MELD_DIR", str(tmp_path / "elsewhere"))  # not a MELD folder
-    assert record_provenance(tmp_path / "run", Provenance(dataset="meld"))["meld_dir"] is None
-    # an explicit folder is recorded as given
+    assert record_provenance(tmp_path / "run", Provenance(dataset="meld"))["data_dir"] is None
+    # an explicit folder is recorded as given (meld_dir: the earlier name of data_dir)
     d = record_provenance(tmp_path / "run", Provenance(dataset="meld", meld_dir=meld))
-    assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()
+    assert (tmp_path / "run" / d["data_dir"]).resolve() == Path(meld).resolve()
+
+
+def test_data_dir_read_under_its_earlier_name(made, tmp_path, capsys):
+    """``meld_dir`` (settings, a run's provenance, ``--meld-dir``) is read as ``data_dir``,
+    without a warning."""
+    from avafn.config import ConfigError, Provenance, split_settings
+
+    assert Provenance.from_dict({"dataset": "meld", "meld_dir": "m"}).data_dir == "m"
+    assert split_settings({"meld_dir": "m"})[2].data_dir == "m"
+    assert split_settings({"data_dir": "m"})[2] == Provenance(data_dir="m")
+    with pytest.raises(ConfigError, match="data_dir given twice"):
+        Provenance(data_dir="a", meld_dir="b")
+    root, run = made
+    for flag in ("--data-dir", "--meld-dir"):  # the folder of a manifest corpus: unused
+        assert main(["evaluate", str(run), "--dataset", str(root / "data" / "m.csv"), flag,
+                     str(tmp_path), "--store", str(root / "data" / "store")]) == 0
+        captured = capsys.readouterr()
+        assert "warning" not in (captured.err + captured.out).lower()
 
 
 #: a run's config.json exactly as training wrote it before RunConfig and the fusion's own

@@ -133,13 +133,13 @@ def record_provenance(run: str | os.PathLike, prov: Provenance, trained_here: bo
     if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
         d["dataset_sha256"] = _sha256(Path(ds))
-    if ds == "meld" and not d.get("meld_dir"):  # the folder read: $AVAFN_MELD_DIR or the cache
+    if ds == "meld" and not d.get("data_dir"):  # the folder read: $AVAFN_MELD_DIR or the cache
         from avafn.data.download import is_complete, resolve_meld_dir
 
         used = resolve_meld_dir(None, download=False)
         if is_complete(used):
-            d["meld_dir"] = str(used.resolve())
-    for k in ("meld_dir", "store"):
+            d["data_dir"] = str(used.resolve())
+    for k in ("data_dir", "store"):
         if d.get(k):
             d[k] = relative_to_run(run, d[k])
     return d
@@ -404,15 +404,15 @@ class Run:
         return ds
 
     def corpus(self, dataset: str | os.PathLike | None = None,
-               meld_dir: str | os.PathLike | None = None) -> Corpus:
+               data_dir: str | os.PathLike | None = None) -> Corpus:
         """The run's corpus, in the run's label order (see :meth:`dataset_path`)."""
         from avafn.data import load_corpus
 
         ds = self.dataset_path(dataset)
-        md = meld_dir if meld_dir is not None else self._resolve(self.provenance.meld_dir)
-        if md is not None and meld_dir is None and not Path(md).is_dir():
+        md = data_dir if data_dir is not None else self._resolve(self.provenance.data_dir)
+        if md is not None and data_dir is None and not Path(md).is_dir():
             md = None  # recorded but not on this machine: $AVAFN_MELD_DIR, then the cache
-        corpus = load_corpus(ds, meld_dir=None if md is None else str(md), labels=self.labels)
+        corpus = load_corpus(ds, data_dir=None if md is None else str(md), labels=self.labels)
         self.check_labels(corpus.labels)
         return corpus
 
@@ -499,7 +499,7 @@ def convert_run(path: str | os.PathLike) -> list[str]:
             raise RunError(f"{cfg}: 'train' must be an object")
         flat = {k: v for k, v in old_train.items() if k not in ("device", "dataset", "meld_dir")}
         try:
-            prov = Provenance(dataset=old_train.get("dataset"), meld_dir=old_train.get("meld_dir"),
+            prov = Provenance(dataset=old_train.get("dataset"), data_dir=old_train.get("meld_dir"),
                               store=(d.get("store") or {}).get("root"),
                               device=old_train.get("device", "cpu"))
             train, _spec, _ = split_settings(flat)

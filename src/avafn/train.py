@@ -116,7 +116,7 @@ def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
                          "extract them first")
     widths = {m: int(store.meta(m)["width"]) for m in cfg.modalities}
     if provenance.store is None:
-        provenance = Provenance(provenance.dataset, provenance.meld_dir, str(store.root),
+        provenance = Provenance(provenance.dataset, provenance.data_dir, str(store.root),
                                 provenance.device)
     return RunConfig(
         model_name=model.name,

@@ -91,9 +91,10 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, metavar="NAME|MANIFEST",
                    help=f"a registered corpus ({', '.join(named_corpora())}; plug-ins: entry "
                         "point group avafn.corpora) or the path of a manifest (.csv / .jsonl)")
-    p.add_argument("--meld-dir", default=None, metavar="DIR",
-                   help="folder with MELD's CSVs (default: $AVAFN_MELD_DIR, else the download "
-                        "cache, fetching the official files there if absent)")
+    p.add_argument("--data-dir", "--meld-dir", dest="data_dir", default=None, metavar="DIR",
+                   help="the corpus's data folder (meld: its CSVs, default $AVAFN_MELD_DIR, "
+                        "else the download cache, fetching the official files there if "
+                        "absent; ravdess, folder: their clips; --meld-dir: the same option)")
     p.add_argument("--labels", default=None, metavar="L1,L2,...",
                    help="label set and order (default: MELD's, or inferred from a manifest)")
     p.add_argument("--splits", default=None, metavar="train,dev,test",
@@ -107,7 +108,7 @@ def _load_corpus(args: argparse.Namespace):
     from avafn.data import load_corpus
 
     labels = args.labels.split(",") if args.labels else None
-    return load_corpus(args.dataset, meld_dir=args.meld_dir, labels=labels)
+    return load_corpus(args.dataset, data_dir=args.data_dir, labels=labels)
 
 
 def _splits(args: argparse.Namespace) -> list[str] | None:
