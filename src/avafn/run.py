@@ -359,14 +359,6 @@ class Run:
         except CheckpointError as e:
             raise RunError(str(e)) from None
 
-    def featurizer(self, device: str = "cpu",
-                   extractor_models: Mapping[str, str] | None = None) -> Any:
-        """The run's extractors rebuilt (:class:`avafn.inference.featurizer.Featurizer`)."""
-        from avafn.inference.featurizer import Featurizer
-
-        return Featurizer.from_run({"modalities": self.modalities, "extractors": self.extractors},
-                                   device, extractor_models)
-
     # ------------------------------------------------------------------ its inputs
     def _resolve(self, recorded: str | None) -> Path | None:
         if recorded is None:

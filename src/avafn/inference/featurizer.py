@@ -21,6 +21,7 @@ import numpy as np
 
 from avafn.data.corpus import Corpus
 from avafn.inference.inputs import PredictError
+from avafn.run import Run
 from avafn.store import FeatureStore
 
 #: the command-line option that overrides where each kind of extractor's model lives
@@ -63,9 +64,10 @@ class Featurizer:
         return list(self.metas)
 
     @classmethod
-    def from_run(cls, desc: Mapping[str, Any], device: str = "cpu",
+    def from_run(cls, run: Run | Mapping[str, Any], device: str = "cpu",
                  extractor_models: Mapping[str, str] | None = None) -> Featurizer:
-        """Rebuild the extractors of every modality of the run ``desc`` (its config.json).
+        """Rebuild the extractors of every modality of ``run`` (an opened run, or the
+        ``modalities`` and ``extractors`` of its config.json).
 
         ``extractor_models`` maps a modality (``audio``, ``audio-l12``, ...) or an extractor
         kind (``audio``, ``video``, ``text``) to where its model lives on this machine."""
@@ -77,6 +79,8 @@ class Featurizer:
         )
 
         over = dict(extractor_models or {})
+        desc = {"modalities": run.modalities, "extractors": run.extractors} \
+            if isinstance(run, Run) else run
         modalities = list(desc["modalities"])
         unknown = sorted(set(over) - set(modalities) - set(_MODEL_FLAGS))
         if unknown:

@@ -221,7 +221,8 @@ class Predictor:
         """The run's extractors (built on first use, then kept)."""
         if self._featurizer is None:
             with quiet_loading(not progress):
-                self._featurizer = self.run.featurizer(self.device, self.extractor_models)
+                self._featurizer = Featurizer.from_run(self.run, self.device,
+                                                       self.extractor_models)
         return self._featurizer
 
     def stream(self, progress: bool = True) -> Streamer:

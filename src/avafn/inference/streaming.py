@@ -20,9 +20,10 @@ A bidirectional checkpoint sees the future of the dialogue and cannot stream: it
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ from avafn.run import Run
 #: clip_featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
 ClipFeaturizer = Callable[[str, float | None, float | None, str | None],
                       Mapping[str, np.ndarray | None]]
+
+
+#: the streamed results, one JSON line each, in the output folder
+STREAM_FILE = "stream.jsonl"
 
 
 class StreamingError(UserError):
@@ -179,7 +184,8 @@ class Streamer:
                 raise StreamingError("pushing a clip needs a featurizer (or a run folder whose "
                                      "extractor settings build one); pass featurizer=")
             with quiet_loading(not self.progress):
-                self._featurizer = self.run.featurizer(str(self.device), self._model_paths)
+                self._featurizer = Featurizer.from_run(self.run, str(self.device),
+                                                       self._model_paths)
         return self._featurizer
 
     # ------------------------------------------------------------------ push
@@ -301,5 +307,51 @@ def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
         yield d
 
 
-__all__ = ["ClipFeaturizer", "StreamResult", "Streamer", "StreamingError", "check_streamable",
-           "stream_predictions"]
+def stream_line(r: Mapping[str, Any]) -> str:
+    """One streamed result as a console line: turn, times, speaker, label, confidence,
+    latency."""
+    from avafn.inference.summary import printable
+    from avafn.segments import format_time
+
+    when = (f"{format_time(r['start'])}-{format_time(r['end'])} "
+            if r.get("start") is not None and r.get("end") is not None else "")
+    return (f"#{r['turn'] + 1:<3d} {when}{printable(r['speaker']):<12s} {r['label']:<10s} "
+            f"{r['confidence']:.2f}  {r['latency_ms']:7.1f} ms")
+
+
+def write_stream(results: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike | None = None,
+                 echo: Callable[[str], None] | None = None, jsonl: bool = False) -> list[float]:
+    """Write each streamed result (:func:`stream_predictions`) the moment it comes: a JSON line
+    appended to ``out_dir/stream.jsonl`` (flushed, so a reader follows it live), and a line to
+    ``echo``: the JSON line with ``jsonl``, else :func:`stream_line`. Returns the latencies
+    (ms); :func:`latency_summary` says them in one line."""
+    lat: list[float] = []
+    sink = None
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        sink = open(Path(out_dir) / STREAM_FILE, "w")  # noqa: SIM115 - closed below
+    try:
+        for r in results:
+            lat.append(float(r["latency_ms"]))
+            line = json.dumps(r, allow_nan=False)  # never NaN: not JSON
+            if sink is not None:
+                sink.write(line + "\n")
+                sink.flush()
+            if echo is not None:
+                echo(line if jsonl else stream_line(r))
+    finally:
+        if sink is not None:
+            sink.close()
+    return lat
+
+
+def latency_summary(latencies: Sequence[float]) -> str:
+    """``N utterances streamed; latency per utterance: median M ms, max X ms``."""
+    lat = sorted(latencies)
+    return (f"{len(lat)} utterances streamed; latency per utterance: median "
+            f"{lat[len(lat) // 2]:.1f} ms, max {lat[-1]:.1f} ms")
+
+
+__all__ = ["STREAM_FILE", "ClipFeaturizer", "StreamResult", "Streamer", "StreamingError",
+           "check_streamable", "latency_summary", "stream_line", "stream_predictions",
+           "write_stream"]
