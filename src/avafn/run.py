@@ -50,9 +50,9 @@ from avafn.config import ConfigError, Provenance, TrainConfig, split_settings
 from avafn.errors import UserError
 
 if TYPE_CHECKING:
-    import torch
 
     from avafn.data.corpus import Corpus
+    from avafn.model.base import ConversationModel
     from avafn.store import FeatureStore
 
 LAYOUT = 2
@@ -349,7 +349,7 @@ class Run:
                 "ablations": self.ablations, "labels": self.labels,
                 "modalities": self.modalities, "corpus": self.corpus_info, "seeds": self.seeds}
 
-    def models(self, device: str = "cpu") -> list[torch.nn.Module]:
+    def models(self, device: str = "cpu") -> list[ConversationModel]:
         """One model per finished seed, in seed order, in eval mode on ``device``."""
         seeds = self.finished_seeds()
         if not seeds:

@@ -36,9 +36,14 @@ if TYPE_CHECKING:
 class Turn(Protocol):
     """What windows are planned from: a segment or an utterance."""
 
-    speaker: str
-    start: float | None
-    end: float | None
+    @property
+    def speaker(self) -> str | None: ...
+
+    @property
+    def start(self) -> float | None: ...
+
+    @property
+    def end(self) -> float | None: ...
 
 #: utterances one window may hold (the context attention is quadratic in it)
 DEFAULT_MAX_UTTERANCES = 200
