@@ -33,8 +33,10 @@ import torch
 
 from avafn.errors import UserError
 from avafn.inference.featurizer import Featurizer, quiet_loading
+from avafn.inference.summary import printable
 from avafn.model.base import ConversationModel
 from avafn.run import Run
+from avafn.segments import format_time
 
 #: clip_featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
 ClipFeaturizer = Callable[[str, float | None, float | None, str | None],
@@ -310,9 +312,6 @@ def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
 def stream_line(r: Mapping[str, Any]) -> str:
     """One streamed result as a console line: turn, times, speaker, label, confidence,
     latency."""
-    from avafn.inference.summary import printable
-    from avafn.segments import format_time
-
     when = (f"{format_time(r['start'])}-{format_time(r['end'])} "
             if r.get("start") is not None and r.get("end") is not None else "")
     return (f"#{r['turn'] + 1:<3d} {when}{printable(r['speaker']):<12s} {r['label']:<10s} "

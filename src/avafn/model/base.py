@@ -25,11 +25,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
 from typing_extensions import Self
+
+from avafn.checkpoint import CheckpointError, from_pretrained, save_pretrained
 
 
 class ConversationConfig(Protocol):
@@ -122,11 +125,9 @@ class ConversationModel(nn.Module):
         return self.step
 
     # ---- model folders -----------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> os.PathLike:
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/config.json`` (registered name + config) and
         ``folder/model.safetensors``; returns the folder (:mod:`avafn.checkpoint`)."""
-        from avafn.checkpoint import save_pretrained
-
         return save_pretrained(folder, self)
 
     @classmethod
@@ -134,8 +135,6 @@ class ConversationModel(nn.Module):
                         device: str | torch.device = "cpu") -> Self:
         """The model of a folder written by :meth:`save_pretrained`, in eval mode on
         ``device``; called on a subclass, the folder must hold that model."""
-        from avafn.checkpoint import CheckpointError, from_pretrained
-
         model = from_pretrained(folder, device)
         if not isinstance(model, cls):
             raise CheckpointError(f"{folder}: holds a {type(model).name!r} model, not "
