@@ -161,8 +161,8 @@ def test_run_opens_from_anywhere_and_after_being_copied(made, tmp_path, monkeypa
     shutil.copytree(copy / "runs" / "r", gone)
     alone = Run.open(gone)
     assert alone.store().root.resolve() == (root / "data" / "store").resolve()
-    elsewhere = dataclasses.replace(alone, store_fingerprint={
-        **alone.store_fingerprint, "root": str(tmp_path / "gone")})
+    elsewhere = dataclasses.replace(alone, config=dataclasses.replace(alone.config, store={
+        **alone.store_fingerprint, "root": str(tmp_path / "gone")}))
     with pytest.raises(RunError, match="feature store .* is not on this machine; pass it"):
         elsewhere.store()
     other = make_store(tmp_path / "other", make_corpus(seed=1))
@@ -314,12 +314,16 @@ def test_dataset_recorded_as_a_name_or_not_at_all(made):
     from avafn.config import Provenance
 
     r = Run.open(made[1])
-    named = dataclasses.replace(r, provenance=Provenance(dataset="meld"), dataset_sha256=None)
-    assert named.dataset_path() == "meld"  # a corpus name is used as given
-    unknown = dataclasses.replace(r, provenance=Provenance(), dataset_sha256=None)
+
+    def recorded(run, **kw):  # the run, as if its config.json said ``kw``
+        return dataclasses.replace(run, config=dataclasses.replace(run.config, **kw))
+
+    named = recorded(r, provenance=Provenance(dataset="meld"), recorded={})
+    assert named.dataset_path() == "meld" and named.dataset_sha256 is None  # used as given
+    unknown = recorded(r, provenance=Provenance(), recorded={})
     with pytest.raises(RunError, match="does not record which corpus .* --dataset"):
         unknown.dataset_path()  # the synthetic corpus is no registered reader
-    meld = dataclasses.replace(unknown, corpus_info={"name": "meld"})
+    meld = recorded(unknown, corpus={"name": "meld"})
     assert meld.dataset_path() == "meld"
 
 

@@ -271,23 +271,60 @@ _RUN_KEYS = frozenset({"layout", "avafn_version", "model_name", "model", "train"
 
 @dataclass(frozen=True)
 class Run:
-    """An opened, validated run folder (see the module docstring)."""
+    """An opened, validated run folder (see the module docstring): its ``config.json`` read as
+    a :class:`RunConfig`, whose fields it offers under the names below."""
 
     path: Path
-    train: TrainConfig
-    provenance: Provenance
-    model_name: str
-    model_config: dict
-    labels: list[str]
-    modalities: list[str]
-    extractors: dict
-    store_fingerprint: dict
-    corpus_info: dict
-    seeds: list[int]  # the seeds asked for (finished or not)
-    dataset_sha256: str | None = None
-    avafn_version: str | None = None
-    #: the ``config.json`` it was opened from
-    config: RunConfig | None = field(default=None, repr=False, compare=False)
+    config: RunConfig
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
+
+    @property
+    def provenance(self) -> Provenance:
+        return self.config.provenance
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return self.config.model
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.labels
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.config.modalities
+
+    @property
+    def extractors(self) -> dict[str, dict]:
+        return self.config.extractors
+
+    @property
+    def store_fingerprint(self) -> dict[str, Any]:
+        return self.config.store
+
+    @property
+    def corpus_info(self) -> dict[str, Any]:
+        return self.config.corpus
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds asked for (finished or not)."""
+        return self.config.seeds
+
+    @property
+    def dataset_sha256(self) -> str | None:
+        return self.config.dataset_sha256
+
+    @property
+    def avafn_version(self) -> str | None:
+        return self.config.avafn_version
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -306,9 +343,7 @@ class Run:
                            "avafn train")
         refuse_old_layout(run)
         rc = RunConfig.from_dict(load_json(cfg, RunError, f"{cfg}: not found"), cfg)
-        out = cls(run, rc.train, rc.provenance, rc.model_name, rc.model, rc.labels,
-                  rc.modalities, rc.extractors, rc.store, rc.corpus, rc.seeds,
-                  rc.dataset_sha256, rc.avafn_version, rc)
+        out = cls(run, rc)
         done = out.finished_seeds()
         if finished and not done:
             raise RunError(f"{run}: no finished seed (no seed-*/{MODEL_DIR}/); train first")
