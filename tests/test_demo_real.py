@@ -87,7 +87,8 @@ def test_demo_reduced_budget_learns_well_above_majority(tmp_path, caplog):
     assert text_meta["config"]["finetune"]["base_model"].endswith("all-MiniLM-L6-v2")
     assert text_meta["model_path"] == str((tmp_path / "demo" / "text-encoder" / "model").resolve())
     assert rep["test"]["n_utterances"] == len(test_labels)
-    assert {k: rep["config"]["model"][k] for k in cfg["train"]["model_overrides"]} == \
+    model = {**rep["config"]["model"], **rep["config"]["model"]["fusion_config"]}  # d_ff
+    assert {k: model[k] for k in cfg["train"]["model_overrides"]} == \
         cfg["train"]["model_overrides"]
     # resumable: a second call reuses the encoder, the features and the finished seed
     res2 = demo(tmp_path / "demo", seeds=[0], meld_dir=MELD, max_dialogues=N, settings=settings,

@@ -9,7 +9,7 @@ from synthetic_media import make_clip, make_random_dan
 from avafn.cli import main
 from avafn.data import load_corpus
 from avafn.data.corpus import Corpus, DataError, Dialogue, Utterance
-from avafn.data.registry import CORPORA, named_corpora
+from avafn.data.registry import CORPORA, CorpusReader, named_corpora
 from avafn.extract.base import Extractor
 from avafn.extract.faces import FaceConfig, FaceDetector, HaarFaceDetector
 from avafn.extract.job import run_extraction
@@ -57,7 +57,7 @@ class Peak(Extractor):
         return cls()
 
 
-class ToyReader:
+class ToyReader(CorpusReader):
     """A corpus reader from outside avafn: one dialogue of pre-cut clips in one folder."""
 
     name = "toy-clips"

@@ -794,6 +794,67 @@ def test_fusion_plugin_selected_by_name():
         AVAFN(small_cfg(fusion="no-such-fusion"))
 
 
+def test_each_fusion_owns_its_config(tmp_path):
+    """A fusion's hyper-parameters live in its own config dataclass (``fusion_config``); the
+    earlier top-level spelling (``d_ff``, ``fusion_weights``) is still read, a plug-in declares
+    its own, and a model folder round-trips it."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from avafn.model.fusion import CAMConfig, CrossModalFusion, FusionConfig
+    from avafn.model.registry import FUSIONS
+
+    old = small_cfg(fusion_weights="per_utterance")  # d_ff=12 in small_cfg
+    assert old.fusion_config == CAMConfig(d_ff=12, weights="per_utterance")
+    d = old.to_dict()
+    assert d["fusion_config"] == {"d_ff": 12, "weights": "per_utterance"}
+    assert "d_ff" not in d and "fusion_weights" not in d
+    assert AVAFNConfig.from_dict(d) == old
+    model = model_of(old)
+    assert model.fusion.cam["audio"].ff[0].out_features == 12
+    assert model.fusion.weights == "per_utterance"
+    with pytest.raises(ValueError, match="'d_ff' given twice"):
+        small_cfg(fusion_config={"d_ff": 20})
+    with pytest.raises(ValueError, match="unknown fusion setting.*'width'"):
+        small_cfg(fusion_config={"width": 3})
+    with pytest.raises(ValueError, match="model setting 'd_ff' must be >= 1, got 0"):
+        small_cfg(d_ff=0)
+
+    @dataclass
+    class ScaledConfig(FusionConfig):
+        scale: float = 1.0
+
+    class Scaled(CrossModalFusion):  # "cam" with its output scaled: its own setting
+        config_class = ScaledConfig
+
+        def __init__(self, cfg):
+            nn.Module.__init__(self)
+            self.modalities = cfg.modalities
+            self.scale = cfg.fusion_config.scale
+            self.proj = nn.ModuleDict({m: nn.Linear(cfg.input_dims[m], cfg.d_model)
+                                       for m in cfg.modalities})
+
+        def project(self, feats, valid):
+            return {m: self.proj[m](feats[m]) for m in self.modalities}
+
+        def keys_values(self, h):
+            return {}, {}
+
+        def fuse(self, h, valid, keys, values, key_valid, allow):
+            return self.scale * sum(h.values()), {}
+
+    FUSIONS.register("test-scaled", Scaled, replace=True)
+    cfg = small_cfg(fusion="test-scaled", fusion_config={"scale": 2.0})  # d_ff: not its own
+    assert cfg.fusion_config == ScaledConfig(2.0) and cfg.to_dict()["fusion_config"] == \
+        {"scale": 2.0}
+    model = model_of(cfg)
+    assert model.fusion.scale == 2.0
+    model.save_pretrained(tmp_path / "m")
+    back = AVAFN.from_pretrained(tmp_path / "m")
+    assert back.fusion.scale == 2.0 and back.cfg == cfg
+
+
 # ---- numerics: half precision; any change to a weight is seen ---------------------------------
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("bidirectional", [True, False])

@@ -95,3 +95,22 @@ def test_parse_formats_and_save(tmp_path):
 def test_printable_strips_terminal_control_characters():
     assert printable("Ann\x1b[31m\x07\u202eB\nC") == "Ann [31m  B C"
     assert printable("Zoë 😀") == "Zoë 😀"
+
+
+def test_a_new_format_is_one_writer_entry(tmp_path, monkeypatch):
+    """Adding an output format is one entry in WRITERS: --output-format accepts it and save
+    writes it (skipped, with why, when it needs times and no row has any)."""
+    from avafn.inference import outputs
+
+    monkeypatch.setitem(outputs.WRITERS, "tsv", outputs.Writer(
+        "predictions.tsv", lambda r: "".join(f"{u['speaker']}\t{u['label']}\n"
+                                             for u in r["utterances"]), needs_times=True))
+    assert outputs.parse_formats("tsv") == ["json", "tsv"]
+    result = {"labels": ["a"], "modalities": ["text"], "input": {},
+              "utterances": [{"speaker": "Ann", "label": "a", "start": 0.0, "end": 1.0}]}
+    meta = outputs.save(result, tmp_path, ["tsv"])
+    assert meta["files"] == {"json": "predictions.json", "tsv": "predictions.tsv"}
+    assert (tmp_path / "predictions.tsv").read_text() == "Ann\ta\n"
+    untimed = {**result, "utterances": [{"speaker": "Ann", "label": "a"}]}
+    assert outputs.save(untimed, tmp_path / "u", ["tsv"])["skipped"] == {
+        "tsv": "no utterance has times"}

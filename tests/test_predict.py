@@ -287,7 +287,7 @@ def test_jsonl_needs_stream_and_first_latency_excludes_loading(env, tmp_path, mo
                                                                capsys):
     import time
 
-    from avafn.inference import Streamer
+    from avafn.inference import Featurizer, Streamer
 
     rc = cli.main(["predict", str(env["causal"]), "--video", str(env["video"]), "--segments",
                    str(env["csv"]), "--jsonl", "--out", str(tmp_path / "o")])
@@ -295,11 +295,11 @@ def test_jsonl_needs_stream_and_first_latency_excludes_loading(env, tmp_path, mo
         capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
-    def slow_featurizer(self, device="cpu", extractor_models=None):
+    def slow_featurizer(cls, run, device="cpu", extractor_models=None):
         time.sleep(1.0)  # stands for loading the extractors' pretrained models
         return lambda path, start, end, text: {"audio": None, "video": None}
 
-    monkeypatch.setattr(Run, "featurizer", slow_featurizer)
+    monkeypatch.setattr(Featurizer, "from_run", classmethod(slow_featurizer))
     s = Streamer(env["causal"])
     r = s.push(str(env["video"]), "Ann", start=0.0, end=1.0)
     assert r.latency_ms < 1000 and r.present == {"audio": False, "video": False}

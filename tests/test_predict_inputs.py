@@ -161,12 +161,12 @@ def test_a_run_with_audio_and_video_needs_the_media(env, tmp_path, capsys):
 
 
 def test_a_folder_of_videos(env, tmp_path, capsys, monkeypatch):
-    from avafn.run import Run
+    from avafn.inference import Featurizer
 
     built = []
-    featurizer = Run.featurizer
-    monkeypatch.setattr(Run, "featurizer", lambda self, *a, **k: built.append(a) or
-                        featurizer(self, *a, **k))
+    featurizer = Featurizer.from_run
+    monkeypatch.setattr(Featurizer, "from_run", lambda *a, **k: built.append(a) or
+                        featurizer(*a, **k))
     vids = tmp_path / "vids"
     vids.mkdir()
     shutil.copy(env["video"], vids / "a.mp4")
@@ -441,7 +441,8 @@ def test_text_only_streaming_from_a_transcript_and_from_json_lines(env, tmp_path
     assert Run.open(twin).bidirectional is False and Run.open(bi).bidirectional is True
     assert (twin / "report-dev.json").is_file()  # (MELD: report.json, on test)
     cfg = json.loads((twin / "config.json").read_text())
-    assert {k: cfg["model"][k] for k in SMALL} == SMALL
+    model = {**cfg["model"], **cfg["model"]["fusion_config"]}  # d_ff: the fusion's own
+    assert {k: model[k] for k in SMALL} == SMALL
     assert stream_command(twin) == f"avafn predict {twin} --stream --segments CONVERSATION.srt"
     # the bidirectional run is refused, pointing at its twin
     assert cli.main(["predict", str(bi), "--stream", "--segments", str(env["srt"])]) == 1

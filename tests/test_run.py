@@ -57,7 +57,7 @@ def test_model_folder_round_trip(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"m/model.safetensors: damaged"):
         from_pretrained(tmp_path / "m")
-    with pytest.raises(CheckpointError, match="keeps no config"):
+    with pytest.raises(CheckpointError, match="Linear is not a registered model"):
         save_pretrained(tmp_path / "x", torch.nn.Linear(2, 2))
 
     class Unregistered(AVAFN):
@@ -65,6 +65,34 @@ def test_model_folder_round_trip(tmp_path):
 
     with pytest.raises(CheckpointError, match="Unregistered is not a registered model"):
         save_pretrained(tmp_path / "x", Unregistered(m.cfg))
+
+
+def test_conversation_model_seam(tmp_path):
+    """The typed seam: a ConversationModel saves and loads itself, its forward gives a
+    ModelOutput (also read as a mapping), and loading through the wrong class is refused."""
+    from avafn.model.base import ConversationModel, ModelOutput
+    from avafn.model.registry import MODELS
+
+    m = _avafn(bidirectional=False)
+    assert isinstance(m, ConversationModel) and type(m).name == "avafn"
+    assert MODELS.get("avafn") is AVAFN and m.causal
+    with torch.no_grad():
+        out = m.eval()({"audio": torch.randn(1, 3, 5)}, None, torch.tensor([[0, 1, 0]]),
+                       torch.ones(1, 3, dtype=torch.bool), return_states=True)
+    assert isinstance(out, ModelOutput) and out.loss is None
+    assert out["logits"] is out.logits and out["context_attention"] is out.attention
+    assert {"u", "E", "q_s"} <= set(out.states) and out["E"] is out.states["E"]
+    m.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model"] == "avafn"
+    back = AVAFN.from_pretrained(tmp_path / "m")
+    assert isinstance(back, AVAFN) and torch.equal(_out(m), _out(back))
+    assert isinstance(ConversationModel.from_pretrained(tmp_path / "m"), AVAFN)
+
+    class Other(AVAFN):
+        pass
+
+    with pytest.raises(CheckpointError, match="holds a 'avafn' model"):
+        Other.from_pretrained(tmp_path / "m")
 
 
 def test_training_state_round_trip_without_pickle(tmp_path):
@@ -133,8 +161,8 @@ def test_run_opens_from_anywhere_and_after_being_copied(made, tmp_path, monkeypa
     shutil.copytree(copy / "runs" / "r", gone)
     alone = Run.open(gone)
     assert alone.store().root.resolve() == (root / "data" / "store").resolve()
-    elsewhere = dataclasses.replace(alone, store_fingerprint={
-        **alone.store_fingerprint, "root": str(tmp_path / "gone")})
+    elsewhere = dataclasses.replace(alone, config=dataclasses.replace(alone.config, store={
+        **alone.store_fingerprint, "root": str(tmp_path / "gone")}))
     with pytest.raises(RunError, match="feature store .* is not on this machine; pass it"):
         elsewhere.store()
     other = make_store(tmp_path / "other", make_corpus(seed=1))
@@ -287,12 +315,16 @@ def test_dataset_recorded_as_a_name_or_not_at_all(made):
     from avafn.config import Provenance
 
     r = Run.open(made[1])
-    named = dataclasses.replace(r, provenance=Provenance(dataset="meld"), dataset_sha256=None)
-    assert named.dataset_path() == "meld"  # a corpus name is used as given
-    unknown = dataclasses.replace(r, provenance=Provenance(), dataset_sha256=None)
+
+    def recorded(run, **kw):  # the run, as if its config.json said ``kw``
+        return dataclasses.replace(run, config=dataclasses.replace(run.config, **kw))
+
+    named = recorded(r, provenance=Provenance(dataset="meld"), recorded={})
+    assert named.dataset_path() == "meld" and named.dataset_sha256 is None  # used as given
+    unknown = recorded(r, provenance=Provenance(), recorded={})
     with pytest.raises(RunError, match="does not record which corpus .* --dataset"):
         unknown.dataset_path()  # the synthetic corpus is no registered reader
-    meld = dataclasses.replace(unknown, corpus_info={"name": "meld"})
+    meld = recorded(unknown, corpus={"name": "meld"})
     assert meld.dataset_path() == "meld"
 
 
@@ -305,9 +337,108 @@ def test_meld_folder_read_through_the_environment_is_recorded(tmp_path, monkeypa
 
     meld = os.environ["AVAFN_MELD_DIR"]
     d = record_provenance(tmp_path / "run", Provenance(dataset="meld"))
-    assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()
+    assert (tmp_path / "run" / d["data_dir"]).resolve() == Path(meld).resolve()
     monkeypatch.setenv("AVAFN_MELD_DIR", str(tmp_path / "elsewhere"))  # not a MELD folder
-    assert record_provenance(tmp_path / "run", Provenance(dataset="meld"))["meld_dir"] is None
-    # an explicit folder is recorded as given
+    assert record_provenance(tmp_path / "run", Provenance(dataset="meld"))["data_dir"] is None
+    # an explicit folder is recorded as given (meld_dir: the earlier name of data_dir)
     d = record_provenance(tmp_path / "run", Provenance(dataset="meld", meld_dir=meld))
-    assert (tmp_path / "run" / d["meld_dir"]).resolve() == Path(meld).resolve()
+    assert (tmp_path / "run" / d["data_dir"]).resolve() == Path(meld).resolve()
+
+
+def test_data_dir_read_under_its_earlier_name(made, tmp_path, capsys):
+    """``meld_dir`` (settings, a run's provenance, ``--meld-dir``) is read as ``data_dir``,
+    without a warning."""
+    from avafn.config import ConfigError, Provenance, split_settings
+
+    assert Provenance.from_dict({"dataset": "meld", "meld_dir": "m"}).data_dir == "m"
+    assert split_settings({"meld_dir": "m"})[2].data_dir == "m"
+    assert split_settings({"data_dir": "m"})[2] == Provenance(data_dir="m")
+    with pytest.raises(ConfigError, match="data_dir given twice"):
+        Provenance(data_dir="a", meld_dir="b")
+    root, run = made
+    for flag in ("--data-dir", "--meld-dir"):  # the folder of a manifest corpus: unused
+        assert main(["evaluate", str(run), "--dataset", str(root / "data" / "m.csv"), flag,
+                     str(tmp_path), "--store", str(root / "data" / "store")]) == 0
+        captured = capsys.readouterr()
+        assert "warning" not in (captured.err + captured.out).lower()
+
+
+#: a run's config.json exactly as training wrote it before RunConfig and the fusion's own
+#: config (a causal AVAFN with per-utterance eq. 7 weights; store and extractors abridged to
+#: what the checks read)
+OLD_RUN_CONFIG = {
+    "avafn_version": "0.1.0",
+    "corpus": {"n_dialogues": {"dev": 12, "test": 12, "train": 40},
+               "n_utterances": {"dev": 80, "test": 53, "train": 228}, "name": "synth",
+               "source": {}},
+    "extractors": {
+        "audio": {"config": {"signal": 2.0}, "config_hash": "9e6846c6f744e5fb",
+                  "extractor": "synth", "modality": "audio", "model_id": "none", "width": 8},
+        "video": {"config": {"signal": 1.0}, "config_hash": "58af3ba40b1d062f",
+                  "extractor": "synth", "modality": "video", "model_id": "none", "width": 6}},
+    "labels": ["calm", "happy", "angry"],
+    "layout": 2,
+    "modalities": ["audio", "video"],
+    "model": {"bidirectional": False, "d_att": 5, "d_context": 6, "d_emotion": 6, "d_ff": 16,
+              "d_model": 8, "d_party": 6, "dropout": 0.3, "fusion": "cam",
+              "fusion_weights": "per_utterance", "input_dims": {"audio": 8, "video": 6},
+              "input_dropout": None, "listener_modality": None,
+              "modalities": ["audio", "video"], "n_classes": 3, "n_parties": 3,
+              "no_acm": False, "no_acm_attention": False, "no_ilm": False, "no_ssm": False,
+              "tie_directions": False},
+    "model_name": "avafn",
+    "provenance": {"dataset": None, "device": "cpu", "meld_dir": None,
+                   "store": "../data/store", "threads": 2,
+                   "torch_version": "2.14.1+cu130"},
+    "seeds": [0],
+    "store": {"modalities": {
+        "audio": {"config_hash": "9e6846c6f744e5fb", "content_sha256": "31194dc497aead38",
+                  "extractor": "synth", "layer": None, "model_id": "none", "n_entries": 361,
+                  "n_present": 324, "width": 8},
+        "video": {"config_hash": "58af3ba40b1d062f", "content_sha256": "78d79891e1226a63",
+                  "extractor": "synth", "layer": None, "model_id": "none", "n_entries": 361,
+                  "n_present": 334, "width": 6}},
+        "root": "/tmp/seams_gen/data/store"},
+    "train": {"batch_size": 8, "bucket": False, "eval_batch_size": 64, "grad_clip": None,
+              "lr": 0.01, "max_epochs": 1, "modalities": ["audio", "video"],
+              "modality_dropout": {}, "patience": 10, "weight_decay": 0.0003},
+}
+
+
+def test_run_config_written_before_runconfig_still_loads(tmp_path):
+    """A run folder whose config.json (and model folder) were written before RunConfig and
+    the fusion's own config opens, its model loads with the settings it was trained with, and
+    RunConfig reads and writes it without losing a key (an unknown one is kept as it was)."""
+    from avafn.checkpoint import save_weights
+    from avafn.run import RunConfig
+
+    run = tmp_path / "r"
+    d = json.loads(json.dumps({**OLD_RUN_CONFIG, "notes": {"by": "a later version"}}))
+    (run / "seed-0").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(d))
+    torch.manual_seed(0)
+    trained = AVAFN(AVAFNConfig.from_dict(dict(d["model"])))
+    save_weights(run / "seed-0" / "model", "avafn", d["model"], trained.state_dict())
+    opened = Run.open(run)
+    assert opened.labels == ["calm", "happy", "angry"] and opened.seeds == [0]
+    assert opened.provenance.store == "../data/store" and not opened.bidirectional
+    assert opened.config.extra == {"notes": {"by": "a later version"}}
+    (model,) = opened.models()
+    assert model.cfg.d_model == 8 and model.fusion.weights == "per_utterance"
+    assert model.fusion.cam["audio"].ff[0].out_features == 16  # the old d_ff
+    feats = {"audio": torch.randn(1, 3, 8), "video": torch.randn(1, 3, 6)}
+    args = (feats, None, torch.tensor([[0, 1, 0]]), torch.ones(1, 3, dtype=torch.bool))
+    with torch.no_grad():
+        assert torch.equal(model(*args).logits, trained.eval()(*args).logits)
+    # read as the current version writes it: "cam"'s settings in the fusion's own config
+    assert opened.model_config["fusion_config"] == {"d_ff": 16, "weights": "per_utterance"}
+    assert "d_ff" not in opened.model_config and "fusion_weights" not in opened.model_config
+    assert {k: v for k, v in opened.model_config.items() if k != "fusion_config"} == \
+        {k: v for k, v in d["model"].items() if k not in ("d_ff", "fusion_weights")}
+    again = RunConfig.from_dict(opened.config.to_dict(), run / "config.json")
+    assert again.to_dict() == opened.config.to_dict()
+    assert again.to_dict()["notes"] == {"by": "a later version"}
+    assert again.to_dict()["provenance"] == d["provenance"]
+    bad = {**d, "labels": "calm"}
+    with pytest.raises(RunError, match=r"r/config.json: 'labels' must be a list of names"):
+        RunConfig.from_dict(bad, run / "config.json")

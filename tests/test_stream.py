@@ -109,3 +109,32 @@ def test_clip_without_featurizer_is_a_clear_error():
     r = s.push("clip.mp4", "Ann", start=1.0, end=2.0)
     assert calls == [("clip.mp4", 1.0, 2.0, None)] and r.present == {"audio": True, "video": False}
     assert abs(sum(r.probabilities.values()) - 1) < 1e-5
+
+
+def test_write_stream_writes_each_result_as_it_comes(tmp_path):
+    """The streaming writer (the CLI's --stream output): each result is a JSON line in
+    stream.jsonl, flushed before the next is computed, and a console line."""
+    from avafn.inference.streaming import latency_summary, stream_line, write_stream
+
+    feats, _, speakers = _dialogue()
+    speakers = speakers[:3]
+    on_disk = []
+
+    def results():
+        s = Streamer([_model(0)], labels=LABELS)
+        for t, spk in enumerate(speakers):
+            if t:  # the earlier results are on disk already
+                on_disk.append(len((tmp_path / "stream.jsonl").read_text().splitlines()))
+            d = s.push({m: feats[m][t] for m in WIDTHS}, spk).to_dict()
+            yield {**d, "start": float(t), "end": t + 0.5}
+
+    shown = []
+    lat = write_stream(results(), tmp_path, echo=shown.append)
+    rows = [json.loads(x) for x in (tmp_path / "stream.jsonl").read_text().splitlines()]
+    assert [r["speaker"] for r in rows] == speakers and on_disk == [1, 2]
+    assert shown == [stream_line(r) for r in rows] and shown[1].startswith("#2   00:00:01.000-00:00:01.500 Bob ")
+    assert lat == [r["latency_ms"] for r in rows]
+    assert latency_summary(lat).startswith("3 utterances streamed; latency per utterance")
+    shown.clear()
+    write_stream(iter(rows), None, echo=shown.append, jsonl=True)
+    assert [json.loads(x) for x in shown] == rows

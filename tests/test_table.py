@@ -71,7 +71,8 @@ def test_table_options_add_fusion_and_audio_rows(tmp_path, caplog):
     for row, weights in (("audio-l12+video", "global"),
                          ("audio-l12+video@per_utterance", "per_utterance")):
         c = json.loads((tmp_path / "t" / row_dir(row) / "config.json").read_text())
-        assert c["model"]["fusion_weights"] == weights and c["model"]["d_model"] == 8
+        assert c["model"]["fusion_config"]["weights"] == weights
+        assert c["model"]["d_model"] == 8
     audio = [r for r in t["rows"] if r["row"] in ("audio-l12", "audio-l24")]
     best = max(audio, key=lambda r: r["dev"]["mean"])  # chosen on dev, never on test
     assert t["audio_choice"]["row"] == best["row"]

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
-from avafn.model.registry import MODELS
+from avafn.model.base import ConversationModel, ModelOutput
+from avafn.model.registry import register_model
 from avafn.store import FeatureStore
 
 LABELS = ["calm", "happy", "angry"]
@@ -77,6 +78,7 @@ class TinyConfig:
     no_acm: bool = False  # the ablation flags are accepted (and ignored) like AVAFN's
     no_ssm: bool = False
     no_ilm: bool = False
+    bidirectional: bool = True
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "modalities": list(self.modalities)}
@@ -86,8 +88,8 @@ class TinyConfig:
         return cls(**{**d, "modalities": tuple(d.get("modalities", ()))})
 
 
-@MODELS.register("tiny")
-class TinyModel(nn.Module):
+@register_model("tiny")
+class TinyModel(ConversationModel):
     """Same forward signature as AVAFN: per-modality projection (masked by present),
     a GRU over the dialogue, a classifier."""
 
@@ -103,9 +105,10 @@ class TinyModel(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.out = nn.Linear(2 * h, cfg.n_classes)
 
-    def forward(self, feats, present, speaker, mask):
+    def forward(self, feats, present, speaker, mask, return_states=False):
         x = sum(self.proj[m](feats[m]) * present[m].unsqueeze(-1).float() for m in self.proj)
         x = self.drop(torch.relu(x + self.spk(speaker)))
         y, _ = self.gru(x)
         logits = self.out(self.drop(y))
-        return {"logits": logits, "context_attention": None}
+        t = mask.shape[1]
+        return ModelOutput(logits, logits.new_zeros(mask.shape[0], t, t))

@@ -8,8 +8,10 @@ A model folder (:func:`save_pretrained` / :func:`from_pretrained`)::
                            "avafn_version": "..."}
       model.safetensors   the weights (safetensors.torch)
 
-Any registered model class ``C`` (``C.config_class`` with ``to_dict`` / ``from_dict``, built
-as ``C(config)``, its config kept as ``model.cfg``) is saved and loaded the same way;
+Any registered model class ``C`` (a :class:`~avafn.model.base.ConversationModel`:
+``C.config_class`` with ``to_dict`` / ``from_dict``, built as ``C(config)``, its config kept
+as ``model.cfg``) is saved and loaded the same way (``model.save_pretrained(folder)``,
+``C.from_pretrained(folder)``);
 ``config.json`` is written last, so its presence marks a complete folder.
 
 Training state (:func:`save_state` / :func:`load_state`) is one ``.safetensors`` file: every
@@ -25,7 +27,7 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -35,6 +37,9 @@ from safetensors.torch import save as st_save
 from avafn._version import __version__
 from avafn.errors import UserError
 from avafn.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:
+    from avafn.model.base import ConversationModel
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -72,13 +77,10 @@ def save_weights(folder: str | os.PathLike, name: str, config: Mapping[str, Any]
     return out
 
 
-def save_pretrained(folder: str | os.PathLike, model: torch.nn.Module) -> Path:
+def save_pretrained(folder: str | os.PathLike, model: ConversationModel) -> Path:
     """Write ``model`` as a self-describing folder (module docstring); returns the folder."""
-    cfg = getattr(model, "cfg", None)
-    if cfg is None or not hasattr(cfg, "to_dict"):
-        raise CheckpointError(f"{type(model).__qualname__} keeps no config (model.cfg with "
-                              "to_dict()); it cannot be saved as a model folder")
-    return save_weights(folder, registered_name(model), cfg.to_dict(), _state_tensors(model))
+    name = registered_name(model)  # a registered ConversationModel: it keeps its config
+    return save_weights(folder, name, model.cfg.to_dict(), _state_tensors(model))
 
 
 def load_json(path: Path, error: type[UserError], missing: str) -> Any:
@@ -134,7 +136,7 @@ def check_tensors(found: Any, expected: Mapping[str, torch.Tensor], where: str,
 
 
 def from_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu"
-                    ) -> torch.nn.Module:
+                    ) -> ConversationModel:
     """The model of a folder written by :func:`save_pretrained`, in eval mode. The weights
     are checked before they are loaded: the dtype and finiteness of every tensor here, the
     names and shapes by ``load_state_dict`` (after the model's own hooks, which read older

@@ -6,8 +6,9 @@
   fields of its config class that the user chooses (``dropout``, the ablations ``no_acm`` /
   ``no_ssm`` / ``no_ilm``, widths, ``bidirectional``, ...). The fields the data fixes
   (``modalities``, ``input_dims``, ``n_classes``, ``n_parties``) are filled in at training time.
-- :class:`Provenance`: where the inputs came from and where it ran (``dataset``, ``meld_dir``,
-  ``store``, ``device``). Changing one does not change the result.
+- :class:`Provenance`: where the inputs came from and where it ran (``dataset``, ``data_dir``,
+  ``store``, ``device``). Changing one does not change the result. (``meld_dir``, the earlier
+  name of ``data_dir``, is read as it.)
 
 Users (the CLI's ``--config``, the demo's settings) write one flat mapping;
 :func:`split_settings` sorts it into the three layers. ``dropout`` and ``ablations`` there are
@@ -75,8 +76,9 @@ def check_number(value: float | None, name: str, what: str, minimum: float | Non
         raise ConfigError(f"{what} setting {name} must be a finite number{bound}, got {value!r}")
 
 
-def _from_dict(cls: type, d: Mapping[str, Any], what: str) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
+def _from_dict(cls: type, d: Mapping[str, Any], what: str, aliases: tuple[str, ...] = ()
+               ) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)} | set(aliases)
     unknown = set(d) - names
     if unknown:
         raise ConfigError(f"unknown {what} setting(s) {sorted(unknown)}; known: {sorted(names)}")
@@ -171,15 +173,23 @@ class Provenance:
     and the number of CPU threads decide the order of floating-point sums, so they decide
     whether a rerun is bit-identical)."""
 
-    dataset: str | None = None  # "meld" or a manifest path
-    meld_dir: str | None = None
+    dataset: str | None = None  # a registered corpus name ("meld") or a manifest path
+    data_dir: str | None = None  # the corpus's data folder (MELD's CSVs, RAVDESS's clips ...)
     store: str | None = None
     device: str = "cpu"
     #: what bit-identical results also depend on (None in runs that did not record them)
     torch_version: str | None = None
     threads: int | None = None  # torch's CPU threads (reductions are split by thread)
 
-    def __post_init__(self) -> None:
+    #: the earlier name of ``data_dir`` (run folders, settings), read as it
+    meld_dir: dataclasses.InitVar[str | None] = None
+
+    def __post_init__(self, meld_dir: str | None) -> None:
+        if meld_dir is not None:
+            if self.data_dir is not None and self.data_dir != meld_dir:
+                raise ConfigError(f"data_dir given twice ({self.data_dir!r}, and "
+                                  f"{meld_dir!r} as meld_dir); give it once")
+            self.data_dir = meld_dir
         check_field_types(self, "provenance")
 
     def to_dict(self) -> dict:
@@ -187,10 +197,10 @@ class Provenance:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Provenance:
-        return _from_dict(cls, d, "provenance")
+        return _from_dict(cls, d, "provenance", aliases=("meld_dir",))
 
 
-_PROVENANCE = {f.name for f in dataclasses.fields(Provenance)}
+_PROVENANCE = {f.name for f in dataclasses.fields(Provenance)} | {"meld_dir"}
 _TRAIN = {f.name for f in dataclasses.fields(TrainConfig)}
 
 

@@ -4,11 +4,12 @@ Each implementation registers itself in its own module::
 
     from avafn.registry import Registry
 
-    EXTRACTORS = Registry("extractor", entry_points="avafn.extractors",
-                          builtin=("avafn.extract.audio", "avafn.extract.opensmile"))
+    EXTRACTORS: Registry[type[Extractor]] = Registry(
+        "extractor", entry_points="avafn.extractors",
+        builtin=("avafn.extract.audio", "avafn.extract.opensmile"))
 
     @EXTRACTORS.register("wav2vec2-mean")
-    class Wav2Vec2Mean: ...
+    class Wav2Vec2Mean(Extractor): ...
 
     EXTRACTORS.get("wav2vec2-mean")      # the class; an unknown name raises RegistryError
     EXTRACTORS.names()                   # sorted names, built-ins and plug-ins
@@ -25,6 +26,11 @@ is registered under that name if it did not register itself). A plug-in that fai
 (an import error, a missing dependency) is left out with one warning naming its distribution
 and entry point (logger ``avafn.registry``); every other choice keeps working, and only asking
 for that plug-in by name is an error.
+
+Each registry is typed by what it holds (``Registry[type[Extractor]]``,
+``Registry[type[ConversationModel]]``, ``Registry[type[CorpusReader]]``, ...): an implementation
+subclasses its base class, and the code that uses it reads the attributes that base declares;
+no layer probes an object to find out what it can do.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import importlib
 import logging
 from collections.abc import Callable, Iterable
 from importlib import metadata
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, overload
 
 from avafn.errors import UserError
 
@@ -56,6 +62,13 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._failed: dict[str, str] = {}  # plug-in name -> why it did not load
         self._loaded = False
+
+    @overload
+    def register(self, name: str, obj: None = None, *, replace: bool = False
+                 ) -> Callable[[T], T]: ...
+
+    @overload
+    def register(self, name: str, obj: T, *, replace: bool = False) -> T: ...
 
     def register(self, name: str, obj: T | None = None, *, replace: bool = False
                  ) -> Callable[[T], T] | T:

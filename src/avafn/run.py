@@ -34,7 +34,7 @@ import os
 import pickle
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +50,9 @@ from avafn.config import ConfigError, Provenance, TrainConfig, split_settings
 from avafn.errors import UserError
 
 if TYPE_CHECKING:
-    import torch
 
     from avafn.data.corpus import Corpus
+    from avafn.model.base import ConversationModel
     from avafn.store import FeatureStore
 
 LAYOUT = 2
@@ -133,13 +133,13 @@ def record_provenance(run: str | os.PathLike, prov: Provenance, trained_here: bo
     if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
         d["dataset_sha256"] = _sha256(Path(ds))
-    if ds == "meld" and not d.get("meld_dir"):  # the folder read: $AVAFN_MELD_DIR or the cache
+    if ds == "meld" and not d.get("data_dir"):  # the folder read: $AVAFN_MELD_DIR or the cache
         from avafn.data.download import is_complete, resolve_meld_dir
 
         used = resolve_meld_dir(None, download=False)
         if is_complete(used):
-            d["meld_dir"] = str(used.resolve())
-    for k in ("meld_dir", "store"):
+            d["data_dir"] = str(used.resolve())
+    for k in ("data_dir", "store"):
         if d.get(k):
             d[k] = relative_to_run(run, d[k])
     return d
@@ -173,56 +173,65 @@ def run_folders_inside(path: str | os.PathLike, depth: int = 3) -> list[Path]:
     return found
 
 
-@dataclass(frozen=True)
-class Run:
-    """An opened, validated run folder (see the module docstring)."""
+@dataclass
+class RunConfig:
+    """A run's ``config.json``, the one type its writer (training) and its reader
+    (:meth:`Run.open`) share. :meth:`from_dict` checks every key it knows (one line naming the
+    file and the key otherwise); keys it does not know (written by a later version) are kept
+    in ``extra`` and written back as they were."""
 
-    path: Path
+    model_name: str
+    model: dict[str, Any]  # the model config, as its config class writes it (old keys mapped)
     train: TrainConfig
     provenance: Provenance
-    model_name: str
-    model_config: dict
     labels: list[str]
     modalities: list[str]
-    extractors: dict
-    store_fingerprint: dict
-    corpus_info: dict
-    seeds: list[int]  # the seeds asked for (finished or not)
-    dataset_sha256: str | None = None
+    store: dict[str, Any]  # the feature store's fingerprint
+    extractors: dict[str, dict] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
     avafn_version: str | None = None
+    #: provenance paths as recorded (relative to the run folder) beside the manifest's sha256
+    recorded: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    # ------------------------------------------------------------------ opening
+    def to_dict(self) -> dict[str, Any]:
+        """What ``config.json`` holds, keys in the order training writes them."""
+        d: dict[str, Any] = {"layout": LAYOUT, "avafn_version": self.avafn_version,
+                             "model_name": self.model_name, "model": self.model,
+                             "train": self.train.to_dict(),
+                             "provenance": self.recorded or self.provenance.to_dict(),
+                             "labels": list(self.labels), "modalities": list(self.modalities),
+                             "corpus": self.corpus, "store": self.store,
+                             "extractors": self.extractors}
+        if self.seeds:
+            d["seeds"] = list(self.seeds)
+        return {**d, **{k: v for k, v in self.extra.items() if k not in d}}
+
+    @property
+    def dataset_sha256(self) -> str | None:
+        sha = self.recorded.get("dataset_sha256")
+        return str(sha) if sha else None
+
     @classmethod
-    def open(cls, path: str | os.PathLike, *, finished: bool = True) -> Run:
-        """Open and validate ``path``; with ``finished``, at least one seed must be done."""
-        run = Path(path)
-        cfg = run / CONFIG
-        if not cfg.is_file():
-            if not run.is_dir():
-                raise RunError(f"{run}: no such run folder")
-            inside = run_folders_inside(run)
-            if inside:
-                raise RunError(f"{run}: not a run folder (no {CONFIG}); it contains the run "
-                               f"folder(s) {', '.join(str(p) for p in inside[:10])}")
-            raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by "
-                           "avafn train")
-        refuse_old_layout(run)
-        d = load_json(cfg, RunError, f"{cfg}: not found")
-        if not isinstance(d, dict):
+    def from_dict(cls, d: Mapping[str, Any], path: str | os.PathLike = CONFIG) -> RunConfig:
+        """Read and check ``d`` (``path``: the file it came from, named in every refusal)."""
+        cfg = Path(path)
+        if not isinstance(d, Mapping):
             raise RunError(f"{cfg}: expected a JSON object")
         if d.get("layout") != LAYOUT:
             raise RunError(f"{cfg}: a run folder of the earlier layout; convert it first with "
-                           f"`{CONVERT_HINT} {run}`")
+                           f"`{CONVERT_HINT} {cfg.parent}`")
         labels = _str_list(cfg, d, "labels")
         modalities = _str_list(cfg, d, "modalities")
         model_name = _need(cfg, d, "model_name", str, "a registered model name")
-        model = _need(cfg, d, "model", dict, "the model config (an object)")
-        _check_model_config(cfg, model_name, model)
+        model = _check_model_config(cfg, model_name,
+                                    _need(cfg, d, "model", dict, "the model config (an object)"))
         try:
             train = TrainConfig.from_dict(_need(cfg, d, "train", dict, "an object"))
-            prov = dict(_need(cfg, d, "provenance", dict, "an object"))
-            sha = prov.pop("dataset_sha256", None)
-            provenance = Provenance.from_dict(prov)
+            recorded = dict(_need(cfg, d, "provenance", dict, "an object"))
+            provenance = Provenance.from_dict(
+                {k: v for k, v in recorded.items() if k != "dataset_sha256"})
         except ConfigError as e:
             raise RunError(f"{cfg}: {e}") from None
         store = _need(cfg, d, "store", dict, "the feature store's fingerprint (an object)")
@@ -249,8 +258,92 @@ class Run:
         seeds = d.get("seeds") or []
         if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
             raise RunError(f"{cfg}: 'seeds' must be a list of integers")
-        out = cls(run, train, provenance, model_name, model, labels, modalities, extractors,
-                  store, dict(d.get("corpus") or {}), list(seeds), sha, d.get("avafn_version"))
+        version = d.get("avafn_version")
+        extra = {k: v for k, v in d.items() if k not in _RUN_KEYS}
+        return cls(model_name, model, train, provenance, labels, modalities, dict(store),
+                   dict(extractors), dict(d.get("corpus") or {}), list(seeds),
+                   None if version is None else str(version), recorded, extra)
+
+
+_RUN_KEYS = frozenset({"layout", "avafn_version", "model_name", "model", "train", "provenance",
+                       "labels", "modalities", "corpus", "store", "extractors", "seeds"})
+
+
+@dataclass(frozen=True)
+class Run:
+    """An opened, validated run folder (see the module docstring): its ``config.json`` read as
+    a :class:`RunConfig`, whose fields it offers under the names below."""
+
+    path: Path
+    config: RunConfig
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
+
+    @property
+    def provenance(self) -> Provenance:
+        return self.config.provenance
+
+    @property
+    def model_name(self) -> str:
+        return self.config.model_name
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return self.config.model
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config.labels
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.config.modalities
+
+    @property
+    def extractors(self) -> dict[str, dict]:
+        return self.config.extractors
+
+    @property
+    def store_fingerprint(self) -> dict[str, Any]:
+        return self.config.store
+
+    @property
+    def corpus_info(self) -> dict[str, Any]:
+        return self.config.corpus
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds asked for (finished or not)."""
+        return self.config.seeds
+
+    @property
+    def dataset_sha256(self) -> str | None:
+        return self.config.dataset_sha256
+
+    @property
+    def avafn_version(self) -> str | None:
+        return self.config.avafn_version
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, finished: bool = True) -> Run:
+        """Open and validate ``path``; with ``finished``, at least one seed must be done."""
+        run = Path(path)
+        cfg = run / CONFIG
+        if not cfg.is_file():
+            if not run.is_dir():
+                raise RunError(f"{run}: no such run folder")
+            inside = run_folders_inside(run)
+            if inside:
+                raise RunError(f"{run}: not a run folder (no {CONFIG}); it contains the run "
+                               f"folder(s) {', '.join(str(p) for p in inside[:10])}")
+            raise RunError(f"{run}: not a run folder (no {CONFIG}); give a folder written by "
+                           "avafn train")
+        refuse_old_layout(run)
+        rc = RunConfig.from_dict(load_json(cfg, RunError, f"{cfg}: not found"), cfg)
+        out = cls(run, rc)
         done = out.finished_seeds()
         if finished and not done:
             raise RunError(f"{run}: no finished seed (no seed-*/{MODEL_DIR}/); train first")
@@ -261,9 +354,9 @@ class Run:
             except CheckpointError as e:
                 raise RunError(str(e)) from None
             n = mc["config"].get("n_classes")
-            if n is not None and (not isinstance(n, int) or n != len(labels)):
+            if n is not None and (not isinstance(n, int) or n != len(rc.labels)):
                 raise RunError(f"{p / 'config.json'}: a model with {n} classes, but the run "
-                               f"({cfg}) names {len(labels)} labels {labels}")
+                               f"({cfg}) names {len(rc.labels)} labels {rc.labels}")
         return out
 
     # ------------------------------------------------------------------ what it holds
@@ -291,7 +384,7 @@ class Run:
                 "ablations": self.ablations, "labels": self.labels,
                 "modalities": self.modalities, "corpus": self.corpus_info, "seeds": self.seeds}
 
-    def models(self, device: str = "cpu") -> list[torch.nn.Module]:
+    def models(self, device: str = "cpu") -> list[ConversationModel]:
         """One model per finished seed, in seed order, in eval mode on ``device``."""
         seeds = self.finished_seeds()
         if not seeds:
@@ -300,14 +393,6 @@ class Run:
             return [from_pretrained(seed_dir(self.path, s) / MODEL_DIR, device) for s in seeds]
         except CheckpointError as e:
             raise RunError(str(e)) from None
-
-    def featurizer(self, device: str = "cpu",
-                   extractor_models: Mapping[str, str] | None = None) -> Any:
-        """The run's extractors rebuilt (:class:`avafn.inference.featurizer.Featurizer`)."""
-        from avafn.inference.featurizer import Featurizer
-
-        return Featurizer.from_run({"modalities": self.modalities, "extractors": self.extractors},
-                                   device, extractor_models)
 
     # ------------------------------------------------------------------ its inputs
     def _resolve(self, recorded: str | None) -> Path | None:
@@ -346,15 +431,15 @@ class Run:
         return ds
 
     def corpus(self, dataset: str | os.PathLike | None = None,
-               meld_dir: str | os.PathLike | None = None) -> Corpus:
+               data_dir: str | os.PathLike | None = None) -> Corpus:
         """The run's corpus, in the run's label order (see :meth:`dataset_path`)."""
         from avafn.data import load_corpus
 
         ds = self.dataset_path(dataset)
-        md = meld_dir if meld_dir is not None else self._resolve(self.provenance.meld_dir)
-        if md is not None and meld_dir is None and not Path(md).is_dir():
+        md = data_dir if data_dir is not None else self._resolve(self.provenance.data_dir)
+        if md is not None and data_dir is None and not Path(md).is_dir():
             md = None  # recorded but not on this machine: $AVAFN_MELD_DIR, then the cache
-        corpus = load_corpus(ds, meld_dir=None if md is None else str(md), labels=self.labels)
+        corpus = load_corpus(ds, data_dir=None if md is None else str(md), labels=self.labels)
         self.check_labels(corpus.labels)
         return corpus
 
@@ -392,9 +477,10 @@ class Run:
         return store
 
 
-def _check_model_config(cfg: Path, name: str, model: dict) -> None:
+def _check_model_config(cfg: Path, name: str, model: dict) -> dict:
     """The run's model config, read by its registered model's config class (field types and
-    values checked there), so that a mistyped field is named here, not met later."""
+    values checked there, so that a mistyped field is named here, not met later; settings of
+    an earlier spelling mapped), as that class writes it now."""
     from avafn.model.registry import MODELS
     from avafn.registry import RegistryError
 
@@ -403,7 +489,7 @@ def _check_model_config(cfg: Path, name: str, model: dict) -> None:
     except RegistryError as e:
         raise RunError(f"{cfg}: {e}") from None
     try:
-        config_class.from_dict(model)
+        return config_class.from_dict(dict(model)).to_dict()
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         raise RunError(f"{cfg}: invalid {name} model config ({e})") from None
 
@@ -440,7 +526,7 @@ def convert_run(path: str | os.PathLike) -> list[str]:
             raise RunError(f"{cfg}: 'train' must be an object")
         flat = {k: v for k, v in old_train.items() if k not in ("device", "dataset", "meld_dir")}
         try:
-            prov = Provenance(dataset=old_train.get("dataset"), meld_dir=old_train.get("meld_dir"),
+            prov = Provenance(dataset=old_train.get("dataset"), data_dir=old_train.get("meld_dir"),
                               store=(d.get("store") or {}).get("root"),
                               device=old_train.get("device", "cpu"))
             train, _spec, _ = split_settings(flat)
@@ -519,4 +605,4 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
     return done
 
 
-__all__ = ["Run", "RunError", "convert_run", "finished_seeds", "run_folders_inside", "seed_dir"]
+__all__ = ["Run", "RunConfig", "RunError", "convert_run", "finished_seeds", "run_folders_inside", "seed_dir"]

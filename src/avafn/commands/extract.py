@@ -52,9 +52,7 @@ def _add_extractor_args(p: argparse.ArgumentParser, kind: str, prefix: str = "")
     for name in names:
         before = {a.dest for a in p._actions}
         try:
-            add = getattr(EXTRACTORS.get(name), "add_arguments", None)
-            if add is not None:
-                add(p)
+            EXTRACTORS.get(name).add_arguments(p)
         except Exception as e:  # noqa: BLE001 - a plug-in's own options must not take down the command
             print(f"avafn extract {kind}: warning: extractor {name!r} options not added "
                   f"({type(e).__name__}: {e})", file=sys.stderr)
@@ -71,16 +69,15 @@ def _build_extractor(kind: str, args: argparse.Namespace):
     from avafn.extract.registry import ExtractorError, extractor_class
 
     cls = extractor_class(args.extractor)
-    if getattr(cls, "kind", None) != kind:
-        raise ExtractorError(f"--extractor {args.extractor!r} is a "
-                             f"{getattr(cls, 'kind', '?')} extractor, not {kind}")
+    if cls.kind != kind:
+        raise ExtractorError(f"--extractor {args.extractor!r} is a {cls.kind} extractor, "
+                             f"not {kind}")
     parser_defaults = getattr(args, "_defaults", {})
     foreign = sorted(f"--{d.replace('_', '-')}" for d, owner in args._option_owners.items()
                      if owner != cls.name and getattr(args, d, None) != parser_defaults.get(d))
     if foreign:
         raise ExtractorError(f"{', '.join(foreign)}: not an option of extractor {cls.name!r}")
-    build = getattr(cls, "from_args", None)
-    return build(args, resolve_device(args.device)) if build is not None else cls()
+    return cls.from_args(args, resolve_device(args.device))
 
 
 #: default decoding processes: one core left free, at most 8
@@ -94,9 +91,10 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, metavar="NAME|MANIFEST",
                    help=f"a registered corpus ({', '.join(named_corpora())}; plug-ins: entry "
                         "point group avafn.corpora) or the path of a manifest (.csv / .jsonl)")
-    p.add_argument("--meld-dir", default=None, metavar="DIR",
-                   help="folder with MELD's CSVs (default: $AVAFN_MELD_DIR, else the download "
-                        "cache, fetching the official files there if absent)")
+    p.add_argument("--data-dir", "--meld-dir", dest="data_dir", default=None, metavar="DIR",
+                   help="the corpus's data folder (meld: its CSVs, default $AVAFN_MELD_DIR, "
+                        "else the download cache, fetching the official files there if "
+                        "absent; ravdess, folder: their clips; --meld-dir: the same option)")
     p.add_argument("--labels", default=None, metavar="L1,L2,...",
                    help="label set and order (default: MELD's, or inferred from a manifest)")
     p.add_argument("--splits", default=None, metavar="train,dev,test",
@@ -110,7 +108,7 @@ def _load_corpus(args: argparse.Namespace):
     from avafn.data import load_corpus
 
     labels = args.labels.split(",") if args.labels else None
-    return load_corpus(args.dataset, meld_dir=args.meld_dir, labels=labels)
+    return load_corpus(args.dataset, data_dir=args.data_dir, labels=labels)
 
 
 def _splits(args: argparse.Namespace) -> list[str] | None:
@@ -150,7 +148,7 @@ def _run_text(args: argparse.Namespace) -> int:
     rep = run_extraction(corpus, None, store, ext, splits=_splits(args), limit=args.limit,
                          progress=not args.no_progress)
     summary = text_summary(store, ext.modality, rep) if ext.modality == "text" and \
-        hasattr(ext, "encoder") else rep.to_dict()
+        ext.encoder is not None else rep.to_dict()
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0
 
@@ -268,7 +266,7 @@ def _run_media(modality: str, args: argparse.Namespace) -> int:
         print(json.dumps(out[next(iter(out))] if len(out) == 1 else out, indent=2))
         return 0
     reader = corpus_reader(corpus.reader) if corpus.reader else None
-    if getattr(reader, "needs_media_root", False) and args.media_root is None:
+    if reader is not None and reader.needs_media_root and args.media_root is None:
         raise UserError(f"--media-root is required for {corpus.name}: the folder its "
                          "clip paths are relative to (MELD: MELD.Raw, holding "
                          "train_splits/, dev_splits_complete/, "

@@ -129,13 +129,12 @@ def _print_segmentation(res: dict) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Errors are reported by the CLI's one error policy (:func:`avafn.cli.main`)."""
-    from avafn.inference import PredictError, iter_stream_items, predict, stream_predictions
+    from avafn.inference import PredictError, Predictor, iter_stream_items, stream_predictions
     from avafn.inference.outputs import parse_formats
-    from avafn.inference.summary import printable
+    from avafn.inference.streaming import latency_summary, write_stream
     from avafn.notices import Notices
-    from avafn.segments import format_time
 
-    parse_formats(args.output_format)  # a typo fails before any work
+    formats = parse_formats(args.output_format)  # a typo fails before any work
 
     models = {k: v for k, v in (("audio", args.audio_model), ("video", args.dan_checkpoint),
                                 ("text", args.text_model)) if v}
@@ -162,12 +161,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.out is None:
             raise PredictError("--out DIR is required")
         Path(args.out).mkdir(parents=True, exist_ok=True)  # an unwritable --out fails first
-        res = predict(args.run_dir, video=args.video, segments=args.segments,
-                      clips_dir=args.clips, manifest=args.manifest, out_dir=args.out,
-                      device=args.device, extractor_models=models, html=not args.no_html,
-                      formats=parse_formats(args.output_format),
-                      progress=not args.no_progress, **_segment_kwargs(args),
-                      **_audio_only_kwargs(args))
+        predictor = Predictor.from_run(args.run_dir, device=args.device,
+                                       extractor_models=models, **_audio_only_kwargs(args))
+        preds = predictor(args.video, args.segments, args.clips, args.manifest,
+                          out_dir=args.out, progress=not args.no_progress,
+                          **_segment_kwargs(args))
+        preds.save(args.out, formats, html=not args.no_html)
+        res = preds.to_dict()
         _print_segmentation(res)
         _print_summary(res, Path(args.out))
         return 0
@@ -184,33 +184,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     items = iter_stream_items(args.video, args.segments, args.clips, args.manifest,
                               lines=None if (video_mode or clips_mode) else iter(sys.stdin),
                               notices=notices, **_segment_kwargs(args))
-    sink = None
-    if args.out is not None:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        sink = open(Path(args.out) / "stream.jsonl", "w")  # noqa: SIM115 - closed below
-    lat = []
-    try:
-        for r in stream_predictions(args.run_dir, items, args.device, models,
-                                    progress=not args.no_progress):
-            lat.append(r["latency_ms"])
-            line = json.dumps(r, allow_nan=False)  # never NaN: not JSON
-            if sink is not None:
-                sink.write(line + "\n")
-                sink.flush()
-            if args.jsonl:
-                print(line, flush=True)
-            else:
-                when = (f"{format_time(r['start'])}-{format_time(r['end'])} "
-                        if r.get("start") is not None and r.get("end") is not None else "")
-                print(f"#{r['turn'] + 1:<3d} {when}{printable(r['speaker']):<12s} "
-                      f"{r['label']:<10s} "
-                      f"{r['confidence']:.2f}  {r['latency_ms']:7.1f} ms", flush=True)
-    finally:
-        if sink is not None:
-            sink.close()
+    lat = write_stream(stream_predictions(args.run_dir, items, args.device, models,
+                                          progress=not args.no_progress),
+                       args.out, echo=lambda line: print(line, flush=True), jsonl=args.jsonl)
     if lat:
-        print(f"{len(lat)} utterances streamed; latency per utterance: median "
-              f"{sorted(lat)[len(lat) // 2]:.1f} ms, max {max(lat):.1f} ms", file=sys.stderr)
+        print(latency_summary(lat), file=sys.stderr)
     for line in notices.lines():
         print(f"warning: {line}", file=sys.stderr)
     return 0

@@ -47,8 +47,10 @@ def _fractions(s: str) -> dict[str, float]:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True,
                    help="'meld' or the path of a manifest (.csv / .jsonl)")
-    p.add_argument("--meld-dir", default=None,
-                   help="folder with the MELD CSVs (default: $AVAFN_MELD_DIR, then the cache)")
+    p.add_argument("--data-dir", "--meld-dir", dest="data_dir", default=None, metavar="DIR",
+                   help="the corpus's data folder (meld: its CSVs, default $AVAFN_MELD_DIR, "
+                        "then the cache; ravdess, folder: their clips; --meld-dir: the same "
+                        "option)")
     p.add_argument("--labels", type=_names, default=None,
                    help="label set and order, comma-separated (default: the corpus's)")
     p.add_argument("--store", required=True, type=folder, help="feature store folder")
@@ -107,12 +109,12 @@ def _corpus_store(args: argparse.Namespace):
     # before reading (maybe downloading) the annotations
     if not Path(args.store).is_dir():
         raise StoreError(f"{args.store}: no such feature store folder")
-    corpus = load_corpus(args.dataset, meld_dir=args.meld_dir, labels=args.labels)
+    corpus = load_corpus(args.dataset, data_dir=args.data_dir, labels=args.labels)
     return corpus, FeatureStore(args.store)
 
 
 def _provenance(args: argparse.Namespace) -> dict:
-    return {"device": args.device, "dataset": str(args.dataset), "meld_dir": args.meld_dir,
+    return {"device": args.device, "dataset": str(args.dataset), "data_dir": args.data_dir,
             "store": str(args.store)}
 
 
@@ -143,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = Run.open(args.run_dir)
     # the run's own corpus (in its label order) and store unless given; both are checked
-    corpus = run.corpus(args.dataset, args.meld_dir) if (args.dataset or args.meld_dir) else None
+    corpus = run.corpus(args.dataset, args.data_dir) if (args.dataset or args.data_dir) else None
     store = run.store(args.store) if args.store else None
     run = run.path
     if args.robustness:
@@ -170,7 +172,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     # set by --device, --store and by each table row
     for k in ("device", "store", "modalities", "ablations"):
         kw.pop(k, None)
-    kw.update(dataset=str(args.dataset), meld_dir=args.meld_dir)
+    kw.update(dataset=str(args.dataset), data_dir=args.data_dir)
     path = run_table(corpus, store, args.out, args.seeds, device=args.device, rows=args.rows,
                      progress=not args.no_progress, fusion_rows=args.fusion_rows,
                      audio_modalities=args.audio_modalities or (), **kw)
@@ -261,7 +263,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--robustness", type=_names, default=None, metavar="MODALITIES",
                    help="plot weighted F1 vs removed fraction (0..100%%) for these modalities")
     p.add_argument("--dataset", default=None, help="default: the one the run records")
-    p.add_argument("--meld-dir", default=None)
+    p.add_argument("--data-dir", "--meld-dir", dest="data_dir", default=None, metavar="DIR",
+                   help="the corpus's data folder (default: the one the run records)")
     p.add_argument("--store", default=None, type=folder, help="default: the one the run records")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)

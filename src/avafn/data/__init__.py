@@ -23,10 +23,10 @@ __all__ = [
 ]
 
 
-def load_corpus(dataset: str, meld_dir: str | None = None,
-                labels: list[str] | None = None) -> Corpus:
-    """A registered corpus name (``"meld"``, see :func:`resolve_meld_dir`; ``meld_dir`` is
-    its data folder) or the path of a manifest file.
+def load_corpus(dataset: str, data_dir: str | None = None,
+                labels: list[str] | None = None, *, meld_dir: str | None = None) -> Corpus:
+    """A registered corpus name (``"meld"``, see :func:`resolve_meld_dir`; ``data_dir`` is
+    its data folder, ``meld_dir`` its earlier name) or the path of a manifest file.
 
     ``labels`` fixes the label set and its order (class index = position); for a manifest
     without it the set is inferred from the train split (most frequent first).
@@ -34,7 +34,8 @@ def load_corpus(dataset: str, meld_dir: str | None = None,
     from avafn.data.registry import reader_for
 
     reader = reader_for(dataset)
-    corpus = reader.load(str(dataset), data_dir=meld_dir, labels=labels)
-    corpus.pre_cut = bool(getattr(reader, "pre_cut", corpus.pre_cut))
-    corpus.reader = corpus.reader or str(getattr(reader, "name", ""))
+    corpus = reader.load(str(dataset), data_dir=meld_dir if data_dir is None else data_dir,
+                         labels=labels)
+    corpus.pre_cut = reader.pre_cut
+    corpus.reader = corpus.reader or reader.name
     return corpus

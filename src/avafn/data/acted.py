@@ -5,12 +5,12 @@ Two readers, registered in :data:`avafn.data.registry.CORPORA`:
 ``ravdess`` / ``ravdess-meld7``
     The RAVDESS files (``MM-VV-EE-II-SS-RR-AA.wav`` / ``.mp4``: modality, vocal channel,
     emotion, intensity, statement, repetition, actor) found anywhere under the data folder
-    (``--meld-dir DIR``, else ``$AVAFN_RAVDESS_DIR``, else ``$AVAFN_REAL_DIR/ravdess``); the
+    (``--data-dir DIR``, else ``$AVAFN_RAVDESS_DIR``, else ``$AVAFN_REAL_DIR/ravdess``); the
     labels come from the file names. ``ravdess``: its 8 emotions; ``ravdess-meld7``: mapped onto
     MELD's 7 (:data:`RAVDESS_TO_MELD`: neutral and calm → neutral, happy → joy, ...). Speech
     only (vocal channel 01; song is left out and counted).
 ``folder``
-    Any folder of labelled clips or images (``--meld-dir DIR``): ``DIR/labels.csv`` with
+    Any folder of labelled clips or images (``--data-dir DIR``): ``DIR/labels.csv`` with
     ``path,label`` (optional ``speaker``, ``split``), else the label is each file's parent
     folder name (``DIR/<label>/<file>``).
 
@@ -41,7 +41,7 @@ import numpy as np
 
 from avafn.data._tabular import read_csv
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
-from avafn.data.registry import CORPORA
+from avafn.data.registry import CORPORA, CorpusReader
 
 RAVDESS_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 #: RAVDESS emotion -> MELD emotion
@@ -246,7 +246,7 @@ def _data_dir(data_dir: str | None, env: str, sub: str, what: str) -> Path:
     elif os.environ.get("AVAFN_REAL_DIR"):
         root = Path(os.environ["AVAFN_REAL_DIR"]).expanduser() / sub
     else:
-        raise DataError(f"{what}: give its folder (--meld-dir DIR, or ${env})")
+        raise DataError(f"{what}: give its folder (--data-dir DIR, or ${env})")
     if not root.is_dir():
         raise DataError(f"{root}: {what} folder not found")
     return root
@@ -371,7 +371,7 @@ def read_folder(root: str | os.PathLike, k: int = DEFAULT_FOLDS, fold: int = 0, 
 
 
 @CORPORA.register("ravdess")
-class RavdessReader:
+class RavdessReader(CorpusReader):
     """``--dataset ravdess``: RAVDESS speech, 8 emotions, fold 0 of 6 actor-independent folds
     (module docstring); clips already cut."""
 
@@ -396,8 +396,8 @@ class RavdessMeld7Reader(RavdessReader):
 
 
 @CORPORA.register("folder")
-class FolderReader:
-    """``--dataset folder --meld-dir DIR``: labelled clips or images (module docstring)."""
+class FolderReader(CorpusReader):
+    """``--dataset folder --data-dir DIR``: labelled clips or images (module docstring)."""
 
     name = "folder"
     pre_cut = True
@@ -406,7 +406,7 @@ class FolderReader:
     def load(self, dataset: str, *, data_dir: str | None = None,
              labels: list[str] | None = None) -> Corpus:
         if not data_dir:
-            raise DataError("--dataset folder: give the folder with --meld-dir DIR")
+            raise DataError("--dataset folder: give the folder with --data-dir DIR")
         root = Path(data_dir).expanduser()
         if not root.is_dir():
             raise DataError(f"{root}: folder not found")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from avafn.data._tabular import parse_int, read_csv, read_jsonl, time_cell
 from avafn.data.corpus import SPLITS, Corpus, DataError, Dialogue, Utterance
-from avafn.data.registry import CORPORA, MANIFEST, named_corpora
+from avafn.data.registry import CORPORA, MANIFEST, CorpusReader, named_corpora
 from avafn.io import sha256_file
 
 REQUIRED_COLUMNS = ("dialogue_id", "turn", "speaker", "split")
@@ -138,7 +138,7 @@ def _natural_key(dialogue_id: str) -> tuple:
 
 
 @CORPORA.register(MANIFEST)
-class ManifestReader:
+class ManifestReader(CorpusReader):
     """Any ``--dataset`` path: a ``.csv`` / ``.jsonl`` manifest (module docstring); media
     paths relative to the manifest's folder, ``start`` / ``end`` cut them."""
 

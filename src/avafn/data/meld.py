@@ -14,7 +14,7 @@ from pathlib import Path
 from avafn.data._tabular import parse_int, read_csv, time_cell
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
 from avafn.data.download import MELD_FILES, MELD_SHA256, resolve_meld_dir
-from avafn.data.registry import CORPORA
+from avafn.data.registry import CORPORA, CorpusReader
 from avafn.io import sha256_file
 
 #: folder of each split's clips inside MELD.Raw
@@ -115,7 +115,7 @@ def read_meld(meld_dir: str | os.PathLike, labels: list[str] | None = None) -> C
 
 
 @CORPORA.register("meld")
-class MeldReader:
+class MeldReader(CorpusReader):
     """``--dataset meld``: the three official CSVs from ``data_dir`` (else ``$AVAFN_MELD_DIR``,
     else the download cache); clips under ``--media-root`` (MELD.Raw), already cut."""
 

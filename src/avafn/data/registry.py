@@ -1,6 +1,7 @@
 """Corpus readers by name: ``--dataset NAME`` for a registered corpus, a path for a manifest.
 
-A reader is registered in :data:`CORPORA` (entry point group ``avafn.corpora``) and has::
+A reader is a :class:`CorpusReader` subclass registered in :data:`CORPORA` (entry point
+group ``avafn.corpora``), built with no arguments::
 
     name: str                 # what ``--dataset`` says ("meld")
     pre_cut: bool             # its media files are already cut to the utterance
@@ -14,35 +15,51 @@ of a manifest, read by the ``manifest`` reader.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 from avafn.registry import Registry, RegistryError
 
-CORPORA: Registry = Registry("corpus", entry_points="avafn.corpora",
-                             builtin=("avafn.data.meld", "avafn.data.manifest",
-                                      "avafn.data.acted"))
+if TYPE_CHECKING:
+    from avafn.data.corpus import Corpus
+
+
+class CorpusReader:
+    """Base class of the registered corpus readers (module docstring)."""
+
+    #: what ``--dataset`` says (set to the registered name)
+    name: ClassVar[str] = ""
+    #: its media files are already cut to the utterance
+    pre_cut: ClassVar[bool] = False
+    #: its media paths are relative to a ``--media-root`` folder
+    needs_media_root: ClassVar[bool] = False
+
+    def load(self, dataset: str, *, data_dir: str | None = None,
+             labels: list[str] | None = None) -> Corpus:
+        """The corpus, in the order of ``labels`` when given; ``data_dir``: its data folder."""
+        raise NotImplementedError
+
+
+CORPORA: Registry[type[CorpusReader]] = Registry(
+    "corpus", entry_points="avafn.corpora",
+    builtin=("avafn.data.meld", "avafn.data.manifest", "avafn.data.acted"))
 
 #: the reader of any ``--dataset`` that is not a registered name
 MANIFEST = "manifest"
 
 
-def reader_for(dataset: str) -> Any:
+def reader_for(dataset: str) -> CorpusReader:
     """The reader registered as ``dataset`` (case-insensitive), else the manifest reader."""
     key = str(dataset).lower()
     names = {n.lower(): n for n in CORPORA.names() if n != MANIFEST}
-    return _instance(CORPORA.get(names.get(key, MANIFEST)))
+    return CORPORA.get(names.get(key, MANIFEST))()
 
 
-def _instance(obj: Any) -> Any:
-    return obj() if isinstance(obj, type) else obj
-
-
-def corpus_reader(name: str) -> Any:
+def corpus_reader(name: str) -> CorpusReader:
     """The reader registered as ``name``; an unknown name raises a DataError listing them."""
     from avafn.data.corpus import DataError
 
     try:
-        return _instance(CORPORA.get(name))
+        return CORPORA.get(name)()
     except RegistryError as e:
         raise DataError(str(e)) from None
 

@@ -29,8 +29,9 @@ from avafn.registry import Registry
 from avafn.segments import Segment
 
 #: the speech recognizers by name (built-ins and ``avafn.asr`` entry points)
-RECOGNIZERS: Registry = Registry("speech recognizer", entry_points="avafn.asr",
-                                 builtin=("avafn.diarize.asr", "avafn.diarize.moonshine"))
+RECOGNIZERS: Registry[type[Recognizer]] = Registry(
+    "speech recognizer", entry_points="avafn.asr",
+    builtin=("avafn.diarize.asr", "avafn.diarize.moonshine"))
 #: the recognizer used when a run needs text and none is given
 DEFAULT_ASR = "moonshine"
 #: ``--asr none``: never transcribe (a run that needs text then needs a transcript)

@@ -34,7 +34,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class Extractor:
-    """Base class of the registered extractors (a plug-in may also just quack like it)."""
+    """Base class of the registered extractors (plug-ins subclass it too): every layer reads
+    these declared attributes and methods, none probes an extractor for what it has."""
 
     #: the registered name, written as ``meta()["extractor"]`` (set by ``register``)
     name: ClassVar[str] = ""
@@ -46,6 +47,12 @@ class Extractor:
     modality: str = "audio"
     #: utterances per unit of work (the job never batches across units)
     unit_size: int = 32
+    #: the network it runs, if any (its ``device`` is where the job runs). A text extractor's
+    #: is a :class:`~avafn.extract.text.TextEncoder` (or None): prediction reads its
+    #: ``tokenizer``, ``max_length``, ``model_id``, ``context_turns`` and ``inputs``
+    encoder: Any = None
+    #: the extractors a combined job runs (none for a single one)
+    parts: tuple[Extractor, ...] = ()
 
     # ---- what it records ---------------------------------------------------------------
     def meta(self) -> dict:
@@ -55,6 +62,11 @@ class Extractor:
     def outputs(self) -> dict[str, dict]:
         """Output modality -> its store metadata (one entry, unless the extractor has several)."""
         return {self.modality: self.meta()}
+
+    def prepare_corpus(self, corpus: Any) -> Any:
+        """The corpus the job extracts from (by default ``corpus`` itself; a text extractor
+        may give each utterance its preceding turns)."""
+        return corpus
 
     # ---- what it runs ------------------------------------------------------------------
     def loader(self, workers: int) -> Callable[[str, float | None, float | None], Any]:

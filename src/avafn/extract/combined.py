@@ -15,7 +15,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import Result
+from .base import Extractor, Result
 from .job import _call, outputs_of
 
 #: one part's payload of one clip: (payload, "") or (None, reason)
@@ -30,30 +30,30 @@ def load_parts(loaders: tuple[Callable, ...], path: str, start: float | None,
     return [_call(load, ("", path, start, end))[1:] for load in loaders]
 
 
-class CombinedExtractor:
+class CombinedExtractor(Extractor):
     """The parts' outputs from one job: ``outputs()`` is the union of theirs (distinct
     modality names), ``process`` returns per modality ``(vector | None, count, reason)``."""
 
     input = "media"
 
-    def __init__(self, parts: Sequence[Any]) -> None:
+    def __init__(self, parts: Sequence[Extractor]) -> None:
         from .registry import ExtractorError
 
         if len(parts) < 2:
             raise ExtractorError("a combined extraction needs at least two extractors")
         outs: dict[str, dict] = {}
         for part in parts:
-            if getattr(part, "input", "media") != "media":
-                raise ExtractorError(f"extractor {getattr(part, 'name', part)!r} does not read "
+            if part.input != "media":
+                raise ExtractorError(f"extractor {part.name or part!r} does not read "
                                      "media; only media extractors can share a job")
             for m, meta in outputs_of(part).items():
                 if m in outs:
                     raise ExtractorError(f"two extractors would write modality {m!r}")
                 outs[m] = meta
-        self.parts = list(parts)
+        self.parts = tuple(parts)
         self._outputs = outs
         self._names = [list(outputs_of(p)) for p in self.parts]
-        self.unit_size = min(int(getattr(p, "unit_size", 32)) for p in self.parts)
+        self.unit_size = min(int(p.unit_size) for p in self.parts)
         self.modality = "+".join(outs)
 
     def outputs(self) -> dict[str, dict]:

@@ -38,7 +38,7 @@ import os
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -166,7 +166,7 @@ def _tasks(corpus: Corpus, media_root, utts: list[Utterance], segments: bool) ->
     return out
 
 
-def _text_results(utts: list[Utterance]) -> Iterator[tuple[str, Any, str]]:
+def _text_results(utts: list[Utterance]) -> Generator[tuple[str, Any, str]]:
     """The payloads of ``input == "text"`` extractors: each utterance's stripped text."""
     for u in utts:
         t = (u.text or "").strip()
@@ -190,7 +190,7 @@ CRASHED = "decoder process crashed"
 
 
 def _results(loader: Callable, tasks: list[Task], workers: int, prefetch: int,
-             in_flight: int | None = None) -> Iterator[tuple[str, Any, str]]:
+             in_flight: int | None = None) -> Generator[tuple[str, Any, str]]:
     """Decoded tasks in order; at most ``in_flight`` (default ``workers * prefetch``) in
     flight.
 
@@ -254,7 +254,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     rank, world = dist_env(rank, world_size)
     if segments is None:
-        segments = not getattr(corpus, "pre_cut", False)
+        segments = not corpus.pre_cut
     outputs = outputs_of(extractor)
     names = list(outputs)
     label = names[0] if len(names) == 1 else ",".join(names)
@@ -262,13 +262,12 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     store.clean_temp()
     for m, meta in outputs.items():
         store.create_modality(m, legacy_compatible(store, m, meta, _device(extractor)))
-    if hasattr(extractor, "prepare_corpus"):  # e.g. text given with its preceding turns
-        corpus = extractor.prepare_corpus(corpus)
+    corpus = extractor.prepare_corpus(corpus)  # e.g. text given with its preceding turns
     split_list = split_names(corpus, splits)
     mine = select_utterances(corpus, split_list)[rank::world]
     done_in = {m: store.done_uids(m) for m in names}
     done = set.intersection(*done_in.values())
-    size = max(1, int(getattr(extractor, "unit_size", 32)))
+    size = max(1, int(extractor.unit_size))
     units = [mine[i:i + size] for i in range(0, len(mine), size)]
     units = [un for un in units if any(u.uid not in done for u in un)]
     n_todo = sum(u.uid not in done for un in units for u in un)
@@ -287,8 +286,8 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     t0 = time.perf_counter()
     bar = tqdm(total=budget, unit="utt", desc=f"extract {label} r{rank}",
                disable=not progress, dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
-    if getattr(extractor, "input", "media") == "text":
-        results: Iterator[tuple[str, Any, str]] = _text_results(flat)
+    if extractor.input == "text":
+        results: Generator[tuple[str, Any, str]] = _text_results(flat)
     else:
         # at least a unit in flight: the workers decode the next unit while this process runs
         # the models on the current one (with fewer, they idle once their few clips are done)
@@ -335,8 +334,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
         raise
     finally:
         bar.close()
-        if hasattr(results, "close"):
-            results.close()
+        results.close()
         report.seconds = time.perf_counter() - t0
         report.n_left = n_todo - report.n_written
     if merge_at_end:
@@ -349,18 +347,15 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     return report
 
 
-def outputs_of(extractor: Any) -> dict[str, dict]:
-    """Output modality -> metadata; an extractor without ``outputs`` (the minimal interface:
-    ``modality``, ``meta``, ``loader``, ``process``) has one output."""
-    if hasattr(extractor, "outputs"):
-        return extractor.outputs()
-    return {extractor.modality: extractor.meta()}
+def outputs_of(extractor: Extractor) -> dict[str, dict]:
+    """Output modality -> metadata (:meth:`Extractor.outputs`)."""
+    return extractor.outputs()
 
 
-def _device(extractor: Any) -> str:
-    if hasattr(extractor, "parts"):  # a combined job: its parts share the command's device
+def _device(extractor: Extractor) -> str:
+    if extractor.parts:  # a combined job: its parts share the command's device
         return _device(extractor.parts[0])
-    return str(getattr(getattr(extractor, "encoder", None), "device", "cpu"))
+    return "cpu" if extractor.encoder is None else str(extractor.encoder.device)
 
 
 def legacy_compatible(store: FeatureStore, modality: str, meta: dict, device: str = "cpu"

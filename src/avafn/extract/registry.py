@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avafn.errors import UserError
+from avafn.extract.base import Extractor
 from avafn.registry import Registry, RegistryError
 
-EXTRACTORS: Registry = Registry(
+if TYPE_CHECKING:
+    from avafn.extract.faces import FaceDetector
+
+EXTRACTORS: Registry[type[Extractor]] = Registry(
     "extractor", entry_points="avafn.extractors",
     builtin=("avafn.extract.audio", "avafn.extract.video", "avafn.extract.text",
              "avafn.extract.opensmile", "avafn.extract.fer",
              "avafn.extract.standardized"))
-FACE_DETECTORS: Registry = Registry(
+FACE_DETECTORS: Registry[type[FaceDetector]] = Registry(
     "face detector", entry_points="avafn.face_detectors", builtin=("avafn.extract.faces",))
 
 #: config keys that name where a model file lives (may differ between machines)
@@ -57,7 +61,7 @@ def register_extractor(name: str, *aliases: str):
     return deco
 
 
-def extractor_class(name: str) -> Any:
+def extractor_class(name: str) -> type[Extractor]:
     try:
         return EXTRACTORS.get(name)
     except RegistryError as e:
@@ -69,13 +73,13 @@ def extractors_of_kind(kind: str) -> list[str]:
     out = []
     for n in EXTRACTORS.names():
         cls = EXTRACTORS.get(n)
-        if getattr(cls, "kind", None) == kind and getattr(cls, "name", n) == n:
+        if cls.kind == kind and cls.name == n:
             out.append(n)
     return out
 
 
 def rebuild(meta: Mapping[str, Any], device: str = "cpu", model_override: str | None = None,
-            **options: Any) -> Any:
+            **options: Any) -> Extractor:
     """The extractor that wrote ``meta`` (a store modality's ``meta.json`` or a run's
     ``extractors`` entry), built on ``device``; its ``modality`` is the recorded one."""
     name = meta.get("extractor")

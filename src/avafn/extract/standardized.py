@@ -48,9 +48,9 @@ class StandardizedExtractor(Extractor):
         self.record = dict(meta)
         self.mean = np.asarray(cfg["mean"], np.float32)
         self.std = np.asarray(cfg["std"], np.float32)
-        self.modality = getattr(inner, "modality", "audio")
-        self.unit_size = getattr(inner, "unit_size", 32)
-        self.input = getattr(inner, "input", "media")
+        self.modality = inner.modality
+        self.unit_size = inner.unit_size
+        self.input = inner.input
         if self.mean.shape != (int(meta["width"]),) or self.std.shape != self.mean.shape:
             raise ExtractorError(f"standardized record: mean/std of {self.mean.shape} for "
                                  f"width {meta['width']}")

@@ -12,7 +12,8 @@ Modules, each depending only on those above it:
   models).
 - :mod:`avafn.inference.offline`: :func:`predict`, the same in one call.
 - :mod:`avafn.inference.streaming`: :class:`Streamer` (utterance by utterance through a
-  causal model) and :func:`stream_predictions`.
+  causal model), :func:`stream_predictions` and :func:`write_stream` (``stream.jsonl`` and
+  the console lines, as each result comes).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import numpy as np
 
 from avafn.data.corpus import Corpus
 from avafn.inference.inputs import PredictError
+from avafn.run import Run
 from avafn.store import FeatureStore
 
 #: the command-line option that overrides where each kind of extractor's model lives
@@ -63,9 +64,10 @@ class Featurizer:
         return list(self.metas)
 
     @classmethod
-    def from_run(cls, desc: Mapping[str, Any], device: str = "cpu",
+    def from_run(cls, run: Run | Mapping[str, Any], device: str = "cpu",
                  extractor_models: Mapping[str, str] | None = None) -> Featurizer:
-        """Rebuild the extractors of every modality of the run ``desc`` (its config.json).
+        """Rebuild the extractors of every modality of ``run`` (an opened run, or the
+        ``modalities`` and ``extractors`` of its config.json).
 
         ``extractor_models`` maps a modality (``audio``, ``audio-l12``, ...) or an extractor
         kind (``audio``, ``video``, ``text``) to where its model lives on this machine."""
@@ -77,6 +79,8 @@ class Featurizer:
         )
 
         over = dict(extractor_models or {})
+        desc = {"modalities": run.modalities, "extractors": run.extractors} \
+            if isinstance(run, Run) else run
         modalities = list(desc["modalities"])
         unknown = sorted(set(over) - set(modalities) - set(_MODEL_FLAGS))
         if unknown:
@@ -97,7 +101,7 @@ class Featurizer:
                 raise PredictError(f"the checkpoint's {m!r} features came from extractor "
                                    f"{name!r}, which predict cannot run on new media ({e}); "
                                    "install the plug-in that provides it") from None
-            kind = getattr(cls_, "kind", m)
+            kind = cls_.kind
             try:
                 flag = _MODEL_FLAGS.get(kind, "extractor_models")
                 ext = rebuild({**meta, "modality": m}, device=device,
@@ -122,7 +126,7 @@ class Featurizer:
 
         reports: dict[str, dict] = {}
         for m, ext in self.extractors.items():
-            if getattr(ext, "input", "media") == "text" and \
+            if ext.input == "text" and \
                     not any((u.text or "").strip() for u in corpus.utterances()):
                 raise PredictError(
                     f"the checkpoint uses {m}, but no utterance has text: give a segment "
@@ -146,10 +150,10 @@ class Featurizer:
         out: dict[str, np.ndarray | None] = {}
         self.last_reasons = {}
         for m, ext in self.extractors.items():
-            if getattr(ext, "input", "media") == "text":
+            if ext.input == "text":
                 t = (text or "").strip()
-                encoder = getattr(ext, "encoder", None)
-                if t and getattr(encoder, "context_turns", 0):
+                encoder = ext.encoder
+                if t and encoder is not None and encoder.context_turns:
                     turns = [SimpleNamespace(speaker=s, text=x) for s, x in previous]
                     turns.append(SimpleNamespace(speaker=speaker, text=t))
                     t = encoder.inputs(turns)[-1]

@@ -40,61 +40,38 @@ Many videos at once: :mod:`avafn.inference.batch`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any
 
-from avafn.inference.inputs import SpeakerTurns
-from avafn.inference.outputs import FORMATS, parse_formats
+from avafn.inference.outputs import FORMATS
 from avafn.inference.predictor import Predictor, check_asr_model, check_inputs, run_models
 from avafn.run import Run
-from avafn.segments import DEFAULT_MAX_SEGMENTS
 
-if TYPE_CHECKING:
-    from avafn.diarize import DiarizeOptions
+#: the options of :meth:`Predictor.from_run` (the rest go to the call)
+SETUP = ("device", "extractor_models", "diarization", "asr", "asr_model", "asr_language")
 
 
-def predict(run_dir: str | os.PathLike | Run, video: str | os.PathLike | None = None,
-            segments: str | os.PathLike | None = None, clips_dir: str | os.PathLike | None = None,
-            manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
-            device: str = "cpu", extractor_models: Mapping[str, str] | None = None,
-            html: bool = True, progress: bool = False, overlaps: str = "keep",
-            max_segments: int | None = DEFAULT_MAX_SEGMENTS,
-            speaker_turns: SpeakerTurns | None = None,
-            log: Callable[[str], None] | None = None,
-            diarization: DiarizeOptions | None = None,
-            asr_model: str | os.PathLike | None = None, asr_language: str | None = None,
-            formats: Sequence[str] | str | None = None, index_href: str | None = None,
-            asr: str | None = None) -> dict:
-    """Predict the emotion of every utterance of a new conversation (module docstring).
+def predict(run: str | os.PathLike | Run, *, out_dir: str | os.PathLike,
+            formats: Sequence[str] | str | None = None, html: bool = True,
+            **options: Any) -> dict:
+    """Predict the emotion of every utterance of one conversation and write the outputs
+    (module docstring): the same as ::
 
-    ``run_dir``: a run folder, or a run already opened (:class:`avafn.run.Run`). The same as
-    ``Predictor.from_run(run_dir, ...)(video, ...).save(out_dir, ...)``
-    (:class:`avafn.inference.predictor.Predictor`, which keeps the models for many
-    conversations), returning ``Predictions.to_dict()``.
-    Give ``video`` + ``segments``, ``video`` alone (utterances and speakers found in its audio
-    with ``diarization``'s settings, written to ``out_dir/segments.rttm``), ``segments`` alone
-    (a transcript, for a text-only run), or ``clips_dir`` + ``manifest``. Utterances without
-    text, when the run uses text, are transcribed by speech recognition: ``asr`` names the
-    recognizer (default: the packaged Moonshine, or ``transformers`` with ``asr_model``, a
-    local model folder; ``"none"``: never). ``speaker_turns`` (default: diarization of the
-    video) names untagged cues. ``overlaps`` / ``max_segments`` / ``speaker_turns``: how the
-    segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
-    progress and notes, one line each. ``formats``: the output files
-    (:mod:`avafn.inference.outputs`; default all; ``html=False`` drops the report);
-    ``index_href``: a link from the report back to a batch index. Returns what
-    ``predictions.json`` holds, including ``warnings`` (grouped, counted, every place) and
-    ``summary`` (:mod:`avafn.inference.summary`).
+        p = Predictor.from_run(run, device=..., extractor_models=..., diarization=..., asr=...,
+                               asr_model=..., asr_language=...)
+        preds = p(video=..., segments=..., clips_dir=..., manifest=..., out_dir=out_dir, ...)
+        preds.save(out_dir, formats, html=html)
+        return preds.to_dict()
+
+    ``options`` are those of :meth:`Predictor.from_run` (:data:`SETUP`) and of the call
+    (:meth:`Predictor.__call__`: the inputs and how they are read). For many conversations,
+    build the :class:`~avafn.inference.predictor.Predictor` once instead.
     """
-    check_inputs(video, segments, clips_dir, manifest)
-    fmts = [f for f in parse_formats(formats) if html or f != "html"]
-    predictor = Predictor.from_run(run_dir, device=device, extractor_models=extractor_models,
-                                   diarization=diarization, asr=asr, asr_model=asr_model,
-                                   asr_language=asr_language)
-    preds = predictor(video, segments, clips_dir, manifest, out_dir=out_dir,
-                      overlaps=overlaps, max_segments=max_segments,
-                      speaker_turns=speaker_turns, log=log, progress=progress)
-    preds.save(out_dir, fmts, index_href=index_href)
+    check_inputs(*(options.get(k) for k in ("video", "segments", "clips_dir", "manifest")))
+    setup = {k: options.pop(k) for k in SETUP if k in options}
+    preds = Predictor.from_run(run, **setup)(out_dir=out_dir, **options)
+    preds.save(out_dir, formats, html=html)
     return preds.to_dict()
 
 
-__all__ = ["FORMATS", "check_asr_model", "predict", "run_models"]
+__all__ = ["FORMATS", "SETUP", "check_asr_model", "predict", "run_models"]

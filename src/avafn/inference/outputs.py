@@ -23,6 +23,10 @@ per utterance). Formats (``--output-format``, default all):
 
 Utterances without times (a clips folder whose manifest has none) have no subtitle cue nor
 RTTM line; a file with none is not written and ``skipped`` says why.
+
+A new format is one entry in :data:`WRITERS` (its file name, whether it needs times, and the
+function of the result that gives the file's text); ``--output-format``, :func:`parse_formats`,
+:func:`save` and ``Predictions.save`` take it from there.
 """
 
 from __future__ import annotations
@@ -32,19 +36,14 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from avafn.errors import UserError
 from avafn.io import atomic_write_bytes, atomic_write_json
 
-#: every format, in the order they are written
-FORMATS = ("json", "csv", "jsonl", "srt", "vtt", "rttm", "html")
-#: file name of each format
-FILES = {"json": "predictions.json", "csv": "predictions.csv", "jsonl": "predictions.jsonl",
-         "srt": "predictions.srt", "vtt": "predictions.vtt", "rttm": "predictions.rttm",
-         "html": "report.html"}
 #: where each row's speaker and text came from (columns of the CSV, keys of every row)
 PROVENANCE = ("speaker_source", "speaker_confidence", "text_source", "source", "window")
 #: first characters a spreadsheet reads as a formula
@@ -56,19 +55,20 @@ class OutputFormatError(UserError):
 
 
 def parse_formats(spec: str | Iterable[str] | None) -> list[str]:
-    """``"all"`` / ``None`` -> every format; else a comma list (or a list) of
-    :data:`FORMATS`. ``json`` is always included (the record a rerun reads)."""
+    """``"all"`` / ``None`` -> every format; else a comma list (or a list) of the formats of
+    :data:`WRITERS`. ``json`` is always included (the record a rerun reads)."""
+    known = list(WRITERS)
     if spec is None:
-        return list(FORMATS)
+        return known
     items = [x.strip().lower() for x in (spec.split(",") if isinstance(spec, str) else spec)]
     items = [x for x in items if x]
     if not items or "all" in items:
-        return list(FORMATS)
-    bad = [x for x in items if x not in FORMATS]
+        return known
+    bad = [x for x in items if x not in known]
     if bad:
         raise OutputFormatError(f"--output-format: unknown format {', '.join(bad)}; expected "
-                                f"all or a comma list of {', '.join(FORMATS)}")
-    return [f for f in FORMATS if f in items or f == "json"]
+                                f"all or a comma list of {', '.join(known)}")
+    return [f for f in known if f in items or f == "json"]
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -179,6 +179,41 @@ def rttm_text(rows: Sequence[Mapping[str, Any]], file_id: str) -> str:
     return "".join(out)
 
 
+# ----------------------------------------------------------------------------- the formats
+@dataclass(frozen=True)
+class Writer:
+    """One output format: its file, whether it needs utterance times, and its text."""
+
+    file: str
+    #: the result (``predictions.json``'s content) -> the file's text; None for the two that
+    #: :func:`save` writes itself (``json``: the result; ``html``: the page it is given)
+    text: Callable[[Mapping[str, Any]], str] | None = None
+    needs_times: bool = False
+
+
+def _file_id(result: Mapping[str, Any]) -> str:
+    inp = result.get("input") or {}
+    return Path(inp.get("video") or inp.get("segments") or inp.get("manifest")
+                or "conversation").stem
+
+
+#: every format, in the order they are written
+WRITERS: dict[str, Writer] = {
+    "json": Writer("predictions.json"),
+    "csv": Writer("predictions.csv", lambda r: csv_text(r["utterances"], r["labels"],
+                                                         r["modalities"])),
+    "jsonl": Writer("predictions.jsonl", lambda r: jsonl_text(r["utterances"])),
+    "srt": Writer("predictions.srt", lambda r: srt_text(r["utterances"]), needs_times=True),
+    "vtt": Writer("predictions.vtt", lambda r: vtt_text(r["utterances"]), needs_times=True),
+    "rttm": Writer("predictions.rttm", lambda r: rttm_text(r["utterances"], _file_id(r)),
+                   needs_times=True),
+    "html": Writer("report.html"),
+}
+FORMATS = tuple(WRITERS)
+#: file name of each format
+FILES = {f: w.file for f, w in WRITERS.items()}
+
+
 # ----------------------------------------------------------------------------- save
 def save(result: Mapping[str, Any], out_dir: str | os.PathLike, formats: Iterable[str],
          html: str | None = None) -> dict:
@@ -187,33 +222,25 @@ def save(result: Mapping[str, Any], out_dir: str | os.PathLike, formats: Iterabl
     ``{"files": {format: file name}, "skipped": {format: why}}``."""
     out = Path(out_dir)
     fmts = parse_formats(list(formats))
-    rows = list(result["utterances"])
-    labels, modalities = result["labels"], result["modalities"]
-    timed = _timed(rows)
-    inp = result.get("input") or {}
-    file_id = Path(inp.get("video") or inp.get("segments") or inp.get("manifest")
-                   or "conversation").stem
+    timed = _timed(list(result["utterances"]))
     written: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    texts = {"csv": lambda: csv_text(rows, labels, modalities), "jsonl": lambda: jsonl_text(rows),
-             "srt": lambda: srt_text(rows), "vtt": lambda: vtt_text(rows),
-             "rttm": lambda: rttm_text(rows, file_id)}
     for f in fmts:
-        if f in ("srt", "vtt", "rttm") and not timed:
+        w = WRITERS[f]
+        if w.needs_times and not timed:
             skipped[f] = "no utterance has times"
         elif f == "html" and html is None:
             skipped[f] = "no report rendered"
-        elif f in texts:
-            atomic_write_bytes(out / FILES[f], texts[f]().encode())
-            written[f] = FILES[f]
-        elif f == "html":
-            atomic_write_bytes(out / FILES[f], html.encode())
-            written[f] = FILES[f]
+        elif w.text is not None or f == "html":
+            text = html if w.text is None else w.text(result)
+            atomic_write_bytes(out / w.file, text.encode())
+            written[f] = w.file
     written = {"json": FILES["json"], **written}
     meta = {"files": written, "skipped": skipped}
     atomic_write_json(out / FILES["json"], {**result, "outputs": meta})
     return meta
 
 
-__all__ = ["FILES", "FORMATS", "PROVENANCE", "OutputFormatError", "csv_text", "jsonl_text",
-           "parse_formats", "rttm_text", "safe_cell", "save", "srt_text", "vtt_text"]
+__all__ = ["FILES", "FORMATS", "PROVENANCE", "WRITERS", "OutputFormatError", "Writer",
+           "csv_text", "jsonl_text", "parse_formats", "rttm_text", "safe_cell", "save",
+           "srt_text", "vtt_text"]

@@ -44,6 +44,7 @@ from avafn.inference.outputs import parse_formats, save
 from avafn.inference.summary import row_warnings, summarize, warning_places
 from avafn.inference.text_checks import check_texts
 from avafn.inference.windows import assign_windows, model_parties, run_windowed
+from avafn.model.base import ConversationModel
 from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS, speaker_origin, text_origin
@@ -59,10 +60,9 @@ AVERAGING = ("mean of the seeds' softmax probabilities; label = argmax; "
 
 
 # ----------------------------------------------------------------------------- the model
-def check_parties(models: Sequence[torch.nn.Module], dialogue: Dialogue) -> None:
+def check_parties(models: Sequence[ConversationModel], dialogue: Dialogue) -> None:
     """Refuse a dialogue with more speakers than the models know parties."""
-    n_parties = min(int(getattr(getattr(mod, "cfg", None), "n_parties", 10**9))
-                    for mod in models)
+    n_parties = min(int(mod.cfg.n_parties) for mod in models)
     spk_idx = [u.speaker_idx for u in dialogue.utterances]
     if max(spk_idx) >= n_parties:
         raise PredictError(
@@ -72,7 +72,7 @@ def check_parties(models: Sequence[torch.nn.Module], dialogue: Dialogue) -> None
 
 
 @torch.no_grad()
-def run_models(models: Sequence[torch.nn.Module], dialogue: Dialogue, store: FeatureStore,
+def run_models(models: Sequence[ConversationModel], dialogue: Dialogue, store: FeatureStore,
                modalities: Sequence[str], widths: Mapping[str, int], device: str = "cpu"
                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Mean softmax probabilities (T, C) and mean context attention (T, T) over ``models``,
@@ -181,7 +181,7 @@ class Predictor:
     use, then kept), with the settings of how a conversation's utterances and text are found
     (module docstring). Build it with :meth:`from_run`; call it once per conversation."""
 
-    def __init__(self, run: Run, models: Sequence[torch.nn.Module], device: str = "cpu",
+    def __init__(self, run: Run, models: Sequence[ConversationModel], device: str = "cpu",
                  extractor_models: Mapping[str, str] | None = None,
                  diarization: DiarizeOptions | None = None, asr: str | None = None,
                  asr_model: str | os.PathLike | None = None,
@@ -221,7 +221,8 @@ class Predictor:
         """The run's extractors (built on first use, then kept)."""
         if self._featurizer is None:
             with quiet_loading(not progress):
-                self._featurizer = self.run.featurizer(self.device, self.extractor_models)
+                self._featurizer = Featurizer.from_run(self.run, self.device,
+                                                       self.extractor_models)
         return self._featurizer
 
     def stream(self, progress: bool = True) -> Streamer:
@@ -265,8 +266,8 @@ class Predictor:
             corpus = corpus_from_clips(clips_dir, manifest, labels)
         featurizer = self.featurizer(progress)
         for ext in featurizer.extractors.values():
-            if getattr(ext, "input", "media") == "text":  # text it cannot read, flagged
-                check_texts(corpus.utterances(), getattr(ext, "encoder", None), notices)
+            if ext.input == "text":  # text it cannot read, flagged
+                check_texts(corpus.utterances(), ext.encoder, notices)
         say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,10 @@ A bidirectional checkpoint sees the future of the dialogue and cannot stream: it
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,18 @@ import torch
 
 from avafn.errors import UserError
 from avafn.inference.featurizer import Featurizer, quiet_loading
+from avafn.inference.summary import printable
+from avafn.model.base import ConversationModel
 from avafn.run import Run
+from avafn.segments import format_time
 
 #: clip_featurizer(clip path, start, end, text) -> {modality: vector (D,) or None when missing}
 ClipFeaturizer = Callable[[str, float | None, float | None, str | None],
                       Mapping[str, np.ndarray | None]]
+
+
+#: the streamed results, one JSON line each, in the output folder
+STREAM_FILE = "stream.jsonl"
 
 
 class StreamingError(UserError):
@@ -57,7 +65,7 @@ class StreamResult:
     model_ms: float  # the model step(s) alone
     present: dict[str, bool]  # modality -> present for this utterance
     context_attention: list[float] = field(default_factory=list)  # over turns 0..turn-1
-    #: modality -> why it is missing, for a pushed clip whose featurizer says (``last_reasons``)
+    #: modality -> why it is missing, for a pushed clip (the run's featurizer says why)
     missing_reason: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -110,11 +118,11 @@ class Streamer:
     """
 
     def __init__(self,
-                 run: str | os.PathLike | Run | torch.nn.Module | Sequence[torch.nn.Module],
+                 run: str | os.PathLike | Run | ConversationModel | Sequence[ConversationModel],
                  device: str = "cpu", labels: Sequence[str] | None = None,
                  featurizer: ClipFeaturizer | None = None,
                  extractor_models: Mapping[str, str] | None = None,
-                 progress: bool = True, *, models: Sequence[torch.nn.Module] | None = None,
+                 progress: bool = True, *, models: Sequence[ConversationModel] | None = None,
                  make_featurizer: Callable[[], ClipFeaturizer] | None = None) -> None:
         self.device = torch.device(device)
         self.run_dir: Path | None = None
@@ -136,19 +144,18 @@ class Streamer:
             models = list(models) if models is not None else self.run.models(device)
             labels = labels or self.run.labels
         else:
-            models = [run] if isinstance(run, torch.nn.Module) else list(run)
+            models = [run] if isinstance(run, ConversationModel) else list(run)
         if not models:
             raise StreamingError("no model to stream with")
         for i, m in enumerate(models):
-            cfg = getattr(m, "cfg", None)
-            if cfg is None or not hasattr(m, "step"):
-                raise StreamingError(f"model {i} ({type(m).__name__}) has no streaming step()")
-            check_streamable({"bidirectional": cfg.bidirectional},
+            if not isinstance(m, ConversationModel):
+                raise StreamingError(f"model {i} ({type(m).__name__}) is not a "
+                                     "ConversationModel (avafn.model.base): it cannot stream")
+            check_streamable({"bidirectional": not m.causal},
                              f"model {i}" if self.run_dir is None else f"run {self.run_dir}")
-        self.models = [m.to(self.device).eval() for m in models]
-        # each model's step on a snapshot of its weights (merged, pre-transposed products)
-        self._steps = [m.frozen_step() if hasattr(m, "frozen_step") else m.step
-                       for m in self.models]
+        self.models: list[ConversationModel] = [m.to(self.device).eval() for m in models]
+        # each model's step (AVAFN: on a snapshot of its weights, merged and pre-transposed)
+        self._steps = [m.frozen_step() for m in self.models]
         cfg0 = self.models[0].cfg
         self.modalities: tuple[str, ...] = tuple(cfg0.modalities)
         self.widths: dict[str, int] = {m: int(cfg0.input_dims[m]) for m in self.modalities}
@@ -179,7 +186,8 @@ class Streamer:
                 raise StreamingError("pushing a clip needs a featurizer (or a run folder whose "
                                      "extractor settings build one); pass featurizer=")
             with quiet_loading(not self.progress):
-                self._featurizer = self.run.featurizer(str(self.device), self._model_paths)
+                self._featurizer = Featurizer.from_run(self.run, str(self.device),
+                                                       self._model_paths)
         return self._featurizer
 
     # ------------------------------------------------------------------ push
@@ -247,9 +255,9 @@ class Streamer:
             if isinstance(fz, Featurizer):  # the run's own: earlier turns for context encoders
                 feats = dict(fz(str(item), start, end, text, speaker=speaker,
                                 previous=list(self._turns)))
+                reasons = dict(fz.last_reasons)
             else:
                 feats = dict(fz(str(item), start, end, text))
-            reasons = dict(getattr(self.featurizer, "last_reasons", None) or {})
         else:
             feats = dict(item)
         x, p, present = self._tensors(feats, turn)
@@ -301,5 +309,48 @@ def stream_predictions(run_dir: str | os.PathLike | Run, items: Iterator[dict],
         yield d
 
 
-__all__ = ["ClipFeaturizer", "StreamResult", "Streamer", "StreamingError", "check_streamable",
-           "stream_predictions"]
+def stream_line(r: Mapping[str, Any]) -> str:
+    """One streamed result as a console line: turn, times, speaker, label, confidence,
+    latency."""
+    when = (f"{format_time(r['start'])}-{format_time(r['end'])} "
+            if r.get("start") is not None and r.get("end") is not None else "")
+    return (f"#{r['turn'] + 1:<3d} {when}{printable(r['speaker']):<12s} {r['label']:<10s} "
+            f"{r['confidence']:.2f}  {r['latency_ms']:7.1f} ms")
+
+
+def write_stream(results: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike | None = None,
+                 echo: Callable[[str], None] | None = None, jsonl: bool = False) -> list[float]:
+    """Write each streamed result (:func:`stream_predictions`) the moment it comes: a JSON line
+    appended to ``out_dir/stream.jsonl`` (flushed, so a reader follows it live), and a line to
+    ``echo``: the JSON line with ``jsonl``, else :func:`stream_line`. Returns the latencies
+    (ms); :func:`latency_summary` says them in one line."""
+    lat: list[float] = []
+    sink = None
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        sink = open(Path(out_dir) / STREAM_FILE, "w")  # noqa: SIM115 - closed below
+    try:
+        for r in results:
+            lat.append(float(r["latency_ms"]))
+            line = json.dumps(r, allow_nan=False)  # never NaN: not JSON
+            if sink is not None:
+                sink.write(line + "\n")
+                sink.flush()
+            if echo is not None:
+                echo(line if jsonl else stream_line(r))
+    finally:
+        if sink is not None:
+            sink.close()
+    return lat
+
+
+def latency_summary(latencies: Sequence[float]) -> str:
+    """``N utterances streamed; latency per utterance: median M ms, max X ms``."""
+    lat = sorted(latencies)
+    return (f"{len(lat)} utterances streamed; latency per utterance: median "
+            f"{lat[len(lat) // 2]:.1f} ms, max {lat[-1]:.1f} ms")
+
+
+__all__ = ["STREAM_FILE", "ClipFeaturizer", "StreamResult", "Streamer", "StreamingError",
+           "check_streamable", "latency_summary", "stream_line", "stream_predictions",
+           "write_stream"]

@@ -13,9 +13,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avafn.notices import Notices
+
+if TYPE_CHECKING:
+    from avafn.data.corpus import Utterance
+    from avafn.extract.text import TextEncoder
 
 W_NO_TEXT = "utterances without text, scored without the text modality"
 W_TRUNCATED = "utterances longer than the text encoder reads, cut at its token limit"
@@ -76,12 +80,13 @@ def _warn_each(notices: Notices, kind: str, places: Sequence[str]) -> None:
     notices.warn(kind, "", len(places) - len(named))
 
 
-def check_texts(utterances: Sequence[Any], encoder: Any, notices: Notices) -> dict:
+def check_texts(utterances: Sequence[Utterance], encoder: TextEncoder | None,
+                notices: Notices) -> dict:
     """Count and warn about the texts ``encoder`` (a :class:`avafn.extract.text.TextEncoder`,
     or ``None``: only the empty texts are counted) will not read well; returns the counts
     (``no_text``, ``truncated``, ``language``, ``language_p``, ``other_language``)."""
     texts = [(u.text or "").strip() for u in utterances]
-    where = [getattr(u, "source", "") or f"turn {k}" for k, u in enumerate(utterances)]
+    where = [u.source or f"turn {k}" for k, u in enumerate(utterances)]
     out: dict[str, Any] = {"no_text": 0, "truncated": 0, "language": None, "language_p": None,
                            "other_language": 0}
     empty = [w for w, t in zip(where, texts) if not t]
@@ -90,15 +95,15 @@ def check_texts(utterances: Sequence[Any], encoder: Any, notices: Notices) -> di
     present = [(w, t) for w, t in zip(where, texts) if t]
     if encoder is None or not present:
         return out
-    limit = int(getattr(encoder, "max_length", 0) or 0)
-    tok = getattr(encoder, "tokenizer", None)
+    limit = int(encoder.max_length or 0)
+    tok = encoder.tokenizer
     if limit and tok is not None:
         ids = tok([t for _, t in present], truncation=False, verbose=False)["input_ids"]
         long = [f"{w} ({len(i)} > {limit} tokens)" for (w, _), i in zip(present, ids)
                 if len(i) > limit]
         _warn_each(notices, W_TRUNCATED, long)
         out["truncated"] = len(long)
-    want = encoder_language(str(getattr(encoder, "model_id", "")))
+    want = encoder_language(str(encoder.model_id or ""))
     if want is None:
         return out
     words = sum(len(t.split()) for _, t in present)
@@ -107,7 +112,7 @@ def check_texts(utterances: Sequence[Any], encoder: Any, notices: Notices) -> di
         out["language"], out["language_p"] = lang, round(p, 3)
         if lang != want and p >= MIN_CONFIDENCE:
             notices.warn(f"{W_LANGUAGE}: it reads as {language_name(lang)} (p={p:.2f}), the "
-                         f"encoder ({_short(str(getattr(encoder, 'model_id', '?')))}) reads "
+                         f"encoder ({_short(str(encoder.model_id))}) reads "
                          f"{language_name(want)}: its text features carry little",
                          "", len(present))
             return out

@@ -23,11 +23,27 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from avafn.segments import Segment
+
+if TYPE_CHECKING:
+    from avafn.model.base import ConversationModel
+
+
+class Turn(Protocol):
+    """What windows are planned from: a segment or an utterance."""
+
+    @property
+    def speaker(self) -> str | None: ...
+
+    @property
+    def start(self) -> float | None: ...
+
+    @property
+    def end(self) -> float | None: ...
 
 #: utterances one window may hold (the context attention is quadratic in it)
 DEFAULT_MAX_UTTERANCES = 200
@@ -43,7 +59,7 @@ def party_limit(n_parties: int) -> int:
     return n_parties
 
 
-def plan_windows(items: Sequence[Any], n_parties: int,
+def plan_windows(items: Sequence[Turn], n_parties: int,
                  max_utterances: int = DEFAULT_MAX_UTTERANCES) -> list[int]:
     """Window index of each item (objects with ``speaker`` and optional ``start`` / ``end``,
     in dialogue order); see the module docstring."""
@@ -68,16 +84,16 @@ def plan_windows(items: Sequence[Any], n_parties: int,
     return out
 
 
-def _pause(items: Sequence[Any], k: int) -> float:
+def _pause(items: Sequence[Turn], k: int) -> float:
     """The silence before item ``k`` (0 when times are not known or the items overlap)."""
     a, b = items[k - 1], items[k]
-    end, start = getattr(a, "end", None), getattr(b, "start", None)
+    end, start = a.end, b.start
     if end is None or start is None:
         return 0.0
     return max(0.0, float(start) - float(end))
 
 
-def _best_cut(items: Sequence[Any], i0: int, j: int) -> int:
+def _best_cut(items: Sequence[Turn], i0: int, j: int) -> int:
     """Where to end the window ``items[i0:j]`` (all of which fit): the longest pause before
     one of its last half (the latest such on ties; ``j`` itself is a candidate)."""
     lo = max(i0 + 1, i0 + (j - i0 + 1) // 2)
@@ -96,7 +112,7 @@ def assign_windows(segs: Sequence[Segment], n_parties: int,
     return [s if s.window == k else replace(s, window=k) for s, k in zip(segs, win)]
 
 
-def window_speaker_indices(items: Sequence[Any], windows: Sequence[int]) -> list[int]:
+def window_speaker_indices(items: Sequence[Turn], windows: Sequence[int]) -> list[int]:
     """Each item's party slot within its window (first appearance order)."""
     out: list[int] = []
     slots: dict = {}
@@ -108,11 +124,10 @@ def window_speaker_indices(items: Sequence[Any], windows: Sequence[int]) -> list
     return out
 
 
-def model_parties(models: Sequence[Any]) -> int:
+def model_parties(models: Sequence[ConversationModel]) -> int:
     """The fewest party slots among ``models`` (their ``cfg.n_parties``), lowered by
     ``$AVAFN_MAX_PARTIES``."""
-    n = min((int(getattr(getattr(m, "cfg", None), "n_parties", 10**9)) for m in models),
-            default=10**9)
+    n = min((int(m.cfg.n_parties) for m in models), default=10**9)
     return party_limit(n)
 
 

@@ -12,7 +12,8 @@ Shapes: B dialogues, T utterances (padding after each dialogue's end), P = cfg.n
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -22,12 +23,13 @@ from torch import nn
 from avafn.config import check_field_types
 
 from .backend import BACKENDS, LiveStep, fast_paths, reference_forward
+from .base import ConversationModel, ModelOutput
 from .bptt import run as run_recurrence
 from .dialogue import DenseParties, DialogueRecurrence, listener_weights
-from .fusion import FUSION_WEIGHTS, Fusion
+from .fusion import Fusion, FusionConfig
 from .layout import Layout
 from .ops import Dropout, frozen_t, sum_is_finite
-from .registry import FUSIONS, MODELS
+from .registry import FUSIONS, register_model
 
 
 @dataclass
@@ -37,7 +39,6 @@ class AVAFNConfig:
     n_classes: int = 7
     n_parties: int = 9  # MELD: up to 9 parties per dialogue
     d_model: int = 256  # CAM width d, also the width of u_t^CA
-    d_ff: int = 512  # CAM feed-forward hidden width (eqs. 5-6)
     d_context: int = 150  # C_t
     d_party: int = 150  # q_{i,t}, q_{j,t}
     d_emotion: int = 128  # E_t (per direction)
@@ -50,7 +51,9 @@ class AVAFNConfig:
     tie_directions: bool = False
     listener_modality: str | None = None  # v_t of eq. 11; None: "video" if used, else first
     fusion: str = "cam"  # a name registered in avafn.model.registry.FUSIONS
-    fusion_weights: str = "global"  # eq. 7 of "cam": "global" or "per_utterance"
+    # the fusion's own hyper-parameters: an instance of its config_class (a dict is read by
+    # it; "cam": CAMConfig, d_ff and eq. 7's weights "global" | "per_utterance")
+    fusion_config: Any = None
     # ablations (Table 3); each removes its module (docs/model.md)
     no_acm: bool = False  # the paper's w/o ACM: no GRU_C, no attention (no C_t, no ac_t)
     no_acm_attention: bool = False  # only eq. 9's attention: ac_t = 0, GRU_C and C_t kept
@@ -59,10 +62,15 @@ class AVAFNConfig:
     # "auto": the fast paths; "reference": the equations of avafn.model.reference, one
     # dialogue at a time (the same function, slowly; avafn.model.backend)
     backend: str = "auto"
+    # the earlier spelling of "cam"'s settings, accepted as input and moved into fusion_config
+    d_ff: InitVar[int | None] = None
+    fusion_weights: InitVar[str | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, d_ff: int | None, fusion_weights: str | None) -> None:
         check_field_types(self, "model")  # "x" for a width, "no" for a flag: refused
-        for name in ("n_classes", "n_parties", "d_model", "d_ff", "d_context", "d_party",
+        self.fusion_config = _fusion_config(self.fusion, self.fusion_config,
+                                            {"d_ff": d_ff, "weights": fusion_weights})
+        for name in ("n_classes", "n_parties", "d_model", "d_context", "d_party",
                      "d_emotion", "d_att"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model setting {name!r} must be >= 1, got {getattr(self, name)}")
@@ -82,9 +90,6 @@ class AVAFNConfig:
         if self.listener_modality is not None and self.listener_modality not in self.modalities:
             raise ValueError(f"listener_modality {self.listener_modality!r} is not one of "
                              f"{self.modalities!r}")
-        if self.fusion_weights not in FUSION_WEIGHTS:
-            raise ValueError(f"fusion_weights must be one of {list(FUSION_WEIGHTS)}, got "
-                             f"{self.fusion_weights!r}")
         if self.no_acm and self.no_ssm and self.no_ilm:
             raise ValueError("no_acm, no_ssm and no_ilm together leave no path from the "
                              "utterances to the emotion state")
@@ -102,21 +107,48 @@ class AVAFNConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["modalities"] = list(self.modalities)
+        d["fusion_config"] = self.fusion_config.to_dict()
         if d["backend"] == "auto":  # the default leaves the saved config as it always was
             del d["backend"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AVAFNConfig:
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | set(OLD_FUSION_KEYS)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown AVAFNConfig keys: {unknown}")
         return cls(**d)
 
 
-@MODELS.register("avafn")
-class AVAFN(nn.Module):
+#: settings of the "cam" fusion once given at the top of the model config: old name -> its
+#: name in the fusion's config, and the value configs without it stand for
+OLD_FUSION_KEYS = {"d_ff": ("d_ff", 512), "fusion_weights": ("weights", "global")}
+
+
+def _fusion_config(fusion: str, given: Any, old: Mapping[str, Any]) -> FusionConfig:
+    """``fusion``'s own config from ``given`` (its config instance, a dict, or None: the
+    defaults) and the earlier top-level spelling of its settings (``old``: name in the fusion
+    config -> value or None). An old setting the fusion does not have is dropped: configs used
+    to hold it for every fusion, and only ``"cam"`` read it."""
+    cls = FUSIONS.get(fusion).config_class
+    d = dict(given.to_dict() if isinstance(given, FusionConfig) else given or {})
+    names = {f.name for f in fields(cls)}
+    for top, (key, _default) in OLD_FUSION_KEYS.items():
+        value = old.get(key)
+        if value is None or key not in names:
+            continue
+        if key in d and d[key] != value:
+            raise ValueError(f"model setting {top!r} given twice ({value!r}, and "
+                             f"{d[key]!r} in fusion_config); give it once")
+        d[key] = value
+    if isinstance(given, cls) and d == given.to_dict():
+        return given
+    return cls.from_dict(d)
+
+
+@register_model("avafn")
+class AVAFN(ConversationModel):
     config_class = AVAFNConfig
 
     def __init__(self, cfg: AVAFNConfig) -> None:
@@ -225,7 +257,7 @@ class AVAFN(nn.Module):
         speaker: torch.Tensor,
         mask: torch.Tensor,
         return_states: bool = False,
-    ) -> dict[str, torch.Tensor]:
+    ) -> ModelOutput:
         """feats m->(B,T,D_m), present m->(B,T) bool, speaker (B,T) long, mask (B,T) bool ->
         {"logits": (B,T,C), "context_attention": (B,T,T)} (+ states if return_states).
         ``context_attention[b, t, k]`` is eq. 9's weight of utterance k < t for utterance t;
@@ -239,7 +271,7 @@ class AVAFN(nn.Module):
         paths = fast_paths(self)  # the reference, or which fast paths (avafn.model.backend)
         if paths.reference:
             out = reference_forward(self, feats, present, speaker, mask)
-            return out if return_states else {k: out[k] for k in ("logits", "context_attention")}
+            return _output(out, return_states)
         # only the n real utterances are computed (avafn.model.layout): packed rows for every
         # per-utterance operation, step rows (longest dialogue first) for the recurrence
         blocks = 2 if cfg.bidirectional else 1  # block 1: each dialogue reversed in its length
@@ -284,17 +316,17 @@ class AVAFN(nn.Module):
             score = lay.pad(lay.from_steps(r["score"]).squeeze(-1))
             att = score[:, None, :].expand(b_sz, t_len, t_len)
             att = torch.softmax(att.masked_fill(~allow, torch.finfo(att.dtype).min), -1) * allow
-        out = {"logits": logits, "context_attention": att}
+        states = {}
         if return_states:  # forward-direction states (E: both directions), zeros at padding
-            out["u"] = lay.pad(u)
+            states["u"] = lay.pad(u)
             for k in ("C", "ac", "q_s", "q_l", "Q"):  # C: GRU_C; ac: the attention (eq. 9)
                 if k in r:
-                    out[k] = lay.pad(lay.from_steps(r[k]))
-            out["E"] = lay.pad(e)
-        return out
+                    states[k] = lay.pad(lay.from_steps(r[k]))
+            states["E"] = lay.pad(e)
+        return ModelOutput(logits, att, states)
 
     def _empty_output(self, b_sz: int, t_len: int, dtype: torch.dtype, device,
-                      return_states: bool) -> dict[str, torch.Tensor]:
+                      return_states: bool) -> ModelOutput:
         """The output of a batch without a real utterance: zeros of the documented shapes."""
         cfg, rnn = self.cfg, self.rnn
         z = {"dtype": dtype, "device": device}
@@ -309,7 +341,7 @@ class AVAFN(nn.Module):
                 widths["ac"] = cfg.d_context
             out.update({k: torch.zeros(b_sz, t_len, w, **z) for k, w in widths.items()})
             out["Q"] = torch.zeros(b_sz, t_len, 1, cfg.d_party, **z)
-        return out
+        return _output(out, return_states)
 
     # ---- streaming ---------------------------------------------------------------------------
     def init_state(self, batch_size: int, device: torch.device | str = "cpu",
@@ -432,6 +464,12 @@ class AVAFN(nn.Module):
     def compile_recurrence(self, mode: str = "max-autotune-no-cudagraphs") -> None:
         """Compile the per-utterance cell with torch.compile; used only for CUDA inputs."""
         self._compiled_cell = torch.compile(self.rnn.cell, mode=mode, dynamic=False)
+
+
+def _output(out: dict[str, torch.Tensor], return_states: bool) -> ModelOutput:
+    """A :class:`ModelOutput` from a dict of the logits, the attention and the states."""
+    states = {k: v for k, v in out.items() if k not in ("logits", "context_attention")}
+    return ModelOutput(out["logits"], out["context_attention"], states if return_states else {})
 
 
 def _attention(scores: torch.Tensor, score: torch.Tensor | None

@@ -83,7 +83,7 @@ def fast_paths(model: nn.Module) -> FastPaths:
     """The fast paths an AVAFN ``model`` (or an instance of a subclass) may use. Decided from
     the classes of the model, its fusion and its recurrence (and their parts) and the backend,
     once for each combination of them (kept on the model)."""
-    key = (type(model), getattr(model.cfg, "backend", "auto"), type(model.fusion),
+    key = (type(model), model.cfg.backend, type(model.fusion),
            id(model.fusion), type(model.rnn), id(model.rnn))
     cached = model.__dict__.get("_fast_paths")
     if cached is None or cached[0] != key:

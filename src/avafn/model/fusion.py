@@ -9,7 +9,9 @@ generic ones (:mod:`avafn.model.backend`).
 
 **The interface a fusion implements** (registered in ``avafn.model.registry.FUSIONS`` and chosen
 by ``AVAFNConfig.fusion``; the model builds it as ``cls(cfg)`` with its ``AVAFNConfig``, whose
-``d_model`` is the width of u_t). Shapes: B dialogues, T utterances, d = ``cfg.d_model``.
+``d_model`` is the width of u_t and whose ``fusion_config`` is an instance of the fusion's own
+``config_class``, a :class:`FusionConfig` dataclass holding its hyper-parameters: ``"cam"``'s
+is :class:`CAMConfig`, ``d_ff`` and eq. 7's ``weights``). Shapes: B dialogues, T utterances, d = ``cfg.d_model``.
 Subclass :class:`Fusion`, which provides ``forward`` (the full pass) and ``stream`` (the
 streaming step, ``AVAFN.step``) from the three methods below, so both run the same code:
 
@@ -46,8 +48,11 @@ utterance; either way a softmax over the modalities present at that utterance.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -66,9 +71,46 @@ FUSION_WEIGHTS = ("global", "per_utterance")
 Tensors = dict[str, torch.Tensor]
 
 
+@dataclass
+class FusionConfig:
+    """A fusion's own hyper-parameters (``AVAFNConfig.fusion_config``); a fusion plug-in
+    declares its subclass as ``config_class``. This base has none."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FusionConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown fusion setting(s) {unknown} (known: {sorted(known)})")
+        return cls(**dict(d))
+
+
+@dataclass
+class CAMConfig(FusionConfig):
+    """The ``"cam"`` fusion's hyper-parameters."""
+
+    d_ff: int = 512  # CAM feed-forward hidden width (eqs. 5-6)
+    weights: str = "global"  # eq. 7: "global" (a scalar per modality) or "per_utterance"
+
+    def __post_init__(self) -> None:
+        from avafn.config import check_field_types
+
+        check_field_types(self, "fusion")
+        if self.d_ff < 1:  # the setting's name as users give it (--model '{"d_ff": ...}')
+            raise ValueError(f"model setting 'd_ff' must be >= 1, got {self.d_ff}")
+        if self.weights not in FUSION_WEIGHTS:
+            raise ValueError(f"fusion_weights must be one of {list(FUSION_WEIGHTS)}, got "
+                             f"{self.weights!r}")
+
+
 class Fusion(nn.Module):
     """Base class of a fusion: subclasses implement project / keys_values / fuse."""
 
+    #: its hyper-parameters' dataclass; the model config's ``fusion_config`` is one
+    config_class: ClassVar[type[FusionConfig]] = FusionConfig
     modalities: tuple[str, ...]
 
     def project(self, feats: Tensors, valid: Tensors) -> Tensors:
@@ -296,19 +338,22 @@ class CrossAttentionBlock(nn.Module):
 class CrossModalFusion(Fusion):
     """Projections + CAM + weighted fusion (eq. 7) + residual branches -> u_t^CA of width d."""
 
+    config_class = CAMConfig
+
     def __init__(self, cfg: AVAFNConfig) -> None:
         super().__init__()
         self.modalities = tuple(cfg.modalities)
         d, mods = cfg.d_model, self.modalities
-        weights = getattr(cfg, "fusion_weights", "global")
-        if weights not in FUSION_WEIGHTS:
-            raise ValueError(f"fusion_weights must be one of {FUSION_WEIGHTS}, got {weights!r}")
-        self.weights = weights
+        own = cfg.fusion_config
+        if not isinstance(own, CAMConfig):
+            raise TypeError(f"fusion 'cam' needs a CAMConfig, got {type(own).__name__}")
+        d_ff = own.d_ff
+        self.weights = weights = own.weights
         self.proj = nn.ModuleDict({m: ModalityProjection(cfg.input_dims[m], d) for m in mods})
         self.drop = Dropout(cfg.dropout)
         self._others = {m: [n for n in mods if n != m] for m in mods}
         if len(mods) > 1:
-            self.cam = nn.ModuleDict({m: CrossAttentionBlock(d, cfg.d_ff, cfg.dropout)
+            self.cam = nn.ModuleDict({m: CrossAttentionBlock(d, d_ff, cfg.dropout)
                                       for m in mods})
             if weights == "global":  # eq. 7: one learned scalar per modality
                 self.fusion_logits = nn.Parameter(torch.zeros(len(mods)))

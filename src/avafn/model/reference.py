@@ -97,7 +97,7 @@ def fusion(model, x, n, causal):
             ff = linear(blk.ff[3], F.dropout(F.gelu(linear(blk.ff[0], h_ln)), p, train))
             hc[m] = layer_norm(blk.norm2, h_ln + F.dropout(ff, p, train))  # eqs. 5-6
         # eq. 7: H_WCA = sum_m w_m H_m^c, w a softmax over the modalities present at t
-        if model.cfg.fusion_weights == "global":  # one learned scalar per modality
+        if model.fusion.weights == "global":  # one learned scalar per modality
             logit = fu.fusion_logits
         else:  # "per_utterance": a linear gate over H_1^c ⊕ ... ⊕ H_M^c
             logit = linear(fu.fusion_gate, torch.cat([hc[m] for m in mods]))
@@ -116,7 +116,7 @@ def recurrence(model, us, v, speaker, k):
     cfg, rnn, n = model.cfg, model.rnn, len(us)
     causal = not cfg.bidirectional  # a forward-only (streaming) model sees only the past
     order = range(n) if k == 0 else range(n - 1, -1, -1)
-    untied = hasattr(rnn, "gru_e_b")  # a set of weights per direction
+    untied = rnn.n_dir == 2  # a set of weights per direction (and gru_e_b for E_t)
     pick = (lambda p: p[k]) if untied else (lambda p: p)
     g_e = rnn.gru_e_b if untied and k == 1 else rnn.gru_e
     zeros = us[0].new_zeros

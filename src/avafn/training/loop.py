@@ -32,6 +32,7 @@ from avafn.run import (
     LAYOUT,
     MODEL_DIR,
     STATE,
+    RunConfig,
     RunError,
     finished_seeds,
     record_provenance,
@@ -115,24 +116,21 @@ def run_description(corpus: Corpus, store: FeatureStore, cfg: TrainConfig,
                          "extract them first")
     widths = {m: int(store.meta(m)["width"]) for m in cfg.modalities}
     if provenance.store is None:
-        provenance = Provenance(provenance.dataset, provenance.meld_dir, str(store.root),
+        provenance = Provenance(provenance.dataset, provenance.data_dir, str(store.root),
                                 provenance.device)
-    return {
-        "layout": LAYOUT,
-        "avafn_version": __version__,
-        "model_name": model.name,
-        "model": model_config(model, cfg.modalities, widths, len(corpus.labels),
-                              max(corpus.max_parties, 1)),
-        "train": cfg.to_dict(),
-        "provenance": record_provenance(run_dir or ".", provenance),
-        "labels": list(corpus.labels),
-        "modalities": list(cfg.modalities),
-        "corpus": {"name": corpus.name, "source": corpus.source,
-                   "n_dialogues": {s: len(d) for s, d in corpus.splits.items()},
-                   "n_utterances": {s: sum(len(x) for x in d) for s, d in corpus.splits.items()}},
-        "store": store.fingerprint(cfg.modalities),
-        "extractors": {m: store.meta(m) for m in cfg.modalities},
-    }
+    return RunConfig(
+        model_name=model.name,
+        model=model_config(model, cfg.modalities, widths, len(corpus.labels),
+                           max(corpus.max_parties, 1)),
+        train=cfg, provenance=provenance,
+        recorded=record_provenance(run_dir or ".", provenance),
+        labels=list(corpus.labels), modalities=list(cfg.modalities),
+        corpus={"name": corpus.name, "source": corpus.source,
+                "n_dialogues": {s: len(d) for s, d in corpus.splits.items()},
+                "n_utterances": {s: sum(len(x) for x in d) for s, d in corpus.splits.items()}},
+        store=store.fingerprint(cfg.modalities),
+        extractors={m: store.meta(m) for m in cfg.modalities},
+        avafn_version=__version__).to_dict()
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -237,6 +235,10 @@ def train(corpus: Corpus, store: FeatureStore, out_dir: str | Path,
             old = json.loads(cfg_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise RunError(f"{cfg_path}: unreadable ({e}); use another --out folder") from None
+        try:  # read as the current version writes it (settings of an earlier spelling mapped)
+            old = RunConfig.from_dict(old, cfg_path).to_dict()
+        except RunError:
+            pass  # compared as it is: the refusal names what differs
         if started or not isinstance(old, dict) or old.get("layout") != LAYOUT:
             _check_same_run(cfg_path, old, desc)
             desc["seeds"] = sorted(set(old.get("seeds", [])) | set(seeds))
