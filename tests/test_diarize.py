@@ -147,10 +147,11 @@ def test_two_voices_and_one_voice(tmp_path, diarizer, vad):
         assert diarization_error_rate(turns, found.utterances) < 0.15
 
 
-def test_find_segments_writes_an_rttm_that_reads_back(conv, tmp_path):
+def test_find_segments_writes_an_rttm_that_reads_back(conv, tmp_path, caplog):
     rttm = tmp_path / "out" / "segments.rttm"
-    said = []
-    segs = find_segments(conv["video"], rttm=rttm, log=said.append)
+    with caplog.at_level("INFO", logger="avafn.diarize"):
+        segs = find_segments(conv["video"], rttm=rttm)
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("avafn.diarize")]
     assert len(said) == 1 and said[0].startswith("diarization: 3 speakers (")
     # provenance: the speakers were guessed from the audio, each with how sure
     assert {s.speaker_source for s in segs} == {"diarization"}

@@ -12,8 +12,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "avafn"
 #: code that talks to a terminal itself: the command line, and the ``main()`` of the
 #: ``python -m`` entry points (a worker process, a converter, the MELD download)
 CONSOLE_CODE = ("cli.py", "commands/")
-#: not yet moved to logging (modules of extract/ kept as they are on this branch)
-NOT_YET = {"extract/job.py"}
 
 
 def _prints(path: Path) -> list[int]:
@@ -29,7 +27,7 @@ def test_library_code_does_not_print():
     found = {}
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC).as_posix()
-        if rel.startswith(CONSOLE_CODE) or rel in NOT_YET:
+        if rel.startswith(CONSOLE_CODE):
             continue
         if lines := _prints(path):
             found[rel] = lines
@@ -50,6 +48,28 @@ def test_console_shows_info_on_stdout_and_warnings_on_stderr_as_written(capsys):
         cap = capsys.readouterr()
         assert cap.out == "[table] audio: seeds [0]\n"
         assert cap.err == "avafn: warning: plug-in left out\n"
+    finally:
+        logger.handlers[:] = before[0]
+        logger.setLevel(before[1])
+
+
+def test_prediction_progress_goes_to_stderr_indented_in_a_folder(capsys):
+    from avafn.logs import indented
+
+    logger = logging.getLogger("avafn")
+    before = list(logger.handlers), logger.level
+    try:
+        to_console()
+        logging.getLogger("avafn.inference.predictor").info("segments: 3 utterances")
+        logging.getLogger("avafn.inference.batch").info("[1/2] a.mp4")
+        with indented():
+            logging.getLogger("avafn.diarize.segment").info("diarization: 2 speakers")
+            logging.getLogger("avafn.inference.batch").info("[2/2] b.mp4")
+        logging.getLogger("avafn.inference.inputs").info("note: after the folder")
+        cap = capsys.readouterr()
+        assert cap.err == ("segments: 3 utterances\n  diarization: 2 speakers\n"
+                           "note: after the folder\n")
+        assert cap.out == "[1/2] a.mp4\n[2/2] b.mp4\n"  # a folder's own lines, as before
     finally:
         logger.handlers[:] = before[0]
         logger.setLevel(before[1])

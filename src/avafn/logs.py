@@ -12,8 +12,29 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 ROOT = "avafn"
+#: loggers whose lines are a prediction's progress and notes (shown on standard error)
+PROGRESS = ("avafn.inference.predictor", "avafn.inference.inputs", "avafn.diarize")
+_INDENT: ContextVar[str] = ContextVar("avafn_log_indent", default="")
+
+
+def is_progress(name: str) -> bool:
+    """Whether logger ``name`` is one of :data:`PROGRESS` or below one."""
+    return any(name == p or name.startswith(p + ".") for p in PROGRESS)
+
+
+@contextmanager
+def indented(prefix: str = "  ") -> Iterator[None]:
+    """Progress lines logged inside this block are shown after ``prefix``."""
+    token = _INDENT.set(_INDENT.get() + prefix)
+    try:
+        yield
+    finally:
+        _INDENT.reset(token)
 
 
 class ConsoleHandler(logging.Handler):
@@ -22,8 +43,9 @@ class ConsoleHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stream = sys.stderr if record.levelno >= logging.WARNING else sys.stdout
-            stream.write(self.format(record) + "\n")
+            progress = is_progress(record.name)
+            stream = sys.stderr if progress or record.levelno >= logging.WARNING else sys.stdout
+            stream.write((_INDENT.get() if progress else "") + self.format(record) + "\n")
             stream.flush()
         except Exception:  # noqa: BLE001  (logging's own convention: never raise from emit)
             self.handleError(record)

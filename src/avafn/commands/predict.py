@@ -217,8 +217,7 @@ def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGro
 
 
 def _segment_kwargs(args: argparse.Namespace) -> dict:
-    return {"overlaps": args.overlaps, "max_segments": args.max_segments,
-            "log": lambda line: print(line, file=sys.stderr, flush=True)}
+    return {"overlaps": args.overlaps, "max_segments": args.max_segments}
 
 
 def _print_summary(res: dict, out: Path) -> None:
@@ -244,7 +243,6 @@ def _run_folder(args: argparse.Namespace, models: dict) -> int:
 
     formats = parse_formats(args.output_format)
     kw = _segment_kwargs(args)
-    kw["log"] = lambda line: print(f"  {line}", file=sys.stderr, flush=True)
     index = predict_folder(
         args.run_dir, args.videos, args.out, html_report=not args.no_html,
         device=args.device,

@@ -15,8 +15,9 @@ its lines as their source.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from avafn.diarize.diarization import (
 from avafn.diarize.errors import DiarizeError
 from avafn.diarize.vad import FRAME, SAMPLE_RATE, SileroVAD, VADConfig, regions_from_probs
 from avafn.segments import Segment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -199,18 +202,17 @@ def to_segments(utterances: Sequence[Turn], source: str) -> list[Segment]:
 
 
 def find_segments(media: str | os.PathLike, options: DiarizeOptions | None = None,
-                  rttm: str | os.PathLike | None = None,
-                  log: Callable[[str], None] | None = None) -> list[Segment]:
+                  rttm: str | os.PathLike | None = None) -> list[Segment]:
     """The utterances of ``media`` and who speaks them, from its audio; written to ``rttm``
-    when given (the returned segments then name its lines). ``log`` receives the speaker
-    count and how sure it is (with the ``--num-speakers`` hint when not sure). No speech is
-    a DiarizeError."""
+    when given (the returned segments then name its lines). The speaker count and how sure it
+    is (with the ``--num-speakers`` hint when not sure) are logged. No speech is a
+    DiarizeError."""
     options = options or DiarizeOptions()
     options.check()
     wave = load_audio(media)
     found = diarize(wave, options)
-    if log is not None and found.count is not None:
-        log(f"diarization: {found.count.describe()}")
+    if found.count is not None:
+        log.info(f"diarization: {found.count.describe()}")
     if not found.utterances:
         raise DiarizeError(f"{media}: no speech found in the audio "
                            f"({found.duration:.1f} s); give --segments instead")

@@ -34,8 +34,8 @@ The extractor is any registered one (:mod:`avafn.extract.registry`; interface in
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable
@@ -50,6 +50,8 @@ from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result
 from avafn.extract.media import MediaError
 from avafn.store import FeatureStore, StoreError
+
+log = logging.getLogger(__name__)
 
 #: (uid, path or None, start, end); path None = the utterance has no media file
 Task = tuple[str, "str | None", "float | None", "float | None"]
@@ -392,9 +394,8 @@ def _finish(store: FeatureStore, modality: str, rank: int, world: int) -> bool:
         store.compact(modality)
         return True
     if not _barrier(world, rank):
-        print(f"rank {rank}/{world} finished; once every rank has, merge the shards with "
-              f"`avafn extract {modality} ... --merge` (avafn.extract.job.merge)",
-              file=sys.stderr)
+        log.warning(f"rank {rank}/{world} finished; once every rank has, merge the shards with "
+                    f"`avafn extract {modality} ... --merge` (avafn.extract.job.merge)")
         return False
     if rank == 0:
         store.compact(modality)

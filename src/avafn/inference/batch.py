@@ -35,6 +35,7 @@ from urllib.parse import quote
 from avafn.errors import UserError
 from avafn.inference.summary import printable
 from avafn.io import atomic_write_bytes, atomic_write_json
+from avafn.logs import indented
 from avafn.reporting.html import asset
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,8 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
             try:
                 if predictor is None:  # built once, on the first video to predict
                     predictor = Predictor.from_run(run, **build)
-                preds = predictor(item.video, item.segments, out_dir=item.out, **predict_kw)
+                with indented():  # the video's own progress lines, below its head line
+                    preds = predictor(item.video, item.segments, out_dir=item.out, **predict_kw)
                 preds.save(item.out, formats, html=html_report,
                            index_href=keep.get("index_href"))
                 res = preds.to_dict()

@@ -6,7 +6,7 @@ when the run needs text."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from avafn.diarize import DiarizeError, DiarizeOptions
@@ -24,14 +24,13 @@ def needs_text_error() -> PredictError:
 
 
 def segments_from_audio(video: str | os.PathLike, out_dir: str | os.PathLike,
-                        options: DiarizeOptions | None = None,
-                        log: Callable[[str], None] | None = None) -> list[Segment]:
+                        options: DiarizeOptions | None = None) -> list[Segment]:
     """VAD + diarization of ``video``'s audio; the result is written to
     ``out_dir/segments.rttm`` (correct it and pass it as ``--segments`` to rerun)."""
     from avafn.diarize import find_segments
 
     try:
-        return find_segments(video, options, rttm=Path(out_dir) / RTTM_NAME, log=log)
+        return find_segments(video, options, rttm=Path(out_dir) / RTTM_NAME)
     except DiarizeError as e:
         raise PredictError(str(e)) from None
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,8 @@ from avafn.segments import (
     speaker_indices,
     untagged,
 )
+
+log = logging.getLogger(__name__)
 
 #: the split name of the utterances predict builds from a segment list
 SPLIT = "predict"
@@ -74,8 +77,8 @@ SpeakerTurns = Callable[[str, Sequence[Segment]], Sequence[Any]]
 
 def video_segments(video: str | os.PathLike | None, segments: str | os.PathLike, *,
                    overlaps: str = "trim", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
-                   notices: Notices | None = None, speaker_turns: SpeakerTurns | None = None,
-                   log: Callable[[str], None] | None = None) -> list[Segment]:
+                   notices: Notices | None = None, speaker_turns: SpeakerTurns | None = None
+                   ) -> list[Segment]:
     """The segment list of ``video`` (or of no media, ``None``: a transcript), tidied by
     :func:`avafn.segments.read_segments` against the video's duration; cues without a speaker
     tag get one from ``speaker_turns`` when there is media, else :data:`UNKNOWN_SPEAKER`."""
@@ -95,9 +98,9 @@ def video_segments(video: str | os.PathLike | None, segments: str | os.PathLike,
         turns = None
         if video is not None and speaker_turns is not None:
             turns = speaker_turns(str(video), segs)
-        elif log is not None:
+        else:
             why = "no media to diarize" if video is None else "no diarizer available"
-            log(f"note: {n} segment(s) without a speaker tag ({why}): one speaker "
+            log.info(f"note: {n} segment(s) without a speaker tag ({why}): one speaker "
                 f"{UNKNOWN_SPEAKER!r}")
         segs = assign_speakers(segs, turns, notices)
     return segs
@@ -119,8 +122,8 @@ def corpus_from_segments(video: str | os.PathLike | None, segments: Sequence[Seg
                   source={"video": media, "segments": seg_file})
 
 
-def media_needs(modalities: Sequence[str], video: str | os.PathLike | None,
-                log: Callable[[str], None] | None = None) -> dict[str, str]:
+def media_needs(modalities: Sequence[str], video: str | os.PathLike | None
+                ) -> dict[str, str]:
     """Check that a run's modalities can come from the inputs; returns the modalities the
     inputs hold but the run does not use (name -> why), saying so when a text-only run is
     given a video. A run with audio or video and no media is a :class:`PredictError`."""
@@ -134,8 +137,8 @@ def media_needs(modalities: Sequence[str], video: str | os.PathLike | None,
         return {}
     ignored = {m: f"the run uses {', '.join(modalities)} only" for m in ("audio", "video")
                if m not in modalities}
-    if not media and log is not None:
-        log("note: the run uses text only: predict ignores the video's audio and faces")
+    if not media:
+        log.info("note: the run uses text only: predict ignores the video's audio and faces")
     return ignored
 
 

@@ -19,6 +19,7 @@ averaged).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -49,6 +50,8 @@ from avafn.notices import Notices
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS, speaker_origin, text_origin
 from avafn.store import FeatureStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from avafn.diarize import DiarizeOptions
@@ -239,7 +242,6 @@ class Predictor:
                  manifest: str | os.PathLike | None = None, *, out_dir: str | os.PathLike,
                  overlaps: str = "keep", max_segments: int | None = DEFAULT_MAX_SEGMENTS,
                  speaker_turns: SpeakerTurns | None = None,
-                 log: Callable[[str], None] | None = None,
                  progress: bool = False) -> Predictions:
         """Predict the emotion of every utterance of one conversation.
 
@@ -247,19 +249,18 @@ class Predictor:
         audio, written to ``out_dir/segments.rttm``), ``segments`` alone (a transcript, for a
         text-only run), or ``clips_dir`` + ``manifest``. ``overlaps`` / ``max_segments`` /
         ``speaker_turns`` (default: diarization of the video, for untagged cues): how the
-        segment list is read (:func:`avafn.inference.inputs.video_segments`); ``log`` receives
-        progress and notes, one line each. The extracted features go to ``out_dir/features``;
+        segment list is read (:func:`avafn.inference.inputs.video_segments`). Progress and notes
+        are logged (``avafn.inference.predictor``), one line each. The extracted features go to ``out_dir/features``;
         the other files are written by :meth:`Predictions.save`.
         """
         check_inputs(video, segments, clips_dir, manifest)
-        say = log or (lambda _line: None)
         notices = Notices(examples=10**9)  # every place in the files; the console shows a few
         models, labels, modalities = self.models, self.labels, self.modalities
         ignored: dict[str, str] = {}
         found: dict = {}
         if segments is not None or video is not None:
             segs, found, ignored = self._segments(video, segments, out_dir, overlaps,
-                                                  max_segments, speaker_turns, notices, say,
+                                                  max_segments, speaker_turns, notices,
                                                   progress)
             corpus = corpus_from_segments(video, segs, labels)
         else:
@@ -268,14 +269,14 @@ class Predictor:
         for ext in featurizer.extractors.values():
             if ext.input == "text":  # text it cannot read, flagged
                 check_texts(corpus.utterances(), ext.encoder, notices)
-        say(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
+        log.info(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".features-", dir=out))
         try:
             store = FeatureStore(tmp)
             reports = featurizer.extract(corpus, store, progress=progress)
-            say(f"model: {len(models)} seed(s)")
+            log.info(f"model: {len(models)} seed(s)")
             rows, views = self._predict_corpus(corpus, store)
             feat_dir = out / "features"
             if feat_dir.exists():
@@ -307,14 +308,14 @@ class Predictor:
 
     def _segments(self, video: Any, segments: Any, out_dir: Any, overlaps: str,
                   max_segments: int | None, speaker_turns: SpeakerTurns | None,
-                  notices: Notices, say: Callable[[str], None], progress: bool
+                  notices: Notices, progress: bool
                   ) -> tuple[list[Segment], dict, dict[str, str]]:
         """The utterances of a video and / or segment list, in dialogue windows; what
         ``predictions.json`` records about how they were found; the modalities ignored."""
         modalities, device, diarization = self.modalities, self.device, self.diarization
         if video is not None and not Path(video).is_file():
             raise PredictError(f"{video}: video not found")
-        ignored = media_needs(modalities, video, say)
+        ignored = media_needs(modalities, video)
         if video is not None:  # every model option checked before minutes of diarization
             from avafn.diarize.asr import NO_ASR
 
@@ -330,17 +331,17 @@ class Predictor:
             speaker_turns = _diarized_turns(diarization, device)
         segs, found = _video_input(
             video, segments, out_dir, modalities, diarization, self.asr_model,
-            self.asr_language, device, self.asr, say,
+            self.asr_language, device, self.asr,
             lambda: video_segments(video, segments, overlaps=overlaps,
                                    max_segments=max_segments, notices=notices,
-                                   speaker_turns=speaker_turns, log=say))
+                                   speaker_turns=speaker_turns))
         parties = model_parties(self.models)
         segs = assign_windows(segs, parties)
         where = Path(segments).name if segments is not None else "the video's audio"
-        say(f"segments: {len(segs)} utterances, "
+        log.info(f"segments: {len(segs)} utterances, "
             f"{len({s.speaker for s in segs})} speaker(s) from {where}")
         if segs[-1].window:
-            say(f"windows: {segs[-1].window + 1} dialogue windows of at most "
+            log.info(f"windows: {segs[-1].window + 1} dialogue windows of at most "
                 f"{parties} speakers (the model's party slots) each")
         return segs, found, ignored
 
@@ -425,7 +426,6 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
                  out_dir: str | os.PathLike, modalities: Sequence[str],
                  diarization: DiarizeOptions | None, asr_model: str | os.PathLike | None,
                  asr_language: str | None, device: str, asr: str | None,
-                 say: Callable[[str], None],
                  read_given: Callable[[], list[Segment]]) -> tuple[list[Segment], dict]:
     """The segments of a video: read from ``segments``, or found in its audio; those without
     text transcribed by speech recognition when the run uses text (unless ``asr`` is
@@ -448,13 +448,13 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
         if "text" in modalities and asr == NO_ASR:
             raise needs_text_error()  # before minutes of diarization
         options = diarization or DiarizeOptions(device=device)
-        segs = segments_from_audio(video, out_dir, options, log=say)
+        segs = segments_from_audio(video, out_dir, options)
         found["segmentation"] = segmentation_meta(options, segs, Path(out_dir) / RTTM_NAME)
     if "text" in modalities and not all((s.text or "").strip() for s in segs):
         if asr != NO_ASR and video is not None:
             segs, found["asr"] = transcribe_segments(video, segs, asr_model, device,
                                                      asr_language, asr)
-            say(f"speech recognition ({found['asr']['asr']}): text of "
+            log.info(f"speech recognition ({found['asr']['asr']}): text of "
                 f"{found['asr']['transcribed']} utterance(s)")
         elif not any((s.text or "").strip() for s in segs):
             raise needs_text_error()
