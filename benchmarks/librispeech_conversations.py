@@ -8,7 +8,9 @@ each turn cut at a quiet frame near a drawn length (median 3 s), separated by pa
 a short backchannel ("mm-hm"-length, 0.4-1 s) of another speaker inside a turn. Each speaker
 gets a gain (-8 ... +4 dB) and a share of the talk (at least 6 %); a stream that runs out
 starts again (the same voice, cut at other places). Reference turns are the non-silent extent
-of each piece placed, so overlapped speech is in the reference.
+of each piece placed (within 40 dB of its loudest 20 ms), split at its pauses of
+:data:`MIN_PAUSE` (0.5 s) or more (some LibriSpeech utterances hold seconds of silence), so
+overlapped speech is in the reference and long silences are not.
 
 Speakers are split once, by a fixed seed, into a **tuning** pool (70 %) and a **held-out**
 pool (30 %, with its own share of the speakers who have many utterances):
