@@ -8,7 +8,9 @@ each turn cut at a quiet frame near a drawn length (median 3 s), separated by pa
 a short backchannel ("mm-hm"-length, 0.4-1 s) of another speaker inside a turn. Each speaker
 gets a gain (-8 ... +4 dB) and a share of the talk (at least 6 %); a stream that runs out
 starts again (the same voice, cut at other places). Reference turns are the non-silent extent
-of each piece placed, so overlapped speech is in the reference.
+of each piece placed (within 40 dB of its loudest 20 ms), split at its pauses of
+:data:`MIN_PAUSE` (0.5 s) or more (some LibriSpeech utterances hold seconds of silence), so
+overlapped speech is in the reference and long silences are not.
 
 Speakers are split once, by a fixed seed, into a **tuning** pool (70 %) and a **held-out**
 pool (30 %, with its own share of the speakers who have many utterances):
@@ -29,6 +31,8 @@ SR = 16000
 #: conversation lengths drawn from (seconds) and their weights
 LENGTHS = (30, 45, 60, 90, 120, 180, 300, 600)
 LENGTH_P = (0.16, 0.16, 0.16, 0.14, 0.12, 0.1, 0.09, 0.07)
+#: pauses inside a piece this long or longer (seconds) are left out of its reference turns
+MIN_PAUSE = 0.5
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,30 @@ def _trim(x: np.ndarray, thr_db: float = -40.0) -> np.ndarray:
     e = 10 * np.log10(np.mean(x[: n * f].reshape(n, f) ** 2, axis=1) + 1e-12)
     on = np.flatnonzero(e > e.max() + thr_db)
     return x[on[0] * f:(on[-1] + 1) * f] if on.size else x
+
+
+def speech_spans(x: np.ndarray, min_pause: float, thr_db: float = -40.0
+                 ) -> list[tuple[int, int]]:
+    """Sample spans of ``x`` without its pauses of ``min_pause`` seconds or more (20 ms
+    frames below ``thr_db`` relative to its loudest frame, the threshold of :func:`_trim`)."""
+    f = 320
+    n = len(x) // f
+    if n == 0 or min_pause <= 0:
+        return [(0, len(x))]
+    e = 10 * np.log10(np.mean(x[: n * f].reshape(n, f) ** 2, axis=1) + 1e-12)
+    loud = e > e.max() + thr_db
+    spans: list[tuple[int, int]] = []
+    start, quiet = 0, 0
+    for i, on in enumerate(loud):
+        if on:
+            if quiet * f >= min_pause * SR and i - quiet > start:
+                spans.append((start * f, (i - quiet) * f))
+                start = i
+            quiet = 0
+        else:
+            quiet += 1
+    spans.append((start * f, len(x)))
+    return spans
 
 
 @lru_cache(maxsize=1)
@@ -120,8 +148,10 @@ class _Reader:
 
 
 def build(seed: int, pool: str = "tune", speakers: int | None = None,
-          seconds: float | None = None) -> tuple[np.ndarray, list[RefTurn], dict]:
-    """One conversation: (16 kHz mono wave, reference turns, description)."""
+          seconds: float | None = None, min_pause: float = MIN_PAUSE
+          ) -> tuple[np.ndarray, list[RefTurn], dict]:
+    """One conversation: (16 kHz mono wave, reference turns, description). A piece's
+    pauses of ``min_pause`` seconds or more are not in its reference turns (0: never cut)."""
     streams = _streams()
     names = pools()[pool]
     big = [s for s in pools()["big"] if s in names]
@@ -159,7 +189,8 @@ def build(seed: int, pool: str = "tune", speakers: int | None = None,
             break
         i = int(t * SR)
         audio[i:i + len(x)] += x
-        turns.append(RefTurn(round(i / SR, 3), round((i + len(x)) / SR, 3), chosen[who]))
+        turns += [RefTurn(round((i + p) / SR, 3), round((i + q) / SR, 3), chosen[who])
+                  for p, q in speech_spans(x, min_pause)]
         talked[who] += len(x) / SR
         dur = len(x) / SR
         if k > 2 and dur > 3.0 and rng.random() < 0.1:  # a backchannel inside this turn
@@ -167,7 +198,8 @@ def build(seed: int, pool: str = "tune", speakers: int | None = None,
             b = readers[other].take(float(rng.uniform(0.4, 1.0))) * gains[other]
             j = i + int(rng.uniform(0.8, dur - 1.5) * SR)
             audio[j:j + len(b)] += b
-            turns.append(RefTurn(round(j / SR, 3), round((j + len(b)) / SR, 3), chosen[other]))
+            turns += [RefTurn(round((j + p) / SR, 3), round((j + q) / SR, 3), chosen[other])
+                      for p, q in speech_spans(b, min_pause)]
             talked[other] += len(b) / SR
             stats["backchannels"] += 1
         r = rng.random()

@@ -179,7 +179,7 @@ def test_no_speech_and_no_audio_are_one_line_errors(tmp_path):
         find_segments(tmp_path / "missing.mp4")
 
 
-def test_clustering_pieces():
+def test_clustering_pieces(monkeypatch):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 32))
     emb = np.concatenate([c + 0.15 * rng.normal(size=(15, 32)) for c in centres])
@@ -201,6 +201,13 @@ def test_clustering_pieces():
     _, est = cluster_embeddings(emb, np.ones(len(emb)), 1, 8, threshold=float(h[-3]) + 1e-4)
     assert est.count == 4 and not est.sure and est.alternative == 3
     assert "give --num-speakers N" in est.describe() and "3 is almost as likely" in est.describe()
+    # the eigengap raises the count only where the threshold's count has no spectral gap
+    import avafn.diarize.diarization as dmod
+
+    monkeypatch.setattr(dmod, "SPECTRAL_GAP", 0.0)
+    _, est = cluster_embeddings(emb, np.ones(len(emb)), 1, 8, threshold=float(h[-3]) + 1e-4)
+    assert est.count == 3
+    monkeypatch.undo()
     assert label_margins(emb, truth).min() > 0.2  # every item far nearer its own centre
     assert (label_margins(emb, np.zeros(len(emb), int)) == 1).all()
     labels = truth.copy()

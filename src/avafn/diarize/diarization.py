@@ -12,13 +12,14 @@ Built in:
   package (its weights install with it) embeds 1 s windows every 0.25 s inside speech; each
   window's embedding is averaged with its neighbours in the same speech region; the windows
   are clustered agglomeratively (average linkage, cosine distance) up to a distance
-  ``threshold`` (0.35), clusters holding less than ``min_cluster`` (3 %) of the speech join
-  their nearest neighbour. When that finds several voices, the largest eigengap of a refined
+  ``threshold`` (0.35), clusters holding less than ``min_cluster`` (1 %) of the speech join
+  their nearest neighbour. When that finds several voices and the spectrum of a refined
   cosine affinity (Wang et al., *Speaker Diarization with LSTM*, ICASSP 2018; pruning
-  auto-tuned after Park et al., IEEE SPL 2019) may raise the count: generated voices lie
-  closer together than the threshold. The threshold was chosen on conversations built from real
-  LibriSpeech voices (``benchmarks/bench_diarize.py``; the spectral clustering with an
-  eigengap count used before found 1 speaker in a real 4-speaker recording). The count is
+  auto-tuned after Park et al., IEEE SPL 2019) shows no gap after that many, its largest
+  eigengap may raise the count: generated voices lie closer together than the threshold.
+  The threshold, the smallest cluster and that gap were chosen on conversations built from
+  real LibriSpeech voices of a tuning speaker pool (``benchmarks/bench_diarize.py``). The
+  count is
   the number of clusters (``num_speakers`` forces it) and comes with a
   :class:`CountEstimate` (how close the nearest merge was to the threshold); each turn has a
   ``confidence`` from its windows' margin between their own and the next speaker.
@@ -270,15 +271,22 @@ class CountEstimate:
 SURE_MARGIN = 0.03
 
 
+#: the eigengap may raise the count only when the threshold's count has a gap this small
+#: in the spectrum (eigenvalues of the normalised Laplacian, 0 ... 2): there the threshold
+#: cut clusters that the affinity does not separate
+SPECTRAL_GAP = 0.06
+
+
 def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
-                       min_fraction: float = 0.03, threshold: float = 0.35
+                       min_fraction: float = 0.01, threshold: float = 0.35
                        ) -> tuple[np.ndarray, CountEstimate]:
     """Speaker labels of unit embeddings: agglomerative clustering (average linkage, cosine
-    distance) stopped at ``threshold``; when that finds several voices, the eigengap count
-    of the refined affinity (:func:`_tuned_affinity`) may raise the count (voices closer
-    than the threshold, as generated espeak-ng voices are; the estimate is then marked not
-    sure); the count is held within ``[lo, hi]``, then clusters with less than
-    ``min_fraction`` of the ``weight`` merged into their nearest neighbour."""
+    distance) stopped at ``threshold``, clusters with less than ``min_fraction`` of the
+    ``weight`` merged into their nearest neighbour. When that finds several voices and the
+    spectrum of the refined affinity (:func:`_tuned_affinity`) shows no gap after that many
+    (below :data:`SPECTRAL_GAP`), its eigengap count may raise the count (voices closer than
+    the threshold, as generated espeak-ng voices are; the estimate is then marked not sure).
+    The count is held within ``[lo, hi]``."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     n = len(emb)
@@ -288,19 +296,26 @@ def cluster_embeddings(emb: np.ndarray, weight: np.ndarray, lo: int, hi: int,
         return np.zeros(n, int), CountEstimate(1, 1.0, given=hi == lo)
     tree = linkage(np.asarray(emb, np.float64), "average", metric="cosine")
     heights = tree[:, 2]
-    labels = fcluster(tree, t=threshold, criterion="distance") - 1
+
+    def cut(k: int | None) -> np.ndarray:
+        raw = (fcluster(tree, t=threshold, criterion="distance") if k is None
+               else fcluster(tree, t=k, criterion="maxclust")) - 1
+        return merge_small_clusters(emb, raw, weight, min_fraction, min_clusters=lo)
+
+    labels = cut(None)
     k_tree = k = int(labels.max()) + 1
-    if lo < hi and k >= 2 and n > 3:  # voices closer than the threshold: the eigengap
-        k = max(k, _tuned_affinity(emb, 2, hi)[1])  # may tell more of them apart
+    if lo < hi and 2 <= k < hi and n > 3:  # voices closer than the threshold?
+        aff, k_eig = _tuned_affinity(emb, 2, hi)
+        ev = eigengap_count(aff, 2, hi)[1]
+        if k_eig > k and ev[k] - ev[k - 1] < SPECTRAL_GAP:
+            k = k_eig
     if k != k_tree or not lo <= k <= hi:
-        k = min(max(k, lo), hi)
-        labels = fcluster(tree, t=k, criterion="maxclust") - 1
-    labels = merge_small_clusters(emb, labels, weight, min_fraction, min_clusters=lo)
+        labels = cut(min(max(k, lo), hi))
     found = int(labels.max()) + 1
     if lo == hi:
         return labels, CountEstimate(found, 1.0, given=True)
-    if k != k_tree:  # the two counts disagree: not sure
-        alt = k_tree if lo <= k_tree <= hi and k_tree != found else None
+    if found != k_tree:  # the two counts disagree: not sure
+        alt = k_tree if lo <= k_tree <= hi else None
         return labels, CountEstimate(found, 0.0, alt)
     # the merge just below the threshold joined k+1 -> k clusters; the next one k -> k-1
     below = heights[heights <= threshold]
@@ -338,7 +353,7 @@ class ResemblyzerDiarizer:
     After a call, ``last_estimate`` holds the :class:`CountEstimate`."""
 
     def __init__(self, model: str | None = None, device: str = "cpu", window: float = 1.0,
-                 hop: float = 0.25, min_window: float = 1.0, min_cluster: float = 0.03,
+                 hop: float = 0.25, min_window: float = 1.0, min_cluster: float = 0.01,
                  threshold: float = 0.35, smooth: int = 1, min_turn: float = 0.5,
                  max_cluster_windows: int = 1200) -> None:
         path = model or _resemblyzer_weights()
