@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from avafn.data.corpus import Corpus, Dialogue, Utterance
     from avafn.extract.audio import Wav2Vec2Encoder, Wav2Vec2Extractor
+    from avafn.extract.base import check_precision
     from avafn.extract.dan import DAN
     from avafn.extract.faces import FaceConfig, HaarFaceDetector
     from avafn.extract.job import run_extraction
@@ -225,47 +226,55 @@ def main(argv: list[str] | None = None) -> dict:
             return res
 
         # ---- DAN (real size, random weights)
-        torch.manual_seed(0)
-        dan_enc = DANVideoEncoder(DAN().eval(), device=device, batch_size=args.video_batch_size)
+        def dan_of(prec: str) -> DANVideoEncoder:  # the same weights at each precision
+            torch.manual_seed(0)
+            return DANVideoEncoder(DAN().eval(), device=device, batch_size=args.video_batch_size,
+                                   precision=prec)
+
+        dans = {prec: dan_of(prec) for prec in ("fp32", "bf16")}
         faces = np.concatenate(crops)
         reps = max(1, -(-args.video_batch_size // max(1, len(faces))))  # fill a batch
         faces_b = np.concatenate([faces] * reps)[: max(len(faces), args.video_batch_size)]
-        default_precision = dan_enc.precision
+        default_precision = check_precision(None, device.type)
+        dan_enc = dans[default_precision]
         dan_out, best = {}, {"fp32": float("inf"), "bf16": float("inf")}
         for _ in range(args.repeats):
-            for prec in ("fp32", "bf16"):
-                dan_enc.precision = prec
-                dan_enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
+            for prec, enc in dans.items():
+                enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
                 _sync(device)
-                dan_out[prec], t_dan = _timed(lambda: (dan_enc.encode_faces(faces_b),
-                                                       _sync(device))[0])
+                dan_out[prec], t_dan = _timed(lambda e=enc: (e.encode_faces(faces_b),
+                                                             _sync(device))[0])
                 best[prec] = min(best[prec], t_dan)
         for prec, t_dan in best.items():
             res[f"dan_faces_per_s_{prec}"] = round(len(faces_b) / t_dan, 1)
         res["dan_bf16_vs_fp32_min_cosine"] = _min_cosine(dan_out["fp32"], dan_out["bf16"])
-        dan_enc.precision = default_precision
         res["dan_faces_per_s"] = res[f"dan_faces_per_s_{default_precision}"]
         res["dan_clips_per_s"] = round(res["dan_faces_per_s"] / (n_faces / n), 2)
 
         # ---- wav2vec2-large (random weights)
-        torch.manual_seed(0)
-        w2v_net = Wav2Vec2Model(wav2vec2_large_config()).eval()
-        w2v = Wav2Vec2Encoder(w2v_net, device=device, batch_size=args.audio_batch_size)
+        def w2v_net_of() -> Wav2Vec2Model:  # the same weights for each precision
+            torch.manual_seed(0)
+            return Wav2Vec2Model(wav2vec2_large_config()).eval()
+
+        w2vs = {prec: Wav2Vec2Encoder(w2v_net_of(), device=device, precision=prec,
+                                      batch_size=args.audio_batch_size)
+                for prec in ("fp32", "bf16")}
+        default_precision = check_precision(None, device.type)
+        w2v = w2vs[default_precision]
+        w2v_net = w2v.net
         audio_s = sum(len(w) for w in waves) / 16000
-        default_precision = w2v.precision
         w2v_out, best = {}, {"fp32": float("inf"), "bf16": float("inf")}
         for _ in range(args.repeats):
-            for prec in ("fp32", "bf16"):
-                w2v.precision = prec
-                w2v.encode(waves[:1])  # warm-up
+            for prec, enc in w2vs.items():
+                enc.encode(waves[:1])  # warm-up
                 _sync(device)
-                w2v_out[prec], t_w2v = _timed(lambda: (w2v.encode(waves), _sync(device))[0])
+                w2v_out[prec], t_w2v = _timed(lambda e=enc: (e.encode(waves), _sync(device))[0])
                 best[prec] = min(best[prec], t_w2v)
         for prec, t_w2v in best.items():
             res[f"wav2vec_audio_s_per_s_{prec}"] = round(audio_s / t_w2v, 2)
         res["wav2vec_bf16_vs_fp32_min_cosine"] = _min_cosine(np.stack(w2v_out["fp32"]),
                                                              np.stack(w2v_out["bf16"]))
-        w2v.precision = default_precision
+        del w2vs
         res["wav2vec_audio_s_per_s"] = res[f"wav2vec_audio_s_per_s_{default_precision}"]
         res["wav2vec_clips_per_s"] = round(res["wav2vec_audio_s_per_s"] / audio_s * n, 2)
 

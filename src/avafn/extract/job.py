@@ -48,7 +48,7 @@ from typing import Any
 from avafn.data.corpus import Corpus, Utterance
 from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result
-from avafn.extract.media import MediaError
+from avafn.extract.media import MediaError, release_readers
 from avafn.store import FeatureStore, StoreError
 
 #: (uid, path or None, start, end); path None = the utterance has no media file
@@ -337,6 +337,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
         bar.close()
         if hasattr(results, "close"):
             results.close()
+        release_readers()  # a video kept open between its segments (decoded in this process)
         report.seconds = time.perf_counter() - t0
         report.n_left = n_todo - report.n_written
     if merge_at_end:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avafn.extract.autocast import autocast, prepare_for_inference
 from avafn.extract.base import Extractor, Result, check_precision, recorded_precision
 from avafn.extract.dan import DAN, FEATURE_DIM, DANCheckpointError, load_dan, preprocess
 from avafn.extract.faces import (
@@ -49,7 +50,9 @@ __all__ = ["DEFAULT_FPS", "NO_FACE", "DANFacesExtractor", "DANVideoEncoder", "lo
 
 class DANVideoEncoder:
     """DAN frame features, batched across clips; ``precision`` "bf16" runs DAN under bfloat16
-    autocast (default on CUDA), "fp32" in float32 (default elsewhere)."""
+    autocast (default on CUDA and on CPUs that compute bfloat16 natively), "fp32" in float32.
+    The network is prepared for that precision when the encoder is built, in place
+    (:func:`avafn.extract.autocast.prepare_for_inference`)."""
 
     def __init__(self, checkpoint: str | os.PathLike | DAN, device: str | torch.device = "cpu",
                  batch_size: int = 256, precision: str | None = None):
@@ -60,10 +63,16 @@ class DANVideoEncoder:
             self.model = load_dan(checkpoint)
             self.checkpoint = str(checkpoint)
         self.device = torch.device(device)
-        self.model = self.model.to(self.device).eval()
+        self._precision = check_precision(precision, self.device.type)
+        self.model = prepare_for_inference(self.model.to(self.device), self._precision)
         self.batch_size = int(batch_size)
-        self.precision = check_precision(precision, self.device.type)
         self.width = FEATURE_DIM
+
+    @property
+    def precision(self) -> str:
+        """"bf16" or "fp32", fixed when the encoder is built (the network is prepared for
+        it)."""
+        return self._precision
 
     @torch.inference_mode()
     def encode_faces(self, faces: np.ndarray) -> np.ndarray:
@@ -71,8 +80,7 @@ class DANVideoEncoder:
         out = np.zeros((len(faces), self.width), dtype=np.float32)
         for i in range(0, len(faces), self.batch_size):
             x = preprocess(faces[i:i + self.batch_size], self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                enabled=self.precision == "bf16"):
+            with autocast(self.device, self.precision):
                 f = self.model.frame_features(x)
             out[i:i + len(x)] = f.float().cpu().numpy()
         return out
