@@ -111,15 +111,16 @@ def _decode_each_by_seeking(path, segments):
 
 
 def test_segments_of_one_video_decode_in_one_pass_with_the_same_frames(talk, monkeypatch):
-    # in order, adjacent, overlapping (seeks back), a gap, past the end (no frames)
-    segments = [(0.3, 1.2), (1.2, 2.5), (2.6, 3.4), (3.0, 4.1), (4.6, 5.9)]
+    # in order, adjacent, overlapping (seeks back), a gap, the start again
+    segments = [(0.3, 1.2), (1.2, 2.5), (2.6, 3.4), (3.0, 4.1), (4.6, 5.9), (0.0, 0.8)]
     ref = _decode_each_by_seeking(talk, segments)
     seeks = []
     real_seek = media._VideoReader.seek
     monkeypatch.setattr(media._VideoReader, "seek",
                         lambda self, start: (seeks.append(start), real_seek(self, start)))
     got = [media.decode_frames(talk, 5.0, a, b) for a, b in segments]
-    assert seeks == [0.3, 3.0]  # the first segment and the one that starts before the last end
+    # the first segment and those that start before the last one's end
+    assert seeks == [0.3, 3.0, 0.0]
     for (fr, t), (rfr, rt) in zip(got, ref):
         assert t == rt and len(fr) == len(rfr) > 0
         assert all(np.array_equal(x, y) for x, y in zip(fr, rfr))
@@ -140,3 +141,57 @@ def test_a_changed_file_is_read_anew(talk, tmp_path):
     ref = _decode_each_by_seeking(path, [(1.5, 2.0)])[0]
     assert all(np.array_equal(x, y) for x, y in zip(second[0], ref[0]))
     assert not np.array_equal(first[0][0], second[0][0])
+
+
+def test_predict_decodes_video_while_wav2vec2_runs_with_the_same_features(w2v, tmp_path,
+                                                                          monkeypatch):
+    import threading
+
+    import cv2
+
+    from avafn.data.corpus import Corpus, Dialogue, Utterance
+    from avafn.extract import faces
+    from avafn.extract.audio import Wav2Vec2Extractor
+    from avafn.extract.faces import FaceConfig
+    from avafn.extract.video import DANFacesExtractor
+    from avafn.inference.featurizer import Featurizer
+    from avafn.store import FeatureStore
+
+    video = make_clip(tmp_path / "talk.mp4", seconds=6.0, size=(480, 270), fps=24)
+    spans = [(0.2, 1.4), (1.5, 2.8), (2.8, 4.0), (4.2, 5.5), (6.5, 7.0)]  # the last: past the end
+    utts = [Utterance("predict", "talk", t, "A", 0, None, None, str(video), a, b)
+            for t, (a, b) in enumerate(spans)]
+    corpus = Corpus("predict:talk", ["x"], {"predict": [Dialogue("predict", "talk", utts)]})
+    torch.manual_seed(0)
+    exts = {"audio": Wav2Vec2Extractor(Wav2Vec2Encoder(w2v, precision="bf16")),
+            "video": DANFacesExtractor(DANVideoEncoder(DAN(), precision="bf16"),
+                                       face_config=FaceConfig(size=64))}
+    feat = Featurizer(exts, {m: e.meta() for m, e in exts.items()})
+    where = []
+    real = faces.load_faces
+    monkeypatch.setattr(faces, "load_faces", lambda *a, **k: (
+        where.append(threading.current_thread().name), real(*a, **k))[1])
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(2)
+    try:
+        tables = {}
+        for overlap in ("0", "1"):
+            monkeypatch.setenv("AVAFN_PREDICT_OVERLAP", overlap)
+            where.clear()
+            store = FeatureStore(tmp_path / f"store{overlap}")
+            reports = feat.extract(corpus, store)
+            assert list(reports) == ["audio", "video"]
+            assert where == ["MainThread"] * 5 if overlap == "0" else \
+                where == ["avafn-predict-decoding"] * 5
+            assert torch.get_num_threads() == 2 and cv2.getNumThreads() == cv2_threads
+            assert "loader" not in exts["video"].__dict__  # its own loader again
+            assert exts["audio"].encoder.before_batch is None
+            tables[overlap] = {m: store.table(m) for m in ("audio", "video")}
+            assert reports["video"]["n_present"] == 4 and reports["video"]["n_missing"] == 1
+    finally:
+        torch.set_num_threads(threads)
+    for m in ("audio", "video"):
+        a, b = tables["0"][m], tables["1"][m]
+        assert list(a.uids) == list(b.uids) and list(a.present) == list(b.present)
+        assert list(a.reason) == list(b.reason)
+        np.testing.assert_array_equal(a.vectors, b.vectors)

@@ -146,6 +146,9 @@ class Wav2Vec2Encoder:
         if max_padding is None:
             max_padding = 0.05 if self.device.type == "cpu" else float("inf")
         self.max_padding = float(max_padding)
+        #: called before each forward (predict lowers torch's threads with it while another
+        #: stage decodes on a core of its own)
+        self.before_batch: Callable[[], None] | None = None
 
     @property
     def precision(self) -> str:
@@ -202,6 +205,8 @@ class Wav2Vec2Encoder:
         sums = np.zeros((len(waves), len(self.layers), self.width), dtype=np.float64)
         frames = np.zeros(len(waves), dtype=np.int64)
         for batch in self._batches(windows):
+            if self.before_batch is not None:
+                self.before_batch()
             s, n = self._forward([w.wave for w in batch])
             for win, si, ni in zip(batch, s, n):
                 sums[win.item] += si

@@ -226,7 +226,11 @@ class _VideoReader:
                 and self.position < start - 1e-6 and start - self.position <= CONTINUE_SECONDS)
 
     def seek(self, start: float | None) -> None:
-        _seek(self.container, self.stream, start)
+        if self.frames is None:  # nothing read yet: at the start already
+            _seek(self.container, self.stream, start)
+        else:  # back (or on) to the keyframe before start, the decoder flushed
+            st = self.stream
+            self.container.seek(int((start or 0.0) / st.time_base), stream=st, backward=True)
         self.frames = iter(self.container.decode(self.stream))
         self.pending, self.position = None, None
 
