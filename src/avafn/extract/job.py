@@ -470,7 +470,7 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
                              "public AffectNet-7/8 or RAF-DB checkpoints of DAN")
         if layer is not None or layers is not None:
             raise UserError("--layer applies to audio (wav2vec 2.0) only")
-        ext = DANFacesExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or 256,
+        ext = DANFacesExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or None,
                                                 precision=precision),
                                 fps=fps, face_config=face_config,
                                 detector=face_detector or DEFAULT_DETECTOR)
