@@ -110,6 +110,132 @@ def box_agreement(found: list, ref: list) -> dict:
             "iou_ge_0.5": round(float(np.mean(np.asarray(both) >= 0.5)), 4) if both else None}
 
 
+def _best_of(runs: dict, repeats: int) -> tuple[dict, dict]:
+    """Each of ``runs`` (name -> no-argument function) ``repeats`` times, alternated; the best
+    wall and CPU seconds of each, and each one's last result."""
+    wall = dict.fromkeys(runs, float("inf"))
+    cpu = dict.fromkeys(runs, float("inf"))
+    out = {}
+    for _ in range(max(1, repeats)):
+        for k, fn in runs.items():
+            t, c = time.perf_counter(), time.process_time()
+            out[k] = fn()
+            wall[k] = min(wall[k], time.perf_counter() - t)
+            cpu[k] = min(cpu[k], time.process_time() - c)
+    return {k: (round(wall[k], 3), round(cpu[k], 3)) for k in runs}, out
+
+
+def predict_stages(video: str | None, repeats: int, seconds: float = 60.0,
+                   speakers: int = 3) -> dict:
+    """``avafn predict``'s extraction stages on one conversation video (its turns as the
+    segments), each the way extraction ran before ("old": float32 weights cast by autocast on
+    every forward, audio batches of 16 padded to their longest, every segment's video sought
+    from its keyframe) and as it runs now ("new"), side by side in this process, alternated,
+    best of ``repeats``; with the cosine of new vs old vectors and the agreement of the face
+    boxes found on each path's frames."""
+    from synthetic_media import make_random_dan, wav2vec2_large_config
+    from transformers import Wav2Vec2Model
+
+    from avafn.extract.audio import Wav2Vec2Encoder
+    from avafn.extract.base import check_precision
+    from avafn.extract.faces import HaarFaceDetector
+    from avafn.extract.media import decode_audio, decode_frames, release_readers
+    from avafn.extract.video import DANVideoEncoder
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-predict-stages-"))
+    try:
+        if video is None:
+            from conversation_media import make_conversation
+
+            video = str(tmp / "talk.mp4")
+            turns = [(t.start, t.end) for t in make_conversation(
+                video, seconds, speakers, seed=0, size=(1280, 720), fps=24)]
+        else:
+            turns = [(a, b) for a, b, *_ in json.loads(Path(f"{video}.turns.json").read_text())]
+        precision = check_precision(None, "cpu")
+        res: dict = {"video": str(video), "segments": len(turns),
+                     "speech_s": round(sum(b - a for a, b in turns), 2),
+                     "precision": precision, "torch_threads": torch.get_num_threads(),
+                     "repeats": repeats, "load_before": os.getloadavg()}
+        stages: dict = {}
+
+        # ---- audio: decoding (unchanged), then wav2vec2-large
+        waves = [decode_audio(video, a, b) for a, b in turns]
+
+        def net() -> Wav2Vec2Model:
+            torch.manual_seed(0)
+            return Wav2Vec2Model(wav2vec2_large_config()).eval()
+
+        new = Wav2Vec2Encoder(net(), precision=precision)
+        # the plain path: float32 weights (weight norm recomputed) cast by autocast per forward
+        old = Wav2Vec2Encoder(net(), precision="fp32", max_padding=float("inf"))
+        old.net = old._run = net()
+        old._precision = precision
+        stages["wav2vec2"], out = _best_of({"old": lambda: old.encode(waves),
+                                            "new": lambda: new.encode(waves)}, repeats)
+        res["audio_cosine_new_vs_old_min"] = _min_cosine(np.stack(out["new"]),
+                                                         np.stack(out["old"]))
+        old = new = None  # free their memory
+
+        # ---- video: decoding, faces, DAN
+        def seek_each() -> list:
+            got = []
+            for a, b in turns:
+                release_readers()
+                got.append(decode_frames(video, 5.0, a, b)[0])
+            return got
+
+        def one_pass() -> list:
+            release_readers()
+            got = [decode_frames(video, 5.0, a, b)[0] for a, b in turns]
+            release_readers()
+            return got
+
+        stages["video decode"], frames = _best_of({"old": seek_each, "new": one_pass}, repeats)
+        same = all(len(x) == len(y) and all(np.array_equal(p, q) for p, q in zip(x, y))
+                   for x, y in zip(frames["old"], frames["new"]))
+        res["video_frames"] = sum(len(f) for f in frames["new"])
+        res["video_frames_identical"] = same
+        det = HaarFaceDetector()
+        stages["faces"], boxes = _best_of(
+            {"old": lambda: [b for f in frames["old"] for b in det.chosen_boxes(f)],
+             "new": lambda: [b for f in frames["new"] for b in det.chosen_boxes(f)]}, repeats)
+        res["face_boxes_new_vs_old"] = box_agreement(boxes["new"], boxes["old"])
+        crops = [det.faces(f) for f in frames["new"]]
+        frames = {}
+        dan_file = make_random_dan(tmp / "dan.pth")
+        from avafn.extract.dan import load_dan
+
+        plain = load_dan(dan_file).eval()
+        new_dan = DANVideoEncoder(load_dan(dan_file), precision=precision)
+
+        def old_dan(faces: np.ndarray) -> np.ndarray:
+            from avafn.extract.autocast import autocast
+            from avafn.extract.dan import preprocess
+
+            outs = []
+            with torch.inference_mode(), autocast("cpu", precision):
+                for i in range(0, len(faces), 256):
+                    outs.append(plain.frame_features(preprocess(faces[i:i + 256])).float())
+            return torch.cat(outs).numpy()
+
+        faces = np.concatenate([c for c in crops if len(c)])
+        stages["DAN"], out = _best_of({"old": lambda: old_dan(faces),
+                                       "new": lambda: new_dan.encode_faces(faces)}, repeats)
+        res["dan_faces"] = len(faces)
+        res["video_cosine_new_vs_old_min"] = _min_cosine(out["new"], out["old"])
+        res["stages_wall_cpu_s"] = stages
+        total = {k: round(sum(v[k][0] for v in stages.values()), 3) for k in ("old", "new")}
+        res["total_wall_s"] = total
+        res["speedup_per_stage"] = {k: round(v["old"][0] / v["new"][0], 2)
+                                    for k, v in stages.items()}
+        res["speedup"] = round(total["old"] / total["new"], 3)
+        res["load_after"] = os.getloadavg()
+        return res
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=8, help="number of clips (default 8)")
@@ -140,15 +266,27 @@ def main(argv: list[str] | None = None) -> dict:
                          "decoding workers each")
     ap.add_argument("--layers", default="12,18,24",
                     help="wav2vec 2.0 layers pooled in one pass, timed against one layer")
+    ap.add_argument("--predict-stages", action="store_true",
+                    help="instead: predict's extraction stages on one conversation video, the "
+                         "plain paths vs the fast ones side by side (--video, --repeats)")
+    ap.add_argument("--video", default=None,
+                    help="--predict-stages on this video (its turns in VIDEO.turns.json, as "
+                         "`bench_diarize.py --timing --save-video` writes them); default: a "
+                         "generated 60 s three-speaker 720p conversation")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.predict_stages:
+        res = predict_stages(args.video, args.repeats)
+        print(json.dumps(res))
+        return res
 
     from synthetic_media import wav2vec2_large_config
     from transformers import Wav2Vec2Model
 
     from avafn.data.corpus import Corpus, Dialogue, Utterance
     from avafn.extract.audio import Wav2Vec2Encoder, Wav2Vec2Extractor
+    from avafn.extract.base import check_precision
     from avafn.extract.dan import DAN
     from avafn.extract.faces import FaceConfig, HaarFaceDetector
     from avafn.extract.job import run_extraction
@@ -225,47 +363,55 @@ def main(argv: list[str] | None = None) -> dict:
             return res
 
         # ---- DAN (real size, random weights)
-        torch.manual_seed(0)
-        dan_enc = DANVideoEncoder(DAN().eval(), device=device, batch_size=args.video_batch_size)
+        def dan_of(prec: str) -> DANVideoEncoder:  # the same weights at each precision
+            torch.manual_seed(0)
+            return DANVideoEncoder(DAN().eval(), device=device, batch_size=args.video_batch_size,
+                                   precision=prec)
+
+        dans = {prec: dan_of(prec) for prec in ("fp32", "bf16")}
         faces = np.concatenate(crops)
         reps = max(1, -(-args.video_batch_size // max(1, len(faces))))  # fill a batch
         faces_b = np.concatenate([faces] * reps)[: max(len(faces), args.video_batch_size)]
-        default_precision = dan_enc.precision
+        default_precision = check_precision(None, device.type)
+        dan_enc = dans[default_precision]
         dan_out, best = {}, {"fp32": float("inf"), "bf16": float("inf")}
         for _ in range(args.repeats):
-            for prec in ("fp32", "bf16"):
-                dan_enc.precision = prec
-                dan_enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
+            for prec, enc in dans.items():
+                enc.encode_faces(faces_b[: min(len(faces_b), 8)])  # warm-up
                 _sync(device)
-                dan_out[prec], t_dan = _timed(lambda: (dan_enc.encode_faces(faces_b),
-                                                       _sync(device))[0])
+                dan_out[prec], t_dan = _timed(lambda e=enc: (e.encode_faces(faces_b),
+                                                             _sync(device))[0])
                 best[prec] = min(best[prec], t_dan)
         for prec, t_dan in best.items():
             res[f"dan_faces_per_s_{prec}"] = round(len(faces_b) / t_dan, 1)
         res["dan_bf16_vs_fp32_min_cosine"] = _min_cosine(dan_out["fp32"], dan_out["bf16"])
-        dan_enc.precision = default_precision
         res["dan_faces_per_s"] = res[f"dan_faces_per_s_{default_precision}"]
         res["dan_clips_per_s"] = round(res["dan_faces_per_s"] / (n_faces / n), 2)
 
         # ---- wav2vec2-large (random weights)
-        torch.manual_seed(0)
-        w2v_net = Wav2Vec2Model(wav2vec2_large_config()).eval()
-        w2v = Wav2Vec2Encoder(w2v_net, device=device, batch_size=args.audio_batch_size)
+        def w2v_net_of() -> Wav2Vec2Model:  # the same weights for each precision
+            torch.manual_seed(0)
+            return Wav2Vec2Model(wav2vec2_large_config()).eval()
+
+        w2vs = {prec: Wav2Vec2Encoder(w2v_net_of(), device=device, precision=prec,
+                                      batch_size=args.audio_batch_size)
+                for prec in ("fp32", "bf16")}
+        default_precision = check_precision(None, device.type)
+        w2v = w2vs[default_precision]
+        w2v_net = w2v.net
         audio_s = sum(len(w) for w in waves) / 16000
-        default_precision = w2v.precision
         w2v_out, best = {}, {"fp32": float("inf"), "bf16": float("inf")}
         for _ in range(args.repeats):
-            for prec in ("fp32", "bf16"):
-                w2v.precision = prec
-                w2v.encode(waves[:1])  # warm-up
+            for prec, enc in w2vs.items():
+                enc.encode(waves[:1])  # warm-up
                 _sync(device)
-                w2v_out[prec], t_w2v = _timed(lambda: (w2v.encode(waves), _sync(device))[0])
+                w2v_out[prec], t_w2v = _timed(lambda e=enc: (e.encode(waves), _sync(device))[0])
                 best[prec] = min(best[prec], t_w2v)
         for prec, t_w2v in best.items():
             res[f"wav2vec_audio_s_per_s_{prec}"] = round(audio_s / t_w2v, 2)
         res["wav2vec_bf16_vs_fp32_min_cosine"] = _min_cosine(np.stack(w2v_out["fp32"]),
                                                              np.stack(w2v_out["bf16"]))
-        w2v.precision = default_precision
+        del w2vs
         res["wav2vec_audio_s_per_s"] = res[f"wav2vec_audio_s_per_s_{default_precision}"]
         res["wav2vec_clips_per_s"] = round(res["wav2vec_audio_s_per_s"] / audio_s * n, 2)
 

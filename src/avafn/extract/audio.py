@@ -10,8 +10,10 @@ from a config). For each utterance (mono 16 kHz float32):
    that length (a remainder shorter than 1 s joins the previous window), each encoded on its
    own, so memory stays bounded whatever the clip length;
 3. windows are sorted by length and batched (at most ``batch_size`` windows and
-   ``max_batch_seconds`` of padded audio per forward), zero-padded, with the attention mask when
-   the checkpoint expects one (``return_attention_mask``; wav2vec2-large-lv60 does);
+   ``max_batch_seconds`` of padded audio per forward; on the CPU also at most ``max_padding``
+   of the batch's audio as padding, default 5 %: there a padded sample costs as much as a real
+   one and a larger batch brings little), zero-padded, with the attention mask when the
+   checkpoint expects one (``return_attention_mask``; wav2vec2-large-lv60 does);
 4. layer ``L`` is averaged over time: ``L = num_hidden_layers`` (the default, 24 for large)
    is the encoder's output, ``last_hidden_state`` (for stable-layer-norm models like lv60 it
    includes the encoder's final LayerNorm, as ``hidden_states[-1]`` did in transformers 4.x;
@@ -22,9 +24,13 @@ from a config). For each utterance (mono 16 kHz float32):
    of its windows, i.e. the mean over all of the utterance's frames.
 
 ``layers=[12, 18, 24]`` pools several layers from the same forward pass
-(``output_hidden_states``), one vector per layer. ``precision="bf16"`` runs the forward under
-bfloat16 autocast (any device; default on CUDA), ``"fp32"`` in float32 (default elsewhere);
-pooled vectors are float32 either way.
+(``output_hidden_states``), one vector per layer; only the layers up to the deepest one asked
+for are computed. ``precision="bf16"`` runs the forward under bfloat16 autocast (any device;
+default on CUDA and on CPUs that compute bfloat16 natively), ``"fp32"`` in float32; pooled
+vectors are float32 either way. The network is prepared for that precision once, when the
+encoder is built (:func:`avafn.extract.autocast.prepare_for_inference`: bfloat16 matrix
+weights, weight normalisation baked in; the same numbers as autocast casting them per
+forward), in place: a network given to a bf16 encoder is one for bf16 inference afterwards.
 
 :class:`Wav2Vec2Extractor` (registered as ``wav2vec2-mean``) is the encoder as the extraction
 job uses it; with several layers it writes one modality per layer (``audio-l12``, ...).
@@ -35,7 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +49,7 @@ import numpy as np
 import torch
 
 from avafn.errors import UserError, refuse_pickle
+from avafn.extract.autocast import autocast, prepare_for_inference
 from avafn.extract.base import (
     Extractor,
     Result,
@@ -81,7 +88,8 @@ class Wav2Vec2Encoder:
                  layer: int | None = None, device: str | torch.device = "cpu",
                  batch_size: int = 16, max_seconds: float = 30.0,
                  max_batch_seconds: float = 600.0, precision: str | None = None,
-                 local_files_only: bool = False, layers: Sequence[int] | None = None):
+                 local_files_only: bool = False, layers: Sequence[int] | None = None,
+                 max_padding: float | None = None):
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
         self.model_id = _model_id(model)
@@ -123,13 +131,30 @@ class Wav2Vec2Encoder:
                                  f"(0 = transformer input, {n_layers} = last layer)")
         self.layers = [int(L) for L in wanted]
         self.layer = self.layers[0]
+        self.n_layers = n_layers
         self.width = int(cfg.hidden_size)
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self._precision = check_precision(precision, self.device.type)
+        self.net = prepare_for_inference(net.to(self.device), self._precision)
+        # the forward stops at the deepest layer asked for (the net itself is left whole)
+        top = max(self.layers)
+        view = _first_layers(self.net, top) if top < n_layers else None
+        self._run, self._top = (view, top) if view is not None else (self.net, n_layers)
         self.batch_size = int(batch_size)
         self.max_samples = int(max_seconds * SAMPLE_RATE)
         self.max_batch_samples = int(max_batch_seconds * SAMPLE_RATE)
-        self.precision = check_precision(precision, self.device.type)
+        if max_padding is None:
+            max_padding = 0.05 if self.device.type == "cpu" else float("inf")
+        self.max_padding = float(max_padding)
+        #: called before each forward (predict lowers torch's threads with it while another
+        #: stage decodes on a core of its own)
+        self.before_batch: Callable[[], None] | None = None
+
+    @property
+    def precision(self) -> str:
+        """"bf16" or "fp32", fixed when the encoder is built (the network is prepared for
+        it)."""
+        return self._precision
 
     def meta(self, layer: int | None = None) -> dict:
         """What the feature store records about this extractor (for ``layer``: default the
@@ -179,19 +204,30 @@ class Wav2Vec2Encoder:
         windows.sort(key=lambda win: len(win.wave))
         sums = np.zeros((len(waves), len(self.layers), self.width), dtype=np.float64)
         frames = np.zeros(len(waves), dtype=np.int64)
-        start = 0
-        while start < len(windows):
-            stop = start + 1
-            while (stop < len(windows) and stop - start < self.batch_size
-                   and (stop - start + 1) * len(windows[stop].wave) <= self.max_batch_samples):
-                stop += 1
-            batch = windows[start:stop]
+        for batch in self._batches(windows):
+            if self.before_batch is not None:
+                self.before_batch()
             s, n = self._forward([w.wave for w in batch])
             for win, si, ni in zip(batch, s, n):
                 sums[win.item] += si
                 frames[win.item] += ni
-            start = stop
         return [(sums[i] / frames[i]).astype(np.float32) for i in range(len(waves))]
+
+    def _batches(self, windows: list[_Window]) -> Iterator[list[_Window]]:
+        """Consecutive runs of the length-sorted windows: at most ``batch_size`` windows,
+        ``max_batch_samples`` padded samples and ``max_padding`` of the real samples as
+        padding each."""
+        start = 0
+        while start < len(windows):
+            stop, real = start + 1, len(windows[start].wave)
+            while stop < len(windows) and stop - start < self.batch_size:
+                n, k = len(windows[stop].wave), stop - start + 1
+                if k * n > self.max_batch_samples or k * n > (1 + self.max_padding) * (real + n):
+                    break
+                real += n
+                stop += 1
+            yield windows[start:stop]
+            start = stop
 
     @torch.inference_mode()
     def _forward(self, waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -203,19 +239,39 @@ class Wav2Vec2Encoder:
             x[i, : len(w)] = torch.from_numpy(w)
         x = x.to(self.device, non_blocking=True)
         mask = (torch.arange(x.shape[1])[None] < lengths[:, None]).to(self.device)
-        n_layers = self.net.config.num_hidden_layers
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bf16"):
-            hidden = any(L != n_layers for L in self.layers)
-            out = self.net(x, attention_mask=mask.long() if self.use_attention_mask else None,
-                           output_hidden_states=hidden)
+        top = self._top  # the last layer run: its output is last_hidden_state
+        with autocast(self.device, self.precision):
+            hidden = any(L != top for L in self.layers)
+            out = self._run(x, attention_mask=mask.long() if self.use_attention_mask else None,
+                            output_hidden_states=hidden)
         # (B,L,T,D); the last layer is last_hidden_state (module docstring)
-        h = torch.stack([out.last_hidden_state if L == n_layers else out.hidden_states[L]
+        h = torch.stack([out.last_hidden_state if L == top else out.hidden_states[L]
                          for L in self.layers], dim=1).float()
         n_frames = self.net._get_feat_extract_output_lengths(lengths).to(torch.long)
         valid = (torch.arange(h.shape[2])[None] < n_frames[:, None]).to(h.device)
         sums = (h * valid[:, None, :, None]).sum(dim=2)
         return sums.double().cpu().numpy(), n_frames.numpy()
+
+
+def _first_layers(net: torch.nn.Module, depth: int) -> torch.nn.Module | None:
+    """A view of ``net`` that runs only the first ``depth`` transformer layers (the same
+    parameters; ``net`` itself is not changed), whose ``last_hidden_state`` is the whole
+    network's ``hidden_states[depth]`` (for stable-layer-norm models the final LayerNorm,
+    which follows the last layer, is left out). None for a network of another layout."""
+    import copy
+
+    encoder = getattr(net, "encoder", None)
+    if not isinstance(getattr(encoder, "layers", None), torch.nn.ModuleList):
+        return None
+    view_encoder = copy.copy(encoder)
+    view_encoder._modules = dict(encoder._modules)
+    view_encoder.layers = torch.nn.ModuleList(list(encoder.layers)[:depth])
+    if getattr(net.config, "do_stable_layer_norm", False):
+        view_encoder.layer_norm = torch.nn.Identity()
+    view = copy.copy(net)
+    view._modules = dict(net._modules)
+    view.encoder = view_encoder
+    return view
 
 
 # --------------------------------------------------------------------------- the extractor

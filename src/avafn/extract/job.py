@@ -48,7 +48,7 @@ from typing import Any
 from avafn.data.corpus import Corpus, Utterance
 from avafn.errors import UserError
 from avafn.extract.base import Extractor, Result
-from avafn.extract.media import MediaError
+from avafn.extract.media import MediaError, release_readers
 from avafn.store import FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -337,6 +337,7 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     finally:
         bar.close()
         results.close()
+        release_readers()  # a video kept open between its segments (decoded in this process)
         report.seconds = time.perf_counter() - t0
         report.n_left = n_todo - report.n_written
     if merge_at_end:
@@ -465,7 +466,7 @@ def extract_modality(modality: str, corpus: Corpus, media_root: str | os.PathLik
                              "public AffectNet-7/8 or RAF-DB checkpoints of DAN")
         if layer is not None or layers is not None:
             raise UserError("--layer applies to audio (wav2vec 2.0) only")
-        ext = DANFacesExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or 256,
+        ext = DANFacesExtractor(DANVideoEncoder(model, device=device, batch_size=batch_size or None,
                                                 precision=precision),
                                 fps=fps, face_config=face_config,
                                 detector=face_detector or DEFAULT_DETECTOR)
