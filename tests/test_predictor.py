@@ -5,8 +5,10 @@ README's example runs as written."""
 import json
 import re
 import subprocess
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_predict import LABELS, SMALL, _synthetic_store, _train_corpus
 
@@ -123,12 +125,21 @@ def test_stream_shares_the_models_and_equals_the_offline_pass(runs, tmp_path):
         avafn.Predictor.from_run(runs["text"]).stream()
 
 
+def _sine_wav(path: Path, seconds: float, hz: float, rate: int = 16000) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * hz * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
 def test_a_folder_of_videos_loads_the_run_once(runs, tmp_path, monkeypatch):
     vids = tmp_path / "vids"
     vids.mkdir()
     for stem in ("a", "b"):
-        subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(vids / f"{stem}.wav"),
-                        "synth", "5", "sine", "300"], check=True)
+        _sine_wav(vids / f"{stem}.wav", seconds=5, hz=300)
         _srt(vids / f"{stem}.srt")
     calls = []
     models = Run.models
