@@ -291,7 +291,8 @@ def stage_timing(seconds: float, speakers: int, seed: int, device: str = "cpu",
     import avafn.reporting.html as report
     from avafn.diarize.diarization import ResemblyzerDiarizer
     from avafn.extract import job
-    from avafn.inference import predict, predictor
+    from avafn.inference import featurizer, predict, predictor
+    from avafn.inference.featurizer import Featurizer
     from avafn.run import Run
 
     times: dict[str, float] = {}
@@ -318,8 +319,10 @@ def stage_timing(seconds: float, speakers: int, seed: int, device: str = "cpu",
         _timed(times, lambda a, kw: "VAD", SileroVAD, "probabilities")
         _timed(times, lambda a, kw: "diarizer load", ResemblyzerDiarizer, "__init__")
         _timed(times, lambda a, kw: "diarization", ResemblyzerDiarizer, "__call__")
-        _timed(times, lambda a, kw: "extractors load", Run, "featurizer")
-        _timed(times, lambda a, kw: f"extract {a[3].modality}", job, "run_extraction")
+        _timed(times, lambda a, kw: "extractors load", Featurizer, "from_run")
+        for owner in (job, featurizer):  # wherever predict looks the function up
+            if hasattr(owner, "run_extraction"):
+                _timed(times, lambda a, kw: f"extract {a[3].modality}", owner, "run_extraction")
         _timed(times, lambda a, kw: "model", predictor, "run_models")
         _timed(times, lambda a, kw: "report", report, "render_report")
         t0, c0 = time.perf_counter(), time.process_time()
