@@ -245,3 +245,15 @@ def test_manifest_refuses_a_negative_time_that_a_segment_list_clips(tmp_path):
     notices = Notices()
     assert read_segments(tmp_path / "s.csv", notices=notices)[0].start == 0.0
     assert W_BEFORE_START in notices.kinds()
+
+
+@pytest.mark.parametrize(("mask", "expected"), [(0o022, 0o755), (0o077, 0o700), (0o002, 0o775)])
+def test_temp_dir_has_the_mode_a_plain_mkdir_gives(tmp_path, umask, mask, expected):
+    umask(mask)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert _mode(plain) == expected
+    made = {io.make_temp_dir(tmp_path, ".work-") for _ in range(3)}
+    assert len(made) == 3  # each call its own folder
+    for d in made:
+        assert d.is_dir() and d.name.startswith(".work-") and _mode(d) == expected

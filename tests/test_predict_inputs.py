@@ -21,6 +21,7 @@ from avafn import cli
 from avafn.errors import UserError
 from avafn.inference import PredictError, predict
 from avafn.inference.batch import find_videos, predict_folder
+from avafn.inference.inputs import media_needs
 from avafn.inference.summary import summarize, summary_lines
 from avafn.segments import (
     W_CLIPPED,
@@ -144,6 +145,14 @@ def test_transcript_alone_for_a_text_run(env, tmp_path, capsys):
     res = json.loads((tmp_path / "v" / "predictions.json").read_text())
     assert set(res["ignored_modalities"]) == {"audio", "video"}
     assert res["utterances"][-1]["end"] == pytest.approx(6.0)  # clipped to the video
+
+
+def test_text_run_on_an_audio_file_says_it_ignores_the_audio(caplog):
+    with caplog.at_level("INFO", logger="avafn"):
+        assert media_needs(["text"], "talk.WAV") == {
+            m: "the run uses text only" for m in ("audio", "video")}
+    note = "note: the run uses text only: predict ignores the recording's audio"
+    assert caplog.messages == [note]
 
 
 def test_a_run_with_audio_and_video_needs_the_media(env, tmp_path, capsys):

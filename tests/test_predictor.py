@@ -3,7 +3,9 @@ gives ``Predictions``; ``save`` writes today's files; ``stream`` shares the mode
 README's example runs as written."""
 
 import json
+import os
 import re
+import stat
 import subprocess
 import wave
 from pathlib import Path
@@ -87,9 +89,15 @@ def test_predictor_equals_predict_and_loads_models_once(runs, tmp_path, monkeypa
     assert len(calls) == 1 and p.labels == LABELS and len(p.models) == 2
     assert repr(p) == (f"Predictor(run={str(runs['text'])!r}, seeds=2, modalities=['text'], "
                        f"labels={LABELS}, device='cpu')")
-    first = p(segments=runs["srt"], out_dir=tmp_path / "a")
+    old_mask = os.umask(0o022)
+    try:
+        first = p(segments=runs["srt"], out_dir=tmp_path / "a")
+    finally:
+        os.umask(old_mask)
     assert isinstance(first, avafn.Predictions) and first.outputs is None
-    assert (tmp_path / "a" / "features").is_dir()  # the features are kept beside the outputs
+    feats = tmp_path / "a" / "features"
+    assert feats.is_dir()  # the features are kept beside the outputs
+    assert stat.S_IMODE(feats.stat().st_mode) == 0o755  # readable by others, as a plain mkdir
     assert not (tmp_path / "a" / "predictions.json").exists()  # nothing else before save
     saved = first.save(tmp_path / "a")
     second = p(segments=runs["srt"], out_dir=tmp_path / "b")

@@ -40,8 +40,8 @@ from typing import IO, Any
 from avafn.errors import quote, read_json
 
 __all__ = ["STALE_TEMP_SECONDS", "atomic_open", "atomic_write_bytes", "atomic_write_json",
-           "config_hash", "format_time", "parse_time", "read_json", "sha256_file",
-           "temp_owner_alive"]
+           "config_hash", "format_time", "make_temp_dir", "parse_time", "read_json",
+           "sha256_file", "temp_owner_alive"]
 
 #: a temp file whose owner cannot be asked (another host) is stale after this many seconds
 STALE_TEMP_SECONDS = 3600.0
@@ -72,6 +72,20 @@ def _create_temp(path: Path) -> tuple[int, Path]:
             tmp.unlink(missing_ok=True)
             raise
     return fd, tmp
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new folder ``parent/<prefix><random>`` with the mode a plain ``mkdir`` gives
+    (``0o777`` less the umask), unlike :func:`tempfile.mkdtemp`'s ``0o700``: for work folders
+    that are renamed into a user's outputs once complete."""
+    parent = Path(parent)
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(0o777)  # the kernel applies the umask (and default ACLs)
+            return path
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from avafn.errors import UserError
+from avafn.inference.inputs import MEDIA_EXTS
 from avafn.inference.summary import printable
 from avafn.io import atomic_write_bytes, atomic_write_json
 from avafn.logs import indented
@@ -40,10 +41,6 @@ from avafn.reporting.html import asset
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-              ".ts", ".mts")
-AUDIO_EXTS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".opus", ".aac", ".wma")
-MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
 SIDECAR_EXTS = (".srt", ".vtt", ".ass", ".ssa", ".json", ".csv", ".txt", ".rttm")
 #: a language suffix of a sidecar (``ep05.en.srt``, ``ep05.pt-BR.srt``); English first
 _LANG_FIRST = ("en", "eng", "en-us", "en-gb")

@@ -47,6 +47,12 @@ class PredictError(UserError):
 
 
 # ----------------------------------------------------------------------------- media
+VIDEO_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+              ".ts", ".mts")
+AUDIO_EXTS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".opus", ".aac", ".wma")
+MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
+
+
 def media_duration(path: str | os.PathLike) -> float:
     """Duration of a media file in seconds (container, else longest stream)."""
     import av
@@ -138,7 +144,9 @@ def media_needs(modalities: Sequence[str], video: str | os.PathLike | None
     ignored = {m: f"the run uses {', '.join(modalities)} only" for m in ("audio", "video")
                if m not in modalities}
     if not media:
-        log.info("note: the run uses text only: predict ignores the video's audio and faces")
+        what = ("the recording's audio" if Path(video).suffix.lower() in AUDIO_EXTS
+                else "the video's audio and faces")
+        log.info(f"note: the run uses text only: predict ignores {what}")
     return ignored
 
 
@@ -242,5 +250,5 @@ def iter_stream_items(video: str | os.PathLike | None = None,
         yield obj
 
 
-__all__ = ["SPLIT", "PredictError", "SpeakerTurns", "corpus_from_clips", "corpus_from_segments",
+__all__ = ["AUDIO_EXTS", "MEDIA_EXTS", "SPLIT", "VIDEO_EXTS", "PredictError", "SpeakerTurns", "corpus_from_clips", "corpus_from_segments",
            "iter_stream_items", "media_duration", "media_needs", "video_segments"]

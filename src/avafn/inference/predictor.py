@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from avafn.inference.outputs import parse_formats, save
 from avafn.inference.summary import row_warnings, summarize, warning_places
 from avafn.inference.text_checks import check_texts
 from avafn.inference.windows import assign_windows, model_parties, run_windowed
+from avafn.io import make_temp_dir
 from avafn.model.base import ConversationModel
 from avafn.notices import Notices
 from avafn.run import Run
@@ -272,7 +272,7 @@ class Predictor:
         log.info(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".features-", dir=out))
+        tmp = make_temp_dir(out, ".features-")
         try:
             store = FeatureStore(tmp)
             reports = featurizer.extract(corpus, store, progress=progress)
