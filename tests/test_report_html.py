@@ -475,7 +475,9 @@ def test_report_shows_provenance_f1_direction_warnings_and_links():
         assert html.escape(r["source"]) in row
         if r["speaker_source"] == "diarization":
             assert f"guessed {r['speaker_confidence']:.2f}" in row
-            assert "speaker: guessed from the audio" in row
+            # said once: by the row's warning when it has one, else by the provenance line
+            said_by_warning = any(w.startswith("speaker guessed") for w in r["warnings"])
+            assert ("speaker: guessed from the audio" in row) != said_by_warning
         else:
             assert "guessed" not in row and "speaker:" not in row  # the usual goes unsaid
         assert ("ASR" in row) == (r["text_source"] == "asr")
@@ -571,3 +573,16 @@ def test_page_template_css_and_js_are_package_data_a_wheel_ships():
     index = index_html({"run": "r", "folder": "/v", "total": 0, "done": 0, "skipped": 0,
                         "failed": 0, "videos": []})
     assert asset("index.css") in index
+
+
+def test_source_cell_says_each_provenance_once():
+    from avafn.reporting.html import _source_cell
+
+    row = {"source": "talk.srt:3", "speaker_source": "diarization", "text_source": "asr",
+           "speaker_confidence": 0.9, "window": 1}
+    bare = _source_cell({**row, "warnings": []})
+    assert "speaker: guessed from the audio; text: from speech recognition; window 2" in bare
+    warned = _source_cell({**row, "warnings": ["speaker guessed from the audio (diarization)",
+                                               "text from speech recognition"]})
+    assert "speaker:" not in warned and "text:" not in warned and "window 2" in warned
+    assert warned.count("speech recognition") == 2  # the mark's text and its tooltip

@@ -462,16 +462,17 @@ def _source_cell(r: Mapping[str, Any]) -> str:
     parts = []
     if r.get("source"):
         parts.append(f'<span class="src">{_esc(r["source"])}</span>')
-    bits = []  # only what is not the usual (a tagged speaker, the input's own text)
-    for key, usual in (("speaker_source", "tag"), ("text_source", "subtitle")):
-        if r.get(key) and r[key] != usual:
-            bits.append(f'{"speaker" if key == "speaker_source" else "text"}: '
-                        f'{_ORIGIN.get(r[key], r[key])}')
+    warns = r.get("warnings") or []
+    bits = []  # only what is not the usual (a tagged speaker, the input's own text) and
+    for key, what, usual in (("speaker_source", "speaker", "tag"),  # no warning says it
+                             ("text_source", "text", "subtitle")):
+        if r.get(key) and r[key] != usual and \
+                not any(str(w).startswith(f"{what} ") for w in warns):
+            bits.append(f"{what}: {_ORIGIN.get(r[key], r[key])}")
     if r.get("window"):
         bits.append(f"window {int(r['window']) + 1}")
     if bits:
         parts.append(f'<span class="prov">{_esc("; ".join(bits))}</span>')
-    warns = r.get("warnings") or []
     if warns:
         parts.append(f'<span class="warn-mark" title="{_esc("; ".join(warns))}">'
                      f'⚠ {_esc("; ".join(warns))}</span>')
