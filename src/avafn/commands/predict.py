@@ -248,7 +248,7 @@ def _run_folder(args: argparse.Namespace, models: dict) -> int:
         device=args.device,
         extractor_models=models, progress=not args.no_progress, formats=formats,
         index_href="../index.html", **kw, **_audio_only_kwargs(args))
-    print(f"{index['total']} video(s): {index['done']} predicted, {index['skipped']} already "
+    print(f"{index['total']} recording(s): {index['done']} predicted, {index['skipped']} already "
           f"complete, {index['failed']} failed -> {Path(args.out) / 'index.html'}")
     for v in index["videos"]:
         if v["status"] == "failed":

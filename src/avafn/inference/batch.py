@@ -259,7 +259,7 @@ def index_html(index: Mapping[str, Any]) -> str:
             f'<td class="n" data-label="speakers">{e.get("speakers", "")}</td>'
             f'<td class="name" data-label="subtitles">{esc(e["segments"] or "-")}</td>'
             f'<td class="nw" data-label="files">{files}</td></tr>')
-    head = (f'{index["total"]} video(s): {index["done"]} predicted, {index["skipped"]} already '
+    head = (f'{index["total"]} recording(s): {index["done"]} predicted, {index["skipped"]} already '
             f'complete, {index["failed"]} failed' +
             (f', {index["pending"]} pending' if index.get("pending") else ""))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"

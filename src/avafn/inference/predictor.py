@@ -337,7 +337,7 @@ class Predictor:
                                    speaker_turns=speaker_turns))
         parties = model_parties(self.models)
         segs = assign_windows(segs, parties)
-        where = Path(segments).name if segments is not None else "the video's audio"
+        where = Path(segments).name if segments is not None else "the audio"
         log.info(f"segments: {len(segs)} utterances, "
             f"{len({s.speaker for s in segs})} speaker(s) from {where}")
         if segs[-1].window:
