@@ -128,3 +128,10 @@ def test_download_command_says_each_file_it_fetches(tmp_path):
     assert got.stdout.splitlines() == [f"downloading {url}/{name} -> {dest / name}"
                                        for name in MELD_FILES.values()] + [
         f"MELD annotations verified in {dest}"]
+
+
+def test_module_entry_point_runs_without_a_runpy_warning():
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m",
+                           "avafn.data.download", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "usage: python -m avafn.data.download" in done.stdout and not done.stderr

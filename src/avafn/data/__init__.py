@@ -9,7 +9,6 @@ a path to a manifest (``.csv`` / ``.jsonl``, see :mod:`avafn.data.manifest`).
 from __future__ import annotations
 
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
-from avafn.data.download import resolve_meld_dir
 
 __all__ = [
     "MELD_LABELS",
@@ -21,6 +20,16 @@ __all__ = [
     "load_corpus",
     "resolve_meld_dir",
 ]
+
+
+def __getattr__(name: str):
+    # lazy, so that ``python -m avafn.data.download`` runs a module the package has not
+    # already imported
+    if name == "resolve_meld_dir":
+        from avafn.data.download import resolve_meld_dir
+
+        return resolve_meld_dir
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_corpus(dataset: str, data_dir: str | None = None,
