@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from avafn._version import __version__
+from avafn.data import load_corpus
 from avafn.data.corpus import Corpus
 from avafn.io import atomic_write_json
 from avafn.store import FeatureStore
@@ -120,105 +121,157 @@ def demo(out: str | Path = "runs/demo", seeds: Sequence[int] | None = None,
     ``settings`` overrides parts of :func:`demo_config`; ``max_epochs`` caps AVAFN's epochs
     (reduced budget); ``threads`` replaces the configured torch threads of every stage;
     ``stream_twin``: also train the causal twin (streaming)."""
-    from avafn.config import split_settings
-    from avafn.data import load_corpus
     from avafn.reporting.table import run_table
-    from avafn.training.finetune import (
-        FinetuneConfig,
-        encoder_alone,
-        extract_finetuned,
-        finetune_text,
-    )
 
     cfg = demo_config(settings)
     seeds = [int(s) for s in (cfg["seeds"] if seeds is None else seeds)]
-    # every setting checked before any work (a typo must not cost a fine-tuning epoch)
-    ft_cfg = None if cfg["finetune"] is None else FinetuneConfig.from_dict(cfg["finetune"])
-    split_settings({"modalities": ["text"], **cfg["train"]})
-    out = Path(out)
+    ft_cfg = _checked_settings(cfg)
+    out, opts = Path(out), {"device": device, "progress": progress}
     t0 = time.perf_counter()
-    corpus = load_corpus("meld", meld_dir=meld_dir)
-    if max_dialogues:
-        corpus = subset(corpus, max_dialogues)
-    n_utt = {s: sum(len(d) for d in ds) for s, ds in corpus.splits.items()}
-    if verbose:
-        log.info(f"[demo] MELD annotations: {n_utt} utterances")
+    corpus = _meld_corpus(meld_dir, max_dialogues, verbose)
     store = FeatureStore(out / "store")
     _threads(threads or cfg["threads"].get("finetune"))
     t1 = time.perf_counter()
-    alone = None
     if ft_cfg is not None:
-        rec = finetune_text(corpus, out / "text-encoder", ft_cfg, progress=progress,
-                            device=device)
-        if verbose:
-            log.info(f"[demo] text encoder fine-tuned: epoch {rec['best_epoch']} kept, dev "
-                     f"weighted F1 {rec['best_dev_f1']:.2f} ({time.perf_counter() - t1:.0f} s)")
+        _finetune(corpus, out / "text-encoder", ft_cfg, opts, verbose)
     t2 = time.perf_counter()
-    if cfg["finetune"] is not None:
-        ext = extract_finetuned(corpus, store, out / "text-encoder", device=device,
-                                progress=progress)["full"]
-        alone = encoder_alone(corpus, store, out / "text-encoder")
-    else:
-        from avafn.extract.text import extract_text
-
-        ext = extract_text(corpus, store, device=device, progress=progress)
+    encoder = None if ft_cfg is None else out / "text-encoder"
+    alone = _text_features(corpus, store, encoder, opts, verbose)
     t3 = time.perf_counter()
-    if verbose:
-        log.info(f"[demo] text features: {ext['embedded']} embedded, {ext['already_done']} "
-                 f"already stored, {ext['missing']} missing ({t3 - t2:.0f} s)")
-    train_kw = dict(cfg["train"])
-    if max_epochs is not None:
-        train_kw["max_epochs"] = int(max_epochs)
-        train_kw["patience"] = min(int(train_kw.get("patience", max_epochs)), int(max_epochs))
-    if not max_dialogues:
-        train_kw.update(dataset="meld", meld_dir=meld_dir)
+    train_kw = _train_settings(cfg["train"], max_epochs, max_dialogues, meld_dir)
     _threads(threads or cfg["threads"].get("train"))
-    table_md = run_table(corpus, store, out / "runs", seeds, device=device, rows=["text"],
-                         progress=progress, **train_kw)
+    table_md = run_table(corpus, store, out / "runs", seeds, rows=["text"], **opts, **train_kw)
     t4 = time.perf_counter()
-    run = out / "runs" / "text"
-    twin = None
-    if stream_twin:
-        if verbose:
-            log.info(f"[demo] causal twin (for --stream): seeds {seeds}")
-        twin = train_twin(corpus, store, out / "runs" / TWIN, seeds, train_kw, device, progress)
+    if stream_twin and verbose:
+        log.info(f"[demo] causal twin (for --stream): seeds {seeds}")
+    twin = train_twin(corpus, store, out / "runs" / TWIN, seeds, train_kw, **opts) \
+        if stream_twin else None
     t5 = time.perf_counter()
-    report = json.loads((run / "report.json").read_text())
-    twin_report = json.loads((twin / "report.json").read_text()) if twin else None
+    run = out / "runs" / "text"
     result = {
         "version": __version__, "run": str(run), "table": str(table_md), "seeds": seeds,
         "settings": {**cfg, "train": train_kw}, "max_dialogues": max_dialogues,
-        "utterances": n_utt,
-        "test_weighted_f1": report["test"]["weighted_f1"],
-        "dev_weighted_f1": report["dev"]["weighted_f1"],
-        "test_accuracy": report["test"]["accuracy"],
-        "majority_baseline_test": report["test"]["majority_baseline"],
-        "encoder_alone_weighted_f1": alone,
-        "stream_twin": None if twin is None else {
-            "run": str(twin), "test_weighted_f1": twin_report["test"]["weighted_f1"],
-            "dev_weighted_f1": twin_report["dev"]["weighted_f1"]},
+        "utterances": _utterances(corpus), **_headline(run), "encoder_alone_weighted_f1": alone,
+        "stream_twin": _twin_headline(twin),
         "seconds": {"annotations": t1 - t0, "finetune": t2 - t1, "text_features": t3 - t2,
                     "train_evaluate": t4 - t3, "stream_twin": t5 - t4, "total": t5 - t0},
         "machine": machine(),
     }
     atomic_write_json(out / "demo.json", result)
     if verbose:
-        from avafn.training.evaluate import fmt
-
-        log.info((run / "report.md").read_text())
-        log.info(table_md.read_text())
-        if alone:
-            log.info(f"[demo] fine-tuned encoder alone (no dialogue context): test weighted F1 "
-                     f"{alone['test']:.2f} (dev {alone['dev']:.2f})")
-        log.info(f"[demo] MELD test weighted F1 {fmt(report['test']['weighted_f1'])} "
-                 f"(dev {fmt(report['dev']['weighted_f1'])}) over seeds {seeds}, "
-                 f"{t5 - t0:.0f} s in all on {result['machine']['cpus']} CPU(s); "
-                 f"report: {run / 'report.md'}")
-        if twin is not None:
-            log.info(f"[demo] causal twin: MELD test weighted F1 "
-                     f"{fmt(twin_report['test']['weighted_f1'])} (dev "
-                     f"{fmt(twin_report['dev']['weighted_f1'])}), {t5 - t4:.0f} s; to stream a "
-                     f"conversation utterance by utterance:\n  {stream_command(twin)}")
-        log.info(f"[demo] to predict the emotions of a new conversation with this run:\n"
-                 f"  {predict_command(run, out)}")
+        _log_outcome(result, out)
     return result
+
+
+def _checked_settings(cfg: Mapping[str, Any]) -> Any:
+    """Every setting checked before any work (a typo must not cost a fine-tuning epoch); the
+    fine-tuning settings (``None``: the packaged encoder as it is)."""
+    from avafn.config import split_settings
+    from avafn.training.finetune import FinetuneConfig
+
+    ft_cfg = None if cfg["finetune"] is None else FinetuneConfig.from_dict(cfg["finetune"])
+    split_settings({"modalities": ["text"], **cfg["train"]})
+    return ft_cfg
+
+
+def _utterances(corpus: Corpus) -> dict[str, int]:
+    """The number of utterances of each split."""
+    return {s: sum(len(d) for d in ds) for s, ds in corpus.splits.items()}
+
+
+def _meld_corpus(meld_dir: str | None, max_dialogues: int | None, verbose: bool) -> Corpus:
+    """The MELD annotations, cut to their first ``max_dialogues`` dialogues when given."""
+    corpus = load_corpus("meld", meld_dir=meld_dir)
+    if max_dialogues:
+        corpus = subset(corpus, max_dialogues)
+    if verbose:
+        log.info(f"[demo] MELD annotations: {_utterances(corpus)} utterances")
+    return corpus
+
+
+def _finetune(corpus: Corpus, encoder: Path, ft_cfg: Any, opts: Mapping[str, Any],
+              verbose: bool) -> None:
+    """The text encoder fine-tuned into ``encoder`` (resumed where a killed run stopped)."""
+    from avafn.training.finetune import finetune_text
+
+    t = time.perf_counter()
+    rec = finetune_text(corpus, encoder, ft_cfg, **opts)
+    if verbose:
+        log.info(f"[demo] text encoder fine-tuned: epoch {rec['best_epoch']} kept, dev "
+                 f"weighted F1 {rec['best_dev_f1']:.2f} ({time.perf_counter() - t:.0f} s)")
+
+
+def _text_features(corpus: Corpus, store: FeatureStore, encoder: Path | None,
+                   opts: Mapping[str, Any], verbose: bool) -> dict | None:
+    """The text vectors into ``store``: with the fine-tuned ``encoder`` (its linear head then
+    scored alone too: the weighted F1s returned), else with the packaged sentence encoder."""
+    from avafn.extract.text import extract_text
+    from avafn.training.finetune import encoder_alone, extract_finetuned
+
+    t = time.perf_counter()
+    alone = None
+    if encoder is None:
+        ext = extract_text(corpus, store, **opts)
+    else:
+        ext = extract_finetuned(corpus, store, encoder, **opts)["full"]
+        alone = encoder_alone(corpus, store, encoder)
+    if verbose:
+        log.info(f"[demo] text features: {ext['embedded']} embedded, {ext['already_done']} "
+                 f"already stored, {ext['missing']} missing ({time.perf_counter() - t:.0f} s)")
+    return alone
+
+
+def _train_settings(train: Mapping[str, Any], max_epochs: int | None,
+                    max_dialogues: int | None, meld_dir: str | None) -> dict[str, Any]:
+    """AVAFN's training settings: the configured ones, epochs capped by ``max_epochs``, the
+    dataset recorded for a run on the whole of MELD."""
+    train_kw = dict(train)
+    if max_epochs is not None:
+        train_kw["max_epochs"] = int(max_epochs)
+        train_kw["patience"] = min(int(train_kw.get("patience", max_epochs)), int(max_epochs))
+    if not max_dialogues:
+        train_kw.update(dataset="meld", meld_dir=meld_dir)
+    return train_kw
+
+
+def _headline(run: Path) -> dict[str, Any]:
+    """The run's headline numbers, from its ``report.json``."""
+    report = json.loads((run / "report.json").read_text())
+    return {"test_weighted_f1": report["test"]["weighted_f1"],
+            "dev_weighted_f1": report["dev"]["weighted_f1"],
+            "test_accuracy": report["test"]["accuracy"],
+            "majority_baseline_test": report["test"]["majority_baseline"]}
+
+
+def _twin_headline(twin: Path | None) -> dict[str, Any] | None:
+    """The causal twin's folder and weighted F1s (None without a twin)."""
+    if twin is None:
+        return None
+    report = json.loads((twin / "report.json").read_text())
+    return {"run": str(twin), "test_weighted_f1": report["test"]["weighted_f1"],
+            "dev_weighted_f1": report["dev"]["weighted_f1"]}
+
+
+def _log_outcome(result: Mapping[str, Any], out: Path) -> None:
+    """The console's end of the demo: the report, the table, the headline numbers and the
+    commands that predict with the runs."""
+    from avafn.training.evaluate import fmt
+
+    run, twin = Path(result["run"]), result["stream_twin"]
+    alone = result["encoder_alone_weighted_f1"]
+    log.info((run / "report.md").read_text())
+    log.info(Path(result["table"]).read_text())
+    if alone:
+        log.info(f"[demo] fine-tuned encoder alone (no dialogue context): test weighted F1 "
+                 f"{alone['test']:.2f} (dev {alone['dev']:.2f})")
+    log.info(f"[demo] MELD test weighted F1 {fmt(result['test_weighted_f1'])} "
+             f"(dev {fmt(result['dev_weighted_f1'])}) over seeds {result['seeds']}, "
+             f"{result['seconds']['total']:.0f} s in all on {result['machine']['cpus']} CPU(s); "
+             f"report: {run / 'report.md'}")
+    if twin is not None:
+        log.info(f"[demo] causal twin: MELD test weighted F1 "
+                 f"{fmt(twin['test_weighted_f1'])} (dev "
+                 f"{fmt(twin['dev_weighted_f1'])}), {result['seconds']['stream_twin']:.0f} s; to "
+                 f"stream a conversation utterance by utterance:\n  {stream_command(twin['run'])}")
+    log.info(f"[demo] to predict the emotions of a new conversation with this run:\n"
+             f"  {predict_command(run, out)}")
