@@ -38,7 +38,7 @@ import logging
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -251,30 +251,83 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
     later run, as if interrupted). ``on_written(uid)`` is called after each entry is added
     (tests use it to interrupt a job). Returns an :class:`ExtractReport`.
     """
-    from tqdm.auto import tqdm
-
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     rank, world = dist_env(rank, world_size)
-    if segments is None:
-        segments = not corpus.pre_cut
-    outputs = outputs_of(extractor)
-    names = list(outputs)
-    label = names[0] if len(names) == 1 else ",".join(names)
-    store.root.mkdir(parents=True, exist_ok=True)
-    store.clean_temp()
-    for m, meta in outputs.items():
-        store.create_modality(m, legacy_compatible(store, m, meta, _device(extractor)))
+    segments = not corpus.pre_cut if segments is None else segments
+    names = _create_outputs(store, extractor)
     corpus = extractor.prepare_corpus(corpus)  # e.g. text given with its preceding turns
     split_list = split_names(corpus, splits)
     mine = select_utterances(corpus, split_list)[rank::world]
     done_in = {m: store.done_uids(m) for m in names}
-    done = set.intersection(*done_in.values())
-    size = max(1, int(extractor.unit_size))
+    units, n_todo, budget = _units_to_do(mine, set.intersection(*done_in.values()),
+                                         extractor.unit_size, limit)
+    report = ExtractReport(",".join(names), rank, world, len(mine), len(mine) - n_todo,
+                           splits=split_list, outputs=names)
+    flat = [u for un in units for u in un]
+    t0 = time.perf_counter()
+    writes = _Writes(report, done_in, budget, progress, on_written)
+    if extractor.input == "text":
+        results: Generator[tuple[str, Any, str]] = _text_results(flat)
+    else:
+        results = _decoded(extractor, _tasks(corpus, media_root, flat, segments), workers, prefetch)
+    try:
+        with contextlib.ExitStack() as stack:
+            writes.writers = _open_writers(stack, store, report, shard_size)
+            writes.run(extractor, units, results)
+    except BaseException:
+        report.interrupted = True
+        raise
+    finally:
+        writes.bar.close()
+        results.close()
+        release_readers()  # a video kept open between its segments (decoded in this process)
+        report.seconds = time.perf_counter() - t0
+        report.n_left = n_todo - report.n_written
+    if merge_at_end:
+        merged = [_finish(store, m, rank, world) for m in names]
+        report.merged = all(merged)
+    report.store_missing = _store_missing(store, names)
+    return report
+
+
+def _create_outputs(store: FeatureStore, extractor: Extractor) -> list[str]:
+    """The extractor's output modalities, created in ``store`` (temp files of killed writers
+    removed first); their names."""
+    outputs = outputs_of(extractor)
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.clean_temp()
+    for m, meta in outputs.items():
+        store.create_modality(m, legacy_compatible(store, m, meta, _device(extractor)))
+    return list(outputs)
+
+
+def _decoded(extractor: Extractor, tasks: list[Task], workers: int, prefetch: int
+             ) -> Generator[tuple[str, Any, str]]:
+    """The media of ``tasks`` decoded by the extractor's loader in ``workers`` processes, at
+    least a unit in flight: the workers decode the next unit while this process runs the
+    models on the current one (with fewer, they idle once their few clips are done)."""
+    return _results(extractor.loader(workers), tasks, workers, prefetch,
+                    in_flight=max(workers * prefetch, max(1, int(extractor.unit_size))))
+
+
+def _open_writers(stack: contextlib.ExitStack, store: FeatureStore, report: ExtractReport,
+                  shard_size: int) -> dict[str, Any]:
+    """A store writer per output of the report, its shards tagged with the rank, closed
+    with ``stack``."""
+    return {m: stack.enter_context(store.writer(m, tag=f"r{report.rank:03d}",
+                                                shard_size=shard_size))
+            for m in report.outputs}
+
+
+def _units_to_do(mine: list[Utterance], done: set[str], size: int, limit: int | None
+                 ) -> tuple[list[list[Utterance]], int, int]:
+    """The units (``size`` consecutive utterances of ``mine``, at fixed positions) holding an
+    utterance not ``done`` yet, only those that hold the first ``limit`` of them when given;
+    (units, utterances to do, how many of them this run writes)."""
+    size = max(1, int(size))
     units = [mine[i:i + size] for i in range(0, len(mine), size)]
     units = [un for un in units if any(u.uid not in done for u in un)]
     n_todo = sum(u.uid not in done for un in units for u in un)
-    report = ExtractReport(label, rank, world, len(mine), len(mine) - n_todo,
-                           splits=split_list, outputs=names)
     budget = n_todo if limit is None else max(0, min(int(limit), n_todo))
     if budget < n_todo:  # only the units that hold the first `budget` utterances to do
         kept, k = [], 0
@@ -284,70 +337,69 @@ def run_extraction(corpus: Corpus, media_root: str | os.PathLike | None,
             kept.append(un)
             k += sum(u.uid not in done for u in un)
         units = kept
-    flat = [u for un in units for u in un]
-    t0 = time.perf_counter()
-    bar = tqdm(total=budget, unit="utt", desc=f"extract {label} r{rank}",
-               disable=not progress, dynamic_ncols=True, mininterval=1.0, smoothing=0.05)
-    if extractor.input == "text":
-        results: Generator[tuple[str, Any, str]] = _text_results(flat)
-    else:
-        # at least a unit in flight: the workers decode the next unit while this process runs
-        # the models on the current one (with fewer, they idle once their few clips are done)
-        results = _results(extractor.loader(workers), _tasks(corpus, media_root, flat, segments),
-                           workers, prefetch, in_flight=max(workers * prefetch, size))
-    try:
-        with contextlib.ExitStack() as stack:
-            writers = {m: stack.enter_context(store.writer(m, tag=f"r{rank:03d}",
-                                                           shard_size=shard_size))
-                       for m in names}
+    return units, n_todo, budget
 
-            def put(uid: str, res: Result) -> None:
-                vec, count, reason = res
-                present, why = False, reason
-                for m, w in writers.items():
-                    v, c, r = (vec.get(m) if isinstance(vec, dict) else vec), count, reason
-                    if isinstance(v, tuple):  # per modality (vector | None, count, reason)
-                        v, c, r = v
-                    present = present or v is not None
-                    why = why or r
-                    if uid not in done_in[m]:
-                        w.add(uid, v, count=c, reason=r)
-                report.n_written += 1
-                if not present:
-                    report.missing.append((uid, why))
-                else:
-                    report.n_present += 1
-                bar.update(1)
-                if on_written is not None:
-                    on_written(uid)
 
-            for un in units:
-                got = [next(results) for _ in un]
-                ok = [i for i, (_, _, reason) in enumerate(got) if not reason]
-                outs = dict(zip(ok, extractor.process([got[i][1] for i in ok]))) if ok else {}
-                for i, (uid, _, reason) in enumerate(got):
-                    if uid in done:
-                        continue  # stored by an earlier run: this unit was run whole again
-                    if report.n_written >= budget:
-                        break
-                    put(uid, outs.get(i, (None, 0, reason)))
-    except BaseException:
-        report.interrupted = True
-        raise
-    finally:
-        bar.close()
-        results.close()
-        release_readers()  # a video kept open between its segments (decoded in this process)
-        report.seconds = time.perf_counter() - t0
-        report.n_left = n_todo - report.n_written
-    if merge_at_end:
-        merged = [_finish(store, m, rank, world) for m in names]
-        report.merged = all(merged)
+class _Writes:
+    """The writing side of a job: each output's store writer (``writers``, set once they are
+    open; an output skips the utterances it already holds), the report's counts, the progress
+    bar and ``on_written``; at most ``budget`` utterances are written."""
+
+    def __init__(self, report: ExtractReport, done_in: dict[str, set[str]], budget: int,
+                 progress: bool, on_written: Callable[[str], None] | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.report, self.done_in, self.budget, self.on_written = report, done_in, budget, \
+            on_written
+        self.done = set.intersection(*done_in.values())
+        self.writers: dict[str, Any] = {}
+        self.bar = tqdm(total=budget, unit="utt", desc=f"extract {report.modality} r{report.rank}",
+                        disable=not progress, dynamic_ncols=True, mininterval=1.0,
+                        smoothing=0.05)
+
+    def run(self, extractor: Extractor, units: list[list[Utterance]],
+            results: Iterator[tuple[str, Any, str]]) -> None:
+        """Each unit's decoded payloads through ``extractor.process``, the results written."""
+        for un in units:
+            got = [next(results) for _ in un]
+            ok = [i for i, (_, _, reason) in enumerate(got) if not reason]
+            outs = dict(zip(ok, extractor.process([got[i][1] for i in ok]))) if ok else {}
+            for i, (uid, _, reason) in enumerate(got):
+                if uid in self.done:
+                    continue  # stored by an earlier run: this unit was run whole again
+                if self.report.n_written >= self.budget:
+                    break
+                self.put(uid, outs.get(i, (None, 0, reason)))
+
+    def put(self, uid: str, res: Result) -> None:
+        """One utterance's result, written to every output that does not hold it yet."""
+        vec, count, reason = res
+        present, why = False, reason
+        for m, w in self.writers.items():
+            v, c, r = (vec.get(m) if isinstance(vec, dict) else vec), count, reason
+            if isinstance(v, tuple):  # per modality (vector | None, count, reason)
+                v, c, r = v
+            present = present or v is not None
+            why = why or r
+            if uid not in self.done_in[m]:
+                w.add(uid, v, count=c, reason=r)
+        self.report.n_written += 1
+        if not present:
+            self.report.missing.append((uid, why))
+        else:
+            self.report.n_present += 1
+        self.bar.update(1)
+        if self.on_written is not None:
+            self.on_written(uid)
+
+
+def _store_missing(store: FeatureStore, names: list[str]) -> int:
+    """The entries stored as missing in the outputs, in all (-1 while another rank compacts
+    them: the count is only informative)."""
     try:
-        report.store_missing = sum(len(store.missing(m)) for m in names)
-    except StoreError:  # another rank compacting right now: the count is only informative
-        report.store_missing = -1
-    return report
+        return sum(len(store.missing(m)) for m in names)
+    except StoreError:
+        return -1
 
 
 def outputs_of(extractor: Extractor) -> dict[str, dict]:
