@@ -234,6 +234,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    for add in (_register_train, _register_evaluate, _register_table, _register_run,
+                _register_demo):
+        add(subparsers)
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    """``avafn train`` and its options."""
     p = subparsers.add_parser("train", help=help_of("train"),
                               description="Train with dev-based selection and early stopping; "
                                           "resumable: rerun the same command after an "
@@ -247,6 +254,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
+
+def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    """``avafn evaluate`` and its options."""
     p = subparsers.add_parser(
         "evaluate", help=help_of("evaluate"),
         description="Score every finished seed of a run on dev and on --split (default test) "
@@ -269,6 +279,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _register_table(subparsers: argparse._SubParsersAction) -> None:
+    """``avafn table`` and its options."""
     p = subparsers.add_parser(
         "table", help=help_of("table"),
         description="Train and evaluate one run per row (modalities alone and fused, and the "
@@ -290,6 +303,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train_args(p)
     p.set_defaults(func=cmd_table)
 
+
+def _register_run(subparsers: argparse._SubParsersAction) -> None:
+    """``avafn run convert`` and its options."""
     p = subparsers.add_parser("run", help=help_of("run"))
     sub = p.add_subparsers(dest="run_command", metavar="ACTION", required=True)
     c = sub.add_parser(
@@ -302,6 +318,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("run_dir", metavar="RUN_DIR")
     c.set_defaults(func=cmd_run_convert)
 
+
+def _register_demo(subparsers: argparse._SubParsersAction) -> None:
+    """``avafn demo`` and its options."""
     p = subparsers.add_parser("demo", help=help_of("demo"),
                               formatter_class=argparse.RawDescriptionHelpFormatter,
                               description=_DEMO_HELP)
