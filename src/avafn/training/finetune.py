@@ -33,10 +33,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from avafn.checkpoint import finetune_fields, resume_state, save_state
 from avafn.config import ConfigError, check_field_types, check_number
@@ -218,13 +219,45 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     and return its record (``avafn_finetune.json``: ``record`` + best epoch, history).
     Resumable; a finished ``out/model`` is returned as it is. ``on_epoch_end(record)`` is
     called after each epoch's state is saved (raising there interrupts training, resumably)."""
-    from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
-
     out = Path(out)
     final = out / "model"
     if (final / FINETUNE_FILE).is_file():
         return json.loads((final / FINETUNE_FILE).read_text())
+    fit = _Fit.start(cfg, train, dev, labels, device)
+    work = out / "train"
+    fit.resume(work)
+    bar = epoch_bar(cfg.max_epochs, fit.epoch, desc, progress)
+    while fit.epoch < cfg.max_epochs and not fit.sel.stop:
+        t0 = time.perf_counter()
+        loss_sum = fit.train_epoch(desc, progress)
+        rec = fit.evaluate(loss_sum, t0)
+        if fit.sel.update(rec["dev_f1"], fit.epoch):
+            _save_encoder(work / "best", fit.model, fit.tok)
+        fit.save(work / STATE_FILE)
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
+                        best=f"{fit.sel.best_score:.2f}")
+        if on_epoch_end is not None:
+            on_epoch_end(rec)
+    bar.close()
+    sel = fit.sel
+    result = {**record, "format": FORMAT, "version": 1, "best_epoch": sel.best_epoch,
+              "best_dev_f1": sel.best_score, "epochs_run": fit.epoch,
+              "stopped_by": "early_stopping" if sel.stop else "max_epochs",
+              "history": fit.history, "context_turns": cfg.context_turns,
+              "max_length": cfg.max_length, "pooling": "masked mean",
+              "n_train_utterances": len(fit.data.x_train)}
+    atomic_write_json(work / "best" / FINETUNE_FILE, result)
+    shutil.rmtree(final, ignore_errors=True)
+    (work / "best").rename(final)
+    shutil.rmtree(work)
+    return result
+
+
+def _load_base(cfg: FinetuneConfig) -> tuple[Any, torch.nn.Module]:
+    """The base text model's tokenizer (cut at ``cfg.max_length`` tokens) and encoder."""
+    from transformers import AutoModel, AutoTokenizer
+
     path, _ = _base_path(cfg.base_model)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
@@ -232,6 +265,24 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
     except (OSError, ValueError) as e:
         raise FinetuneError(f"cannot load the base text model {cfg.base_model!r}: {e}") from None
     tok.model_max_length = int(cfg.max_length)
+    return tok, encoder
+
+
+class _Examples(NamedTuple):
+    """A fine-tuning's labeled inputs: train and dev, with the training inputs' token
+    lengths."""
+
+    x_train: list[str]
+    y_train: np.ndarray
+    x_dev: list[str]
+    y_dev: np.ndarray
+    lengths: list[int]
+
+
+def _fit_examples(tok: Any, train: Sequence[Dialogue], dev: Sequence[Dialogue],
+                  labels: Sequence[str], cfg: FinetuneConfig) -> _Examples:
+    """The labeled utterances with text of ``train`` and ``dev`` as encoder inputs (refused
+    when either has none)."""
     sep = getattr(tok, "sep_token", None) or "|"
     x_train, y_train = _examples(train, labels, cfg.context_turns, sep)
     x_dev, y_dev = _examples(dev, labels, cfg.context_turns, sep)
@@ -240,70 +291,104 @@ def fit_encoder(out: str | Path, cfg: FinetuneConfig, train: Sequence[Dialogue],
                             f"(found {len(x_train)} and {len(x_dev)})")
     lengths = [len(ids) for ids in tok(x_train, truncation=True,
                                        max_length=cfg.max_length)["input_ids"]]
-    gen = seed_all(cfg.seed)
-    model = _Classifier(encoder, len(labels)).to(device)
-    counts = np.bincount(y_train, minlength=len(labels)).astype(np.float64)
-    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -cfg.class_weight_power, 0.0)
-    weights = torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    work = out / "train"
-    sel, history, epoch = DevSelection(cfg.patience), [], 0
-    if (work / STATE_FILE).is_file():
-        info = resume_state(work / STATE_FILE, model, opt, finetune_fields())  # checked first
+    return _Examples(x_train, y_train, x_dev, y_dev, lengths)
+
+
+def _class_weights(y: np.ndarray, n_classes: int, power: float) -> torch.Tensor:
+    """Class weights ∝ frequency^-power (0 for an absent class), of mean 1 over the present
+    classes."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    return torch.tensor(weights / weights[counts > 0].mean(), dtype=torch.float32)
+
+
+@dataclass
+class _Fit:
+    """A fine-tuning in progress: the classifier and its optimizer on ``device``, the
+    tokenizer, the examples and class weights, the data-order RNG, the dev selection and the
+    history of the ``epoch`` epochs finished."""
+
+    cfg: FinetuneConfig
+    tok: Any
+    model: _Classifier
+    opt: torch.optim.Optimizer
+    data: _Examples
+    weights: torch.Tensor
+    gen: torch.Generator
+    device: str
+    sel: DevSelection
+    history: list[dict] = dataclasses.field(default_factory=list)
+    epoch: int = 0
+
+    @classmethod
+    def start(cls, cfg: FinetuneConfig, train: Sequence[Dialogue], dev: Sequence[Dialogue],
+              labels: Sequence[str], device: str) -> _Fit:
+        """A fine-tuning before its first epoch: the base model and the examples loaded, the
+        RNGs seeded, then the classifier built."""
+        tok, encoder = _load_base(cfg)
+        data = _fit_examples(tok, train, dev, labels, cfg)
+        gen = seed_all(cfg.seed)
+        model = _Classifier(encoder, len(labels)).to(device)
+        weights = _class_weights(data.y_train, len(labels), cfg.class_weight_power).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return cls(cfg, tok, model, opt, data, weights, gen, device, DevSelection(cfg.patience))
+
+    def resume(self, work: Path) -> None:
+        """Continue from the state in ``work`` when there is one (refused when it was saved
+        with other settings than those a run may change)."""
+        if not (work / STATE_FILE).is_file():
+            return
+        info = resume_state(work / STATE_FILE, self.model, self.opt, finetune_fields())
         old = {k: v for k, v in info["settings"].items() if k not in _FREE}
-        if old and old != {k: v for k, v in cfg.to_dict().items() if k not in _FREE}:
+        if old and old != {k: v for k, v in self.cfg.to_dict().items() if k not in _FREE}:
             raise FinetuneError(f"{work} holds an unfinished fine-tuning with other settings; "
                                 "use another output folder (or delete it)")
-        restore_rng(info, gen, device)
-        sel, history, epoch = DevSelection(**info["selection"]), info["history"], info["epoch"]
-        sel.patience = cfg.patience
-    bar = epoch_bar(cfg.max_epochs, epoch, desc, progress)
-    while epoch < cfg.max_epochs and not sel.stop:
-        t0 = time.perf_counter()
-        model.train()
+        restore_rng(info, self.gen, self.device)
+        self.sel, self.history = DevSelection(**info["selection"]), info["history"]
+        self.epoch = info["epoch"]
+        self.sel.patience = self.cfg.patience
+
+    def train_epoch(self, desc: str, progress: bool) -> float:
+        """One pass over the training examples in shuffled batches; the summed loss."""
+        cfg, data = self.cfg, self.data
+        self.model.train()
         loss_sum = 0.0
-        batches = _batches(lengths, cfg.batch_size, gen, cfg.bucket)
-        for idx in tqdm(batches, desc=f"epoch {epoch + 1}", unit="step", leave=False,
+        batches = _batches(data.lengths, cfg.batch_size, self.gen, cfg.bucket)
+        for idx in tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="step", leave=False,
                         disable=not progress, dynamic_ncols=True):
-            enc = tok([x_train[j] for j in idx], padding=True, truncation=True,
-                      max_length=cfg.max_length, return_tensors="pt").to(device)
+            enc = self.tok([data.x_train[j] for j in idx], padding=True, truncation=True,
+                           max_length=cfg.max_length, return_tensors="pt").to(self.device)
             loss = torch.nn.functional.cross_entropy(
-                model(enc), torch.from_numpy(y_train[idx]).to(device), weight=weights)
-            opt.zero_grad(set_to_none=True)
+                self.model(enc), torch.from_numpy(data.y_train[idx]).to(self.device),
+                weight=self.weights)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            self.opt.step()
             loss_sum += float(loss.detach()) * len(idx)
-        check_finite(loss_sum, model, f"{desc}, epoch {epoch + 1}",
+        check_finite(loss_sum, self.model, f"{desc}, epoch {self.epoch + 1}",
                      f"lower --lr (now {cfg.lr:g})")
-        pred = _predict(model, tok, x_dev, cfg.max_length, cfg.eval_batch_size, device)
-        epoch += 1
-        rec = {"epoch": epoch, "train_loss": loss_sum / len(x_train),
-               "dev_f1": weighted_f1(y_dev, pred),
-               "dev_acc": 100.0 * float((pred == y_dev).mean()),
+        return loss_sum
+
+    def evaluate(self, loss_sum: float, t0: float) -> dict[str, Any]:
+        """The epoch just trained scored on dev, counted and added to the history; its
+        record."""
+        cfg, data = self.cfg, self.data
+        pred = _predict(self.model, self.tok, data.x_dev, cfg.max_length, cfg.eval_batch_size,
+                        self.device)
+        self.epoch += 1
+        rec = {"epoch": self.epoch, "train_loss": loss_sum / len(data.x_train),
+               "dev_f1": weighted_f1(data.y_dev, pred),
+               "dev_acc": 100.0 * float((pred == data.y_dev).mean()),
                "seconds": time.perf_counter() - t0}
-        history.append(rec)
-        if sel.update(rec["dev_f1"], epoch):
-            _save_encoder(work / "best", model, tok)
-        save_state(work / STATE_FILE, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), **rng_state(gen, device),
-            "epoch": epoch, "history": history, "selection": sel.to_dict(),
-            "settings": cfg.to_dict()})
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
-                        best=f"{sel.best_score:.2f}")
-        if on_epoch_end is not None:
-            on_epoch_end(rec)
-    bar.close()
-    result = {**record, "format": FORMAT, "version": 1, "best_epoch": sel.best_epoch,
-              "best_dev_f1": sel.best_score, "epochs_run": epoch,
-              "stopped_by": "early_stopping" if sel.stop else "max_epochs", "history": history,
-              "context_turns": cfg.context_turns, "max_length": cfg.max_length,
-              "pooling": "masked mean", "n_train_utterances": len(x_train)}
-    atomic_write_json(work / "best" / FINETUNE_FILE, result)
-    shutil.rmtree(final, ignore_errors=True)
-    (work / "best").rename(final)
-    shutil.rmtree(work)
-    return result
+        self.history.append(rec)
+        return rec
+
+    def save(self, path: Path) -> None:
+        """The state after the last finished epoch: weights, optimizer, RNGs, history."""
+        save_state(path, {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+            **rng_state(self.gen, self.device), "epoch": self.epoch, "history": self.history,
+            "selection": self.sel.to_dict(), "settings": self.cfg.to_dict()})
 
 
 def fold_of(dialogues: Sequence[Dialogue], k: int, seed: int) -> list[int]:
