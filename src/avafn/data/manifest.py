@@ -40,6 +40,29 @@ def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,
                   name: str | None = None) -> Corpus:
     """Read a ``.csv`` or ``.jsonl`` manifest (see the module docstring) into a Corpus."""
     path = Path(path).expanduser()
+    rows = _read_rows(path)
+    if labels is not None:
+        labels = [str(lab) for lab in labels]
+        if not labels or len(set(labels)) != len(labels):
+            raise DataError(f"label set must be non-empty without duplicates, got {labels}")
+    parsed = _parse_rows(path, rows, labels)
+    inferred = labels is None
+    if inferred:
+        labels = infer_labels([p[5] for p in parsed], [p[1] for p in parsed])
+    splits = _dialogues(path, parsed)
+    corpus = Corpus(name or path.stem, list(labels), splits)
+    n_unlabeled = sum(1 for p in parsed if p[5] is None)
+    corpus.source = {
+        "dataset": "manifest", "path": str(path.resolve()), "sha256": sha256_file(path),
+        "labels": list(labels), "labels_inferred": inferred, "utterances": len(parsed),
+        "unlabeled": n_unlabeled, "max_parties": corpus.max_parties,
+        "splits": {s: sum(len(d) for d in ds) for s, ds in splits.items()},
+    }
+    return corpus
+
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a ``.csv`` or ``.jsonl`` manifest with their line numbers (at least one)."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         rows = read_jsonl(path, REQUIRED_COLUMNS)
@@ -49,32 +72,26 @@ def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,
         raise DataError(f"{path}: unknown manifest format {suffix!r}; use .csv or .jsonl")
     if not rows:
         raise DataError(f"{path}: the manifest has no utterances")
-    if labels is not None:
-        labels = [str(lab) for lab in labels]
-        if not labels or len(set(labels)) != len(labels):
-            raise DataError(f"label set must be non-empty without duplicates, got {labels}")
+    return rows
+
+
+def _parse_rows(path: Path, rows: list[tuple[int, dict[str, str]]],
+                labels: list[str] | None) -> list[tuple]:
+    """Every row checked and parsed: (line, split, dialogue_id, turn, speaker, label, text,
+    media, start, end); a (dialogue_id, turn) given twice in a split is refused."""
     base = path.parent.resolve()
     known = set(labels) if labels is not None else None
-
-    parsed = []  # (line, split, dialogue_id, turn, speaker, label, text, media, start, end)
+    parsed = []
     first_line: dict[tuple[str, str, int], int] = {}
     for line, r in rows:
         where = f"{path}: line {line}"
-        split_raw = r["split"].strip()
-        split = SPLIT_ALIASES.get(split_raw.lower())
-        if split is None:
-            raise DataError(f"{where}: unknown split {split_raw!r}; use train, dev or test")
-        dia = r["dialogue_id"].strip()
-        if not dia:
-            raise DataError(f"{where}: empty dialogue_id")
-        turn = parse_int(r["turn"], "turn", where)
-        key = (split, dia, turn)
-        if key in first_line:
+        split, dia, turn = _row_key(r, where)
+        if (split, dia, turn) in first_line:
             raise DataError(
                 f"{where}: duplicate (dialogue_id, turn) = ({dia}, {turn}) in split {split}, "
-                f"first seen on line {first_line[key]}"
+                f"first seen on line {first_line[split, dia, turn]}"
             )
-        first_line[key] = line
+        first_line[split, dia, turn] = line
         speaker = r["speaker"].strip()
         if not speaker:
             raise DataError(f"{where}: empty speaker (dialogue {dia}, turn {turn})")
@@ -84,20 +101,40 @@ def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,
                 f"{where}: unknown label {label!r} (dialogue {dia}, turn {turn}); "
                 f"known labels: {', '.join(labels or [])}"
             )
-        text = r.get("text", "").strip() or None
-        media = r.get("media", "").strip() or None
-        if media is not None and not os.path.isabs(media):
-            media = os.path.normpath(os.path.join(base, media))
-        start = time_cell(r.get("start", ""), "start", where)
-        end = time_cell(r.get("end", ""), "end", where)
-        if start is not None and end is not None and end < start:
-            raise DataError(f"{where}: end {end} s is before start {start} s")
-        parsed.append((line, split, dia, turn, speaker, label, text, media, start, end))
+        parsed.append((line, split, dia, turn, speaker, label, *_row_media(r, where, base)))
+    return parsed
 
-    inferred = labels is None
-    if inferred:
-        labels = infer_labels([p[5] for p in parsed], [p[1] for p in parsed])
 
+def _row_key(r: dict[str, str], where: str) -> tuple[str, str, int]:
+    """A row's (split, dialogue_id, turn), checked."""
+    split_raw = r["split"].strip()
+    split = SPLIT_ALIASES.get(split_raw.lower())
+    if split is None:
+        raise DataError(f"{where}: unknown split {split_raw!r}; use train, dev or test")
+    dia = r["dialogue_id"].strip()
+    if not dia:
+        raise DataError(f"{where}: empty dialogue_id")
+    return split, dia, parse_int(r["turn"], "turn", where)
+
+
+def _row_media(r: dict[str, str], where: str, base: Path
+               ) -> tuple[str | None, str | None, float | None, float | None]:
+    """A row's text, media path (relative ones made absolute from ``base``) and start / end
+    seconds, checked."""
+    text = r.get("text", "").strip() or None
+    media = r.get("media", "").strip() or None
+    if media is not None and not os.path.isabs(media):
+        media = os.path.normpath(os.path.join(base, media))
+    start = time_cell(r.get("start", ""), "start", where)
+    end = time_cell(r.get("end", ""), "end", where)
+    if start is not None and end is not None and end < start:
+        raise DataError(f"{where}: end {end} s is before start {start} s")
+    return text, media, start, end
+
+
+def _dialogues(path: Path, parsed: list[tuple]) -> dict[str, list[Dialogue]]:
+    """The parsed rows as dialogues per split: splits in their usual order, dialogues by id
+    (numbers in numeric order), utterances by turn, speakers numbered as they first speak."""
     grouped: dict[str, dict[str, list[tuple]]] = {}
     for p in parsed:
         grouped.setdefault(p[1], {}).setdefault(p[2], []).append(p)
@@ -117,16 +154,7 @@ def read_manifest(path: str | os.PathLike, labels: list[str] | None = None,
                     media=media, start=start, end=end, source=f"{path}:{line}"))
             dialogues.append(Dialogue(split, dia, utts))
         splits[split] = dialogues
-
-    corpus = Corpus(name or path.stem, list(labels), splits)
-    n_unlabeled = sum(1 for p in parsed if p[5] is None)
-    corpus.source = {
-        "dataset": "manifest", "path": str(path.resolve()), "sha256": sha256_file(path),
-        "labels": list(labels), "labels_inferred": inferred, "utterances": len(parsed),
-        "unlabeled": n_unlabeled, "max_parties": corpus.max_parties,
-        "splits": {s: sum(len(d) for d in ds) for s, ds in splits.items()},
-    }
-    return corpus
+    return splits
 
 
 def _natural_key(dialogue_id: str) -> tuple:
