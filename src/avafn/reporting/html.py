@@ -348,13 +348,7 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
     under the timeline once clicked), a link to its table row; m:ss ticks (by utterance number
     when the rows have no times)."""
     timed = _timed(rows)
-    if timed:
-        spans = [(float(r["start"]), float(r["end"])) for r in rows]
-        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
-        lo = 0.0 if lo < hi - lo else lo
-    else:  # utterance u (1-based) drawn around u
-        spans = [(r["turn"] + 0.55, r["turn"] + 1.45) for r in rows]
-        lo, hi = 0.5, len(rows) + 0.5
+    spans, lo, hi = _spans(rows, timed)
     durs = sorted(max(e - s, 1e-3) for s, e in spans)
     min_px = int(min(_TIMELINE_MAX_PX,
                      max(0.0, _BAR_PX * max(hi - lo, 1e-9) / durs[len(durs) // 2])))
@@ -374,14 +368,7 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
         x = (s - a0) / span * 100
         w = max(e - s, 0.0) / span * 100
         col = colours.get(r["label"], "#999999")
-        when = (f"{_clock(r['start'])}–{_clock(r['end'])}" if timed
-                else f"utterance {r['turn'] + 1}")
-        guess = " (speaker guessed from the audio)" if r.get("speaker_source") == \
-            "diarization" else ""
-        tip = (f"#{r['turn'] + 1} {r['speaker']}{guess}, {when}: {r['label']} "
-               f"{100 * float(r['confidence']):.0f}%{_f1_note(r['label'], f1)}")
-        if r.get("text"):
-            tip += f" — {_short(str(r['text']), 120)}"
+        tip = _bar_tip(r, timed, f1)
         lanes[str(r["speaker"])].append(
             f'<a class="tl-bar" href="#u-{k_id}-{r["turn"]}" data-turn="{r["turn"]}" '
             f'style="left:{x:.3f}%;width:{w:.3f}%;background:{col};color:{text_colour(col)}" '
@@ -392,15 +379,7 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
     names = "".join(f'<div class="tl-name" title="{_esc(s)}">{_esc(s)}</div>' for s in speakers)
     tracks = "".join(f'<div class="tl-lane" data-speaker="{_esc(s)}"><div class="tl-track">'
                      f'{grid}{"".join(lanes[s])}</div></div>' for s in speakers)
-    labels = []
-    for i, v in enumerate(ticks):
-        x = (v - a0) / span * 100
-        txt = mss(v, step) if timed else str(int(v))
-        edge = " first" if i == 0 else " last" if i == len(ticks) - 1 else ""
-        # every other tick hidden on narrow screens (and the one beside the last, if shown)
-        odd = " odd" if not edge and (i % 2 or (len(ticks) % 2 == 0 and i == len(ticks) - 2)) \
-            else ""
-        labels.append(f'<span class="tl-tick{edge}{odd}" style="left:{x:.3f}%">{txt}</span>')
+    labels = _tick_labels(ticks, a0, span, step, timed)
     title = "time in the conversation (m:ss)" if timed else "utterance number"
     return (f'<div class="timeline" id="timeline-{k_id}"><div class="tl-names">{names}'
             f'<div class="tl-name tl-axis-name"></div></div>'
@@ -410,6 +389,46 @@ def timeline_html(rows: Sequence[Mapping[str, Any]], colours: dict[str, str],
             f'<div class="axis-title">{title}</div></div></div></div>'
             '<p class="tl-hint">scroll the lanes sideways for the rest →</p>'
             '<p class="tl-info" aria-live="polite"></p>')
+
+
+def _spans(rows: Sequence[Mapping[str, Any]], timed: bool
+           ) -> tuple[list[tuple[float, float]], float, float]:
+    """Each utterance's (start, end) on the timeline's axis, and the axis's extent: seconds
+    (from 0 unless the conversation starts late), else utterance u (1-based) drawn around u."""
+    if timed:
+        spans = [(float(r["start"]), float(r["end"])) for r in rows]
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        return spans, (0.0 if lo < hi - lo else lo), hi
+    return [(r["turn"] + 0.55, r["turn"] + 1.45) for r in rows], 0.5, len(rows) + 0.5
+
+
+def _bar_tip(r: Mapping[str, Any], timed: bool, f1: Mapping[str, float] | None) -> str:
+    """The tooltip of an utterance's bar: who, when, the emotion and its confidence, the
+    text."""
+    when = (f"{_clock(r['start'])}–{_clock(r['end'])}" if timed
+            else f"utterance {r['turn'] + 1}")
+    guess = " (speaker guessed from the audio)" if r.get("speaker_source") == \
+        "diarization" else ""
+    tip = (f"#{r['turn'] + 1} {r['speaker']}{guess}, {when}: {r['label']} "
+           f"{100 * float(r['confidence']):.0f}%{_f1_note(r['label'], f1)}")
+    if r.get("text"):
+        tip += f" — {_short(str(r['text']), 120)}"
+    return tip
+
+
+def _tick_labels(ticks: Sequence[float], a0: float, span: float, step: float,
+                 timed: bool) -> list[str]:
+    """The axis's tick labels (m:ss, or utterance numbers), placed in percent of the axis."""
+    labels = []
+    for i, v in enumerate(ticks):
+        x = (v - a0) / span * 100
+        txt = mss(v, step) if timed else str(int(v))
+        edge = " first" if i == 0 else " last" if i == len(ticks) - 1 else ""
+        # every other tick hidden on narrow screens (and the one beside the last, if shown)
+        odd = " odd" if not edge and (i % 2 or (len(ticks) % 2 == 0 and i == len(ticks) - 2)) \
+            else ""
+        labels.append(f'<span class="tl-tick{edge}{odd}" style="left:{x:.3f}%">{txt}</span>')
+    return labels
 
 
 # ----------------------------------------------------------------------------- page
@@ -519,6 +538,8 @@ def _top_attended(att_row: np.ndarray, t: int, n: int = 3) -> list[list[float]]:
 
 def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
              colours: dict[str, str], extra: Mapping[str, Any]) -> tuple[str, dict]:
+    """A dialogue's section of the page (heading, timeline, emotion counts, its table, the
+    attention map) and the data its script reads."""
     rows = list(view["rows"])
     name = view.get("title", f"dialogue {k + 1}")
     if not rows:
@@ -529,58 +550,17 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
                          f"({len(rows)}, {len(rows)}) for dialogue {name!r}")
     f1 = extra.get("f1")
     speakers = list(dict.fromkeys(str(r["speaker"]) for r in rows))
-    guessed = list(dict.fromkeys(str(r["speaker"]) for r in rows
-                                 if r.get("speaker_source") == "diarization"))
-    counts = Counter(r["label"] for r in rows)
     timed = _timed(rows)
-    dur = (f" · {_clock(min(r['start'] for r in rows))}–{_clock(max(r['end'] for r in rows))}"
-           if timed else "")
-    body = [f'<section class="dialogue" data-dialogue="{k}" id="dialogue-{k}">',
-            f"<h2>{_esc(name)}</h2>",
-            (f'<p class="meta">{len(rows)} utterance{"s" if len(rows) != 1 else ""} · '
-             f'{len(speakers)} speaker{"s" if len(speakers) != 1 else ""}{dur}</p>')]
-    if guessed:
-        body.append(f'<p class="guess-note">Speakers guessed from the audio (diarization; '
-                    f'check them): {_esc(", ".join(guessed))}</p>')
+    body = _section_head(k, name, rows, speakers)
     body += [("<h3>Who felt what when</h3>" if timed
               else "<h3>Who felt what, in order</h3>"),
              timeline_html(rows, colours, k, f1),
              ('<p class="caption">Each bar is one utterance, named and coloured by its '
               "predicted emotion; tap one to read it and jump to its row.</p>"),
-             '<div class="summary">' + "".join(
-                 f'<span>{_pill(lab, colours, f1)} <span class="count">{counts[lab]}</span></span>'
-                 for lab in labels if counts.get(lab)) + "</div>"
-             + ('<p class="meta">F1: how often this model got the class right on the dev split '
-                f"(percent); under {WEAK_F1:.0f} = weak, read such labels with care.</p>"
-                if f1 else ""),
+             _emotion_counts(rows, labels, colours, f1),
              "<h3>Dialogue</h3>",
-             '<div class="toolbar"><label>Speaker: <select class="speaker-filter">'
-             '<option value="">all speakers</option>'
-             + "".join(f'<option value="{_esc(s)}">{_esc(_short(s, 40))}</option>'
-                       for s in speakers)
-             + '</select></label><button type="button" class="expand-all" '
-             'aria-pressed="false">show all probabilities</button></div>',
-             ('<div class="scroll"><table class="dialogue-table"><thead><tr>'
-              '<th class="num">#</th><th>time</th><th>speaker</th><th>emotion</th><th>text</th>'
-              '<th>all probabilities</th><th>modalities</th><th>source</th>'
-              "</tr></thead><tbody>")]
-    for r in rows:
-        conf = float(r["confidence"])
-        weak = bool(f1) and r["label"] in f1 and f1[r["label"]] < WEAK_F1
-        f1_txt = (f'<small class="f1c{" weak" if weak else ""}">F1 {f1[r["label"]]:.0f}'
-                  f'{" weak" if weak else ""}</small>' if f1 and r["label"] in f1 else "")
-        asr = (' <span class="badge" title="text from speech recognition">ASR</span>'
-               if r.get("text_source") == "asr" else "")
-        body.append(
-            f'<tr class="utt" tabindex="0" id="u-{k}-{r["turn"]}" data-turn="{r["turn"]}" '
-            f'data-speaker="{_esc(r["speaker"])}">'
-            f'<td class="num">{r["turn"] + 1}</td><td class="time">{_time_span(r)}</td>'
-            f'<td class="spk">{_speaker_cell(r)}</td>'
-            f'<td class="emo-cell">{_pill(r["label"], colours)}<span class="conf">'
-            f'{100 * conf:.0f}%</span>{f1_txt}</td>'
-            f'<td class="text">{_esc(r.get("text") or "")}{asr}</td>'
-            f'<td>{_probabilities(r, labels, colours)}</td><td class="mods">{_modalities(r)}</td>'
-            f'<td class="source">{_source_cell(r)}</td></tr>')
+             *_table_head(speakers)]
+    body += [_table_row(k, r, labels, colours, f1) for r in rows]
     body.append("</tbody></table></div>")
     svg, heat = attention_svg(attention, k)
     body.append("<h3>Which earlier utterances each utterance looked back at</h3>")
@@ -603,6 +583,71 @@ def _section(k: int, view: Mapping[str, Any], labels: Sequence[str],
                      for i, r in enumerate(rows)],
             "heat": heat}
     return "\n".join(body), data
+
+
+def _section_head(k: int, name: str, rows: Sequence[Mapping[str, Any]],
+                  speakers: Sequence[str]) -> list[str]:
+    """A dialogue section's opening: its title, size and time span, and the speakers guessed
+    from the audio."""
+    guessed = list(dict.fromkeys(str(r["speaker"]) for r in rows
+                                 if r.get("speaker_source") == "diarization"))
+    dur = (f" · {_clock(min(r['start'] for r in rows))}–{_clock(max(r['end'] for r in rows))}"
+           if _timed(rows) else "")
+    body = [f'<section class="dialogue" data-dialogue="{k}" id="dialogue-{k}">',
+            f"<h2>{_esc(name)}</h2>",
+            (f'<p class="meta">{len(rows)} utterance{"s" if len(rows) != 1 else ""} · '
+             f'{len(speakers)} speaker{"s" if len(speakers) != 1 else ""}{dur}</p>')]
+    if guessed:
+        body.append(f'<p class="guess-note">Speakers guessed from the audio (diarization; '
+                    f'check them): {_esc(", ".join(guessed))}</p>')
+    return body
+
+
+def _emotion_counts(rows: Sequence[Mapping[str, Any]], labels: Sequence[str],
+                    colours: dict[str, str], f1: Mapping[str, float] | None) -> str:
+    """How many utterances of each emotion (with the model's dev F1 and what it means)."""
+    counts = Counter(r["label"] for r in rows)
+    return ('<div class="summary">' + "".join(
+        f'<span>{_pill(lab, colours, f1)} <span class="count">{counts[lab]}</span></span>'
+        for lab in labels if counts.get(lab)) + "</div>"
+        + ('<p class="meta">F1: how often this model got the class right on the dev split '
+           f"(percent); under {WEAK_F1:.0f} = weak, read such labels with care.</p>"
+           if f1 else ""))
+
+
+def _table_head(speakers: Sequence[str]) -> list[str]:
+    """The dialogue table's toolbar (speaker filter, all probabilities) and its header."""
+    toolbar = ('<div class="toolbar"><label>Speaker: <select class="speaker-filter">'
+               '<option value="">all speakers</option>'
+               + "".join(f'<option value="{_esc(s)}">{_esc(_short(s, 40))}</option>'
+                         for s in speakers)
+               + '</select></label><button type="button" class="expand-all" '
+               'aria-pressed="false">show all probabilities</button></div>')
+    head = ('<div class="scroll"><table class="dialogue-table"><thead><tr>'
+            '<th class="num">#</th><th>time</th><th>speaker</th><th>emotion</th><th>text</th>'
+            '<th>all probabilities</th><th>modalities</th><th>source</th>'
+            "</tr></thead><tbody>")
+    return [toolbar, head]
+
+
+def _table_row(k: int, r: Mapping[str, Any], labels: Sequence[str], colours: dict[str, str],
+               f1: Mapping[str, float] | None) -> str:
+    """An utterance's row of the dialogue table."""
+    conf = float(r["confidence"])
+    weak = bool(f1) and r["label"] in f1 and f1[r["label"]] < WEAK_F1
+    f1_txt = (f'<small class="f1c{" weak" if weak else ""}">F1 {f1[r["label"]]:.0f}'
+              f'{" weak" if weak else ""}</small>' if f1 and r["label"] in f1 else "")
+    asr = (' <span class="badge" title="text from speech recognition">ASR</span>'
+           if r.get("text_source") == "asr" else "")
+    return (f'<tr class="utt" tabindex="0" id="u-{k}-{r["turn"]}" data-turn="{r["turn"]}" '
+            f'data-speaker="{_esc(r["speaker"])}">'
+            f'<td class="num">{r["turn"] + 1}</td><td class="time">{_time_span(r)}</td>'
+            f'<td class="spk">{_speaker_cell(r)}</td>'
+            f'<td class="emo-cell">{_pill(r["label"], colours)}<span class="conf">'
+            f'{100 * conf:.0f}%</span>{f1_txt}</td>'
+            f'<td class="text">{_esc(r.get("text") or "")}{asr}</td>'
+            f'<td>{_probabilities(r, labels, colours)}</td><td class="mods">{_modalities(r)}</td>'
+            f'<td class="source">{_source_cell(r)}</td></tr>')
 
 
 def _warnings_panel(warnings: Sequence[Mapping[str, Any]], csv_href: str | None,
