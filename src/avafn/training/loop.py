@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -337,36 +337,13 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
         history, best, epoch = st["history"], st["best"], st["epoch"]
         selection = DevSelection(cfg.patience, best["dev_f1"], best["epoch"], st["bad_epochs"])
     bar = epoch_bar(cfg.max_epochs, epoch, f"seed {seed}", progress, position)
-    if history:
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}",
-                        dev_f1=f"{history[-1]['dev_f1']:.2f}", best=f"{best['dev_f1']:.2f}")
+    _show_epoch(bar, history, best)
     train_dev = train_data.to(device)  # features gathered on the device, once per run
     while epoch < cfg.max_epochs and not selection.stop:
         t0 = time.perf_counter()
-        model.train()
-        # the epoch's loss is summed on the device: no host sync per batch
-        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
-        n_sum = 0
-        for b in train_dev.batches(cfg.batch_size, shuffle=True, generator=gen,
-                                   bucket=cfg.bucket, modality_dropout=cfg.modality_dropout):
-            # which outputs the loss reads, found on the host before the batch moves
-            sel = (b.mask & (b.labels != IGNORE)).reshape(-1).nonzero().squeeze(1)
-            n = int(sel.numel())
-            if n == 0:
-                continue
-            y = b.labels.reshape(-1).index_select(0, sel).to(device, non_blocking=True)
-            sel = sel.to(device, non_blocking=True)
-            b = b.to(device)
-            logits = model(b.feats, b.present, b.speaker, b.mask)["logits"]
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).index_select(0, sel)
-                                   .float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            loss_acc += loss.detach().double() * n
-            n_sum += n
+        loss_acc, n_sum = _train_epoch(model, opt, train_dev.batches(
+            cfg.batch_size, shuffle=True, generator=gen, bucket=cfg.bucket,
+            modality_dropout=cfg.modality_dropout), cfg.grad_clip, device)
         check_finite(loss_acc, model, f"seed {seed}, epoch {epoch + 1}",
                      f"lower --lr (now {cfg.lr:g}) or check the features")
         loss_sum = float(loss_acc)  # the epoch's one sync for the loss
@@ -377,24 +354,67 @@ def _train_seed(desc: dict, cfg: TrainConfig, device_name: str, seed: int,
         history.append(rec)
         epoch += 1
         if selection.update(rec["dev_f1"], epoch):
-            best = {"dev_f1": rec["dev_f1"], "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        save_state(state_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), **rng_state(gen, device),
-            "history": history, "best": best, "epoch": epoch,
-            "bad_epochs": selection.bad_epochs})
+            best = {"dev_f1": rec["dev_f1"], "epoch": epoch, "state": _cpu_copy(model)}
+        save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                **rng_state(gen, device), "history": history, "best": best,
+                                "epoch": epoch, "bad_epochs": selection.bad_epochs})
         bar.update(1)
-        bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
-                        best=f"{best['dev_f1']:.2f}")
+        _show_epoch(bar, history, best)
         if on_epoch_end is not None:
             on_epoch_end(seed, rec)
     bar.close()
-    stopped = "early_stopping" if selection.stop else "max_epochs"
     atomic_write_json(sdir / "history.json", {
         "seed": seed, "best_epoch": best["epoch"], "best_dev_f1": best["dev_f1"],
-        "epochs_run": epoch, "stopped_by": stopped, "history": history})
+        "epochs_run": epoch, "stopped_by": "early_stopping" if selection.stop else "max_epochs",
+        "history": history})
     save_weights(sdir / MODEL_DIR, desc["model_name"], desc["model"], best["state"])
     state_path.unlink(missing_ok=True)
+
+
+def _train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Any],
+                 grad_clip: float | None, device: torch.device) -> tuple[torch.Tensor, int]:
+    """One pass over ``batches``: the loss summed on the device (no host sync per batch) and
+    the number of labeled utterances it covers."""
+    model.train()
+    loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+    n_sum = 0
+    for b in batches:
+        # which outputs the loss reads, found on the host before the batch moves
+        sel = (b.mask & (b.labels != IGNORE)).reshape(-1).nonzero().squeeze(1)
+        n = int(sel.numel())
+        if n == 0:
+            continue
+        y = b.labels.reshape(-1).index_select(0, sel).to(device, non_blocking=True)
+        sel = sel.to(device, non_blocking=True)
+        b = b.to(device)
+        logits = model(b.feats, b.present, b.speaker, b.mask)["logits"]
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).index_select(0, sel)
+                               .float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        loss_acc += loss.detach().double() * n
+        n_sum += n
+    return loss_acc, n_sum
+
+
+def _cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights, copied to the CPU (the best epoch's, kept while training goes
+    on)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _show_epoch(bar: Any, history: Sequence[Mapping[str, Any]], best: Mapping[str, Any]
+                ) -> None:
+    """The epoch bar's note once an epoch is done: the last epoch's training loss and dev F1,
+    the best dev F1."""
+    if not history:
+        return
+    rec = history[-1]
+    bar.set_postfix(loss=f"{rec['train_loss']:.3f}", dev_f1=f"{rec['dev_f1']:.2f}",
+                    best=f"{best['dev_f1']:.2f}")
 
 
 __all__ = ["ABLATIONS", "ModelSpec", "Provenance", "TrainConfig", "build_model",
