@@ -255,7 +255,7 @@ class Predictor:
         """
         check_inputs(video, segments, clips_dir, manifest)
         notices = Notices(examples=10**9)  # every place in the files; the console shows a few
-        models, labels, modalities = self.models, self.labels, self.modalities
+        labels, modalities = self.labels, self.modalities
         ignored: dict[str, str] = {}
         found: dict = {}
         if segments is not None or video is not None:
@@ -270,29 +270,10 @@ class Predictor:
             if ext.input == "text":  # text it cannot read, flagged
                 check_texts(corpus.utterances(), ext.encoder, notices)
         log.info(f"features: {', '.join(modalities)} for {len(corpus.utterances())} utterances")
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = make_temp_dir(out, ".features-")
-        try:
-            store = FeatureStore(tmp)
-            reports = featurizer.extract(corpus, store, progress=progress)
-            log.info(f"model: {len(models)} seed(s)")
-            rows, views = self._predict_corpus(corpus, store)
-            feat_dir = out / "features"
-            if feat_dir.exists():
-                shutil.rmtree(feat_dir)
-            os.replace(tmp, feat_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        reports, rows, views = self._extract_and_predict(featurizer, corpus, out_dir, progress)
         preds = Predictions(
             run=str(self.run.path.resolve()), labels=labels, modalities=modalities,
-            input=({"video": str(Path(video).resolve()) if video is not None else None,
-                    "segments": str(Path(segments or found["segmentation"]["rttm"]).resolve()),
-                    **found}
-                   if segments is not None or video is not None else
-                   {"clips_dir": str(Path(clips_dir).resolve()),
-                    "manifest": str(Path(manifest).resolve())}),
+            input=_input_record(video, segments, clips_dir, manifest, found),
             models={"seeds": self.run.finished_seeds(), "averaging": AVERAGING,
                     "bidirectional": self.run.bidirectional},
             extractors=featurizer.metas, extraction=reports, rows=rows,
@@ -305,6 +286,29 @@ class Predictor:
             r["warnings"] = row_warnings(r, places)
         preds.summary = summarize({k: v for k, v in preds.to_dict().items() if k != "summary"})
         return preds
+
+    def _extract_and_predict(self, featurizer: Featurizer, corpus: Any,
+                             out_dir: str | os.PathLike, progress: bool
+                             ) -> tuple[dict, list[dict], list[dict]]:
+        """The corpus's features extracted into ``out_dir/features`` (put in place whole once
+        complete), then every utterance predicted: (extraction reports, rows, dialogue
+        views)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(out, ".features-")
+        try:
+            store = FeatureStore(tmp)
+            reports = featurizer.extract(corpus, store, progress=progress)
+            log.info(f"model: {len(self.models)} seed(s)")
+            rows, views = self._predict_corpus(corpus, store)
+            feat_dir = out / "features"
+            if feat_dir.exists():
+                shutil.rmtree(feat_dir)
+            os.replace(tmp, feat_dir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return reports, rows, views
 
     def _segments(self, video: Any, segments: Any, out_dir: Any, overlaps: str,
                   max_segments: int | None, speaker_turns: SpeakerTurns | None,
@@ -378,6 +382,18 @@ class Predictor:
                 rows += drows
                 views.append({"title": f"{d.dialogue_id}", "rows": drows, "attention": att})
         return rows, views
+
+
+def _input_record(video: Any, segments: Any, clips_dir: Any, manifest: Any,
+                  found: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``predictions.json`` records of the input: the files given (absolute paths) and
+    how the utterances were found."""
+    if segments is None and video is None:
+        return {"clips_dir": str(Path(clips_dir).resolve()),
+                "manifest": str(Path(manifest).resolve())}
+    return {"video": str(Path(video).resolve()) if video is not None else None,
+            "segments": str(Path(segments or found["segmentation"]["rttm"]).resolve()),
+            **found}
 
 
 def _check_diarizer(diarization: DiarizeOptions | None, device: str, build: bool) -> None:
