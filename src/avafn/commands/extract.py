@@ -16,6 +16,7 @@ import sys
 
 from avafn.argtypes import at_least, folder
 from avafn.commands import help_of
+from avafn.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -251,7 +252,6 @@ def _media_extractor(kind: str, args: argparse.Namespace):
 
 def _run_media(modality: str, args: argparse.Namespace) -> int:
     from avafn.data.registry import corpus_reader
-    from avafn.errors import UserError
     from avafn.extract.job import merge, run_extraction
 
     corpus = _load_corpus(args)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from avafn.argtypes import at_least, finite, folder
 from avafn.commands import help_of
+from avafn.commands.extract import _add_dataset_args, _load_corpus, _splits
+from avafn.store import FeatureStore
+from avafn.training.finetune import FinetuneConfig, encoder_alone, extract_finetuned, finetune_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,9 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "dev, and extract the store's features with it.")
     sp = p.add_subparsers(dest="modality", metavar="MODALITY")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
-    from avafn.commands.extract import _add_dataset_args
-    from avafn.training.finetune import FinetuneConfig
-
     d = FinetuneConfig()
     t = sp.add_parser(
         "text", help="fine-tune the sentence encoder on the training utterances",
@@ -60,18 +62,7 @@ _SETTINGS = ("base_model", "lr", "weight_decay", "batch_size", "max_length", "ma
 
 
 def _run_text(args: argparse.Namespace) -> int:
-    from avafn.commands.extract import _load_corpus, _splits
-    from avafn.store import FeatureStore
-    from avafn.training.finetune import (
-        FinetuneConfig,
-        encoder_alone,
-        extract_finetuned,
-        finetune_text,
-    )
-
     if args.threads:
-        import torch
-
         torch.set_num_threads(int(args.threads))
     corpus = _load_corpus(args)
     cfg = FinetuneConfig(**{k: getattr(args, k) for k in _SETTINGS})

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from avafn.argtypes import at_least, folder
 from avafn.commands import help_of
+from avafn.diarize import DiarizeOptions
+from avafn.notices import Notices
+from avafn.segments import DEFAULT_MAX_SEGMENTS, OVERLAP_POLICIES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,8 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
-    from avafn.diarize import DiarizeOptions
-
     g = p.add_argument_group(
         "video without segments", "--video alone: voice activity detection and speaker "
         "diarization find the utterances, written to OUT/segments.rttm (correct it and rerun "
@@ -98,8 +99,6 @@ def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
 
 
 def _audio_only_kwargs(args: argparse.Namespace) -> dict:
-    from avafn.diarize import DiarizeOptions
-
     opts = DiarizeOptions(diarizer=args.diarizer, model=args.diarizer_model,
                           num_speakers=args.num_speakers, min_speakers=args.min_speakers,
                           max_speakers=args.max_speakers, device=args.device)
@@ -132,8 +131,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from avafn.inference import PredictError, Predictor, iter_stream_items, stream_predictions
     from avafn.inference.outputs import parse_formats
     from avafn.inference.streaming import latency_summary, write_stream
-    from avafn.notices import Notices
-
     formats = parse_formats(args.output_format)  # a typo fails before any work
 
     models = {k: v for k, v in (("audio", args.audio_model), ("video", args.dan_checkpoint),
@@ -196,8 +193,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- subtitles, folders
 def _add_subtitle_options(p: argparse.ArgumentParser, src: argparse._ArgumentGroup) -> None:
-    from avafn.segments import DEFAULT_MAX_SEGMENTS, OVERLAP_POLICIES
-
     src.add_argument("--videos", default=None, metavar="DIR",
                      help="a folder of videos and audio files (.wav, .mp3, .flac, .m4a, ...), "
                           "each with an optional subtitle file of the same stem beside it "

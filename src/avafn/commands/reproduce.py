@@ -9,6 +9,7 @@ import sys
 from avafn.argtypes import at_least, folder
 from avafn.commands import help_of
 from avafn.commands.extract import DEFAULT_WORKERS
+from avafn.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from avafn.errors import UserError
     from avafn.reporting.reproduce import reproduce
 
     overrides = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
