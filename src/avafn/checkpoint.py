@@ -37,6 +37,7 @@ from safetensors.torch import save as st_save
 from avafn._version import __version__
 from avafn.errors import UserError
 from avafn.io import atomic_write_bytes, atomic_write_json
+from avafn.registry import RegistryError
 
 if TYPE_CHECKING:
     from avafn.model.base import ConversationModel
@@ -142,8 +143,6 @@ def from_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
     names and shapes by ``load_state_dict`` (after the model's own hooks, which read older
     layouts)."""
     from avafn.model.registry import MODELS
-    from avafn.registry import RegistryError
-
     folder = Path(folder)
     d = read_config(folder)
     try:

@@ -25,7 +25,9 @@ joined.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import sys
 import threading
 
 import numpy as np
@@ -180,9 +182,6 @@ def transcribe(clips: list[np.ndarray]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
         print("usage: python -m avafn.moonshine_native CLIPS.npz TEXTS.json", file=sys.stderr)

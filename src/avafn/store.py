@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -277,8 +278,6 @@ class FeatureStore:
 
     # ----------------------------------------------------------------- writing
     def _write_npz(self, path: Path, arrays: dict[str, np.ndarray]) -> None:
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue())

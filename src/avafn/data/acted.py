@@ -42,6 +42,8 @@ import numpy as np
 from avafn.data._tabular import read_csv
 from avafn.data.corpus import MELD_LABELS, SPLITS, Corpus, DataError, Dialogue, Utterance
 from avafn.data.registry import CORPORA, CorpusReader
+from avafn.extract.standardized import standardized_meta
+from avafn.store import FeatureStore
 
 RAVDESS_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 #: RAVDESS emotion -> MELD emotion
@@ -193,8 +195,6 @@ def fold_store(store, corpus: Corpus, out: str | os.PathLike,
     corpus's **train** utterances, recorded as the ``standardized`` extractor around the
     original one (:mod:`avafn.extract.standardized`): a run trained on it standardises new
     media the same way in ``avafn predict``."""
-    from avafn.store import FeatureStore
-
     dst = FeatureStore(out)
     want_uids = {u.uid for u in corpus.utterances()}
     for m in modalities or store.modalities():
@@ -221,8 +221,6 @@ def fold_store(store, corpus: Corpus, out: str | os.PathLike,
             if not train:
                 raise DataError(f"{store.root}: modality {m} has no train vectors to "
                                 "standardise with")
-            from avafn.extract.standardized import standardized_meta
-
             mu, sd = t.vectors[train].mean(axis=0), t.vectors[train].std(axis=0)
             meta = standardized_meta(meta, mu, sd, fitted_on)
             cfg = meta["config"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,8 +122,7 @@ def resolve_meld_dir(meld_dir: str | os.PathLike | None = None, download: bool =
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m avafn.data.download [--dest DIR] [--base-url URL] [--force]``"""
-    import argparse
-    import sys
+    import argparse  # only this command line needs it: ``import avafn.data`` stays light
 
     p = argparse.ArgumentParser(prog="python -m avafn.data.download",
                                 description="Download MELD's annotation CSVs (checksum-verified).")

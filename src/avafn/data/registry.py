@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from avafn.data.corpus import DataError
 from avafn.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
@@ -56,8 +57,6 @@ def reader_for(dataset: str) -> CorpusReader:
 
 def corpus_reader(name: str) -> CorpusReader:
     """The reader registered as ``name``; an unknown name raises a DataError listing them."""
-    from avafn.data.corpus import DataError
-
     try:
         return CORPORA.get(name)()
     except RegistryError as e:

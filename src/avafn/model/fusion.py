@@ -58,6 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avafn.config import check_field_types
+
 from .layout import Layout
 from .ops import Dropout, dropout
 from .ops import frozen_t as _t
@@ -96,8 +98,6 @@ class CAMConfig(FusionConfig):
     weights: str = "global"  # eq. 7: "global" (a scalar per modality) or "per_utterance"
 
     def __post_init__(self) -> None:
-        from avafn.config import check_field_types
-
         check_field_types(self, "fusion")
         if self.d_ff < 1:  # the setting's name as users give it (--model '{"d_ff": ...}')
             raise ValueError(f"model setting 'd_ff' must be >= 1, got {self.d_ff}")
