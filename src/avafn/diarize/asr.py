@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from avafn.diarize.errors import DiarizeError
 from avafn.diarize.vad import SAMPLE_RATE
-from avafn.registry import Registry
+from avafn.registry import Registry, RegistryError
 from avafn.segments import Segment
 
 #: the speech recognizers by name (built-ins and ``avafn.asr`` entry points)
@@ -94,7 +95,6 @@ class Transcriber(Recognizer):
         if not (path / "config.json").is_file():
             raise DiarizeError(f"--asr-model {model_dir}: no config.json (a transformers "
                                "model folder holds one)")
-        import torch
         from transformers import pipeline
 
         try:
@@ -132,8 +132,6 @@ def make_recognizer(name: str | None = None, model: str | os.PathLike | None = N
     """The recognizer ``name`` (default: ``transformers`` when ``model`` is given, else
     :data:`DEFAULT_ASR`); an unknown name or a model that cannot load is a
     :class:`DiarizeError` naming the option."""
-    from avafn.registry import RegistryError
-
     name = name or ("transformers" if model is not None else DEFAULT_ASR)
     try:
         cls = RECOGNIZERS.get(name)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from avafn.errors import UserError
 
 
@@ -12,9 +15,6 @@ class DiarizeError(UserError):
 def package_file(package: str, relpath: str, dist: str, purpose: str) -> str:
     """Path of a data file shipped inside ``package``, found without importing it (importing
     ``silero_vad`` sets torch's thread count; ``resemblyzer`` imports webrtcvad)."""
-    import importlib.util
-    from pathlib import Path
-
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DiarizeError(f"{purpose} needs the {dist!r} package (pip install {dist})")

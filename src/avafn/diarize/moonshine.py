@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,5 @@ class MoonshineRecognizer(Recognizer):
 
     @property
     def meta(self) -> dict:
-        from importlib.metadata import version
-
         return {"asr": self.name, "asr_model": "moonshine base-en (moonshine-cpp "
                 f"{version('moonshine-cpp')})", "language": "en"}

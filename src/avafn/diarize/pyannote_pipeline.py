@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from avafn.diarize.diarization import (
     DIARIZERS,
@@ -53,8 +54,6 @@ def load_pyannote_pipeline(model: str | None, device: str = "cpu") -> Any:
                            f"pipeline ({type(e).__name__}: {e})") from None
     if pipeline is None:
         raise DiarizeError(f"--diarizer-model {model}: pyannote.audio returned no pipeline")
-    import torch
-
     return pipeline.to(torch.device(device))
 
 
@@ -84,8 +83,6 @@ class PyannoteDiarizer:
     def __call__(self, wave: np.ndarray, speech: Sequence[tuple[float, float]], *,
                  num_speakers: int | None = None, min_speakers: int = 1,
                  max_speakers: int = 8) -> list[Turn]:
-        import torch
-
         lo, hi = check_speaker_counts(num_speakers, min_speakers, max_speakers)
         kw = {"num_speakers": lo} if lo == hi else {"min_speakers": lo, "max_speakers": hi}
         audio = {"waveform": torch.as_tensor(np.asarray(wave, np.float32))[None],

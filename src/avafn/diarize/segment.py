@@ -32,6 +32,7 @@ from avafn.diarize.diarization import (
 )
 from avafn.diarize.errors import DiarizeError
 from avafn.diarize.vad import FRAME, SAMPLE_RATE, SileroVAD, VADConfig, regions_from_probs
+from avafn.io import atomic_write_bytes
 from avafn.segments import Segment
 
 log = logging.getLogger(__name__)
@@ -185,8 +186,6 @@ def rttm_text(turns: Sequence[Turn] | Sequence[Segment], file_id: str) -> str:
 def write_rttm(path: str | os.PathLike, turns: Sequence[Turn] | Sequence[Segment],
                file_id: str) -> Path:
     """Write :func:`rttm_text` atomically."""
-    from avafn.io import atomic_write_bytes
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, rttm_text(turns, file_id).encode())
