@@ -39,6 +39,7 @@ job uses it; with several layers it writes one modality per layer (``audio-l12``
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import pickle
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -258,8 +259,6 @@ def _first_layers(net: torch.nn.Module, depth: int) -> torch.nn.Module | None:
     parameters; ``net`` itself is not changed), whose ``last_hidden_state`` is the whole
     network's ``hidden_states[depth]`` (for stable-layer-norm models the final LayerNorm,
     which follows the last layer, is left out). None for a network of another layout."""
-    import copy
-
     encoder = getattr(net, "encoder", None)
     if not isinstance(getattr(encoder, "layers", None), torch.nn.ModuleList):
         return None

@@ -18,6 +18,7 @@ import contextlib
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 #: the layers whose weights autocast would cast to bfloat16 on every call
 _MATRIX_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -32,8 +33,6 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 
 def bake_weight_norm(module: nn.Module) -> nn.Module:
     """Replace every parametrization (weight normalisation) by the weight it computes."""
-    from torch.nn.utils import parametrize
-
     for m in list(module.modules()):
         if parametrize.is_parametrized(m):
             for name in list(m.parametrizations):

@@ -17,11 +17,14 @@ makes a resumed job bit-identical to an uninterrupted one (:mod:`avafn.extract.j
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from avafn.errors import UserError
 
 #: one utterance's outcome: vector (None = missing; a dict modality -> vector for extractors
 #: with several outputs, or modality -> (vector | None, count, reason) when they differ per
@@ -112,14 +115,10 @@ def cpu_has_native_bf16() -> bool:
     from ``/proc/cpuinfo``): there bf16 extraction runs about 2.5-3x faster than float32
     (``bench_extract.py``); elsewhere bf16 is emulated and slower.
     ``AVAFN_CPU_PRECISION=fp32|bf16`` decides instead."""
-    import os
-
     forced = os.environ.get("AVAFN_CPU_PRECISION", "").strip().lower()
     if forced in ("fp32", "bf16"):
         return forced == "bf16"
     if forced:
-        from avafn.errors import UserError
-
         raise UserError(f"AVAFN_CPU_PRECISION={forced!r}: expected fp32 or bf16")
     return _cpu_flags() & {"amx_bf16", "avx512_bf16"} != set()
 
@@ -148,8 +147,6 @@ def default_precision(device: str) -> str:
 def check_precision(precision: str | None, device: str) -> str:
     p = default_precision(device) if precision is None else str(precision)
     if p not in PRECISIONS:
-        from avafn.errors import UserError
-
         raise UserError(f"--precision {p!r}: expected one of {', '.join(PRECISIONS)}")
     return p
 
@@ -158,8 +155,6 @@ def local_model_or_id(model: str, what: str, markers: tuple[str, ...] = ("config
     """``model`` as a resolved local folder, or as given (a Hugging Face id). A path that is no
     model folder (missing, a file, a folder holding none of ``markers``) is refused in one line
     naming ``what`` (e.g. ``"--model"``)."""
-    from avafn.errors import UserError
-
     p = Path(model).expanduser()
     if p.is_dir():
         if not any((p / m).is_file() for m in markers):

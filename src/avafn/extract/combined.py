@@ -17,6 +17,7 @@ from typing import Any
 
 from .base import Extractor, Result
 from .job import _call, outputs_of
+from .registry import ExtractorError
 
 #: one part's payload of one clip: (payload, "") or (None, reason)
 PartPayload = tuple[Any, str]
@@ -37,8 +38,6 @@ class CombinedExtractor(Extractor):
     input = "media"
 
     def __init__(self, parts: Sequence[Extractor]) -> None:
-        from .registry import ExtractorError
-
         if len(parts) < 2:
             raise ExtractorError("a combined extraction needs at least two extractors")
         outs: dict[str, dict] = {}

