@@ -33,11 +33,14 @@ from typing import Any
 from urllib.parse import quote
 
 from avafn.errors import UserError
-from avafn.inference.inputs import MEDIA_EXTS
-from avafn.inference.summary import printable
+from avafn.inference.inputs import MEDIA_EXTS, PredictError
+from avafn.inference.outputs import parse_formats
+from avafn.inference.predictor import Predictor
+from avafn.inference.summary import printable, summarize
 from avafn.io import atomic_write_bytes, atomic_write_json
 from avafn.logs import indented
 from avafn.reporting.html import asset
+from avafn.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,6 @@ def find_videos(folder: str | os.PathLike, out_dir: str | os.PathLike,
                 skipped: list[str] | None = None) -> list[FolderItem]:
     """The videos and audio files of ``folder`` (sorted by name) with their sidecars and
     output folders; ``skipped`` receives one line per other file left aside."""
-    from avafn.inference.inputs import PredictError
-
     root = Path(folder)
     if not root.is_dir():
         raise PredictError(f"{folder}: videos folder not found")
@@ -142,8 +143,6 @@ def outputs_complete(item: FolderItem, html_report: bool = True) -> dict | None:
 
 def _entry(item: FolderItem, status: str, res: Mapping[str, Any] | None = None,
            error: str = "") -> dict:
-    from avafn.inference.summary import summarize
-
     e: dict[str, Any] = {"video": item.video.name, "segments": item.segments.name
                          if item.segments else None, "out": item.out.name, "status": status}
     if res is not None:
@@ -178,10 +177,6 @@ def predict_folder(run_dir: str | os.PathLike, folder: str | os.PathLike,
     ``index.json`` holds: ``videos`` (one entry each: status ``done`` / ``skipped`` /
     ``failed``, counts or the error) and the totals.
     """
-    from avafn.inference.outputs import parse_formats
-    from avafn.inference.predictor import Predictor
-    from avafn.run import Run
-
     out = Path(out_dir)
     skipped: list[str] = []
     items = find_videos(folder, out, skipped)

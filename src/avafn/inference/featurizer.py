@@ -22,8 +22,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import torch
 
 from avafn.data.corpus import Corpus
+from avafn.extract.job import _tasks, run_extraction
+from avafn.extract.media import MediaError, release_readers
+from avafn.extract.registry import ExtractorError, extractor_class, rebuild, setting_differences
 from avafn.inference.inputs import PredictError
 from avafn.run import Run
 from avafn.store import FeatureStore
@@ -75,13 +79,6 @@ class Featurizer:
 
         ``extractor_models`` maps a modality (``audio``, ``audio-l12``, ...) or an extractor
         kind (``audio``, ``video``, ``text``) to where its model lives on this machine."""
-        from avafn.extract.registry import (
-            ExtractorError,
-            extractor_class,
-            rebuild,
-            setting_differences,
-        )
-
         over = dict(extractor_models or {})
         desc = {"modalities": run.modalities, "extractors": run.extractors} \
             if isinstance(run, Run) else run
@@ -126,8 +123,6 @@ class Featurizer:
     def extract(self, corpus: Corpus, store: FeatureStore, progress: bool = False
                 ) -> dict[str, dict]:
         """Extract every modality for every utterance of ``corpus`` into ``store``."""
-        from avafn.extract.job import run_extraction
-
         for m, ext in self.extractors.items():
             if ext.input == "text" and \
                     not any((u.text or "").strip() for u in corpus.utterances()):
@@ -159,8 +154,6 @@ class Featurizer:
         default: on a 2-core VM face detection and decoding already keep both cores busy
         (1.9 and 1.3 cores), and predict was no faster with it (12.9 and 13.4 s of extraction
         vs 12.5 and 12.4 s without)."""
-        import torch
-
         order = list(self.extractors)
         media = [m for m, e in self.extractors.items() if getattr(e, "input", "media") == "media"]
         first = next((m for m in media if callable(getattr(getattr(
@@ -184,8 +177,6 @@ class Featurizer:
         """``previous``: the (speaker, text) of the dialogue's earlier turns, oldest first; a
         text encoder fine-tuned with context (``context_turns``) is given them as in
         extraction, so streamed vectors match the stored ones."""
-        from avafn.extract.media import MediaError
-
         out: dict[str, np.ndarray | None] = {}
         self.last_reasons = {}
         for m, ext in self.extractors.items():
@@ -225,9 +216,6 @@ class _Overlap:
 
     def __enter__(self) -> None:
         import cv2
-        import torch
-
-        from avafn.extract.job import _tasks
 
         tasks = [t for t in _tasks(self.corpus, None, list(self.corpus.utterances()), True)
                  if t[1] is not None]
@@ -248,15 +236,11 @@ class _Overlap:
         self.thread.start()
 
     def _threads(self) -> None:
-        import torch
-
         want = self.threads if self.done else self.threads - 1
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
 
     def _run(self, jobs: list) -> None:
-        from avafn.extract.media import release_readers
-
         try:
             for k, load, args in jobs:
                 with self.cond:
@@ -302,8 +286,6 @@ class _Overlap:
         return get
 
     def __exit__(self, *exc: object) -> None:
-        import torch
-
         with self.cond:
             self.stop = True
             self.cond.notify_all()

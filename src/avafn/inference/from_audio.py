@@ -9,7 +9,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from avafn.diarize import DiarizeError, DiarizeOptions
+from avafn.diarize import DiarizeError, DiarizeOptions, find_segments
+from avafn.diarize.asr import NEEDS_TEXT, make_recognizer
+from avafn.diarize.segment import load_audio
 from avafn.inference.inputs import PredictError
 from avafn.segments import Segment
 
@@ -18,8 +20,6 @@ RTTM_NAME = "segments.rttm"
 
 
 def needs_text_error() -> PredictError:
-    from avafn.diarize.asr import NEEDS_TEXT
-
     return PredictError(NEEDS_TEXT)
 
 
@@ -27,8 +27,6 @@ def segments_from_audio(video: str | os.PathLike, out_dir: str | os.PathLike,
                         options: DiarizeOptions | None = None) -> list[Segment]:
     """VAD + diarization of ``video``'s audio; the result is written to
     ``out_dir/segments.rttm`` (correct it and pass it as ``--segments`` to rerun)."""
-    from avafn.diarize import find_segments
-
     try:
         return find_segments(video, options, rttm=Path(out_dir) / RTTM_NAME)
     except DiarizeError as e:
@@ -42,9 +40,6 @@ def transcribe_segments(video: str | os.PathLike, segments: Sequence[Segment],
     """The segments with the text speech recognition hears (segments with text keep it;
     transcribed ones get ``text_source="asr"``). ``asr``: the recognizer's name (default:
     ``transformers`` with ``asr_model``, else the packaged Moonshine)."""
-    from avafn.diarize.asr import make_recognizer
-    from avafn.diarize.segment import load_audio
-
     try:
         rec = make_recognizer(asr, asr_model, device=device, language=language)
         out = rec.transcribe(load_audio(video), segments)

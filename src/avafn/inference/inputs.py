@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from avafn.data.corpus import Corpus, Dialogue, Utterance
+from avafn.data.manifest import read_manifest
 from avafn.errors import UserError
+from avafn.extract.media import MediaError, declared_end, open_media
 from avafn.notices import Notices
 from avafn.segments import (
     DEFAULT_MAX_SEGMENTS,
@@ -56,8 +58,6 @@ MEDIA_EXTS = VIDEO_EXTS + AUDIO_EXTS
 def media_duration(path: str | os.PathLike) -> float:
     """Duration of a media file in seconds (container, else longest stream)."""
     import av
-
-    from avafn.extract.media import MediaError, declared_end, open_media
 
     try:
         with open_media(path) as c:
@@ -153,8 +153,6 @@ def media_needs(modalities: Sequence[str], video: str | os.PathLike | None
 def corpus_from_clips(clips_dir: str | os.PathLike, manifest: str | os.PathLike,
                       labels: Sequence[str]) -> Corpus:
     """Every dialogue of a generic manifest; ``media`` is relative to ``clips_dir``."""
-    from avafn.data.manifest import read_manifest
-
     manifest = Path(manifest)
     clips = Path(clips_dir).resolve()
     if not clips.is_dir():

@@ -31,7 +31,17 @@ import numpy as np
 import torch
 
 from avafn.data.corpus import Dialogue
+from avafn.diarize import DiarizeError, DiarizeOptions
+from avafn.diarize.asr import NO_ASR
+from avafn.diarize.segment import make_diarizer
 from avafn.inference.featurizer import Featurizer, quiet_loading
+from avafn.inference.from_audio import (
+    RTTM_NAME,
+    needs_text_error,
+    segmentation_meta,
+    segments_from_audio,
+    transcribe_segments,
+)
 from avafn.inference.inputs import (
     PredictError,
     SpeakerTurns,
@@ -47,6 +57,7 @@ from avafn.inference.windows import assign_windows, model_parties, run_windowed
 from avafn.io import make_temp_dir
 from avafn.model.base import ConversationModel
 from avafn.notices import Notices
+from avafn.reporting.html import render_report
 from avafn.run import Run
 from avafn.segments import DEFAULT_MAX_SEGMENTS, speaker_origin, text_origin
 from avafn.store import FeatureStore
@@ -54,7 +65,6 @@ from avafn.store import FeatureStore
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from avafn.diarize import DiarizeOptions
     from avafn.inference.streaming import Streamer
     from avafn.segments import Segment
 
@@ -144,8 +154,6 @@ class Predictions:
     def report_html(self, formats: Sequence[str] = (), index_href: str | None = None) -> str:
         """The self-contained report page (:mod:`avafn.reporting.html`); ``formats``: the other
         files written beside it (linked from the page)."""
-        from avafn.reporting.html import render_report
-
         meta = {"run": Path(self.run).name, "seeds averaged": len(self.models["seeds"]),
                 "modalities": ", ".join(self.modalities), "utterances": len(self.rows)}
         return render_report(self.dialogues, self.labels, f"Emotions in {self.title}", meta,
@@ -321,11 +329,7 @@ class Predictor:
             raise PredictError(f"{video}: video not found")
         ignored = media_needs(modalities, video)
         if video is not None:  # every model option checked before minutes of diarization
-            from avafn.diarize.asr import NO_ASR
-
             if "text" in modalities and segments is None and self.asr == NO_ASR:
-                from avafn.inference.from_audio import needs_text_error
-
                 raise needs_text_error()  # before any model is loaded
             if self.asr_model is not None and "text" in modalities:
                 check_asr_model(self.asr_model)
@@ -399,9 +403,6 @@ def _input_record(video: Any, segments: Any, clips_dir: Any, manifest: Any,
 def _check_diarizer(diarization: DiarizeOptions | None, device: str, build: bool) -> None:
     """The diarizer's options (and, when it will run, the diarizer itself: its model folder)
     checked before any model is loaded."""
-    from avafn.diarize import DiarizeError, DiarizeOptions
-    from avafn.diarize.segment import make_diarizer
-
     options = diarization or DiarizeOptions(device=device)
     try:
         make_diarizer(options) if build else options.check()
@@ -447,16 +448,6 @@ def _video_input(video: str | os.PathLike, segments: str | os.PathLike | None,
     text transcribed by speech recognition when the run uses text (unless ``asr`` is
     ``"none"``). Also returns what ``predictions.json`` records about it (``segmentation``,
     ``asr``)."""
-    from avafn.diarize import DiarizeOptions
-    from avafn.diarize.asr import NO_ASR
-    from avafn.inference.from_audio import (
-        RTTM_NAME,
-        needs_text_error,
-        segmentation_meta,
-        segments_from_audio,
-        transcribe_segments,
-    )
-
     found: dict = {}
     if segments is not None:
         segs = read_given()
@@ -481,7 +472,7 @@ def _diarized_turns(diarization: DiarizeOptions | None, device: str) -> SpeakerT
     """Speaker turns of a video by the diarizer, for subtitle cues without a speaker tag."""
 
     def turns(media: str, _segments: Sequence[Segment]) -> list:
-        from avafn.diarize import DiarizeOptions, speaker_turns
+        from avafn.diarize import speaker_turns
 
         return speaker_turns(media, diarization or DiarizeOptions(device=device))
 

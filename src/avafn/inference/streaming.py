@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from avafn.demo import TWIN
 from avafn.errors import UserError
 from avafn.inference.featurizer import Featurizer, quiet_loading
 from avafn.inference.summary import printable
@@ -95,8 +96,6 @@ def check_streamable(model_cfg: Mapping[str, Any], where: str = "the checkpoint"
 def causal_twin(run_dir: str | os.PathLike) -> Path | None:
     """The causal twin ``avafn demo`` trains beside its run (``runs/text-causal`` next to
     ``runs/text``), when there is one."""
-    from avafn.demo import TWIN
-
     twin = Path(run_dir).parent / TWIN
     return twin if twin != Path(run_dir) and (twin / "config.json").is_file() else None
 
