@@ -33,27 +33,37 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from avafn.checkpoint import (
     CheckpointError,
     from_pretrained,
     load_json,
+    load_state,
     read_config,
     save_state,
     save_weights,
 )
-from avafn.config import ConfigError, Provenance, TrainConfig, split_settings
+from avafn.config import ABLATIONS, ConfigError, Provenance, TrainConfig, split_settings
+from avafn.data import load_corpus
+from avafn.data.download import is_complete, resolve_meld_dir, sha256_file
+from avafn.data.registry import CORPORA, MANIFEST
 from avafn.errors import UserError
+from avafn.io import atomic_write_bytes, atomic_write_json
+from avafn.model.registry import MODELS
+from avafn.registry import RegistryError
+from avafn.store import FeatureStore
 
 if TYPE_CHECKING:
 
     from avafn.data.corpus import Corpus
     from avafn.model.base import ConversationModel
-    from avafn.store import FeatureStore
 
 LAYOUT = 2
 CONFIG = "config.json"
@@ -102,12 +112,6 @@ def refuse_old_layout(run: str | os.PathLike) -> None:
                        f"files); convert it first with `{CONVERT_HINT} {run}`")
 
 
-def _sha256(path: Path) -> str:
-    from avafn.data.download import sha256_file
-
-    return sha256_file(path)
-
-
 def relative_to_run(run: str | os.PathLike, path: str | os.PathLike | None) -> str | None:
     """``path`` relative to the run folder (as recorded in ``config.json``), when possible."""
     if path is None:
@@ -123,8 +127,6 @@ def record_provenance(run: str | os.PathLike, prov: Provenance, trained_here: bo
     """The ``provenance`` entry of ``config.json``: paths relative to the run, the manifest's
     sha256 beside them; with ``trained_here`` (not for a converted run, whose training ran
     elsewhere), the torch version and CPU thread count of this process."""
-    import torch
-
     d = prov.to_dict()
     if trained_here:
         d["torch_version"] = d.get("torch_version") or torch.__version__
@@ -132,10 +134,8 @@ def record_provenance(run: str | os.PathLike, prov: Provenance, trained_here: bo
     ds = prov.dataset
     if ds and Path(ds).is_file():  # a manifest; otherwise a corpus name such as "meld"
         d["dataset"] = relative_to_run(run, ds)
-        d["dataset_sha256"] = _sha256(Path(ds))
+        d["dataset_sha256"] = sha256_file(Path(ds))
     if ds == "meld" and not d.get("data_dir"):  # the folder read: $AVAFN_MELD_DIR or the cache
-        from avafn.data.download import is_complete, resolve_meld_dir
-
         used = resolve_meld_dir(None, download=False)
         if is_complete(used):
             d["data_dir"] = str(used.resolve())
@@ -366,8 +366,6 @@ class Run:
 
     @property
     def ablations(self) -> list[str]:
-        from avafn.config import ABLATIONS
-
         return [a for a in ABLATIONS if self.model_config.get(a)]
 
     @property
@@ -408,8 +406,6 @@ class Run:
         if dataset is not None:
             ds = str(dataset)
         elif self.provenance.dataset is None:
-            from avafn.data.registry import CORPORA, MANIFEST
-
             name = self.corpus_info.get("name")
             if name and name != MANIFEST and name in CORPORA:  # a registered corpus reader
                 return str(name)
@@ -425,7 +421,7 @@ class Run:
                                f"to the run folder) is not at {p}; pass it (CLI: --dataset)")
             ds = str(p)
         if self.dataset_sha256 and Path(ds).is_file() and \
-                _sha256(Path(ds)) != self.dataset_sha256:
+                sha256_file(Path(ds)) != self.dataset_sha256:
             raise RunError(f"{ds}: not the manifest the run was trained on (sha256 differs "
                            f"from the one recorded in {cfg})")
         return ds
@@ -433,8 +429,6 @@ class Run:
     def corpus(self, dataset: str | os.PathLike | None = None,
                data_dir: str | os.PathLike | None = None) -> Corpus:
         """The run's corpus, in the run's label order (see :meth:`dataset_path`)."""
-        from avafn.data import load_corpus
-
         ds = self.dataset_path(dataset)
         md = data_dir if data_dir is not None else self._resolve(self.provenance.data_dir)
         if md is not None and data_dir is None and not Path(md).is_dir():
@@ -451,8 +445,6 @@ class Run:
     def store(self, path: str | os.PathLike | None = None) -> FeatureStore:
         """The feature store the run was trained on: ``path`` if given, else the recorded one
         (relative to the run folder, then its absolute path); checked by content hash."""
-        from avafn.store import FeatureStore
-
         cfg = self.path / CONFIG
         if path is None:
             cands = [self._resolve(self.provenance.store), self.store_fingerprint.get("root")]
@@ -481,9 +473,6 @@ def _check_model_config(cfg: Path, name: str, model: dict) -> dict:
     """The run's model config, read by its registered model's config class (field types and
     values checked there, so that a mistyped field is named here, not met later; settings of
     an earlier spelling mapped), as that class writes it now."""
-    from avafn.model.registry import MODELS
-    from avafn.registry import RegistryError
-
     try:
         config_class = MODELS.get(name).config_class
     except RegistryError as e:
@@ -502,8 +491,6 @@ def convert_run(path: str | os.PathLike) -> list[str]:
     The old files are read with ``torch.load(weights_only=True)`` only: a file that needs
     pickle to load is refused (:class:`RunError` naming it) and nothing is changed.
     """
-    import torch
-
     run = Path(path)
     cfg = run / CONFIG
     d = load_json(cfg, RunError, f"{run}: not a run folder (no {CONFIG})")
@@ -543,10 +530,6 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
     """Write the converted files beside the old ones, load each back, put them in place with
     the new ``config.json``, open the converted run, and only then delete the old files; a
     failure on the way leaves the old files and the old ``config.json`` as they were."""
-    import shutil
-
-    from avafn.checkpoint import load_state
-
     cfg = run / CONFIG
     staged: list[tuple[Path, Path]] = []  # (converted, its final place)
     try:
@@ -582,8 +565,6 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
             placed.append(final)
         for p, q in aside.items():  # kept, out of the way of the layout check
             os.replace(p, q)
-        from avafn.io import atomic_write_json
-
         atomic_write_json(cfg, d)
         Run.open(run, finished=False)
     except BaseException:
@@ -593,8 +574,6 @@ def _replace_old_files(run: Path, d: dict, loaded: Mapping[Path, Any]) -> list[s
         for p, q in aside.items():
             if q.exists():
                 os.replace(q, p)
-        from avafn.io import atomic_write_bytes
-
         atomic_write_bytes(cfg, old_cfg)
         raise
     done = [f"{p} -> {final}{'/' if final.name == MODEL_DIR else ''}"

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from avafn.extract.job import ExtractReport
+from avafn.data import load_corpus
+from avafn.extract.job import ExtractReport, extract_modality
+from avafn.store import FeatureStore
 
 SPLITS = ("train", "dev", "test")
 
@@ -51,10 +53,6 @@ def reproduce(meld_root: str | os.PathLike, store: str | os.PathLike, out_dir: s
     of the markdown table and the extraction reports. ``precision``: "fp32" or "bf16" for
     both extractors (default: bf16 on CUDA, fp32 elsewhere).
     """
-    from avafn.data import load_corpus
-    from avafn.extract.job import extract_modality
-    from avafn.store import FeatureStore
-
     if meld_dir is None and (Path(meld_root) / "train_sent_emo.csv").is_file():
         meld_dir = meld_root
     corpus = load_corpus("meld", meld_dir=None if meld_dir is None else str(meld_dir))

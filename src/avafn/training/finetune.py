@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from avafn.checkpoint import finetune_fields, resume_state, save_state
@@ -44,10 +45,12 @@ from avafn.config import ConfigError, check_field_types, check_number
 from avafn.data.corpus import Corpus, Dialogue
 from avafn.errors import UserError
 from avafn.extract.text import (
+    DEFAULT_MODEL_ID,
     FINETUNE_FILE,
     TextEncoder,
     default_model_dir,
     dialogue_inputs,
+    extract_text,
     resolve_text_model,
 )
 from avafn.io import atomic_write_json
@@ -134,8 +137,6 @@ def corpus_fingerprint(corpus: Corpus, splits: Sequence[str] = ("train", "dev"))
 def _base_path(base_model: str) -> tuple[str, str]:
     """(local folder or hub id to load, model id to record) of ``base_model``."""
     if base_model in ("default", "", None):
-        from avafn.extract.text import DEFAULT_MODEL_ID
-
         return str(default_model_dir()), DEFAULT_MODEL_ID
     path = resolve_text_model(base_model, "--base-model")
     return path, path
@@ -199,8 +200,6 @@ def _batches(lengths: Sequence[int], batch_size: int, gen: torch.Generator,
 
 
 def _save_encoder(folder: Path, model: _Classifier, tok) -> None:
-    from safetensors.torch import save_file
-
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.encoder.save_pretrained(tmp)
@@ -451,8 +450,6 @@ def extract_finetuned(corpus: Corpus, store: FeatureStore | str | Path, out: str
                       splits: Sequence[str] | None = None) -> dict[str, Any]:
     """Write ``corpus``'s ``text`` modality into ``store`` with the encoder fine-tuned in
     ``out`` (training utterances by their fold encoder when ``out`` was cross-fitted)."""
-    from avafn.extract.text import extract_text
-
     out = Path(out)
     if not (out / "model" / FINETUNE_FILE).is_file():
         raise FinetuneError(f"{out}: no fine-tuned encoder (no model/{FINETUNE_FILE}); run "
@@ -483,8 +480,6 @@ def encoder_alone(corpus: Corpus, store: FeatureStore, out: str | Path,
                   splits: Sequence[str] = ("dev", "test")) -> dict[str, float]:
     """Weighted F1 of the fine-tuned encoder alone (its linear head on the stored vectors,
     no dialogue context) per split."""
-    from safetensors.torch import load_file
-
     head = load_file(str(Path(out) / "model" / HEAD_FILE))
     w, b = head["weight"].numpy(), head["bias"].numpy()
     index = {lab: i for i, lab in enumerate(corpus.labels)}

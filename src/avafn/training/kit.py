@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
 
 from avafn.errors import UserError
 
@@ -91,8 +92,6 @@ def adam(params, lr: float, weight_decay: float, device: torch.device | str) -> 
 def epoch_bar(total: int, initial: int, desc: str, progress: bool, position: int = 0):
     """The per-epoch progress bar of a training loop (``position``: its line, when several
     processes show theirs at once)."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, desc=desc, disable=not progress, unit="epoch",
                 dynamic_ncols=True, position=position)
 

@@ -14,11 +14,13 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.multiprocessing as tmp
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
@@ -28,6 +30,7 @@ from avafn.config import ABLATIONS, ConfigError, ModelSpec, Provenance, TrainCon
 from avafn.data.batching import IGNORE, SplitData, check_limits
 from avafn.data.corpus import Corpus
 from avafn.io import atomic_write_json
+from avafn.model.registry import MODELS
 from avafn.run import (
     LAYOUT,
     MODEL_DIR,
@@ -57,8 +60,6 @@ from avafn.training.kit import (
 def model_config(spec: ModelSpec, modalities: Sequence[str], input_dims: Mapping[str, int],
                  n_classes: int, n_parties: int) -> dict:
     """The full config of ``spec``'s registered model for this data (its config class's dict)."""
-    from avafn.model.registry import MODELS
-
     cls = MODELS.get(spec.name)
     try:
         cfg = cls.config_class.from_dict({
@@ -72,8 +73,6 @@ def model_config(spec: ModelSpec, modalities: Sequence[str], input_dims: Mapping
 
 def build_model(name: str, config: Mapping[str, Any]) -> torch.nn.Module:
     """A fresh registered model ``name`` from its full config dict."""
-    from avafn.model.registry import MODELS
-
     cls = MODELS.get(name)
     return cls(cls.config_class.from_dict(dict(config)))
 
@@ -307,10 +306,6 @@ def _train_seeds_at_once(jobs: list[tuple], procs: int) -> None:
     """Each seed in its own process (spawned: CUDA cannot be forked), ``procs`` at a time.
     Every seed's result is the one it has when trained alone: each process seeds its RNGs
     itself, exactly as the sequential loop does."""
-    from concurrent.futures import ProcessPoolExecutor, wait
-
-    import torch.multiprocessing as tmp
-
     threads = torch.get_num_threads()
     with ProcessPoolExecutor(procs, mp_context=tmp.get_context("spawn")) as pool:
         futures = [pool.submit(_seed_process, job, threads, i) for i, job in enumerate(jobs)]
