@@ -24,21 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "With --stream, utterances are pushed one at a time through the causal "
                     "model and each prediction is printed as it comes, with its latency.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (avafn train --out)")
-    src = p.add_argument_group("input (one of)")
-    src.add_argument("--video", default=None,
-                     help="the conversation's video or audio file (alone: utterances and "
-                          "speakers are found in its audio, their text by speech recognition "
-                          "when the run uses text)")
-    src.add_argument("--segments", default=None,
-                     help="its segment list: subtitles .srt / .vtt / .ass / .ssa as they come, "
-                          "whisper / whisperX .json, .csv (start,end,speaker[,text]; ',' ';' "
-                          "or tab; MELD's columns too), a 'Name: line' .txt transcript, or "
-                          ".rttm; alone (no --video): a transcript, for a run trained on text "
-                          "only")
-    src.add_argument("--clips", default=None, metavar="DIR", help="folder of per-utterance clips")
-    src.add_argument("--manifest", default=None,
-                     help="generic manifest of those clips (media relative to --clips)")
-    _add_subtitle_options(p, src)
+    _add_input_options(p)
     p.add_argument("--out", default=None, type=folder, metavar="DIR",
                    help="output folder (required offline; with --stream, stream.jsonl goes "
                         "there)")
@@ -68,6 +54,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="no progress bars (extraction and model loading)")
     _add_audio_only_options(p)
     p.set_defaults(func=cmd_predict)
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """The conversation to predict (a video and / or its segment list, clips and their
+    manifest, or a folder of videos) and how a segment list is read."""
+    src = p.add_argument_group("input (one of)")
+    src.add_argument("--video", default=None,
+                     help="the conversation's video or audio file (alone: utterances and "
+                          "speakers are found in its audio, their text by speech recognition "
+                          "when the run uses text)")
+    src.add_argument("--segments", default=None,
+                     help="its segment list: subtitles .srt / .vtt / .ass / .ssa as they come, "
+                          "whisper / whisperX .json, .csv (start,end,speaker[,text]; ',' ';' "
+                          "or tab; MELD's columns too), a 'Name: line' .txt transcript, or "
+                          ".rttm; alone (no --video): a transcript, for a run trained on text "
+                          "only")
+    src.add_argument("--clips", default=None, metavar="DIR", help="folder of per-utterance clips")
+    src.add_argument("--manifest", default=None,
+                     help="generic manifest of those clips (media relative to --clips)")
+    _add_subtitle_options(p, src)
 
 
 def _add_audio_only_options(p: argparse.ArgumentParser) -> None:
