@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -176,3 +177,14 @@ def test_import_avafn_stays_light():
     assert "Predictor" in dir(avafn)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         avafn.nothing  # noqa: B018
+
+
+def test_predict_help_loads_no_torch():
+    """``avafn predict --help`` shows the diarization defaults without loading the networks."""
+    code = ("import sys\nfrom avafn.cli import main\ntry:\n    main(['predict', '--help'])\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "assert 'torch' not in sys.modules, 'torch'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert "--min-speakers" in done.stdout and "(default 1" in done.stdout

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,37 +28,14 @@ from avafn.diarize.diarization import (
     CountEstimate,
     Diarizer,
     Turn,
-    check_speaker_counts,
 )
 from avafn.diarize.errors import DiarizeError
-from avafn.diarize.vad import FRAME, SAMPLE_RATE, SileroVAD, VADConfig, regions_from_probs
+from avafn.diarize.options import DiarizeOptions
+from avafn.diarize.vad import FRAME, SAMPLE_RATE, SileroVAD, regions_from_probs
 from avafn.io import atomic_write_bytes
 from avafn.segments import Segment
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DiarizeOptions:
-    """How to find utterances and speakers (the ``predict`` options of the same names)."""
-
-    diarizer: str = "resemblyzer"
-    model: str | None = None  # the diarizer's weights (pyannote: a pipeline folder)
-    num_speakers: int | None = None
-    min_speakers: int = 1
-    max_speakers: int = 8
-    merge_gap: float = 1.0
-    max_utterance: float = 20.0
-    device: str = "cpu"
-    vad: VADConfig = field(default_factory=VADConfig)
-
-    def check(self) -> None:
-        check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
-        if self.diarizer not in DIARIZERS:
-            raise DiarizeError(f"--diarizer {self.diarizer!r}: unknown (known: "
-                               f"{', '.join(DIARIZERS.names())})")
-        if self.max_utterance <= 1.0 or self.merge_gap < 0:
-            raise DiarizeError("max_utterance must exceed 1 s and merge_gap be >= 0")
 
 
 def make_diarizer(options: DiarizeOptions) -> Diarizer:

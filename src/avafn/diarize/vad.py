@@ -11,13 +11,12 @@ the package's own post-processing (``get_speech_timestamps_from_probs``) for the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
 from avafn.diarize.errors import package_file
+from avafn.diarize.options import VADConfig
 
 SAMPLE_RATE = 16000
 FRAME = 512  # samples per probability at 16 kHz
@@ -66,16 +65,6 @@ def _load_net(path: str) -> _SileroNet:
     net = _SileroNet()
     net.load_state_dict(renamed)
     return net.eval()
-
-
-@dataclass
-class VADConfig:
-    """Settings of :meth:`SileroVAD.speech` (those of silero's ``get_speech_timestamps``)."""
-
-    threshold: float = 0.5
-    min_speech: float = 0.25  # seconds
-    min_silence: float = 0.05  # silero's default 0.1 s joins quick replies into one region
-    pad: float = 0.03
 
 
 class SileroVAD:

@@ -1,0 +1,60 @@
+"""The diarization options (plain dataclasses, no torch): what ``avafn predict --help``
+needs to show their defaults without loading the networks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from avafn.diarize.errors import DiarizeError
+
+
+@dataclass
+class VADConfig:
+    """Settings of :meth:`avafn.diarize.vad.SileroVAD.speech` (those of silero's
+    ``get_speech_timestamps``)."""
+
+    threshold: float = 0.5
+    min_speech: float = 0.25  # seconds
+    min_silence: float = 0.05  # silero's default 0.1 s joins quick replies into one region
+    pad: float = 0.03
+
+
+def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int
+                         ) -> tuple[int, int]:
+    """``(lo, hi)`` bounds on the number of speakers; a bad combination is a DiarizeError."""
+    if num_speakers is not None:
+        if num_speakers < 1:
+            raise DiarizeError(f"--num-speakers must be at least 1, got {num_speakers}")
+        return num_speakers, num_speakers
+    if min_speakers < 1 or max_speakers < min_speakers:
+        raise DiarizeError(f"--min-speakers {min_speakers} / --max-speakers {max_speakers}: "
+                           "expected 1 <= min <= max")
+    return min_speakers, max_speakers
+
+
+@dataclass
+class DiarizeOptions:
+    """How to find utterances and speakers (the ``predict`` options of the same names)."""
+
+    diarizer: str = "resemblyzer"
+    model: str | None = None  # the diarizer's weights (pyannote: a pipeline folder)
+    num_speakers: int | None = None
+    min_speakers: int = 1
+    max_speakers: int = 8
+    merge_gap: float = 1.0
+    max_utterance: float = 20.0
+    device: str = "cpu"
+    vad: VADConfig = field(default_factory=VADConfig)
+
+    def check(self) -> None:
+        from avafn.diarize.diarization import DIARIZERS  # the registry loads the networks
+
+        check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
+        if self.diarizer not in DIARIZERS:
+            raise DiarizeError(f"--diarizer {self.diarizer!r}: unknown (known: "
+                               f"{', '.join(DIARIZERS.names())})")
+        if self.max_utterance <= 1.0 or self.merge_gap < 0:
+            raise DiarizeError("max_utterance must exceed 1 s and merge_gap be >= 0")
+
+
+__all__ = ["DiarizeOptions", "VADConfig", "check_speaker_counts"]
