@@ -41,7 +41,6 @@ import torch
 from torch import nn
 
 from avafn.diarize.errors import DiarizeError, package_file
-from avafn.diarize.options import check_speaker_counts
 from avafn.registry import Registry
 
 SAMPLE_RATE = 16000
@@ -68,6 +67,19 @@ class Diarizer(Protocol):
 DIARIZERS: Registry[Callable[..., Diarizer]] = Registry(
     "diarizer", entry_points="avafn.diarizers",
     builtin=("avafn.diarize.diarization", "avafn.diarize.pyannote_pipeline"))
+
+
+def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int
+                         ) -> tuple[int, int]:
+    """``(lo, hi)`` bounds on the number of speakers; a bad combination is a DiarizeError."""
+    if num_speakers is not None:
+        if num_speakers < 1:
+            raise DiarizeError(f"--num-speakers must be at least 1, got {num_speakers}")
+        return num_speakers, num_speakers
+    if min_speakers < 1 or max_speakers < min_speakers:
+        raise DiarizeError(f"--min-speakers {min_speakers} / --max-speakers {max_speakers}: "
+                           "expected 1 <= min <= max")
+    return min_speakers, max_speakers
 
 
 # ----------------------------------------------------------------------------- resemblyzer

@@ -19,19 +19,6 @@ class VADConfig:
     pad: float = 0.03
 
 
-def check_speaker_counts(num_speakers: int | None, min_speakers: int, max_speakers: int
-                         ) -> tuple[int, int]:
-    """``(lo, hi)`` bounds on the number of speakers; a bad combination is a DiarizeError."""
-    if num_speakers is not None:
-        if num_speakers < 1:
-            raise DiarizeError(f"--num-speakers must be at least 1, got {num_speakers}")
-        return num_speakers, num_speakers
-    if min_speakers < 1 or max_speakers < min_speakers:
-        raise DiarizeError(f"--min-speakers {min_speakers} / --max-speakers {max_speakers}: "
-                           "expected 1 <= min <= max")
-    return min_speakers, max_speakers
-
-
 @dataclass
 class DiarizeOptions:
     """How to find utterances and speakers (the ``predict`` options of the same names)."""
@@ -47,7 +34,8 @@ class DiarizeOptions:
     vad: VADConfig = field(default_factory=VADConfig)
 
     def check(self) -> None:
-        from avafn.diarize.diarization import DIARIZERS  # the registry loads the networks
+        # the registry's module loads the networks' code
+        from avafn.diarize.diarization import DIARIZERS, check_speaker_counts
 
         check_speaker_counts(self.num_speakers, self.min_speakers, self.max_speakers)
         if self.diarizer not in DIARIZERS:
@@ -57,4 +45,4 @@ class DiarizeOptions:
             raise DiarizeError("max_utterance must exceed 1 s and merge_gap be >= 0")
 
 
-__all__ = ["DiarizeOptions", "VADConfig", "check_speaker_counts"]
+__all__ = ["DiarizeOptions", "VADConfig"]

@@ -24,10 +24,10 @@ from avafn.diarize.diarization import (
     DIARIZERS,
     SAMPLE_RATE,
     Turn,
+    check_speaker_counts,
     name_speakers,
 )
 from avafn.diarize.errors import DiarizeError
-from avafn.diarize.options import check_speaker_counts
 
 
 def load_pyannote_pipeline(model: str | None, device: str = "cpu") -> Any:
