@@ -252,7 +252,7 @@ def index_html(index: Mapping[str, Any]) -> str:
             f'<td class="n" data-label="warnings">{e.get("warnings", "")}</td>'
             f'<td class="n" data-label="utterances">{e.get("utterances", "")}</td>'
             f'<td class="n" data-label="speakers">{e.get("speakers", "")}</td>'
-            f'<td class="name" data-label="subtitles">{esc(e["segments"] or "-")}</td>'
+            f'<td class="name" data-label="transcript">{esc(e["segments"] or "-")}</td>'
             f'<td class="nw" data-label="files">{files}</td></tr>')
     head = (f'{index["total"]} recording(s): {index["done"]} predicted, {index["skipped"]} already '
             f'complete, {index["failed"]} failed' +
@@ -262,6 +262,6 @@ def index_html(index: Mapping[str, Any]) -> str:
             f"<title>Emotions in {esc(Path(index['folder']).name)}</title><style>{asset('index.css')}</style>"
             f"</head><body><h1>Emotions in {esc(Path(index['folder']).name)}</h1>"
             f"<p>{esc(head)}. Run: <code>{esc(index['run'])}</code></p>"
-            "<table><thead><tr><th>video</th><th>status</th><th>emotions / error</th>"
-            "<th>warnings</th><th>utterances</th><th>speakers</th><th>subtitles</th>"
+            "<table><thead><tr><th>recording</th><th>status</th><th>emotions / error</th>"
+            "<th>warnings</th><th>utterances</th><th>speakers</th><th>transcript</th>"
             f"<th>files</th></tr></thead><tbody>{''.join(rows)}</tbody></table></body></html>\n")
