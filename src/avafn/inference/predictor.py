@@ -258,8 +258,8 @@ class Predictor:
         text-only run), or ``clips_dir`` + ``manifest``. ``overlaps`` / ``max_segments`` /
         ``speaker_turns`` (default: diarization of the video, for untagged cues): how the
         segment list is read (:func:`avafn.inference.inputs.video_segments`). Progress and notes
-        are logged (``avafn.inference.predictor``), one line each. The extracted features go to ``out_dir/features``;
-        the other files are written by :meth:`Predictions.save`.
+        are logged (``avafn.inference.predictor``), one line each. The extracted features go to
+        ``out_dir/features``; the other files are written by :meth:`Predictions.save`.
         """
         check_inputs(video, segments, clips_dir, manifest)
         notices = Notices(examples=10**9)  # every place in the files; the console shows a few
