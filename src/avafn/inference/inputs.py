@@ -248,5 +248,6 @@ def iter_stream_items(video: str | os.PathLike | None = None,
         yield obj
 
 
-__all__ = ["AUDIO_EXTS", "MEDIA_EXTS", "SPLIT", "VIDEO_EXTS", "PredictError", "SpeakerTurns", "corpus_from_clips", "corpus_from_segments",
-           "iter_stream_items", "media_duration", "media_needs", "video_segments"]
+__all__ = ["AUDIO_EXTS", "MEDIA_EXTS", "SPLIT", "VIDEO_EXTS", "PredictError", "SpeakerTurns",
+           "corpus_from_clips", "corpus_from_segments", "iter_stream_items", "media_duration",
+           "media_needs", "video_segments"]

@@ -482,8 +482,10 @@ def _source_cell(r: Mapping[str, Any]) -> str:
     if r.get("source"):
         parts.append(f'<span class="src">{_esc(r["source"])}</span>')
     warns = r.get("warnings") or []
-    bits = []  # only what is not the usual (a tagged speaker, the input's own text) and
-    for key, what, usual in (("speaker_source", "speaker", "tag"),  # no warning says it
+    # provenance other than the usual (a tagged speaker, the input's own text), unless one of
+    # the row's warnings is about the same thing ("speaker guessed ...", "text missing ...")
+    bits = []
+    for key, what, usual in (("speaker_source", "speaker", "tag"),
                              ("text_source", "text", "subtitle")):
         if r.get(key) and r[key] != usual and \
                 not any(str(w).startswith(f"{what} ") for w in warns):
